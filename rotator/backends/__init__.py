@@ -1,0 +1,1 @@
+"""Secret stores behind one SecretStore protocol (see rotator.backends.base)."""

@@ -1,0 +1,176 @@
+"""The one exception hierarchy of rotator.
+
+::
+
+    RotatorError
+    ├── ConfigError                  bad configuration or usage (exit code 2)
+    ├── SecretRefError               a secret reference that cannot be resolved
+    ├── ProviderError                the vendor did not give us a token
+    │   ├── TransientProviderError   timeouts, connection errors, 5xx, 429: retry later
+    │   └── PermanentProviderError   retrying will not help until a human acts
+    │       ├── InvalidGrant         the refresh token / grant is dead (re-authorize)
+    │       └── InvalidClient        the client credentials are wrong
+    ├── StoreError                   a secret store failed
+    │   ├── StoreUnavailable         cannot reach the store (transient)
+    │   ├── StoreAuthError           the store refused our credentials
+    │   ├── StorePermissionError     authenticated, but the policy does not allow it
+    │   ├── StoreConflict            compare-and-set lost: someone else wrote first
+    │   └── StoreNotManaged          the path exists and was not written by rotator
+    └── LeaseHeld                    another worker is rotating this account now
+
+Every message says what was wrong and, where we know it, what would be right.
+No message ever carries a secret value: messages are built from names, codes
+and the vendor's own error description (scrubbed by :func:`scrub`).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ConfigError",
+    "InvalidClient",
+    "InvalidGrant",
+    "LeaseHeld",
+    "PermanentProviderError",
+    "ProviderError",
+    "RotatorError",
+    "SecretRefError",
+    "StoreAuthError",
+    "StoreConflict",
+    "StoreError",
+    "StoreNotManaged",
+    "StorePermissionError",
+    "StoreUnavailable",
+    "TransientProviderError",
+    "scrub",
+]
+
+# Values that look like credentials inside a vendor's free-text answer.
+_SCRUB_PATTERNS = (
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(
+        r"(?i)\b(access_token|refresh_token|id_token|token_|token|code_|code|password|"
+        r"client_secret|secret_id|secret)(\"?\s*[:=]\s*\"?)[^\s\"&,;}]+"
+    ),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+)
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """Remove credential-looking values from *text* and cap its length."""
+    text = _SCRUB_PATTERNS[0].sub(lambda m: f"{m.group(1)} ***", text)
+    text = _SCRUB_PATTERNS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _SCRUB_PATTERNS[2].sub("***", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class RotatorError(Exception):
+    """Base of every error rotator raises on purpose."""
+
+
+class ConfigError(RotatorError):
+    """The configuration (or the command line) is wrong; the message names the key."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class SecretRefError(RotatorError):
+    """A secret reference (env:, file:, cred:) cannot be resolved."""
+
+
+class ProviderError(RotatorError):
+    """The vendor did not give us a token.
+
+    ``code`` is the vendor's error code (``invalid_grant``...) or a short kind of
+    our own (``http_503``, ``timeout``, ``bad_response``); ``description`` is the
+    vendor's scrubbed explanation.
+    """
+
+    transient: bool = False
+
+    def __init__(
+        self,
+        code: str,
+        description: str = "",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code = code
+        self.description = scrub(description) if description else ""
+        self.status = status
+        self.retry_after = retry_after
+        parts = [code]
+        if status is not None:
+            parts.append(f"(HTTP {status})")
+        if self.description:
+            parts.append(f"- {self.description}")
+        super().__init__(" ".join(parts))
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying later: timeout, connection error, 5xx, 429."""
+
+    transient = True
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying will not help until a human changes something."""
+
+
+class InvalidGrant(PermanentProviderError):
+    """The grant (refresh token, authorization, password) was refused."""
+
+
+class InvalidClient(PermanentProviderError):
+    """The client credentials were refused."""
+
+
+class StoreError(RotatorError):
+    """A secret store failed. ``store`` is the configured store's name."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, store: str = "", path: str = "") -> None:
+        self.store = store
+        self.path = path
+        prefix = f"{store}: " if store else ""
+        super().__init__(prefix + message)
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or answered with a server error."""
+
+    transient = True
+
+
+class StoreAuthError(StoreError):
+    """The store refused our credentials."""
+
+
+class StorePermissionError(StoreError):
+    """Authenticated, but the policy does not allow the operation."""
+
+
+class StoreConflict(StoreError):
+    """Compare-and-set failed: the value changed since we read it."""
+
+    transient = True
+
+
+class StoreNotManaged(StoreError):
+    """The path holds a secret rotator did not write; set ``adopt: true`` to take it over."""
+
+
+class LeaseHeld(RotatorError):
+    """Another worker holds this account's lease until ``until`` (unix seconds)."""
+
+    def __init__(self, account: str, owner: str, until: float) -> None:
+        self.account = account
+        self.owner = owner
+        self.until = until
+        super().__init__(f"{account}: another worker ({owner}) is rotating it")

@@ -1,0 +1,1 @@
+"""Vendor providers behind one Provider protocol (see rotator.providers.base)."""

@@ -1,0 +1,140 @@
+"""The Provider protocol, the provider registry, and the one HTTP send helper.
+
+A provider turns an account's state into a fresh :class:`~rotator.tokens.TokenSet`
+and says what consumers receive. It takes its ``httpx.Client`` from the caller
+(so tests aim it at an emulator) and does no other I/O.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from rotator.errors import ConfigError, PermanentProviderError, TransientProviderError
+from rotator.tokens import MAX_RESPONSE_BYTES, TokenSet, format_time
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rotator.config import AccountSettings
+    from rotator.state import AccountState
+
+__all__ = [
+    "PROVIDERS",
+    "HttpAnswer",
+    "Provider",
+    "base_view",
+    "provider_class",
+    "send",
+]
+
+
+class Provider(Protocol):
+    name: ClassVar[str]
+    settings_model: ClassVar[type[AccountSettings]]
+    def __init__(self, account: str, settings: Any) -> None: ...
+
+    @property
+    def needs_seed(self) -> bool:
+        """True when it cannot start without a stored grant (`rotator import`/`authorize`)."""
+        ...
+
+    def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet: ...
+
+    def consumer_view(self, tokens: TokenSet) -> dict[str, str]: ...
+
+
+# provider name -> "module:Class"; imported on first use.
+PROVIDERS: dict[str, str] = {
+    "oauth2": "rotator.providers.oauth2:OAuth2Provider",
+}
+
+
+def provider_class(name: str, *, path: str = "provider") -> type[Provider]:
+    spec = PROVIDERS.get(name)
+    if spec is None:
+        raise ConfigError(
+            f"{name!r} is not a known provider (known: {', '.join(sorted(PROVIDERS))})",
+            path=path,
+        )
+    module_name, _, attr = spec.partition(":")
+    cls: type[Provider] = getattr(importlib.import_module(module_name), attr)
+    return cls
+
+
+def base_view(account: str, provider: str, tokens: TokenSet) -> dict[str, str]:
+    """The consumer view every provider starts from (DESIGN.md, "What sinks receive")."""
+    return {
+        "access_token": tokens.access_token.reveal(),
+        "token_type": tokens.token_type,
+        "expires_at": format_time(tokens.expires_at),
+        "account": account,
+        "provider": provider,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+    content_type: str
+    retry_after: str | None
+
+
+def send(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    data: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> HttpAnswer:
+    """Send one request; map transport failures to typed errors; cap the body size.
+
+    The URL in an error never includes the query string (Fax.Plus puts the refresh
+    token there).
+    """
+    import httpx
+
+    safe_url = url.split("?", 1)[0]
+    try:
+        with client.stream(
+            method,
+            url,
+            params=params,
+            data=data,
+            content=content,
+            headers=headers,
+            timeout=timeout,
+        ) as response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise PermanentProviderError(
+                        "bad_response",
+                        f"{safe_url} answered more than {MAX_RESPONSE_BYTES} bytes",
+                        status=response.status_code,
+                    )
+                chunks.append(chunk)
+            return HttpAnswer(
+                status=response.status_code,
+                body=b"".join(chunks),
+                content_type=response.headers.get("content-type", ""),
+                retry_after=response.headers.get("retry-after"),
+            )
+    except httpx.TimeoutException as exc:
+        raise TransientProviderError(
+            "timeout", f"{safe_url} did not answer within {timeout:g}s ({type(exc).__name__})"
+        ) from None
+    except httpx.TransportError as exc:
+        raise TransientProviderError(
+            "connection_error", f"{safe_url}: {type(exc).__name__}"
+        ) from None

@@ -1,0 +1,153 @@
+"""The generic RFC 6749 client: refresh_token, client_credentials and password grants."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, Literal
+from urllib.parse import quote
+
+from pydantic import Field, model_validator
+
+from rotator.config import AccountSettings, HttpUrl, Ref
+from rotator.errors import InvalidGrant
+from rotator.providers.base import base_view, send
+from rotator.secrets import Secret, resolve
+from rotator.tokens import TokenSet, parse_token_response
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rotator.state import AccountState
+
+__all__ = ["OAuth2Provider", "OAuth2Settings", "basic_auth_header", "token_request"]
+
+
+class OAuth2Settings(AccountSettings):
+    token_url: HttpUrl
+    grant: Literal["refresh_token", "client_credentials", "password"] = "refresh_token"
+    client_id: str | None = None
+    client_secret: Ref | None = None
+    client_auth: Literal["basic", "post", "none"] = "basic"
+    params_in: Literal["body", "query"] = "body"
+    scope: str | None = None
+    username: str | None = None
+    password: Ref | None = None
+    extra_params: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_grant(self) -> OAuth2Settings:
+        if self.grant == "password" and (self.username is None or self.password is None):
+            raise ValueError("grant 'password' needs username and password")
+        if self.client_auth in ("basic", "post") and (
+            self.client_id is None or self.client_secret is None
+        ):
+            raise ValueError(
+                f"client_auth {self.client_auth!r} needs client_id and client_secret "
+                "(or set client_auth: none for a public client)"
+            )
+        if self.client_auth == "none" and self.client_secret is not None:
+            raise ValueError("client_auth 'none' sends no client_secret; remove it or pick basic")
+        if self.grant == "client_credentials" and self.client_auth == "none":
+            raise ValueError("grant 'client_credentials' needs client_auth basic or post")
+        reserved = {"grant_type", "refresh_token", "client_secret", "password"}
+        clash = reserved & set(self.extra_params)
+        if clash:
+            raise ValueError(f"extra_params must not set {', '.join(sorted(clash))}")
+        return self
+
+
+def basic_auth_header(client_id: str, client_secret: Secret) -> str:
+    """RFC 6749 section 2.3.1: form-urlencode id and secret, then base64 "id:secret"."""
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret.reveal(), safe='')}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+
+
+def token_request(
+    client: httpx.Client,
+    *,
+    url: str,
+    params: dict[str, str],
+    params_in: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    requested_at: datetime,
+    max_lifetime_s: float,
+    previous: TokenSet | None,
+) -> TokenSet:
+    """POST one token request and parse the answer strictly."""
+    from datetime import timedelta
+
+    all_headers = {"Accept": "application/json", **(headers or {})}
+    if params_in == "query":
+        all_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        answer = send(client, "POST", url, params=params, headers=all_headers, timeout=timeout)
+    else:
+        answer = send(client, "POST", url, data=params, headers=all_headers, timeout=timeout)
+    return parse_token_response(
+        answer.body,
+        status=answer.status,
+        content_type=answer.content_type,
+        requested_at=requested_at,
+        max_lifetime=timedelta(seconds=max_lifetime_s),
+        previous=previous,
+        retry_after=answer.retry_after,
+    )
+
+
+class OAuth2Provider:
+    name: ClassVar[str] = "oauth2"
+    settings_model: ClassVar[type[AccountSettings]] = OAuth2Settings
+    def __init__(self, account: str, settings: OAuth2Settings) -> None:
+        self.account = account
+        self.settings = settings
+
+    @property
+    def needs_seed(self) -> bool:
+        return self.settings.grant == "refresh_token"
+
+    def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
+        s = self.settings
+        previous = state.tokenset()
+        params: dict[str, str] = dict(s.extra_params)
+        if s.grant == "refresh_token":
+            if state.refresh_token is None:
+                raise InvalidGrant(
+                    "no_refresh_token",
+                    f"no refresh token stored; seed one with: rotator import {self.account}",
+                )
+            params["grant_type"] = "refresh_token"
+            params["refresh_token"] = state.refresh_token.reveal()
+        elif s.grant == "password":
+            assert s.username is not None and s.password is not None
+            params["grant_type"] = "password"
+            params["username"] = s.username
+            params["password"] = resolve(s.password).reveal()
+        else:
+            params["grant_type"] = "client_credentials"
+        if s.scope:
+            params["scope"] = s.scope
+        headers: dict[str, str] = {}
+        if s.client_auth == "basic":
+            assert s.client_id is not None and s.client_secret is not None
+            headers["Authorization"] = basic_auth_header(s.client_id, resolve(s.client_secret))
+        elif s.client_auth == "post":
+            assert s.client_id is not None and s.client_secret is not None
+            params["client_id"] = s.client_id
+            params["client_secret"] = resolve(s.client_secret).reveal()
+        elif s.client_id:
+            params["client_id"] = s.client_id
+        return token_request(
+            client,
+            url=s.token_url,
+            params=params,
+            params_in=s.params_in,
+            timeout=s.timeout.total_seconds(),
+            headers=headers,
+            requested_at=now,
+            max_lifetime_s=s.max_lifetime.total_seconds(),
+            previous=previous,
+        )
+
+    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
+        return base_view(self.account, self.name, tokens)
