@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from tests import leakcheck
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log() -> Iterator[None]:
+    """Capture every in-process log line to LOG_DIR; at the end, scan it all for secrets."""
+    handler = logging.FileHandler(leakcheck.log_file("in-process"), encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    handler.close()
+    leaks = leakcheck.find_leaks()
+    if leaks:
+        pytest.fail("secret values reached captured output:\n" + "\n".join(leaks), pytrace=False)
