@@ -83,7 +83,8 @@ class DaemonProcess:
         return self.proc.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_log(self, needle: str, timeout: float = 30, count: int = 1) -> None:
