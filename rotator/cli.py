@@ -118,13 +118,17 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(config_path(args.config))
 
 
-def _rotator(config: Config) -> Rotator:
-    from rotator.daemon import open_stores
+def _rotator(config: Config, *, spool: bool = True) -> Rotator:
+    from rotator.daemon import open_spool, open_stores
     from rotator.http import HttpClients
     from rotator.rotation import Rotator, build_accounts
 
     stores = open_stores(config)
-    return Rotator(accounts=build_accounts(config, stores), http=HttpClients(max_connections=4))
+    return Rotator(
+        accounts=build_accounts(config, stores),
+        http=HttpClients(max_connections=4),
+        spool=open_spool(config) if spool else None,
+    )
 
 
 def _account(config: Config, name: str) -> None:
@@ -159,7 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rotator.errors import StoreError
 
     config = _load(args)
-    rotator = _rotator(config)
+    rotator = _rotator(config, spool=False)  # status only reads
     states = []
     problems: list[str] = []
     for name, account in rotator.accounts.items():

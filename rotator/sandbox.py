@@ -9,7 +9,9 @@ Standard library only, served on loopback. It behaves like a strict provider:
 - parameters in an ``application/x-www-form-urlencoded`` body (query only when
   ``allow_query`` is set);
 - rotating refresh tokens: each refresh spends the refresh token, and presenting
-  a spent one is treated as theft: the whole grant is revoked;
+  a spent one is treated as theft: the whole grant is revoked (``reuse_grace``
+  models the grace period strict providers offer for the one window no client
+  can close: the vendor rotated, but its answer never arrived);
 - configurable lifetimes and injected failures.
 """
 
@@ -37,6 +39,8 @@ class Grant:
     spent: set[str] = field(default_factory=set)
     revoked: bool = False
     refreshes: int = 0
+    previous: str = ""
+    previous_spent_at: float = 0.0
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Sandbox:
         token_path: str = "/oauth/token",
         on_issue: Callable[[str, str], None] | None = None,
         delay: float = 0.0,
+        reuse_grace: float = 0.0,
     ) -> None:
         self.clients = dict(clients or {})
         self.users = dict(users or {})
@@ -74,6 +79,8 @@ class Sandbox:
         self.token_path = token_path
         self.on_issue = on_issue
         self.delay = delay
+        self.reuse_grace = reuse_grace
+        self.grace_reuses = 0
         self.lock = threading.Lock()
         self.grants: dict[str, Grant] = {}
         self._by_refresh: dict[str, Grant] = {}
@@ -279,6 +286,19 @@ class Sandbox:
                 error = "unknown refresh token"
             elif grant.revoked:
                 error = "grant revoked"
+            elif (
+                refresh in grant.spent
+                and refresh == grant.previous
+                and time.time() - grant.previous_spent_at <= self.reuse_grace
+            ):
+                # Within the grace period the last spent token still works once more.
+                error = ""
+                self.grace_reuses += 1
+                grant.refreshes += 1
+                grant.spent.add(grant.current_refresh)
+                grant.previous, grant.previous_spent_at = grant.current_refresh, time.time()
+                grant.current_refresh = self._new("refresh")
+                self._by_refresh[grant.current_refresh] = grant
             elif refresh in grant.spent:
                 grant.revoked = True
                 self.reuse_detected += 1
@@ -288,6 +308,7 @@ class Sandbox:
                 grant.refreshes += 1
                 if self.rotate_refresh:
                     grant.spent.add(refresh)
+                    grant.previous, grant.previous_spent_at = refresh, time.time()
                     grant.current_refresh = self._new("refresh")
                     self._by_refresh[grant.current_refresh] = grant
         if error:

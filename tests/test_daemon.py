@@ -22,7 +22,7 @@ def write_config(tmp: Path, url: str, *, accounts: tuple[str, ...] = ("alpha", "
     secret_file.write_text(SECRET + "\n")
     secret_file.chmod(0o600)
     body = [
-        "server: {workers: 4, shutdown_grace: 5s}",
+        f"server: {{workers: 4, shutdown_grace: 5s, spool_dir: {tmp / 'spool'}}}",
         "stores:",
         f"  files: {{type: file, directory: {tmp / 'out'}}}",
         f"  state: {{type: file, directory: {tmp / 'state'}}}",
