@@ -24,7 +24,10 @@ RUN groupadd --system --gid 10001 rotator \
  && install -d -o 10001 -g 10001 -m 0700 /var/lib/rotator \
  && install -d -m 0755 /etc/rotator
 COPY --from=build /opt/rotator /opt/rotator
+# STATE_DIRECTORY: where the spool of rotated grants goes ($STATE_DIRECTORY/spool,
+# as under systemd); mount a volume there.
 ENV PATH=/opt/rotator/bin:$PATH \
+    STATE_DIRECTORY=/var/lib/rotator \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001

@@ -9,10 +9,7 @@ replica recreated, the hardened security context, probes on /healthz and
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,9 @@ helm_errors = pytest.importorskip("helm_python.errors")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from rotator.config import load_config  # noqa: E402
+from rotator.spool import default_spool_dir  # noqa: E402
 from tests import leakcheck  # noqa: E402
+from tests.proc import run_rotator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "rotator"
@@ -284,22 +283,11 @@ def _secret_refs(node: object, scheme: str) -> set[str]:
     return set()
 
 
-def rotator_check(path: Path) -> None:
-    """`rotator check -c FILE` as an operator runs it, once the CLI exists on main."""
-    if importlib.util.find_spec("rotator.cli") is None:
-        load_config(str(path))  # the validation `rotator check` performs
-        return
-    log = leakcheck.log_file(f"helm-check-{path.stem}")
-    with log.open("w", encoding="utf-8") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "rotator", "check", "-c", str(path)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=60,
-            check=False,
-        )
-    assert result.returncode == 0, log.read_text(encoding="utf-8")
+def rotator_check(*args: str, env: dict[str, str] | None = None) -> str:
+    """`rotator check ...` as an operator (or `helm test`) runs it; returns stdout."""
+    result = run_rotator(["check", *args], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -307,7 +295,7 @@ def test_rendered_config_passes_rotator_check(chart: Any, case: str, tmp_path: P
     configmap = one(render(chart, CASES[case])["docs"], "ConfigMap")
     path = tmp_path / f"{case}.yaml"
     path.write_text(configmap["data"]["rotator.yaml"], encoding="utf-8")
-    rotator_check(path)
+    assert "configuration OK" in rotator_check("-c", str(path))
     config = load_config(str(path))
     assert config.server.listen == "0.0.0.0:9464"
     kinds = {store.type for store in config.stores.values()}
@@ -337,6 +325,39 @@ def test_every_env_reference_comes_from_a_secret(chart: Any, case: str) -> None:
         assert not wanted & plain
         if not env_from:
             assert wanted <= set(from_keys), f"unset: {sorted(wanted - set(from_keys))}"
+
+
+def test_the_spool_lands_on_the_data_volume(chart: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(chart, CASES["vault"])["docs"]
+    for doc in (one(docs, "Deployment"), one(docs, "Pod", hook=True)):
+        box = container(doc)
+        env = {e["name"]: e["value"] for e in box["env"] if "value" in e}
+        monkeypatch.setenv("STATE_DIRECTORY", env["STATE_DIRECTORY"])
+        writable = [m["mountPath"] for m in box["volumeMounts"] if not m.get("readOnly")]
+        spool = default_spool_dir()
+        assert any(spool.is_relative_to(path) for path in writable), spool
+
+
+def test_file_case_passes_the_online_check_helm_test_runs(chart: Any, tmp_path: Path) -> None:
+    """`rotator check --online` with the Secret's value in the environment, as in the pod.
+
+    The data volume's path is moved to a temporary directory; the rest is as rendered.
+    """
+    docs = render(chart, CASES["file"])["docs"]
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["rotator.yaml"])
+    config["stores"]["files"]["directory"] = str(tmp_path / "data")
+    path = tmp_path / "rotator.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    args = container(one(docs, "Pod", hook=True))["args"]
+    assert args == ["check", "--online", "-c", "/etc/rotator/rotator.yaml"]
+    secret = leakcheck.register("idp-client-secret-for-the-helm-check", "client secret")
+    out = rotator_check("--online", "-c", str(path), env={"IDP_CLIENT_SECRET": secret})
+    assert "secret references: 1 of 1 resolve" in out
+    assert "store files: ready" in out.lower()
+    # Without the Secret the same check fails and names the reference.
+    result = run_rotator(["check", "--online", "-c", str(path)], env={})
+    assert result.returncode == 1
+    assert "accounts.idp-api.client_secret" in result.stdout
 
 
 # --- monitoring ---------------------------------------------------------------------

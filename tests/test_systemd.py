@@ -22,6 +22,8 @@ import yaml
 
 from rotator.config import load_config
 from rotator.secrets import parse_ref
+from tests import leakcheck
+from tests.proc import run_rotator
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"
@@ -199,3 +201,37 @@ def test_sysusers_and_tmpfiles_create_the_user_and_directories(tmp_path: Path) -
         info = (tmp_path / sub).stat()
         assert info.st_uid == uid
         assert info.st_mode & 0o777 == 0o750
+
+
+def test_example_config_resolves_credentials_as_the_unit_provides_them(tmp_path: Path) -> None:
+    """`rotator check --online` with $CREDENTIALS_DIRECTORY laid out as LoadCredential= does.
+
+    The file stores' directories move from /var/lib/rotator to a temporary
+    directory; everything else is the shipped example.
+    """
+    config = yaml.safe_load((SYSTEMD / "rotator.yaml").read_text(encoding="utf-8"))
+    for store in config["stores"].values():
+        relative = Path(store["directory"]).relative_to("/var/lib/rotator")
+        store["directory"] = str(tmp_path / "state-directory" / relative)
+        (tmp_path / "state-directory" / relative).mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "rotator.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    names = values("LoadCredential")
+    for name in names:
+        secret = leakcheck.register(f"{name}-value-from-the-credstore", "credential")
+        (credentials / name).write_text(secret, encoding="utf-8")
+        (credentials / name).chmod(0o400)
+    result = run_rotator(
+        ["check", "--online", "-c", str(path)], env={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"secret references: {len(names)} of {len(names)} resolve" in result.stdout
+    # Without the credentials (LoadCredential= found no file) the check names what is missing.
+    (credentials / names[0]).unlink()
+    result = run_rotator(
+        ["check", "--online", "-c", str(path)], env={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
+    assert result.returncode == 1
+    assert f"cred:{names[0]}" in result.stdout

@@ -79,6 +79,10 @@ seccompProfile:
 
 {{/* Environment: plain values, then single keys of existing Secrets. */}}
 {{- define "rotator.env" -}}
+# The spool of rotated grants not yet written to a store ($STATE_DIRECTORY/spool,
+# as under systemd) goes on the data volume, not the read-only image.
+- name: STATE_DIRECTORY
+  value: /var/lib/rotator
 {{- range $name, $value := .Values.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
