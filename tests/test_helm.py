@@ -22,6 +22,7 @@ helm_errors = pytest.importorskip("helm_python.errors")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from rotator.config import load_config  # noqa: E402
+from rotator.rotation import Result  # noqa: E402
 from rotator.spool import default_spool_dir  # noqa: E402
 from tests import leakcheck  # noqa: E402
 from tests.proc import run_rotator  # noqa: E402
@@ -407,15 +408,19 @@ def test_prometheus_rules_alert_on_expiry_and_failing_rotations(chart: Any) -> N
         "RotatorDown",
     }
     selector = f'namespace="{NAMESPACE}",job="rotator"'
-    soon = rules["RotatorRefreshTokenExpiresSoon"]["expr"]
-    assert (
-        f"rotator_refresh_token_expiry_timestamp_seconds{{{selector}}} - time() < 7 * 86400" in soon
-    )
+    expiry = f"rotator_refresh_token_expiry_timestamp_seconds{{{selector}}} - time()"
+    assert rules["RotatorRefreshTokenExpiresSoon"]["expr"] == f"{expiry} < 7 * 86400"
     assert rules["RotatorRefreshTokenExpiresSoon"]["labels"]["severity"] == "warning"
-    assert "< 1 * 86400" in rules["RotatorRefreshTokenExpiresVerySoon"]["expr"]
+    assert rules["RotatorRefreshTokenExpiresVerySoon"]["expr"] == f"{expiry} < 1 * 86400"
+    assert rules["RotatorRefreshTokenExpiresVerySoon"]["labels"]["severity"] == "critical"
+    # The result labels are the rotation outcomes the daemon counts.
+    failed = {Result.TRANSIENT, Result.PERMANENT, Result.FAILED}
+    healthy = {Result.SUCCESS, Result.ADOPTED, Result.NOT_DUE}
     failing = rules["RotatorRotationsFailing"]["expr"]
-    assert f'rotator_rotations_total{{{selector},result!="success"}}[30m]' in failing
-    assert f'rotator_rotations_total{{{selector},result="success"}}[30m]' in failing
+    pattern = r"rotator_rotations_total\{" + re.escape(selector) + r',result=~"([a-z_|]+)"\}\[30m\]'
+    counted = [set(group.split("|")) for group in re.findall(pattern, failing)]
+    assert counted == [failed, healthy]
+    assert "unless" in failing
     for alert in rules.values():
         assert _balanced(alert["expr"]), alert["expr"]
         assert re.fullmatch(r"\d+[smh]", alert["for"])
