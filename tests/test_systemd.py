@@ -103,6 +103,39 @@ def test_verify_is_clean(unit_with_stand_in: Path, tmp_path: Path) -> None:
     assert complaints == []
 
 
+DROP_IN = SYSTEMD / "encrypted-credentials.conf"
+
+
+@pytest.fixture
+def unit_with_drop_in(unit_with_stand_in: Path) -> Path:
+    """The stand-in copy plus the encrypted-credentials drop-in, as installed."""
+    drop_ins = unit_with_stand_in.parent / "rotator.service.d"
+    drop_ins.mkdir()
+    shutil.copy(DROP_IN, drop_ins / "credentials.conf")
+    return unit_with_stand_in
+
+
+@needs_analyze
+def test_encrypted_credentials_drop_in_verifies_and_keeps_the_score(
+    unit_with_drop_in: Path, tmp_path: Path
+) -> None:
+    result = analyze("verify", "--man=no", str(unit_with_drop_in), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "rotator" in line] == []
+    result = analyze(
+        "security", "--offline=true", "--no-pager", str(unit_with_drop_in), cwd=tmp_path
+    )
+    match = re.search(r"Overall exposure level for rotator\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    exposure = float(match.group(1))
+    assert exposure <= MAX_EXPOSURE
+    assert f"exposure {exposure} with it" in (ROOT / "README.md").read_text(encoding="utf-8")
+    # It swaps the whole list: the same names, now decrypted.
+    pairs = directives(DROP_IN.read_text(encoding="utf-8"))
+    assert pairs[0] == ("LoadCredential", "")
+    assert [v for k, v in pairs if k == "LoadCredentialEncrypted"] == values("LoadCredential")
+
+
 @needs_analyze
 def test_verify_of_the_shipped_unit_only_misses_the_binary(tmp_path: Path) -> None:
     """Why the stand-in exists: verify's one complaint is the uninstalled binary."""
