@@ -97,7 +97,10 @@ def _seconds(value: Any, name: str) -> float | None:
             raise PermanentProviderError(
                 "bad_response", f"{name} is not a number of seconds"
             ) from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    # (math.isfinite would overflow on a JSON integer of a few hundred digits)
+    if not isinstance(value, int | float) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
         raise PermanentProviderError("bad_response", f"{name} is not a number of seconds")
     if value < 0:
         raise PermanentProviderError("bad_response", f"{name} is negative ({value})")
@@ -129,7 +132,7 @@ def error_from_status(
     if body[:1] in (b"{", b" ", b"\n") or "json" in content_type:
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
     if isinstance(parsed, dict) and status < 500 and status != 429:
         return oauth_error(status, parsed)
@@ -188,7 +191,7 @@ def parse_token_response(
         raise error_from_status(status, body, content_type, retry_after)
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
         raise PermanentProviderError(
             "bad_response", _describe_body(body, content_type), status=status
         ) from None
