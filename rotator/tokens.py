@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ MAX_RESPONSE_BYTES = 256 * 1024
 _GRANT_ERRORS = {"invalid_grant", "unauthorized_client", "access_denied", "invalid_token"}
 _CLIENT_ERRORS = {"invalid_client"}
 _TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "slow_down"}
+_ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,9 @@ def _seconds(value: Any, name: str) -> float | None:
 def oauth_error(status: int, body: Mapping[str, Any]) -> ProviderError:
     """Map an RFC 6749 error body to our typed error."""
     code = body.get("error")
-    code = code if isinstance(code, str) and code else f"http_{status}"
+    # The code lands in state, logs and metric labels: take it only when it looks
+    # like one (RFC 6749 codes are short ASCII words), never free text.
+    code = code if isinstance(code, str) and _ERROR_CODE.match(code) else f"http_{status}"
     raw_description = body.get("error_description") or body.get("message") or ""
     description = raw_description if isinstance(raw_description, str) else ""
     if code in _GRANT_ERRORS:
