@@ -203,8 +203,8 @@ def parse_token_response(
         raise PermanentProviderError(
             "bad_response", f"expected a JSON object, got {type(payload).__name__}", status=status
         )
-    if "error" in payload:
-        # Some vendors answer errors with 200; the body decides.
+    if payload.get("error") not in (None, ""):
+        # Some vendors answer errors with 200; the body decides ("error": null does not).
         raise oauth_error(status if status >= 400 else 400, payload)
     return tokenset_from_payload(
         payload, requested_at=requested_at, max_lifetime=max_lifetime, previous=previous
