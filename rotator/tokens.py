@@ -247,8 +247,9 @@ def tokenset_from_payload(
         issued_at=requested_at,
         expires_at=requested_at + lifetime,
         refresh_token=Secret(refresh) if refresh else None,
+        # Keycloak sends refresh_expires_in: 0 for offline tokens, which do not expire.
         refresh_expires_at=(
-            requested_at + timedelta(seconds=refresh_in) if refresh_in is not None else None
+            requested_at + timedelta(seconds=refresh_in) if refresh_in else None
         ),
         scope=scope if isinstance(scope, str) else None,
         extra=extra,
