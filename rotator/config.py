@@ -109,7 +109,7 @@ def _mode(value: object) -> int:
     elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
         mode = int(value, 8)
     else:
-        raise ValueError(f"{value!r} is not an octal file mode such as \"0600\"")
+        raise ValueError(f'{value!r} is not an octal file mode such as "0600"')
     if mode & 0o7000 or mode & 0o111:
         raise ValueError(f"{oct(mode)} must not be executable or set special bits")
     return mode
@@ -144,8 +144,16 @@ def store_identity(settings: BaseModel) -> str:
     """Where a store's data lives (not how we log in): keys the local spool."""
     where = settings.model_dump(
         mode="json",
-        include={"type", "directory", "url", "mount", "namespace", "prefix", "region",
-                 "endpoint_url"},
+        include={
+            "type",
+            "directory",
+            "url",
+            "mount",
+            "namespace",
+            "prefix",
+            "region",
+            "endpoint_url",
+        },
     )
     return json.dumps(where, sort_keys=True)
 
@@ -288,7 +296,9 @@ class AccountSettings(Model):
         if self.retry_initial > self.retry_max:
             raise ValueError("retry_initial must not be longer than retry_max")
         if self.timeout >= self.lease_ttl:
-            raise ValueError("timeout must be shorter than lease_ttl (the lease must outlive a call)")
+            raise ValueError(
+                "timeout must be shorter than lease_ttl (the lease must outlive a call)"
+            )
         return self
 
 
@@ -323,9 +333,32 @@ def load_config(path: str) -> Config:
     return parse_config(text, source=path)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last value silently: a second ``accounts:`` section would
+    drop every account of the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate and key != "<<":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+        return dict(super().construct_mapping(node, deep=deep))
+
+
 def parse_config(text: str, *, source: str = "<string>") -> Config:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -364,9 +397,7 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
         known_keys.update(provider_class(name).settings_model.model_fields)
     for key in defaults:
         if key not in known_keys:
-            raise ConfigError(
-                "is not an account key of any provider", path=f"defaults.{key}"
-            )
+            raise ConfigError("is not an account key of any provider", path=f"defaults.{key}")
 
     accounts: dict[str, AccountSettings] = {}
     for name, body in accounts_raw.items():
@@ -467,15 +498,22 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out
 
 
+def _child(node: Any, part: int | str) -> tuple[bool, Any]:
+    if isinstance(node, dict) and part in node:
+        return True, node[part]
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return True, node[part]
+    return False, None
+
+
 def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     """Drop the union tags pydantic inserts into a location, by walking the input."""
     out: list[int | str] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
+        found, child = _child(node, part)
+        if found:
+            node = child
         elif isinstance(part, str) and part in _UNION_TAGS:
             continue
         else:
@@ -503,7 +541,7 @@ def _config_error(
         if kind == "union_tag_invalid":
             message = f"{ctx.get('tag')!r} is not valid (valid: {ctx.get('expected_tags')})"
         elif kind == "union_tag_not_found":
-            message = f"required key is missing (valid: {_TAG_CHOICES.get(loc[-1], '')})"
+            message = f"required key is missing (valid: {_TAG_CHOICES.get(str(loc[-1]), '')})"
         elif kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1]) if model else None
             valid = f" (valid keys: {', '.join(sorted(parent.model_fields))})" if parent else ""
@@ -528,7 +566,15 @@ _TAG_CHOICES = {
     "method": "token, approle, kubernetes",
 }
 _UNION_TAGS = {
-    "file", "vault", "aws", "token", "approle", "kubernetes", "webhook", "command", "email",
+    "file",
+    "vault",
+    "aws",
+    "token",
+    "approle",
+    "kubernetes",
+    "webhook",
+    "command",
+    "email",
 }
 
 

@@ -184,8 +184,9 @@ class Daemon:
                 self._schedule_failed_retry(name, now)
         for hook in self.hooks_on_reload:
             hook(self)
-        _log.info("reloaded", added=added, removed=removed, changed=changed,
-                  accounts=len(new_accounts))
+        _log.info(
+            "reloaded", added=added, removed=removed, changed=changed, accounts=len(new_accounts)
+        )
         self._warn_insecure(new_config)
         return True
 
@@ -201,8 +202,11 @@ class Daemon:
     def _warn_insecure(config: Config) -> None:
         for name, account in config.accounts.items():
             if not account.tls_verify:
-                _log.warning("TLS verification is off for this account", account=name,
-                             fix="set ca_bundle to the vendor's CA instead of tls_verify: false")
+                _log.warning(
+                    "TLS verification is off for this account",
+                    account=name,
+                    fix="set ca_bundle to the vendor's CA instead of tls_verify: false",
+                )
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -230,8 +234,11 @@ class Daemon:
             clean = self._in_flight == 0
         timer.cancel()
         if not clean:
-            _log.warning("rotations still in flight at the end of the grace period",
-                         in_flight=self._in_flight, grace_s=grace)
+            _log.warning(
+                "rotations still in flight at the end of the grace period",
+                in_flight=self._in_flight,
+                grace_s=grace,
+            )
         self.http.close()
         for store in self.stores.values():
             store.close()
