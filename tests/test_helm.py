@@ -235,6 +235,16 @@ def test_probes_and_metrics_port_follow_server_listen(chart: Any, case: str) -> 
     assert service["spec"]["publishNotReadyAddresses"] is True
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_pod_outlives_the_shutdown_grace(chart: Any, case: str, tmp_path: Path) -> None:
+    """The kubelet's SIGKILL must not cut rotations the daemon may still finish."""
+    docs = render(chart, CASES[case])["docs"]
+    path = tmp_path / "rotator.yaml"
+    path.write_text(one(docs, "ConfigMap")["data"]["rotator.yaml"], encoding="utf-8")
+    grace = load_config(str(path)).server.shutdown_grace.total_seconds()
+    assert pod_spec(one(docs, "Deployment"))["terminationGracePeriodSeconds"] > grace + 10
+
+
 def test_a_different_listen_port_moves_probes_and_service(chart: Any) -> None:
     docs = render(chart, {"config": {"server": {"listen": "0.0.0.0:9100"}}})["docs"]
     assert container(one(docs, "Deployment"))["ports"][0]["containerPort"] == 9100

@@ -268,3 +268,12 @@ def test_example_config_resolves_credentials_as_the_unit_provides_them(tmp_path:
     )
     assert result.returncode == 1
     assert f"cred:{names[0]}" in result.stdout
+
+
+def test_stop_timeout_outlasts_the_shutdown_grace() -> None:
+    """SIGKILL must not cut rotations the daemon is still allowed to finish."""
+    from rotator.config import parse_duration
+
+    config = load_config(str(SYSTEMD / "rotator.yaml"))
+    [stop] = values("TimeoutStopSec")
+    assert parse_duration(stop) > config.server.shutdown_grace + parse_duration("10s")
