@@ -371,6 +371,23 @@ def test_file_case_passes_the_online_check_helm_test_runs(chart: Any, tmp_path: 
     assert "accounts.idp-api.client_secret" in result.stdout
 
 
+def test_network_policy_lets_out_dns_and_the_configured_ports_only(chart: Any) -> None:
+    assert not [d for d in render(chart, {})["docs"] if d["kind"] == "NetworkPolicy"]
+    docs = render(chart, CASES["vault"])["docs"]
+    policy = one(docs, "NetworkPolicy")
+    labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    [ingress] = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert ingress["from"] == CASES["vault"]["networkPolicy"]["metricsFrom"]
+    out = [(p["port"], p["protocol"]) for rule in policy["spec"]["egress"] for p in rule["ports"]]
+    assert sorted(out) == [(53, "TCP"), (53, "UDP"), (443, "TCP"), (8200, "TCP")]
+    # The Vault store's port is among them.
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["rotator.yaml"])
+    assert config["stores"]["vault"]["url"].endswith(":8200")
+
+
 # --- monitoring ---------------------------------------------------------------------
 
 
