@@ -14,18 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python.chart as helm_chart
+import helm_python.errors as helm_errors
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-helm_chart = pytest.importorskip("helm_python.chart")
-helm_errors = pytest.importorskip("helm_python.errors")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-from rotator.config import load_config  # noqa: E402
-from rotator.rotation import Result  # noqa: E402
-from rotator.spool import default_spool_dir  # noqa: E402
-from tests import leakcheck  # noqa: E402
-from tests.proc import run_rotator  # noqa: E402
+from rotator.config import load_config
+from rotator.rotation import Result
+from rotator.spool import default_spool_dir
+from tests import leakcheck
+from tests.proc import run_rotator
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "rotator"
