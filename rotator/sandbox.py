@@ -104,8 +104,9 @@ class Sandbox:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        # A short poll interval: stop() waits for the loop to notice (0.5 s by default).
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sandbox", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="sandbox", daemon=True
         )
         self._thread.start()
         return self.url
