@@ -291,10 +291,11 @@ class Sandbox:
                     grant.spent.add(refresh)
                     grant.current_refresh = self._new("refresh")
                     self._by_refresh[grant.current_refresh] = grant
+                issued = grant.current_refresh  # read under the lock: a racing refresh moves it
         if error:
             self._error(handler, 400, "invalid_grant", error)
             return
-        self._issue(handler, client_id, grant.current_refresh, None)
+        self._issue(handler, client_id, issued, None)
 
     def _issue(self, handler: BaseHTTPRequestHandler, client_id: str, refresh: str | None,
                scope: str | None) -> None:
