@@ -61,7 +61,7 @@ class Sandbox:
         allow_query: bool = False,
         send_expires_in: bool = True,
         token_path: str = "/oauth/token",
-        on_issue: Callable[[str, str], None] | None = None,
+        on_issue: Callable[[str, str], object] | None = None,
         delay: float = 0.0,
     ) -> None:
         self.clients = dict(clients or {})
