@@ -18,6 +18,7 @@ unchanged. hvac and requests errors are mapped once, in :func:`_mapped`.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -542,6 +543,11 @@ def _strip_store(exc: StoreError, name: str) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
+def _short(errors: str) -> str:
+    """Vault wraps one error as '1 error occurred: * permission denied'."""
+    return re.sub(r"^\d+ errors? occurred:\s*\*\s*", "", errors).strip()
+
+
 def _is_forbidden(exc: Exception) -> bool:
     import hvac.exceptions
 
@@ -576,9 +582,15 @@ def _mapped(
             f"cannot reach {url} ({action}{where}): connection failed", store=store.name, path=path
         )
     if login and isinstance(exc, hvac.exceptions.InvalidRequest | hvac.exceptions.Forbidden):
+        if store.settings.auth.method == "token":
+            hint = (
+                "the token is expired, revoked or wrong, or its policy lacks "
+                "auth/token/lookup-self (part of the default policy)"
+            )
+        else:
+            hint = "check the role and its credentials"
         return StoreAuthError(
-            f"{action} refused by {url}: {errors or 'permission denied'} "
-            "(check the role and its credentials)",
+            f"{action} refused by {url}: {_short(errors) or 'permission denied'} ({hint})",
             store=store.name,
         )
     if isinstance(exc, hvac.exceptions.Forbidden):
