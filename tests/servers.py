@@ -7,8 +7,8 @@
   port with its data (crash proofs stop it mid-rotation).
 - :class:`MotoServer` — moto's Secrets Manager in a thread (``ThreadedMotoServer``),
   or in a subprocess (``separate_process=True``), e.g. with IAM auth enforced.
-- :class:`ThrottlingProxy` — a reverse proxy in front of moto that answers the
-  next N requests with ``ThrottlingException`` (moto never throttles).
+- :class:`AwsFaultProxy` — a reverse proxy in front of moto that throttles,
+  loses responses, refuses or interleaves another writer, on demand.
 
 Every server is stopped by PID (subprocess) or by its own handle (thread); all
 are context managers. Server logs go to a private temp dir, never under the
@@ -39,9 +39,9 @@ import httpx
 from tests import leakcheck
 
 __all__ = [
+    "AwsFaultProxy",
     "MotoServer",
     "OpenBao",
-    "ThrottlingProxy",
     "bao_binary",
     "free_port",
     "openbao",
@@ -398,62 +398,84 @@ class MotoServer:
         ).client("secretsmanager", endpoint_url=self.endpoint_url)
 
 
-class ThrottlingProxy:
-    """A reverse proxy to ``upstream`` that answers the next ``throttle`` requests the
-    way Secrets Manager throttles: HTTP 400 ``ThrottlingException``."""
+class AwsFaultProxy:
+    """A reverse proxy to a moto ``upstream`` that injects Secrets Manager faults.
+
+    - ``throttle = N``: the next N requests get HTTP 400 ``ThrottlingException``
+      (moto never throttles);
+    - ``lose_response(op)``: the next ``op`` reaches moto, but its answer is
+      replaced by HTTP 500 ``InternalServiceError`` (a write that landed while the
+      client saw a failure: what ClientRequestToken idempotency is for);
+    - ``refuse(op)``: the next ``op`` is answered ``AccessDeniedException`` and
+      never reaches moto;
+    - ``before(op, fn)``: run ``fn()`` once just before the next ``op`` is
+      forwarded (another writer racing us).
+
+    ``op`` is the operation name, e.g. ``"UpdateSecretVersionStage"``;
+    ``requests`` lists every operation seen, in order.
+    """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.throttle = 0
         self.throttled = 0
-        self.forwarded = 0
-        self.requests: list[str] = []  # X-Amz-Target of every request seen
+        self.requests: list[str] = []
+        self._lost: list[str] = []
+        self._refused: list[str] = []
+        self._before: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                target = self.headers.get("X-Amz-Target", "")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                op = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+                hook = None
                 with proxy._lock:
-                    proxy.requests.append(target)
+                    proxy.requests.append(op)
                     throttle = proxy.throttle > 0
                     if throttle:
                         proxy.throttle -= 1
                         proxy.throttled += 1
-                    else:
-                        proxy.forwarded += 1
+                    refuse = _take(proxy._refused, op)
+                    lose = _take(proxy._lost, op)
+                    for index, (name, fn) in enumerate(proxy._before):
+                        if name == op:
+                            hook = fn
+                            del proxy._before[index]
+                            break
                 if throttle:
-                    payload = json.dumps(
-                        {"__type": "ThrottlingException", "message": "Rate exceeded"}
-                    ).encode()
-                    self.send_response(400)
-                    self.send_header("Content-Type", "application/x-amz-json-1.1")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self._error(400, "ThrottlingException", "Rate exceeded")
                     return
+                if refuse:
+                    self._error(400, "AccessDeniedException", "injected: access denied")
+                    return
+                if hook is not None:
+                    hook()
                 headers = {
                     k: v
                     for k, v in self.headers.items()
                     if k.lower() not in ("host", "content-length", "connection")
                 }
                 answer = httpx.post(proxy.upstream + self.path, content=body, headers=headers)
+                if lose:
+                    self._error(500, "InternalServiceError", "injected: response lost")
+                    return
                 self.send_response(answer.status_code)
                 for key, value in answer.headers.items():
-                    if key.lower() not in (
-                        "content-length",
-                        "transfer-encoding",
-                        "connection",
-                        "content-encoding",
-                        "server",
-                        "date",
-                    ):
+                    if key.lower() not in _HOP_HEADERS:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
                 self.wfile.write(answer.content)
+
+            def _error(self, status: int, code: str, message: str) -> None:
+                payload = json.dumps({"__type": code, "message": message}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
@@ -462,7 +484,23 @@ class ThrottlingProxy:
         self.endpoint_url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> ThrottlingProxy:
+    def lose_response(self, op: str) -> None:
+        with self._lock:
+            self._lost.append(op)
+
+    def refuse(self, op: str) -> None:
+        with self._lock:
+            self._refused.append(op)
+
+    def before(self, op: str, fn: Any) -> None:
+        with self._lock:
+            self._before.append((op, fn))
+
+    def count(self, op: str) -> int:
+        with self._lock:
+            return self.requests.count(op)
+
+    def __enter__(self) -> AwsFaultProxy:
         self._thread.start()
         return self
 
@@ -470,3 +508,20 @@ class ThrottlingProxy:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+_HOP_HEADERS = (
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "content-encoding",
+    "server",
+    "date",
+)
+
+
+def _take(queue: list[str], op: str) -> bool:
+    if op in queue:
+        queue.remove(op)
+        return True
+    return False

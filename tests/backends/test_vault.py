@@ -21,11 +21,12 @@ from rotator.errors import (
     StoreUnavailable,
 )
 from tests import leakcheck
-from tests.backends.conftest import token_env, unique, vault_settings
+from tests.backends.conftest import DAEMON_POLICY, token_env, unique, vault_settings
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.servers import OpenBao, free_port
 
 VIEW = {"access_token": "tok-vault", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
+VIEW2 = {**VIEW, "access_token": "tok-vault-2"}
 
 
 class Clock:
@@ -507,3 +508,23 @@ def test_the_store_never_reads_vault_token_from_the_environment(
     finally:
         store.close()
     assert httpx.get(f"{bao.url}/v1/sys/health").status_code == 200
+
+
+def test_a_restarted_persistent_server_keeps_data_and_the_store_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with OpenBao(persistent=True) as server:
+        server.write_policy("rotator", DAEMON_POLICY)
+        store = token_store(server, monkeypatch, server.create_token(["rotator"]))
+        try:
+            written = store.write("state/acme", VIEW, expected_version=None)
+            server.kill()  # a crash, mid-operation as far as the store knows
+            with pytest.raises(StoreUnavailable, match="cannot reach"):
+                store.read("state/acme")
+            server.start()  # same port, same data, unsealed again
+            record = store.read("state/acme")
+            assert record is not None
+            assert dict(record.data) == VIEW and record.version == written.version
+            assert store.write("state/acme", VIEW2, expected_version=record.version).changed
+        finally:
+            store.close()
