@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -390,6 +391,11 @@ class MotoServer:
     def client(self, region: str = "eu-central-1") -> Any:
         """A plain boto3 Secrets Manager client, as a consumer would use."""
         import boto3
+
+        # botocore logs whole bodies (SecretString included) at DEBUG, and the
+        # suite captures DEBUG for its leak check: keep the wire loggers at INFO
+        for name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
         return boto3.session.Session(
             aws_access_key_id="testing",
