@@ -121,13 +121,15 @@ class Daemon:
             self._job,
             "date",
             run_date=when,
-            args=[name, retry_failed],
+            args=[name, retry_failed, when],
             id=name,
             name=name,
             replace_existing=True,
         )
 
-    def _job(self, name: str, retry_failed: bool = False) -> None:
+    def _job(
+        self, name: str, retry_failed: bool = False, planned: datetime | None = None
+    ) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts:
             return
         with self._in_flight_done:
@@ -141,6 +143,18 @@ class Daemon:
             with self._in_flight_done:
                 self._in_flight -= 1
                 self._in_flight_done.notify_all()
+        if planned is not None:
+            # Planned vs done, for the benchmark's lateness figures (filtered out below debug).
+            _log.debug(
+                "job done",
+                account=name,
+                result=result.result,
+                planned_at=planned.timestamp(),
+                late_ms=round((datetime.now(UTC) - planned).total_seconds() * 1000),
+                duration_ms=round(result.duration * 1000),
+                sinks_written=result.sinks_written,
+                sinks_unchanged=result.sinks_unchanged,
+            )
         if name in self.rotator.accounts:
             self._schedule(name, result.next_run or datetime.now(UTC) + _FALLBACK_RECHECK)
 

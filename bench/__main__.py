@@ -1,0 +1,168 @@
+"""``python -m bench`` (or ``make bench``): the whole benchmark in one run.
+
+    python -m bench                 # the documented full run (~12 minutes)
+    python -m bench --quick         # shorter steady state, 1,000-account bursts only
+    python -m bench --burst 20 --steady 20 --steady-seconds 5 --out /tmp/r.md   # smoke
+
+Prints a table and writes it, with the machine description, into
+``bench/results.md`` between the ``run:latest`` markers (the rest of the file,
+e.g. the before/after history, is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench import harness
+
+LATEST_START = "<!-- run:latest -->"
+LATEST_END = "<!-- /run:latest -->"
+TARGETS = {"ratio": 1.3, "p99_ms": 1000.0, "rss_mb": 150.0, "help_s": 0.3}
+
+
+def _ok(good: bool) -> str:
+    return "ok" if good else "MISSED"
+
+
+def report(args: argparse.Namespace, env: harness.Env, bursts: list[harness.Burst],
+           steady: harness.Steady | None, helps: tuple[float, float, float],
+           machine: dict[str, str], elapsed: float) -> str:
+    lines = [
+        f"Run: `{' '.join(['python -m bench', *sys.argv[1:]])}` — {elapsed / 60:.1f} min, "
+        f"{machine['date']}",
+        "",
+        f"Machine: {machine['cpus']} CPUs, {machine['memory']}, Python {machine['python']}, "
+        f"{machine['os']}; load average at start {args.load_start}, at end {machine['load']} "
+        "(other helpers' test suites share the machine).",
+        "",
+        "### Burst: every account due at once",
+        "",
+        "| store | accounts | daemon s | (of which start) | baseline s | ratio | target | "
+        "peak RSS MiB | idle RSS MiB | CPU s / 1000 |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for b in bursts:
+        lines.append(
+            f"| {b.store} | {b.accounts:,} | {b.daemon_s:.2f} | {b.daemon_start_s:.2f} | "
+            f"{b.baseline_s:.2f} | {b.ratio:.2f} | <= {TARGETS['ratio']} "
+            f"{_ok(b.ratio <= TARGETS['ratio'])} | {b.peak_rss_mb:.0f} | {b.idle_rss_mb:.0f} | "
+            f"{b.cpu_s / b.accounts * 1000:.1f} |"
+        )
+    lines += [
+        "",
+        "Daemon time: from spawning `rotator run` to the last account's `job done` (state "
+        "written, every sink published). Baseline: from spawning `bench/baseline.py` to its "
+        "exit, for the same token calls and the two writes (state, sink) per account with the "
+        f"same store classes and {harness.WORKERS} threads. CPU includes the daemon's start.",
+    ]
+    if steady is not None:
+        s = steady
+        lines += [
+            "",
+            f"### Steady state: {s.accounts:,} accounts, 60 s tokens, staggered, "
+            f"{s.seconds:.0f} s",
+            "",
+            "| measure | value | target |",
+            "|---|---:|---|",
+            f"| rotations in the window | {s.rotations:,} | |",
+            f"| lateness p50 | {s.p50_late_ms:.0f} ms | |",
+            f"| lateness p99 | {s.p99_late_ms:.0f} ms | <= 1000 ms "
+            f"{_ok(s.p99_late_ms <= TARGETS['p99_ms'])} |",
+            f"| lateness max | {s.max_late_ms:.0f} ms | |",
+            f"| vendor calls per account per lifetime | {s.calls_per_lifetime:.3f} "
+            f"(max {s.max_calls_per_lifetime}) | 1.0 "
+            f"{_ok(abs(s.calls_per_lifetime - 1) < 1e-9 and s.max_calls_per_lifetime <= 1)} |",
+            f"| sink writes made / skipped as unchanged | {s.sink_writes:,} / "
+            f"{s.sink_skipped:,} | |",
+            f"| CPU s per 1000 rotations | {s.cpu_per_1000_s:.2f} | |",
+            f"| peak RSS | {s.rss_mb:.0f} MiB | |",
+            f"| warnings/errors logged | {s.problems} | |",
+            "",
+            "Lateness: from the planned refresh time (the state's `next_refresh_at`, the job's "
+            "run date) to the end of the job (state written, sinks published). State in the "
+            "file store; sinks in a file and in OpenBao. Skipped writes: the daemon's first look "
+            "at every account finds its sinks already current.",
+        ]
+    big = [b for b in bursts if b.accounts >= 10_000]
+    peak = max((b.peak_rss_mb for b in big), default=0.0)
+    lines += [
+        "",
+        "### Resources",
+        "",
+        "| measure | value | target |",
+        "|---|---:|---|",
+    ]
+    if big:
+        lines.append(f"| peak RSS, 10,000 accounts (burst) | {peak:.0f} MiB | <= 150 MiB "
+                     f"{_ok(peak <= TARGETS['rss_mb'])} |")
+        lines.append(f"| idle RSS, 10,000 accounts | "
+                     f"{max(b.idle_rss_mb for b in big):.0f} MiB | |")
+    lines += [
+        f"| `rotator --help` wall time (median / max of 7) | {helps[0]:.3f} s / "
+        f"{helps[1]:.3f} s | <= 0.3 s {_ok(helps[0] <= TARGETS['help_s'])} |",
+        f"| bare `python -c pass` (median) | {helps[2]:.3f} s | |",
+    ]
+    if env.log:
+        lines += ["", "Notes:", ""] + [f"- {line}" for line in env.log]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(path: Path, text: str) -> None:
+    block = f"{LATEST_START}\n{text}{LATEST_END}\n"
+    if path.exists():
+        old = path.read_text(encoding="utf-8")
+        if LATEST_START in old and LATEST_END in old:
+            head, rest = old.split(LATEST_START, 1)
+            tail = rest.split(LATEST_END, 1)[1].lstrip("\n")
+            path.write_text(head + block + tail, encoding="utf-8")
+            return
+    path.write_text("# Benchmark results\n\n## Latest run\n\n" + block, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="1,000-account bursts and a 60 s steady state (development)")
+    parser.add_argument("--burst", default=None,
+                        help="comma-separated burst sizes (default 1000,10000)")
+    parser.add_argument("--stores", default="file,vault", help="burst stores (file,vault)")
+    parser.add_argument("--steady", type=int, default=1000, help="steady-state accounts")
+    parser.add_argument("--steady-seconds", type=float, default=None,
+                        help="steady-state duration (default 300, --quick 60)")
+    parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results.md"))
+    parser.add_argument("--timeout", type=float, default=600, help="per phase (s)")
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in (args.burst or ("1000" if args.quick else "1000,10000")).split(",")]
+    seconds = args.steady_seconds or (60.0 if args.quick else 300.0)
+    stores = [s for s in args.stores.split(",") if s]
+    args.load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    started = time.time()
+    env = harness.new_env()
+    bursts: list[harness.Burst] = []
+    steady = None
+    try:
+        with harness.openbao(env):
+            for size in sizes:
+                for store in stores:
+                    bursts.append(harness.run_burst(env, store, size, args.timeout))
+            if args.steady:
+                steady = harness.run_steady(env, args.steady, seconds)
+        helps = harness.help_times(env)
+    except BaseException:
+        print(f"bench: failed; logs kept in {env.work}", file=sys.stderr)
+        raise
+    shutil.rmtree(env.work, ignore_errors=True)
+    text = report(args, env, bursts, steady, helps, harness.machine(), time.time() - started)
+    print(text)
+    write_results(Path(args.out), text)
+    print(f"written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

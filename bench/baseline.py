@@ -1,0 +1,95 @@
+"""The burst's yardstick: the same token calls and store writes, with no daemon around them.
+
+``python -m bench.baseline --url URL --count N --prefix P --store file|vault ...``
+makes, for each of N client ids, one ``client_credentials`` token call and the
+two writes a rotation must make (the state record, then the consumer view in
+the sink), on a thread pool of ``--workers`` threads with one pooled HTTP client
+(the daemon's concurrency), then exits. It uses rotator's own store classes,
+so store cost is the same on both sides; what it leaves out is the daemon:
+config, scheduler, lease, spool, reads, logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+__all__ = ["main"]
+
+
+def open_store(args: argparse.Namespace, role: str) -> Any:
+    if args.store == "file":
+        from rotator.backends.file import FileStore
+
+        directory = args.state_dir if role == "state" else args.sink_dir
+        return FileStore(role, SimpleNamespace(directory=directory, mode=0o600))
+    from rotator.backends.vault import VaultStore
+    from rotator.config import VaultStoreSettings
+
+    settings = VaultStoreSettings.model_validate(
+        {"type": "vault", "url": args.vault_url, "prefix": args.vault_prefix,
+         "auth": {"method": "token", "token": "env:BENCH_VAULT_TOKEN"}}
+    )
+    return VaultStore(role, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.baseline")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--store", choices=("file", "vault"), required=True)
+    parser.add_argument("--state-dir")
+    parser.add_argument("--sink-dir")
+    parser.add_argument("--vault-url")
+    parser.add_argument("--vault-prefix", default="")
+    args = parser.parse_args(argv)
+    secret = os.environ["BENCH_CLIENT_SECRET"]
+    state_store = open_store(args, "state")
+    sink_store = state_store if args.store == "vault" else open_store(args, "sink")
+    client = httpx.Client(
+        limits=httpx.Limits(max_connections=args.workers * 2,
+                            max_keepalive_connections=args.workers * 2),
+        timeout=30,
+    )
+
+    def one(index: int) -> None:
+        client_id = f"{args.prefix}{index:05d}"
+        auth = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        answer = client.post(
+            args.url,
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {auth}"},
+        )
+        answer.raise_for_status()
+        body = answer.json()
+        issued = time.time()
+        state = {"access_token": body["access_token"], "issued_at": str(issued),
+                 "expires_at": str(issued + float(body["expires_in"]))}
+        view = {"access_token": body["access_token"], "token_type": body["token_type"],
+                "expires_at": state["expires_at"], "account": client_id}
+        sink = f"sinks/{client_id}" if args.store == "vault" else f"{client_id}.json"
+        state_store.write(f"state/{client_id}", state, expected_version=None)
+        sink_store.write(sink, view, expected_version=None)
+
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        for future in [pool.submit(one, i) for i in range(args.count)]:
+            future.result()
+    client.close()
+    print(json.dumps({"done": args.count}), flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown, as the daemon's measurement ends at its last write
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,478 @@
+"""The benchmark phases: burst, steady state, resources, ``--help``; the results table.
+
+Everything runs as separate processes on loopback: the token emulator
+(``bench.emulator``), OpenBao (``bao server -dev``, started and stopped by PID
+through ``tests.servers.OpenBao``), the daemon (``python -m rotator run``) and
+the baseline (``bench.baseline``). The daemon runs with ``--log-level debug``:
+its ``job done`` line (one per job: planned time, lateness, sinks written or
+unchanged) is what the harness measures from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+WORKERS = 16  # the daemon's default server.workers; the baseline uses the same
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Env:
+    work: Path
+    secret: str
+    vault_url: str = ""
+    vault_token: str = ""
+    log: list[str] = field(default_factory=list)
+
+    def environ(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["BENCH_CLIENT_SECRET"] = self.secret
+        env["BENCH_VAULT_TOKEN"] = self.vault_token
+        env.pop("NOTIFY_SOCKET", None)
+        return env
+
+    def note(self, line: str) -> None:
+        self.log.append(line)
+        print(f"[bench] {line}", file=sys.stderr, flush=True)
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def _stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def emulator(env: Env, ttl: float) -> Iterator[tuple[str, str]]:
+    """The token endpoint in its own process: yields (token url, stats url)."""
+    log = open(env.work / f"emulator-{ttl:g}.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [PY, "-m", "bench.emulator", "--ttl", str(ttl)],
+        stdout=subprocess.PIPE, stderr=log, env=env.environ(), cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"emulator did not start; see {log.name}")
+        ready = json.loads(line)
+        yield ready["url"], ready["stats"]
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def emulator_stats(stats_url: str) -> dict[str, Any]:
+    return dict(httpx.get(stats_url, timeout=30).json())
+
+
+@contextmanager
+def openbao(env: Env) -> Iterator[None]:
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import OpenBao
+
+    server = OpenBao()
+    server.start()
+    env.vault_url, env.vault_token = server.url, server.root_token
+    os.environ["BENCH_VAULT_TOKEN"] = server.root_token  # for seeding, in this process
+    try:
+        yield
+    finally:
+        server.close()  # SIGTERM by PID, then the temp dir
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """RSS now and peak (MiB) and CPU seconds of a process, from /proc."""
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    out["cpu"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def write_config(env: Env, phase: str, names: list[str], url: str, *, state: str,
+                 sinks: list[str]) -> Path:
+    """A daemon configuration for ``names`` (each account its own client id)."""
+    base = env.work / phase
+    lines = [
+        "server:",
+        f"  workers: {WORKERS}",
+        "  shutdown_grace: 20s",
+        f"  spool_dir: {base / 'spool'}",
+        "stores:",
+        f"  files: {{type: file, directory: {base / 'state'}}}",
+        f"  sinks: {{type: file, directory: {base / 'sinks'}}}",
+    ]
+    if "bao" in sinks or state == "bao":
+        lines.append(
+            f"  bao: {{type: vault, url: '{env.vault_url}', prefix: bench/{phase}, "
+            "auth: {method: token, token: 'env:BENCH_VAULT_TOKEN'}}"
+        )
+    lines += [
+        "defaults:",
+        "  provider: oauth2",
+        f"  token_url: '{url}'",
+        "  grant: client_credentials",
+        "  client_auth: basic",
+        "  client_secret: 'env:BENCH_CLIENT_SECRET'",
+        f"  state: {{store: {state}}}",
+        "accounts:",
+    ]
+    for name in names:
+        entries = ", ".join(
+            f"{{store: sinks, path: {name}.json}}" if sink == "sinks"
+            else f"{{store: bao, path: sinks/{name}}}"
+            for sink in sinks
+        )
+        lines.append(f"  {name}: {{client_id: {name}, sinks: [{entries}]}}")
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / "rotator.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class JobLog:
+    """Follows a daemon's JSON log file; collects its ``job done`` lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.jobs: list[dict[str, Any]] = []
+        self.started_at: float | None = None
+        self.errors: list[str] = []
+        self._partial = b""
+
+    def poll(self) -> None:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        for raw in lines:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                self.errors.append(raw.decode("utf-8", "replace")[:200])
+                continue
+            name = event.get("event")
+            if name == "job done":
+                event["t"] = _ts(event["timestamp"])
+                self.jobs.append(event)
+            elif name == "started":
+                self.started_at = _ts(event["timestamp"])
+            elif event.get("level") in ("warning", "error", "critical"):
+                self.errors.append(f"{event.get('level')}: {name} {event.get('error', '')}")
+
+    def successes(self) -> list[dict[str, Any]]:
+        return [job for job in self.jobs if job["result"] == "success"]
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@contextmanager
+def daemon(env: Env, config: Path, phase: str) -> Iterator[tuple[subprocess.Popen[Any], JobLog,
+                                                                   float]]:
+    log_path = env.work / f"daemon-{phase}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    spawned = time.time()
+    proc = subprocess.Popen(
+        [PY, "-m", "rotator", "run", "-c", str(config), "--log-format", "json",
+         "--log-level", "debug"],
+        stdout=log, stderr=subprocess.STDOUT, env=env.environ(), cwd=env.work,
+    )
+    try:
+        yield proc, JobLog(log_path), spawned
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _wait(predicate: Any, proc: subprocess.Popen[Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+# -- burst -----------------------------------------------------------------------------
+
+
+@dataclass
+class Burst:
+    store: str
+    accounts: int
+    daemon_s: float = 0.0
+    daemon_start_s: float = 0.0  # spawn -> "started" (config, stores, scheduler)
+    baseline_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    idle_rss_mb: float = 0.0
+    cpu_s: float = 0.0
+    vendor_calls: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.daemon_s / self.baseline_s if self.baseline_s else float("nan")
+
+
+def run_burst(env: Env, store: str, count: int, timeout: float) -> Burst:
+    """N accounts, no state: all due at the daemon's start. Then the baseline."""
+    result = Burst(store=store, accounts=count)
+    tag = f"{store}{count}"
+    names = [f"bench-d{tag}-{i:05d}" for i in range(count)]
+    state = "files" if store == "file" else "bao"
+    sinks = ["sinks"] if store == "file" else ["bao"]
+    with emulator(env, 3600) as (url, stats_url):
+        config = write_config(env, f"burst-{tag}", names, url, state=state, sinks=sinks)
+        with daemon(env, config, f"burst-{tag}") as (proc, jobs, spawned):
+
+            def done() -> bool:
+                jobs.poll()
+                return len(jobs.successes()) >= count
+
+            _wait(done, proc, timeout, f"daemon burst {tag}")
+            usage = proc_stats(proc.pid)
+            last = max(job["t"] for job in jobs.successes())
+            result.daemon_s = last - spawned
+            result.daemon_start_s = (jobs.started_at or spawned) - spawned
+            result.peak_rss_mb = usage["VmHWM"]
+            result.cpu_s = usage["cpu"]
+            time.sleep(3)  # nothing is due for an hour: the daemon is idle
+            result.idle_rss_mb = proc_stats(proc.pid)["VmRSS"]
+            if jobs.errors:
+                env.note(f"burst {tag}: daemon logged {len(jobs.errors)} problems, "
+                         f"first: {jobs.errors[0]}")
+        calls = emulator_stats(stats_url)["per_client"]
+        result.vendor_calls = sum(calls.get(n, 0) for n in names)
+        if result.vendor_calls != count:
+            env.note(f"burst {tag}: {result.vendor_calls} vendor calls for {count} accounts")
+        shutil.rmtree(env.work / f"burst-{tag}", ignore_errors=True)
+        # the baseline: same emulator, same store, same concurrency, no daemon
+        base = env.work / f"baseline-{tag}"
+        argv = [PY, "-m", "bench.baseline", "--url", url, "--count", str(count),
+                "--prefix", f"bench-b{tag}-", "--workers", str(WORKERS), "--store", store]
+        if store == "file":
+            argv += ["--state-dir", str(base / "state"), "--sink-dir", str(base / "sinks")]
+        else:
+            argv += ["--vault-url", env.vault_url, "--vault-prefix", f"bench/baseline-{tag}"]
+        started = time.time()
+        with open(env.work / f"baseline-{tag}.log", "wb") as log:
+            finished = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT,
+                                      env=env.environ(), cwd=ROOT, timeout=timeout)
+        result.baseline_s = time.time() - started
+        if finished.returncode != 0:
+            raise RuntimeError(f"baseline {tag} failed; see {log.name}")
+        shutil.rmtree(base, ignore_errors=True)
+    env.note(f"burst {tag}: daemon {result.daemon_s:.2f}s (start {result.daemon_start_s:.2f}s) "
+             f"baseline {result.baseline_s:.2f}s ratio {result.ratio:.2f}")
+    return result
+
+
+# -- steady state ----------------------------------------------------------------------
+
+
+@dataclass
+class Steady:
+    accounts: int
+    seconds: float
+    rotations: int = 0
+    p50_late_ms: float = 0.0
+    p99_late_ms: float = 0.0
+    max_late_ms: float = 0.0
+    calls_per_lifetime: float = 0.0
+    max_calls_per_lifetime: int = 0
+    sink_writes: int = 0
+    sink_skipped: int = 0
+    cpu_per_1000_s: float = 0.0
+    rss_mb: float = 0.0
+    problems: int = 0
+
+
+TTL = 60.0
+
+
+def seed_steady(config: Path, names: list[str], first: float, spread: float) -> None:
+    """Give every account a token whose refresh is planned in [first, first + spread),
+    evenly spaced, and publish it, so the daemon starts with everything in step."""
+    from rotator.backends.base import SecretStore
+    from rotator.config import load_config
+    from rotator.daemon import open_stores
+    from rotator.rotation import build_accounts, publish
+    from rotator.secrets import Secret
+    from rotator.state import AccountState
+    from rotator.tokens import TokenSet
+
+    cfg = load_config(str(config))
+    stores: dict[str, SecretStore] = open_stores(cfg)
+    accounts = build_accounts(cfg, stores)
+    try:
+        for index, name in enumerate(names):
+            account = accounts[name]
+            planned = datetime.fromtimestamp(first + spread * index / len(names), UTC)
+            expires = planned + timedelta(seconds=TTL * (1 - 0.67))
+            tokens = TokenSet(
+                access_token=Secret("seed-" + secrets.token_urlsafe(12)),
+                token_type="bearer",
+                issued_at=expires - timedelta(seconds=TTL),
+                expires_at=expires,
+            )
+            state = replace(
+                AccountState(account=name, provider="oauth2").with_tokens(tokens),
+                next_refresh_at=planned,
+            )
+            account.state_store.write(account.state_path, state.to_record(),
+                                      expected_version=None)
+            view = account.provider.consumer_view(tokens)
+            for store, sink in account.sinks:
+                publish(store, sink, view)
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def run_steady(env: Env, count: int, seconds: float) -> Steady:
+    """N accounts with 60 s tokens, refreshes staggered evenly, for ``seconds``."""
+    result = Steady(accounts=count, seconds=seconds)
+    names = [f"bench-s-{i:05d}" for i in range(count)]
+    # seeding, then the daemon's start and its first look at every account
+    warmup = 10 + count / 50
+    spread = TTL * 0.67  # one refresh interval: the planned times cover it evenly
+    with emulator(env, TTL) as (url, stats_url):
+        config = write_config(env, "steady", names, url, state="files", sinks=["sinks", "bao"])
+        seeded_at = time.time()
+        first = seeded_at + warmup
+        seed_steady(config, names, first, spread)
+        env.note(f"steady: seeded {count} accounts in {time.time() - seeded_at:.1f}s")
+        with daemon(env, config, "steady") as (proc, jobs, _spawned):
+
+            def ready() -> bool:
+                jobs.poll()
+                return len(jobs.jobs) >= count
+
+            _wait(ready, proc, max(60.0, first - time.time() + 30), "steady start")
+            if time.time() > first:
+                env.note("steady: the daemon's start overran the warm-up")
+            while time.time() < first:
+                time.sleep(0.05)
+            window_end = first + seconds
+            cpu_start = proc_stats(proc.pid)["cpu"]
+            while time.time() < window_end:
+                time.sleep(1)
+                jobs.poll()
+            usage = proc_stats(proc.pid)
+            time.sleep(2)  # rotations in flight at the end of the window finish
+            jobs.poll()
+        calls = emulator_stats(stats_url)["per_client"]
+    window = [j for j in jobs.successes() if first <= j["planned_at"] < window_end]
+    late = sorted(float(j["late_ms"]) for j in window)
+    result.rotations = len(window)
+    if late:
+        result.p50_late_ms = statistics.median(late)
+        result.p99_late_ms = late[min(len(late) - 1, int(len(late) * 0.99))]
+        result.max_late_ms = late[-1]
+    lifetimes: dict[str, set[float]] = {}
+    for job in jobs.successes():
+        lifetimes.setdefault(job["account"], set()).add(job["planned_at"])
+    per_account = [calls.get(n, 0) / max(1, len(lifetimes.get(n, ()))) for n in names
+                   if calls.get(n, 0)]
+    total_lifetimes = sum(len(v) for v in lifetimes.values())
+    result.calls_per_lifetime = sum(calls.values()) / max(1, total_lifetimes)
+    result.max_calls_per_lifetime = int(max(per_account, default=0))
+    result.sink_writes = sum(int(j["sinks_written"]) for j in jobs.jobs)
+    result.sink_skipped = sum(int(j["sinks_unchanged"]) for j in jobs.jobs)
+    result.cpu_per_1000_s = (usage["cpu"] - cpu_start) / max(1, len(window)) * 1000
+    result.rss_mb = usage["VmHWM"]
+    result.problems = len(jobs.errors)
+    if jobs.errors:
+        env.note(f"steady: daemon logged {len(jobs.errors)} problems, first: {jobs.errors[0]}")
+    env.note(f"steady: {result.rotations} rotations, p50 {result.p50_late_ms:.0f} ms, "
+             f"p99 {result.p99_late_ms:.0f} ms, calls/lifetime {result.calls_per_lifetime:.3f}")
+    return result
+
+
+# -- --help ----------------------------------------------------------------------------
+
+
+def help_times(env: Env, runs: int = 7) -> tuple[float, float, float]:
+    """Median and max wall time of ``rotator --help``; median of a bare interpreter."""
+
+    def timed(argv: list[str]) -> float:
+        started = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                       env=env.environ(), cwd=ROOT)
+        return time.perf_counter() - started
+
+    helps = [timed([PY, "-m", "rotator", "--help"]) for _ in range(runs)]
+    bare = [timed([PY, "-c", "pass"]) for _ in range(runs)]
+    return statistics.median(helps), max(helps), statistics.median(bare)
+
+
+# -- machine and report ----------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    mem = "?"
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu = "?"
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": f"{os.cpu_count()} ({cpu})",
+        "memory": mem,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def new_env() -> Env:
+    work = Path(tempfile.mkdtemp(prefix="rotator-bench-"))
+    return Env(work=work, secret="bench-" + secrets.token_urlsafe(24))
