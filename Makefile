@@ -25,5 +25,9 @@ test: $(VENV)/.installed-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
+# The benchmark (bench/results.md): about 12 minutes; BENCH_ARGS=--quick for a shorter run.
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) rotator-demo .mypy_cache .ruff_cache .pytest_cache

@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-seconds", type=float, default=None,
                         help="steady-state duration (default 300, --quick 60)")
     parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results.md"))
+    parser.add_argument("--keep-logs", metavar="DIR",
+                        help="copy the daemon, baseline and emulator logs here")
     parser.add_argument("--timeout", type=float, default=600, help="per phase (s)")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in (args.burst or ("1000" if args.quick else "1000,10000")).split(",")]
@@ -156,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         print(f"bench: failed; logs kept in {env.work}", file=sys.stderr)
         raise
+    finally:
+        if args.keep_logs:
+            Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+            for log in env.work.glob("*.log"):
+                shutil.copy(log, Path(args.keep_logs) / log.name)
     shutil.rmtree(env.work, ignore_errors=True)
     text = report(args, env, bursts, steady, helps, harness.machine(), time.time() - started)
     print(text)

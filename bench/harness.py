@@ -376,7 +376,7 @@ def run_steady(env: Env, count: int, seconds: float) -> Steady:
     result = Steady(accounts=count, seconds=seconds)
     names = [f"bench-s-{i:05d}" for i in range(count)]
     # seeding, then the daemon's start and its first look at every account
-    warmup = 10 + count / 50
+    warmup = 4 + count / 50
     spread = TTL * 0.67  # one refresh interval: the planned times cover it evenly
     with emulator(env, TTL) as (url, stats_url):
         config = write_config(env, "steady", names, url, state="files", sinks=["sinks", "bao"])
@@ -475,4 +475,5 @@ def machine() -> dict[str, str]:
 
 def new_env() -> Env:
     work = Path(tempfile.mkdtemp(prefix="rotator-bench-"))
-    return Env(work=work, secret="bench-" + secrets.token_urlsafe(24))
+    secret = os.environ.get("BENCH_CLIENT_SECRET") or "bench-" + secrets.token_urlsafe(24)
+    return Env(work=work, secret=secret)
