@@ -268,7 +268,10 @@ class Rotator:
                 account, leased, lease_version, PermanentProviderError("secret_ref", str(exc))
             )
         new_state = self._success_state(account, leased, tokens)
-        self._spool_put(account, new_state)
+        if new_state.refresh_token is not None:
+            # Only a refresh token is a grant that a crash could lose; an access token
+            # alone (client_credentials) is obtained again with one call.
+            self._spool_put(account, new_state)
         saved = self._write_new_state(account, new_state, lease_version)
         if saved is None:
             return RotationResult(
