@@ -17,6 +17,8 @@ unchanged. hvac and requests errors are mapped once, in :func:`_mapped`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -49,6 +51,8 @@ _RENEW_SHARE = 2 / 3
 #: a renewal that leaves less than this share of the original TTL means the
 #: token is near its max TTL: log in again instead
 _RELOGIN_SHARE = 1 / 2
+#: kept-alive connections to the server (more than the daemon's default 16 workers)
+_POOL_SIZE = 64
 
 
 class _Token:
@@ -93,17 +97,30 @@ class VaultStore:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # path -> (version, digest of its data) as this process last read or wrote it,
+        # for marked paths only: a write with that version as expected_version and new
+        # data can go straight to the CAS write (the server checks the version).
+        self._known: dict[str, tuple[int, bytes]] = {}
 
     def _default_client(self) -> Any:
         import hvac
+        import requests
+        from requests.adapters import HTTPAdapter
 
         verify: bool | str = self.settings.verify
         if verify and self.settings.ca_cert is not None:
             verify = str(self.settings.ca_cert)
         # token="" keeps hvac from picking up $VAULT_TOKEN or ~/.vault-token: the
         # token is sent per request from self._token.
+        # requests keeps 10 connections per host by default: with more worker threads
+        # than that, every surplus connection is dropped after use and a new one opened.
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         return hvac.Client(
             url=self.settings.url,
+            session=session,
             token="",
             verify=verify,
             timeout=self.settings.timeout.total_seconds(),
@@ -327,8 +344,19 @@ class VaultStore:
         full = self._full(path)
         data, meta = self._call("reading", self._data_path(full), lambda t: self._latest(t, full))
         if data is None or meta is None:
+            self._known.pop(full, None)
             return None
+        self._remember(full, int(meta["version"]), data, meta)
         return Record(data=data, version=int(meta["version"]))
+
+    def _remember(
+        self, full: str, version: int, data: Mapping[str, str], meta: Mapping[str, Any]
+    ) -> None:
+        custom = (meta or {}).get("custom_metadata") or {}
+        if custom.get(MANAGED_BY[0]) == MANAGED_BY[1]:
+            self._known[full] = (version, _digest(data))
+        else:
+            self._known.pop(full, None)
 
     def write(
         self,
@@ -342,6 +370,33 @@ class VaultStore:
         _json_only(self, fmt, path)
         full = self._full(path)
         new = {str(k): str(v) for k, v in data.items()}
+
+        digest = _digest(new)
+        known = self._known.get(full)
+        if (
+            known is not None
+            and expected_version is not None
+            and known[0] == _as_int(expected_version)
+            and known[1] != digest
+        ):
+            # We last read or wrote this marked path at the expected version and the
+            # data differs: skip the GET; the server's check-and-set guards the version.
+            def cas_write(token: Secret) -> WriteResult:
+                answer = self._request(
+                    "POST",
+                    self._data_path(full),
+                    token,
+                    json={"options": {"cas": known[0]}, "data": new},
+                )
+                return WriteResult(int(((answer or {}).get("data") or {})["version"]), True)
+
+            try:
+                result = self._call("writing", self._data_path(full), cas_write)
+            except StoreError:
+                self._known.pop(full, None)
+                raise
+            self._known[full] = (int(result.version), digest)
+            return result
 
         def attempt(token: Secret) -> WriteResult:
             current, meta = self._latest(token, full)
@@ -381,6 +436,7 @@ class VaultStore:
                     "POST", self._metadata_path(full), token, json={"custom_metadata": marker}
                 )
             if current == new:
+                self._known[full] = (version, digest)
                 return WriteResult(version, changed=False)
             answer = self._request(
                 "POST",
@@ -388,14 +444,21 @@ class VaultStore:
                 token,
                 json={"options": {"cas": version}, "data": new},
             )
-            return WriteResult(int(((answer or {}).get("data") or {})["version"]), changed=True)
+            written = int(((answer or {}).get("data") or {})["version"])
+            self._known[full] = (written, digest)
+            return WriteResult(written, changed=True)
 
-        return self._call("writing", self._data_path(full), attempt)
+        try:
+            return self._call("writing", self._data_path(full), attempt)
+        except StoreError:
+            self._known.pop(full, None)
+            raise
 
     def delete(self, path: str) -> None:
         import hvac.exceptions
 
         full = self._full(path)
+        self._known.pop(full, None)
 
         def attempt(token: Secret) -> None:
             try:
@@ -513,6 +576,12 @@ class VaultStore:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+def _digest(data: Mapping[str, str]) -> bytes:
+    return hashlib.blake2b(
+        json.dumps(data, sort_keys=True).encode("utf-8"), digest_size=16
+    ).digest()
 
 
 def _json(value: object) -> str:

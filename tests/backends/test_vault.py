@@ -528,3 +528,38 @@ def test_a_restarted_persistent_server_keeps_data_and_the_store_recovers(
             assert store.write("state/acme", VIEW2, expected_version=record.version).changed
         finally:
             store.close()
+
+
+def test_a_write_at_a_version_we_saw_skips_the_read_and_still_loses_a_moved_cas(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store skips its GET when it last saw the path at the expected version;
+    the server's check-and-set still refuses a version someone moved past."""
+    store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
+    requests: list[str] = []
+    original = store._request
+
+    def counting(method: str, api_path: str, token: Any, json: Any = None) -> Any:
+        requests.append(method)
+        return original(method, api_path, token, json=json)
+
+    monkeypatch.setattr(store, "_request", counting)
+    try:
+        path = f"apps/{unique()}"
+        first = store.write(path, VIEW, expected_version=None)
+        requests.clear()
+        second = store.write(path, VIEW2, expected_version=first.version)
+        assert second.changed and second.version == 2
+        assert requests == ["POST"]  # no GET: the version we wrote is the one expected
+        assert store.write(path, VIEW2, expected_version=2).changed is False  # a no-op
+        bao.call(
+            "POST", f"secret/data/rotator/{path}", {"options": {"cas": 2}, "data": {"x": "other"}}
+        )
+        with pytest.raises(StoreConflict):
+            store.write(path, VIEW, expected_version=2)
+        record = store.read(path)
+        assert record is not None and record.version == 3 and record.data == {"x": "other"}
+        assert store.write(path, VIEW, expected_version=3).version == 4
+        assert bao.kv_versions(f"rotator/{path}") == 4
+    finally:
+        store.close()
