@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from rotator import yamlfile
 from rotator.errors import ConfigError
 from rotator.secrets import SecretRef, parse_ref
 
@@ -336,35 +337,9 @@ def load_config(path: str) -> Config:
     return parse_config(text, source=path)
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """SafeLoader that refuses a key given twice in one mapping.
-
-    PyYAML keeps the last value silently: a second ``accounts:`` section would
-    drop every account of the first without a word. The libyaml parser (when
-    PyYAML has it) reads a 10,000-account file about ten times faster.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor` merges; later keys may override what it brings
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                continue  # unhashable: the base class reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
-                )
-        return dict(super().construct_mapping(node, deep=deep))
-
-
 def parse_config(text: str, *, source: str = "<string>") -> Config:
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+        raw = yamlfile.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
