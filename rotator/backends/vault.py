@@ -51,6 +51,8 @@ _RENEW_SHARE = 2 / 3
 #: a renewal that leaves less than this share of the original TTL means the
 #: token is near its max TTL: log in again instead
 _RELOGIN_SHARE = 1 / 2
+#: what ``_known`` holds for a path that was absent when we read it
+_ABSENT = b""
 #: kept-alive connections to the server (more than the daemon's default 16 workers)
 _POOL_SIZE = 64
 
@@ -98,8 +100,9 @@ class VaultStore:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         # path -> (version, digest of its data) as this process last read or wrote it,
-        # for marked paths only: a write with that version as expected_version and new
-        # data can go straight to the CAS write (the server checks the version).
+        # for marked (or absent) paths only: a write with that version as
+        # expected_version and new data goes straight to the CAS write (the server
+        # checks the version), without reading the path again first.
         self._known: dict[str, tuple[int, bytes]] = {}
 
     def _default_client(self) -> Any:
@@ -344,7 +347,10 @@ class VaultStore:
         full = self._full(path)
         data, meta = self._call("reading", self._data_path(full), lambda t: self._latest(t, full))
         if data is None or meta is None:
-            self._known.pop(full, None)
+            if meta is None:  # nothing there at all (not a deleted latest version)
+                self._known[full] = (0, _ABSENT)
+            else:
+                self._known.pop(full, None)
             return None
         self._remember(full, int(meta["version"]), data, meta)
         return Record(data=data, version=int(meta["version"]))
@@ -373,20 +379,33 @@ class VaultStore:
 
         digest = _digest(new)
         known = self._known.get(full)
-        if (
-            known is not None
-            and expected_version is not None
-            and known[0] == _as_int(expected_version)
-            and known[1] != digest
-        ):
-            # We last read or wrote this marked path at the expected version and the
+        fast_cas: int | None = None
+        if known is not None and known[1] != digest:
+            # We last saw this path (marked, or absent) at the expected version and the
             # data differs: skip the GET; the server's check-and-set guards the version.
+            if expected_version is None and known[1] == _ABSENT:
+                fast_cas = 0
+            elif expected_version is not None and known[0] == _as_int(expected_version):
+                fast_cas = known[0]
+        if fast_cas is not None:
+            cas = fast_cas
+
             def cas_write(token: Secret) -> WriteResult:
+                if cas == 0:
+                    # A new path: the marker first, as below. Someone creating the path
+                    # since our read makes the data write fail (cas=0), as it would
+                    # if they created it between a GET here and this POST.
+                    self._request(
+                        "POST",
+                        self._metadata_path(full),
+                        token,
+                        json={"custom_metadata": {MANAGED_BY[0]: MANAGED_BY[1]}},
+                    )
                 answer = self._request(
                     "POST",
                     self._data_path(full),
                     token,
-                    json={"options": {"cas": known[0]}, "data": new},
+                    json={"options": {"cas": cas}, "data": new},
                 )
                 return WriteResult(int(((answer or {}).get("data") or {})["version"]), True)
 

@@ -563,3 +563,23 @@ def test_a_write_at_a_version_we_saw_skips_the_read_and_still_loses_a_moved_cas(
         assert bao.kv_versions(f"rotator/{path}") == 4
     finally:
         store.close()
+
+
+def test_a_create_after_reading_nothing_skips_the_read_and_still_marks_the_path(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
+    try:
+        path = f"apps/{unique()}"
+        assert store.read(path) is None
+        assert store.write(path, VIEW, expected_version=None).version == 1
+        assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
+        # someone else creates a path between our read and our create: cas=0 loses
+        other = f"apps/{unique()}"
+        assert store.read(other) is None
+        bao.call("POST", f"secret/data/rotator/{other}", {"data": {"x": "theirs"}})
+        with pytest.raises(StoreConflict):
+            store.write(other, VIEW, expected_version=None)
+        assert bao.kv_versions(f"rotator/{other}") == 1
+    finally:
+        store.close()
