@@ -29,9 +29,16 @@ def _ok(good: bool) -> str:
     return "ok" if good else "MISSED"
 
 
-def report(args: argparse.Namespace, env: harness.Env, bursts: list[harness.Burst],
-           steady: harness.Steady | None, helps: tuple[float, float, float],
-           machine: dict[str, str], elapsed: float) -> str:
+def report(
+    *,
+    args: argparse.Namespace,
+    env: harness.Env,
+    bursts: list[harness.Burst],
+    steady: harness.Steady | None,
+    helps: tuple[float, float, float],
+    machine: dict[str, str],
+    elapsed: float,
+) -> str:
     lines = [
         f"Run: `{' '.join(['python -m bench', *sys.argv[1:]])}` — {elapsed / 60:.1f} min, "
         f"{machine['date']}",
@@ -64,8 +71,7 @@ def report(args: argparse.Namespace, env: harness.Env, bursts: list[harness.Burs
         s = steady
         lines += [
             "",
-            f"### Steady state: {s.accounts:,} accounts, 60 s tokens, staggered, "
-            f"{s.seconds:.0f} s",
+            f"### Steady state: {s.accounts:,} accounts, 60 s tokens, staggered, {s.seconds:.0f} s",
             "",
             "| measure | value | target |",
             "|---|---:|---|",
@@ -98,10 +104,11 @@ def report(args: argparse.Namespace, env: harness.Env, bursts: list[harness.Burs
         "|---|---:|---|",
     ]
     if big:
-        lines.append(f"| peak RSS, 10,000 accounts (burst) | {peak:.0f} MiB | <= 150 MiB "
-                     f"{_ok(peak <= TARGETS['rss_mb'])} |")
-        lines.append(f"| idle RSS, 10,000 accounts | "
-                     f"{max(b.idle_rss_mb for b in big):.0f} MiB | |")
+        lines.append(
+            f"| peak RSS, 10,000 accounts (burst) | {peak:.0f} MiB | <= 150 MiB "
+            f"{_ok(peak <= TARGETS['rss_mb'])} |"
+        )
+        lines.append(f"| idle RSS, 10,000 accounts | {max(b.idle_rss_mb for b in big):.0f} MiB | |")
     lines += [
         f"| `rotator --help` wall time (median / max of 7) | {helps[0]:.3f} s / "
         f"{helps[1]:.3f} s | <= 0.3 s {_ok(helps[0] <= TARGETS['help_s'])} |",
@@ -126,17 +133,26 @@ def write_results(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="1,000-account bursts and a 60 s steady state (development)")
-    parser.add_argument("--burst", default=None,
-                        help="comma-separated burst sizes (default 1000,10000)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1,000-account bursts and a 60 s steady state (development)",
+    )
+    parser.add_argument(
+        "--burst", default=None, help="comma-separated burst sizes (default 1000,10000)"
+    )
     parser.add_argument("--stores", default="file,vault", help="burst stores (file,vault)")
     parser.add_argument("--steady", type=int, default=1000, help="steady-state accounts")
-    parser.add_argument("--steady-seconds", type=float, default=None,
-                        help="steady-state duration (default 300, --quick 60)")
+    parser.add_argument(
+        "--steady-seconds",
+        type=float,
+        default=None,
+        help="steady-state duration (default 300, --quick 60)",
+    )
     parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results.md"))
-    parser.add_argument("--keep-logs", metavar="DIR",
-                        help="copy the daemon, baseline and emulator logs here")
+    parser.add_argument(
+        "--keep-logs", metavar="DIR", help="copy the daemon, baseline and emulator logs here"
+    )
     parser.add_argument("--timeout", type=float, default=600, help="per phase (s)")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in (args.burst or ("1000" if args.quick else "1000,10000")).split(",")]
@@ -164,7 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             for log in env.work.glob("*.log"):
                 shutil.copy(log, Path(args.keep_logs) / log.name)
     shutil.rmtree(env.work, ignore_errors=True)
-    text = report(args, env, bursts, steady, helps, harness.machine(), time.time() - started)
+    text = report(
+        args=args,
+        env=env,
+        bursts=bursts,
+        steady=steady,
+        helps=helps,
+        machine=harness.machine(),
+        elapsed=time.time() - started,
+    )
     print(text)
     write_results(Path(args.out), text)
     print(f"written to {args.out}", file=sys.stderr)

@@ -36,8 +36,12 @@ def open_store(args: argparse.Namespace, role: str) -> Any:
     from rotator.config import VaultStoreSettings
 
     settings = VaultStoreSettings.model_validate(
-        {"type": "vault", "url": args.vault_url, "prefix": args.vault_prefix,
-         "auth": {"method": "token", "token": "env:BENCH_VAULT_TOKEN"}}
+        {
+            "type": "vault",
+            "url": args.vault_url,
+            "prefix": args.vault_prefix,
+            "auth": {"method": "token", "token": "env:BENCH_VAULT_TOKEN"},
+        }
     )
     return VaultStore(role, settings)
 
@@ -58,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     state_store = open_store(args, "state")
     sink_store = state_store if args.store == "vault" else open_store(args, "sink")
     client = httpx.Client(
-        limits=httpx.Limits(max_connections=args.workers * 2,
-                            max_keepalive_connections=args.workers * 2),
+        limits=httpx.Limits(
+            max_connections=args.workers * 2, max_keepalive_connections=args.workers * 2
+        ),
         timeout=30,
     )
 
@@ -74,10 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         answer.raise_for_status()
         body = answer.json()
         issued = time.time()
-        state = {"access_token": body["access_token"], "issued_at": str(issued),
-                 "expires_at": str(issued + float(body["expires_in"]))}
-        view = {"access_token": body["access_token"], "token_type": body["token_type"],
-                "expires_at": state["expires_at"], "account": client_id}
+        state = {
+            "access_token": body["access_token"],
+            "issued_at": str(issued),
+            "expires_at": str(issued + float(body["expires_in"])),
+        }
+        view = {
+            "access_token": body["access_token"],
+            "token_type": body["token_type"],
+            "expires_at": state["expires_at"],
+            "account": client_id,
+        }
         sink = f"sinks/{client_id}" if args.store == "vault" else f"{client_id}.json"
         state_store.write(f"state/{client_id}", state, expected_version=None)
         sink_store.write(sink, view, expected_version=None)

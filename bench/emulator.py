@@ -59,8 +59,13 @@ class BenchSandbox(Sandbox):
         self.clients = _AnyBenchClient(secret)
         self.per_client: Counter[str] = Counter()
 
-    def _issue(self, handler: BaseHTTPRequestHandler, client_id: str, refresh: str | None,
-               scope: str | None) -> None:
+    def _issue(
+        self,
+        handler: BaseHTTPRequestHandler,
+        client_id: str,
+        refresh: str | None,
+        scope: str | None,
+    ) -> None:
         with self.lock:
             self.per_client[client_id] += 1
             self.requests.clear()  # the base class keeps every request; we only count

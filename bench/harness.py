@@ -76,7 +76,10 @@ def emulator(env: Env, ttl: float) -> Iterator[tuple[str, str]]:
     log = open(env.work / f"emulator-{ttl:g}.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [PY, "-m", "bench.emulator", "--ttl", str(ttl)],
-        stdout=subprocess.PIPE, stderr=log, env=env.environ(), cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=env.environ(),
+        cwd=ROOT,
     )
     try:
         assert proc.stdout is not None
@@ -125,8 +128,9 @@ def proc_stats(pid: int) -> dict[str, float]:
 # -- configuration ---------------------------------------------------------------------
 
 
-def write_config(env: Env, phase: str, names: list[str], url: str, *, state: str,
-                 sinks: list[str]) -> Path:
+def write_config(
+    env: Env, phase: str, names: list[str], url: str, *, state: str, sinks: list[str]
+) -> Path:
     """A daemon configuration for ``names`` (each account its own client id)."""
     base = env.work / phase
     lines = [
@@ -155,7 +159,8 @@ def write_config(env: Env, phase: str, names: list[str], url: str, *, state: str
     ]
     for name in names:
         entries = ", ".join(
-            f"{{store: sinks, path: {name}.json}}" if sink == "sinks"
+            f"{{store: sinks, path: {name}.json}}"
+            if sink == "sinks"
             else f"{{store: bao, path: sinks/{name}}}"
             for sink in sinks
         )
@@ -209,15 +214,29 @@ def _ts(text: str) -> float:
 
 
 @contextmanager
-def daemon(env: Env, config: Path, phase: str) -> Iterator[tuple[subprocess.Popen[Any], JobLog,
-                                                                   float]]:
+def daemon(
+    env: Env, config: Path, phase: str
+) -> Iterator[tuple[subprocess.Popen[Any], JobLog, float]]:
     log_path = env.work / f"daemon-{phase}.log"
     log = open(log_path, "wb")  # noqa: SIM115
     spawned = time.time()
     proc = subprocess.Popen(
-        [PY, "-m", "rotator", "run", "-c", str(config), "--log-format", "json",
-         "--log-level", "debug"],
-        stdout=log, stderr=subprocess.STDOUT, env=env.environ(), cwd=env.work,
+        [
+            PY,
+            "-m",
+            "rotator",
+            "run",
+            "-c",
+            str(config),
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env.environ(),
+        cwd=env.work,
     )
     try:
         yield proc, JobLog(log_path), spawned
@@ -281,8 +300,10 @@ def run_burst(env: Env, store: str, count: int, timeout: float) -> Burst:
             time.sleep(3)  # nothing is due for an hour: the daemon is idle
             result.idle_rss_mb = proc_stats(proc.pid)["VmRSS"]
             if jobs.errors:
-                env.note(f"burst {tag}: daemon logged {len(jobs.errors)} problems, "
-                         f"first: {jobs.errors[0]}")
+                env.note(
+                    f"burst {tag}: daemon logged {len(jobs.errors)} problems, "
+                    f"first: {jobs.errors[0]}"
+                )
         calls = emulator_stats(stats_url)["per_client"]
         result.vendor_calls = sum(calls.get(n, 0) for n in names)
         if result.vendor_calls != count:
@@ -290,22 +311,44 @@ def run_burst(env: Env, store: str, count: int, timeout: float) -> Burst:
         shutil.rmtree(env.work / f"burst-{tag}", ignore_errors=True)
         # the baseline: same emulator, same store, same concurrency, no daemon
         base = env.work / f"baseline-{tag}"
-        argv = [PY, "-m", "bench.baseline", "--url", url, "--count", str(count),
-                "--prefix", f"bench-b{tag}-", "--workers", str(WORKERS), "--store", store]
+        argv = [
+            PY,
+            "-m",
+            "bench.baseline",
+            "--url",
+            url,
+            "--count",
+            str(count),
+            "--prefix",
+            f"bench-b{tag}-",
+            "--workers",
+            str(WORKERS),
+            "--store",
+            store,
+        ]
         if store == "file":
             argv += ["--state-dir", str(base / "state"), "--sink-dir", str(base / "sinks")]
         else:
             argv += ["--vault-url", env.vault_url, "--vault-prefix", f"bench/baseline-{tag}"]
         started = time.time()
         with open(env.work / f"baseline-{tag}.log", "wb") as log:
-            finished = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT,
-                                      env=env.environ(), cwd=ROOT, timeout=timeout)
+            finished = subprocess.run(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env.environ(),
+                cwd=ROOT,
+                timeout=timeout,
+                check=False,
+            )
         result.baseline_s = time.time() - started
         if finished.returncode != 0:
             raise RuntimeError(f"baseline {tag} failed; see {log.name}")
         shutil.rmtree(base, ignore_errors=True)
-    env.note(f"burst {tag}: daemon {result.daemon_s:.2f}s (start {result.daemon_start_s:.2f}s) "
-             f"baseline {result.baseline_s:.2f}s ratio {result.ratio:.2f}")
+    env.note(
+        f"burst {tag}: daemon {result.daemon_s:.2f}s (start {result.daemon_start_s:.2f}s) "
+        f"baseline {result.baseline_s:.2f}s ratio {result.ratio:.2f}"
+    )
     return result
 
 
@@ -361,8 +404,7 @@ def seed_steady(config: Path, names: list[str], first: float, spread: float) -> 
                 AccountState(account=name, provider="oauth2").with_tokens(tokens),
                 next_refresh_at=planned,
             )
-            account.state_store.write(account.state_path, state.to_record(),
-                                      expected_version=None)
+            account.state_store.write(account.state_path, state.to_record(), expected_version=None)
             view = account.provider.consumer_view(tokens)
             for store, sink in account.sinks:
                 publish(store, sink, view)
@@ -414,8 +456,9 @@ def run_steady(env: Env, count: int, seconds: float) -> Steady:
     lifetimes: dict[str, set[float]] = {}
     for job in jobs.successes():
         lifetimes.setdefault(job["account"], set()).add(job["planned_at"])
-    per_account = [calls.get(n, 0) / max(1, len(lifetimes.get(n, ()))) for n in names
-                   if calls.get(n, 0)]
+    per_account = [
+        calls.get(n, 0) / max(1, len(lifetimes.get(n, ()))) for n in names if calls.get(n, 0)
+    ]
     total_lifetimes = sum(len(v) for v in lifetimes.values())
     result.calls_per_lifetime = sum(calls.values()) / max(1, total_lifetimes)
     result.max_calls_per_lifetime = int(max(per_account, default=0))
@@ -426,8 +469,10 @@ def run_steady(env: Env, count: int, seconds: float) -> Steady:
     result.problems = len(jobs.errors)
     if jobs.errors:
         env.note(f"steady: daemon logged {len(jobs.errors)} problems, first: {jobs.errors[0]}")
-    env.note(f"steady: {result.rotations} rotations, p50 {result.p50_late_ms:.0f} ms, "
-             f"p99 {result.p99_late_ms:.0f} ms, calls/lifetime {result.calls_per_lifetime:.3f}")
+    env.note(
+        f"steady: {result.rotations} rotations, p50 {result.p50_late_ms:.0f} ms, "
+        f"p99 {result.p99_late_ms:.0f} ms, calls/lifetime {result.calls_per_lifetime:.3f}"
+    )
     return result
 
 
@@ -439,8 +484,14 @@ def help_times(env: Env, runs: int = 7) -> tuple[float, float, float]:
 
     def timed(argv: list[str]) -> float:
         started = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
-                       env=env.environ(), cwd=ROOT)
+        subprocess.run(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+            env=env.environ(),
+            cwd=ROOT,
+        )
         return time.perf_counter() - started
 
     helps = [timed([PY, "-m", "rotator", "--help"]) for _ in range(runs)]
