@@ -55,6 +55,10 @@ def load(text: str) -> Any:
         loader.dispose()
 
 
+def _mark(event: Any) -> Any:
+    return getattr(event, "start_mark", None)  # libyaml's Mark or PyYAML's
+
+
 class _Builder:
     def __init__(self, loader: Any) -> None:
         self.loader = loader
@@ -65,7 +69,7 @@ class _Builder:
         if isinstance(event, yaml.AliasEvent):
             if event.anchor not in self.anchors:
                 raise yaml.composer.ComposerError(
-                    None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+                    None, None, f"found undefined alias {event.anchor!r}", _mark(event)
                 )
             return self.anchors[event.anchor]
         if isinstance(event, yaml.ScalarEvent):
