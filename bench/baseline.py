@@ -2,11 +2,12 @@
 
 ``python -m bench.baseline --url URL --count N --prefix P --store file|vault ...``
 makes, for each of N client ids, one ``client_credentials`` token call and the
-two writes a rotation must make (the state record, then the consumer view in
-the sink), on a thread pool of ``--workers`` threads with one pooled HTTP client
-(the daemon's concurrency), then exits. It uses rotator's own store classes,
+writes the daemon makes (``--writes 3``: the lease, the state record, the
+consumer view in the sink; ``--writes 2``: without the lease), on a thread
+pool of ``--workers`` threads with one pooled HTTP client (the daemon's
+concurrency), then exits. It uses rotator's own store classes,
 so store cost is the same on both sides; what it leaves out is the daemon:
-config, scheduler, lease, spool, reads, logging.
+config, scheduler, reads, logging, bookkeeping.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--store", choices=("file", "vault"), required=True)
+    parser.add_argument(
+        "--writes",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="3: lease, state, sink (the daemon's writes); 2: state and sink only",
+    )
     parser.add_argument("--state-dir")
     parser.add_argument("--sink-dir")
     parser.add_argument("--vault-url")
@@ -70,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(index: int) -> None:
         client_id = f"{args.prefix}{index:05d}"
+        expected = None
+        if args.writes == 3:
+            # the daemon's lease: the state record taken by compare-and-set before the call
+            lease = {"lease_owner": "baseline", "lease_until": str(time.time() + 60)}
+            expected = state_store.write(f"state/{client_id}", lease, expected_version=None).version
         auth = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
         answer = client.post(
             args.url,
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "account": client_id,
         }
         sink = f"sinks/{client_id}" if args.store == "vault" else f"{client_id}.json"
-        state_store.write(f"state/{client_id}", state, expected_version=None)
+        state_store.write(f"state/{client_id}", state, expected_version=expected)
         sink_store.write(sink, view, expected_version=None)
 
     with ThreadPoolExecutor(max_workers=args.workers) as pool:

@@ -264,7 +264,8 @@ class Burst:
     accounts: int
     daemon_s: float = 0.0
     daemon_start_s: float = 0.0  # spawn -> "started" (config, stores, scheduler)
-    baseline_s: float = 0.0
+    baseline_s: float = 0.0  # the daemon's writes: lease, state, sink
+    baseline2_s: float = 0.0  # the two writes no design can skip: state, sink
     peak_rss_mb: float = 0.0
     idle_rss_mb: float = 0.0
     cpu_s: float = 0.0
@@ -273,6 +274,10 @@ class Burst:
     @property
     def ratio(self) -> float:
         return self.daemon_s / self.baseline_s if self.baseline_s else float("nan")
+
+    @property
+    def ratio2(self) -> float:
+        return self.daemon_s / self.baseline2_s if self.baseline2_s else float("nan")
 
 
 def run_burst(env: Env, store: str, count: int, timeout: float) -> Burst:
@@ -309,47 +314,46 @@ def run_burst(env: Env, store: str, count: int, timeout: float) -> Burst:
         if result.vendor_calls != count:
             env.note(f"burst {tag}: {result.vendor_calls} vendor calls for {count} accounts")
         shutil.rmtree(env.work / f"burst-{tag}", ignore_errors=True)
-        # the baseline: same emulator, same store, same concurrency, no daemon
-        base = env.work / f"baseline-{tag}"
-        argv = [
-            PY,
-            "-m",
-            "bench.baseline",
-            "--url",
-            url,
-            "--count",
-            str(count),
-            "--prefix",
-            f"bench-b{tag}-",
-            "--workers",
-            str(WORKERS),
-            "--store",
-            store,
-        ]
-        if store == "file":
-            argv += ["--state-dir", str(base / "state"), "--sink-dir", str(base / "sinks")]
-        else:
-            argv += ["--vault-url", env.vault_url, "--vault-prefix", f"bench/baseline-{tag}"]
-        started = time.time()
-        with open(env.work / f"baseline-{tag}.log", "wb") as log:
-            finished = subprocess.run(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env.environ(),
-                cwd=ROOT,
-                timeout=timeout,
-                check=False,
-            )
-        result.baseline_s = time.time() - started
-        if finished.returncode != 0:
-            raise RuntimeError(f"baseline {tag} failed; see {log.name}")
-        shutil.rmtree(base, ignore_errors=True)
+        # the baselines: same emulator, same store, same concurrency, no daemon
+        result.baseline_s = run_baseline(env, url, store, count, tag, writes=3, timeout=timeout)
+        result.baseline2_s = run_baseline(env, url, store, count, tag, writes=2, timeout=timeout)
     env.note(
         f"burst {tag}: daemon {result.daemon_s:.2f}s (start {result.daemon_start_s:.2f}s) "
-        f"baseline {result.baseline_s:.2f}s ratio {result.ratio:.2f}"
+        f"baseline {result.baseline_s:.2f}s ratio {result.ratio:.2f}; "
+        f"2-write baseline {result.baseline2_s:.2f}s ratio {result.ratio2:.2f}"
     )
     return result
+
+
+def run_baseline(
+    env: Env, url: str, store: str, count: int, tag: str, *, writes: int, timeout: float
+) -> float:
+    """Seconds from spawning ``bench.baseline`` to its exit."""
+    name = f"baseline{writes}-{tag}"
+    base = env.work / name
+    argv = [PY, "-m", "bench.baseline", "--url", url, "--count", str(count)]
+    argv += ["--prefix", f"bench-b{writes}{tag}-", "--workers", str(WORKERS)]
+    argv += ["--store", store, "--writes", str(writes)]
+    if store == "file":
+        argv += ["--state-dir", str(base / "state"), "--sink-dir", str(base / "sinks")]
+    else:
+        argv += ["--vault-url", env.vault_url, "--vault-prefix", f"bench/{name}"]
+    started = time.time()
+    with open(env.work / f"{name}.log", "wb") as log:
+        finished = subprocess.run(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env.environ(),
+            cwd=ROOT,
+            timeout=timeout,
+            check=False,
+        )
+    elapsed = time.time() - started
+    if finished.returncode != 0:
+        raise RuntimeError(f"baseline {name} failed; see {log.name}")
+    shutil.rmtree(base, ignore_errors=True)
+    return elapsed
 
 
 # -- steady state ----------------------------------------------------------------------
