@@ -26,45 +26,46 @@ from tests.servers import MotoServer, OpenBao, openbao
 
 REGION = "eu-central-1"
 
-#: the daemon's policy from README.md (section stores), for the store prefix "rotator"
+#: the daemon's policy from README.md (section stores), for the store prefix "rotator";
+#: tests/backends/test_readme.py holds README to it
 DAEMON_POLICY = """\
 path "secret/data/rotator/*" {
   capabilities = ["create", "read", "update"]
 }
 path "secret/metadata/rotator/*" {
-  capabilities = ["create", "read", "update", "delete"]
+  capabilities = ["create", "update"]
 }
 """
 
-#: a consumer's read-only policy from README.md
+#: the consumer's read-only policy from README.md
 CONSUMER_POLICY = """\
 path "secret/data/rotator/apps/*" {
   capabilities = ["read"]
 }
 """
 
+#: what the tests add to the daemon's policy: deleting their paths, counting versions
+TEST_POLICY = """\
+path "secret/metadata/rotator/*" {
+  capabilities = ["read", "delete"]
+}
+"""
+
 #: the IAM policies of the two users of the IAM-enforcing moto server. moto checks
 #: the actions only (it authorises every request against resource "*"), so the
 #: resources are "*" here; README.md's policy scopes them to the prefix.
+#: README.md's IAM policy for the daemon (resources "*" for moto)
+AWS_DAEMON_ACTIONS = [
+    "secretsmanager:CreateSecret",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:TagResource",
+]
 AWS_WRITER_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Action": [
-                "secretsmanager:CreateSecret",
-                "secretsmanager:DescribeSecret",
-                "secretsmanager:GetSecretValue",
-                "secretsmanager:PutSecretValue",
-                "secretsmanager:UpdateSecretVersionStage",
-                "secretsmanager:TagResource",
-                "secretsmanager:ListSecretVersionIds",
-                "secretsmanager:DeleteSecret",
-            ],
-            "Resource": "*",
-        },
-        {"Effect": "Allow", "Action": "secretsmanager:ListSecrets", "Resource": "*"},
-    ],
+    "Statement": [{"Effect": "Allow", "Action": AWS_DAEMON_ACTIONS, "Resource": "*"}],
 }
 AWS_READER_POLICY = {
     "Version": "2012-10-17",
@@ -90,6 +91,7 @@ def bao() -> Iterator[OpenBao]:
     with openbao() as server:
         server.write_policy("rotator", DAEMON_POLICY)
         server.write_policy("consumer", CONSUMER_POLICY)
+        server.write_policy("rotator-tests", TEST_POLICY)
         yield server
 
 
