@@ -368,17 +368,6 @@ class AwsStore:
         except _NotFound:
             return
 
-    def versions(self, path: str) -> int:
-        """How many versions the secret has (0 when missing); for tests and `status`."""
-        secret = self._secret_name(path)
-        try:
-            answer = self._call(
-                "ListSecretVersionIds", secret, SecretId=secret, IncludeDeprecated=True
-            )
-        except _NotFound:
-            return 0
-        return len(answer.get("Versions") or [])
-
     def validate(self, probe_path: str | None = None) -> Validation:
         """READY when the credentials work and (with a probe path) the secret is
         readable; ERROR with the reason otherwise; UNKNOWN for what AWS cannot

@@ -221,7 +221,22 @@ class VaultStore:
                 self._token = renewed
                 return renewed
         if can_relogin:
-            return self._login()
+            try:
+                return self._login()
+            except StoreError as exc:
+                now = self._clock()
+                if token.expires_at is None or now >= token.expires_at:
+                    raise
+                # Vault is briefly unreachable: the old token is still good; try again soon
+                token.renew_at = now + min(30.0, (token.expires_at - now) / 2)
+                _log.warning(
+                    "vault store %s: logging in again failed (%s); the current token "
+                    "expires in %.0fs",
+                    self.name,
+                    type(exc).__name__,
+                    token.expires_at - now,
+                )
+                return token
         # a token we cannot renew nor replace: keep using it until Vault refuses it
         token.renew_at = None
         _log.warning(
@@ -405,21 +420,6 @@ class VaultStore:
                     raise
 
         self._call("deleting", self._metadata_path(full), attempt)
-
-    def versions(self, path: str) -> int:
-        """How many KV versions the path has (0 when missing); for tests and `status`."""
-        import hvac.exceptions
-
-        full = self._full(path)
-
-        def attempt(token: Secret) -> int:
-            try:
-                answer = self._request("GET", self._metadata_path(full), token)
-            except hvac.exceptions.InvalidPath:
-                return 0
-            return len(((answer or {}).get("data") or {}).get("versions") or {})
-
-        return self._call("reading metadata of", self._metadata_path(full), attempt)
 
     def validate(self, probe_path: str | None = None) -> Validation:
         """READY when we can log in, the mount is KV v2 and the policy allows what

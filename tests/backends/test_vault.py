@@ -528,3 +528,33 @@ def test_a_restarted_persistent_server_keeps_data_and_the_store_recovers(
             assert store.write("state/acme", VIEW2, expected_version=record.version).changed
         finally:
             store.close()
+
+
+def test_a_failed_relogin_keeps_the_still_valid_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    with OpenBao() as server:
+        server.write_policy("rotator", DAEMON_POLICY)
+        role = unique("batch")
+        role_id, secret_id = server.approle(role, ["rotator"])
+        server.call(
+            "POST", f"auth/approle/role/{role}", {"token_type": "batch", "token_ttl": "10m"}
+        )
+        clock = Clock()
+        store = approle_store(server, monkeypatch, role_id, secret_id, clock=clock, keepalive=False)
+        try:
+            store.write("apps/x", VIEW, expected_version=None)
+            first = store._token
+            assert first is not None
+            # the AppRole secret_id is gone: a new login fails, the batch token still works
+            server.call(
+                "POST", f"auth/approle/role/{role}/secret-id/destroy", {"secret_id": secret_id}
+            )
+            clock.now += 500
+            store.renew_if_due()
+            assert store._token is first
+            record = store.read("apps/x")
+            assert record is not None and dict(record.data) == VIEW
+            clock.now += 200  # past its expiry: now the failure is reported
+            with pytest.raises(StoreAuthError):
+                store.renew_if_due()
+        finally:
+            store.close()
