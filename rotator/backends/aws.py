@@ -375,9 +375,15 @@ class AwsStore:
         secret = self._secret_name(probe_path) if probe_path else None
         try:
             if secret is None:
-                self._call("ListSecrets", "(list)", MaxResults=1)
+                # a secret that does not exist: "not found" proves the credentials
+                # and the policy on the prefix, without needing ListSecrets
+                probe = self._secret_name("rotator-validate-probe")
+                try:
+                    self._call("DescribeSecret", probe, SecretId=probe)
+                except _NotFound:
+                    pass
                 return Validation(
-                    ValidationStatus.READY, "credentials accepted (secretsmanager:ListSecrets)"
+                    ValidationStatus.READY, f"credentials accepted for {self.prefix or '/'}*"
                 )
             try:
                 described = self._call("DescribeSecret", secret, SecretId=secret)
@@ -402,7 +408,8 @@ class AwsStore:
             return Validation(ValidationStatus.ERROR, _strip_store(exc, self.name))
         return Validation(
             ValidationStatus.READY,
-            f"credentials accepted; {secret} is readable and managed by rotator",
+            f"credentials accepted; {secret} is readable and managed by rotator "
+            "(write permission is checked by the first write)",
         )
 
     def close(self) -> None:

@@ -112,6 +112,7 @@ class MotoIam:
     server: MotoServer
     writer: AwsUser
     reader: AwsUser
+    nobody: AwsUser  # a valid user without any Secrets Manager permission
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +130,15 @@ def moto_iam() -> Iterator[MotoIam]:
             region_name=REGION,
         ).client("iam", endpoint_url=server.endpoint_url)
         users = {}
-        for name, policy in (("writer", AWS_WRITER_POLICY), ("reader", AWS_READER_POLICY)):
+        nothing = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}],
+        }
+        for name, policy in (
+            ("writer", AWS_WRITER_POLICY),
+            ("reader", AWS_READER_POLICY),
+            ("nobody", nothing),
+        ):
             import json
 
             iam.create_user(UserName=f"rotator-{name}")
@@ -145,7 +154,7 @@ def moto_iam() -> Iterator[MotoIam]:
             )
         # from now on every request must be signed by a known IAM user
         httpx.post(f"{server.endpoint_url}/moto-api/reset-auth", content=b"0").raise_for_status()
-        yield MotoIam(server, users["writer"], users["reader"])
+        yield MotoIam(server, users["writer"], users["reader"], users["nobody"])
 
 
 @pytest.fixture

@@ -226,11 +226,11 @@ def test_validate(moto: MotoServer, moto_iam: MotoIam, monkeypatch: pytest.Monke
     assert refused.status is ValidationStatus.ERROR
     assert "refused the credentials" in refused.reason and bogus not in refused.reason
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_iam.reader.access_key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_iam.reader.secret_access_key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_iam.nobody.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_iam.nobody.secret_access_key)
     denied = AwsStore("aws", aws_settings(moto_iam.server.endpoint_url)).validate()
     assert denied.status is ValidationStatus.ERROR
-    assert "secretsmanager:ListSecrets" in denied.reason
+    assert denied.reason.startswith("permission denied: secretsmanager:DescribeSecret")
 
 
 def test_no_credentials_at_all_is_an_auth_error(
