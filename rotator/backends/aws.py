@@ -23,6 +23,7 @@ ask for ``VersionStage=AWSCURRENT``. botocore errors are mapped once, in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -378,10 +379,8 @@ class AwsStore:
                 # a secret that does not exist: "not found" proves the credentials
                 # and the policy on the prefix, without needing ListSecrets
                 probe = self._secret_name("rotator-validate-probe")
-                try:
+                with contextlib.suppress(_NotFound):
                     self._call("DescribeSecret", probe, SecretId=probe)
-                except _NotFound:
-                    pass
                 return Validation(
                     ValidationStatus.READY, f"credentials accepted for {self.prefix or '/'}*"
                 )
