@@ -558,3 +558,35 @@ def test_a_failed_relogin_keeps_the_still_valid_token(monkeypatch: pytest.Monkey
                 store.renew_if_due()
         finally:
             store.close()
+
+
+def test_tls_with_ca_cert_and_a_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    with OpenBao(tls=True) as server:
+        server.call("POST", "sys/namespaces/team-a")
+        with server.api() as client:  # a KV v2 mount inside the namespace
+            client.headers["X-Vault-Namespace"] = "team-a"
+            client.post(
+                "sys/mounts/secret", json={"type": "kv", "options": {"version": "2"}}
+            ).raise_for_status()
+        auth = {"method": "token", "token": token_env(monkeypatch, server.root_token)}
+        store = VaultStore(
+            "vault",
+            vault_settings(server.url, auth, namespace="team-a", ca_cert=server.ca_cert),
+        )
+        try:
+            store.write("apps/x", VIEW, expected_version=None)
+            with server.api() as client:
+                client.headers["X-Vault-Namespace"] = "team-a"
+                answer = client.get("secret/data/rotator/apps/x").json()
+            assert answer["data"]["data"] == VIEW
+            assert server.kv_versions("rotator/apps/x") == 0  # not in the root namespace
+        finally:
+            store.close()
+
+        untrusted = VaultStore("vault", vault_settings(server.url, auth, namespace="team-a"))
+        try:
+            with pytest.raises(StoreError, match="set ca_cert") as caught:
+                untrusted.read("apps/x")
+            assert not caught.value.transient
+        finally:
+            untrusted.close()
