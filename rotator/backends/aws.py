@@ -129,6 +129,8 @@ class AwsStore:
             retries={"total_max_attempts": 1},
             connect_timeout=timeout,
             read_timeout=timeout,
+            # one connection per concurrent worker, instead of botocore's 10
+            max_pool_connections=64,
         )
         try:
             session = boto3.session.Session(

@@ -44,6 +44,8 @@ MANAGED_BY = ("managed-by", "rotator")
 _log = logging.getLogger("rotator.backends.vault")
 _T = TypeVar("_T")
 
+#: connections kept per store (one per concurrent worker, up to this many)
+_POOL_SIZE = 64
 #: renew once this share of the token's TTL has passed
 _RENEW_SHARE = 2 / 3
 #: a renewal that leaves less than this share of the original TTL means the
@@ -96,14 +98,24 @@ class VaultStore:
 
     def _default_client(self) -> Any:
         import hvac
+        import requests
+        import requests.adapters
 
         verify: bool | str = self.settings.verify
         if verify and self.settings.ca_cert is not None:
             verify = str(self.settings.ca_cert)
         # token="" keeps hvac from picking up $VAULT_TOKEN or ~/.vault-token: the
         # token is sent per request from self._token.
+        # every worker thread shares this session: a pool as large as the biggest
+        # worker pool (server.workers, 16 by default), so that no
+        # connection is opened and dropped per request
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=_POOL_SIZE)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         return hvac.Client(
             url=self.settings.url,
+            session=session,
             token="",
             verify=verify,
             timeout=self.settings.timeout.total_seconds(),

@@ -256,11 +256,13 @@ def test_a_revoked_token_triggers_one_relogin(
         store.close()
 
 
-def test_one_login_is_shared_by_all_threads(bao: OpenBao, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_login_is_shared_by_all_threads(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     role_id, secret_id = bao.approle(unique("role"), ["rotator"])
     store = approle_store(bao, monkeypatch, role_id, secret_id, keepalive=False)
     errors: list[BaseException] = []
-    paths = [f"apps/{unique()}" for _ in range(8)]
+    paths = [f"apps/{unique()}" for _ in range(24)]  # more than requests' default pool
 
     def work(path: str) -> None:
         try:
@@ -279,6 +281,7 @@ def test_one_login_is_shared_by_all_threads(bao: OpenBao, monkeypatch: pytest.Mo
             thread.join(timeout=60)
         assert errors == []
         assert store._token is not None and store._token.generation == 1
+        assert "Connection pool is full" not in caplog.text
         for path in paths:
             record = store.read(path)
             assert record is not None and record.version == 4 and record.data["n"] == "3"
