@@ -371,6 +371,9 @@ class MotoServer:
         else:
             from moto.server import ThreadedMotoServer
 
+            # one access-log line per request otherwise, on stderr or in the suite's log
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
             self._thread_server = ThreadedMotoServer(
                 ip_address="127.0.0.1", port=self.port, verbose=False
             )
