@@ -606,6 +606,9 @@ def _mapped(
             store=store.name,
         )
     if isinstance(exc, hvac.exceptions.Forbidden):
+        # name the path that was refused, which may be the metadata next to the data
+        refused = str(getattr(exc, "url", "") or "").partition("/v1/")[2].split("?")[0]
+        where = f" {refused}" if refused else where
         return StorePermissionError(
             f"permission denied {action}{where} (the policy of this token does not allow it)",
             store=store.name,

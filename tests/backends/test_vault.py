@@ -376,6 +376,24 @@ def test_permission_denied_names_the_path(bao: OpenBao, monkeypatch: pytest.Monk
         store.close()
 
 
+def test_a_policy_without_metadata_update_names_the_metadata_path(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bao.write_policy(
+        "data-only", 'path "secret/data/rotator/*" { capabilities = ["create", "read", "update"] }'
+    )
+    store = token_store(bao, monkeypatch, bao.create_token(["data-only"]))
+    try:
+        with pytest.raises(StorePermissionError) as caught:
+            store.write(f"apps/{unique()}", VIEW, expected_version=None)
+        assert "secret/metadata/rotator/apps/" in str(caught.value)
+        validation = store.validate("apps/x")
+        assert validation.status is ValidationStatus.ERROR
+        assert "secret/metadata/rotator/apps/x (the policy lacks update" in validation.reason
+    finally:
+        store.close()
+
+
 def test_a_missing_mount_says_so(bao: OpenBao, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = vault_settings(
         bao.url,
