@@ -110,6 +110,7 @@ class VaultStore:
         # worker pool (server.workers, 16 by default), so that no
         # connection is opened and dropped per request
         session = requests.Session()
+        session.verify = verify  # hvac prefers the session's verify over its own argument
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=_POOL_SIZE)
         session.mount("https://", adapter)
         session.mount("http://", adapter)

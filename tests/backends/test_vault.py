@@ -611,3 +611,12 @@ def test_tls_with_ca_cert_and_a_namespace(monkeypatch: pytest.MonkeyPatch) -> No
             assert not caught.value.transient
         finally:
             untrusted.close()
+
+        unverified = VaultStore(
+            "vault", vault_settings(server.url, auth, namespace="team-a", verify=False)
+        )
+        try:
+            record = unverified.read("apps/x")  # verify: false is honoured (not advised)
+            assert record is not None and dict(record.data) == VIEW
+        finally:
+            unverified.close()
