@@ -581,6 +581,7 @@ def test_a_failed_relogin_keeps_the_still_valid_token(monkeypatch: pytest.Monkey
             store.close()
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_tls_with_ca_cert_and_a_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
     with OpenBao(tls=True) as server:
         server.call("POST", "sys/namespaces/team-a")
