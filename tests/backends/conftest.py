@@ -22,7 +22,7 @@ import pytest
 from rotator.backends import aws as aws_backend
 from rotator.config import AwsStoreSettings, VaultStoreSettings
 from tests import leakcheck
-from tests.servers import MotoServer, OpenBao, openbao
+from tests.servers import MotoServer, OpenBao
 
 REGION = "eu-central-1"
 
@@ -87,18 +87,12 @@ def _instant_backoff() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def bao() -> Iterator[OpenBao]:
-    with openbao() as server:
-        server.write_policy("rotator", DAEMON_POLICY)
-        server.write_policy("consumer", CONSUMER_POLICY)
-        server.write_policy("rotator-tests", TEST_POLICY)
-        yield server
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
+def bao(bao: OpenBao) -> OpenBao:
+    """The session's OpenBao (tests/conftest.py) with the README policies written."""
+    bao.write_policy("rotator", DAEMON_POLICY)
+    bao.write_policy("consumer", CONSUMER_POLICY)
+    bao.write_policy("rotator-tests", TEST_POLICY)
+    return bao
 
 
 @dataclass(frozen=True)
