@@ -31,8 +31,11 @@ from rotator.errors import (
 
 __all__ = ["FileStore", "render"]
 
-_ENV_KEYS = (("ACCESS_TOKEN", "access_token"), ("TOKEN_TYPE", "token_type"),
-             ("EXPIRES_AT", "expires_at"))
+_ENV_KEYS = (
+    ("ACCESS_TOKEN", "access_token"),
+    ("TOKEN_TYPE", "token_type"),
+    ("EXPIRES_AT", "expires_at"),
+)
 _SAFE_ENV = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+/=:-")
 
 
