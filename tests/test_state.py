@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rotator.errors import StoreError
 from rotator.secrets import Secret
 from rotator.state import STATE_FORMAT, AccountState
 from rotator.tokens import TokenSet
@@ -141,3 +143,22 @@ def test_any_state_round_trips(  # noqa: PLR0917 (one argument per drawn field)
         extra=extra,
     )
     assert AccountState.from_record("a", state.to_record()) == state
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("expires_at", "yesterday"),
+        ("consecutive_failures", "many"),
+        ("extra", "{not json"),
+        ("alerts", "[1, 2]"),
+    ],
+)
+def test_damaged_record_is_a_store_error_naming_the_field(field: str, raw: str) -> None:
+    record = {**full_state().to_record(), field: raw}
+    with pytest.raises(StoreError) as caught:
+        AccountState.from_record("idp-api", record)
+    message = str(caught.value)
+    assert f"the stored state of idp-api is damaged: field {field!r}" in message
+    assert raw not in message
+    assert REFRESH not in message
