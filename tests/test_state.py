@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotator.errors import StoreError
@@ -111,6 +111,7 @@ _times = st.none() | st.datetimes(
 _text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=20)
 
 
+@settings(deadline=None)
 @given(
     access=st.none() | _text.filter(bool),
     refresh=st.none() | _text.filter(bool),
