@@ -1,0 +1,580 @@
+"""Alerts: what needs a human, told once, repeated while it lasts, resolved when it clears.
+
+Two halves:
+
+- :func:`evaluate` is pure: given an account's state and settings, the alert
+  settings and ``now``, it returns the conditions that hold (a refresh token or
+  personal access token close to its end, failures in a row, a dead grant, an
+  access token that lapses before the next attempt). Each carries a *level*,
+  so crossing the next expiry threshold is a new alert, and the text that
+  tells the operator what to do.
+- :class:`Dispatcher` compares those conditions with what was already sent
+  (an :class:`AlertMemory`, kept in the state store under ``alerts/<account>``
+  so a restart does not re-send), and sends new, repeated and resolved alerts to
+  every channel (:mod:`rotator.alert_channels`). The log channel always gets them.
+
+Why a record of its own rather than the ``alerts`` field of the state record:
+the state record is written by rotation with compare-and-set on the version it
+read. A sweep writing alert bookkeeping there would make a rotation in flight
+lose its compare-and-set; a separate record never contends with the grant.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from rotator.errors import StoreConflict, StoreError
+from rotator.tokens import format_time, parse_time
+
+if TYPE_CHECKING:
+    from rotator.backends.base import SecretStore
+    from rotator.config import AccountSettings, AlertsSettings
+    from rotator.state import AccountState
+
+__all__ = [
+    "NON_RENEWABLE_PROVIDERS",
+    "Alert",
+    "AlertMemory",
+    "Channel",
+    "Condition",
+    "Dispatcher",
+    "Kind",
+    "MemoryAlertMemory",
+    "Sent",
+    "Severity",
+    "StoreAlertMemory",
+    "alert_record_path",
+    "evaluate",
+    "human_duration",
+    "plan",
+]
+
+_log = structlog.get_logger("rotator.alerts")
+
+#: providers whose token cannot be renewed by rotator: its expiry is the end of the grant
+NON_RENEWABLE_PROVIDERS = frozenset({"faxplus-pat"})
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Kind(StrEnum):
+    REFRESH_TOKEN_EXPIRY = "refresh_token_expiry"
+    TOKEN_EXPIRY = "token_expiry"  # a personal access token with an expiry date
+    FAILURES = "failures"
+    DEAD = "dead"
+    LAPSE = "lapse"  # the access token expires before the next possible attempt
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One thing that holds for an account now and needs a human."""
+
+    account: str
+    kind: Kind
+    level: int  # higher is worse; a higher level than the one sent is a new alert
+    severity: Severity
+    summary: str  # one line: what, when, and the fix
+    action: str  # the fix on its own, e.g. "rotator authorize acme-fax"
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What was sent for one condition: its level and when."""
+
+    level: int
+    severity: str
+    first_at: datetime
+    last_at: datetime
+
+    def dump(self) -> str:
+        return json.dumps(
+            {
+                "level": self.level,
+                "severity": self.severity,
+                "first_at": format_time(self.first_at),
+                "last_at": format_time(self.last_at),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def load(cls, text: str) -> Sent:
+        raw = json.loads(text)
+        return cls(
+            level=int(raw["level"]),
+            severity=str(raw.get("severity", "warning")),
+            first_at=parse_time(raw["first_at"]),
+            last_at=parse_time(raw["last_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message to send. ``status`` is firing or resolved; ``repeat`` marks a reminder."""
+
+    account: str
+    provider: str
+    kind: Kind
+    status: str
+    severity: Severity
+    summary: str
+    action: str
+    at: datetime
+    repeat: bool = False
+    expires_at: datetime | None = None
+    since: datetime | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON document webhooks, commands and e-mail carry (documented in the README)."""
+        return {
+            "version": 1,
+            "status": self.status,
+            "repeat": self.repeat,
+            "kind": str(self.kind),
+            "severity": str(self.severity),
+            "account": self.account,
+            "provider": self.provider,
+            "summary": self.summary,
+            "action": self.action,
+            "expires_at": format_time(self.expires_at) if self.expires_at else None,
+            "since": format_time(self.since) if self.since else None,
+            "time": format_time(self.at),
+        }
+
+    @property
+    def title(self) -> str:
+        tag = "RESOLVED" if self.status == "resolved" else self.severity.upper()
+        return f"[{tag}] {self.summary}"
+
+
+# --- evaluation (pure) ------------------------------------------------------------
+
+
+def human_duration(span: timedelta) -> str:
+    """``3 days``, ``47 hours``, ``12 minutes``: rounded, as an on-call reads it."""
+    seconds = abs(span.total_seconds())
+    if seconds >= 2 * 86400:
+        count, unit = round(seconds / 86400), "day"
+    elif seconds >= 2 * 3600:
+        count, unit = round(seconds / 3600), "hour"
+    elif seconds >= 120:
+        count, unit = round(seconds / 60), "minute"
+    else:
+        count, unit = round(seconds), "second"
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def evaluate(
+    state: AccountState,
+    settings: AccountSettings,
+    alerts: AlertsSettings,
+    now: datetime,
+) -> list[Condition]:
+    """Every condition that holds for one account at ``now``. No I/O."""
+    account = state.account
+    out: list[Condition] = []
+    non_renewable = settings.provider in NON_RENEWABLE_PROVIDERS
+    end = state.expires_at if non_renewable else state.refresh_expires_at
+    warn = sorted(settings.refresh_token_warn or alerts.refresh_token_warn, reverse=True)
+    if end is not None and warn:
+        remaining = end - now
+        crossed = sum(1 for threshold in warn if remaining <= threshold)
+        level = len(warn) + 1 if remaining <= timedelta(0) else crossed
+        if level:
+            if non_renewable:
+                what, kind = "personal access token", Kind.TOKEN_EXPIRY
+                action = (
+                    f"create a new personal access token at the vendor and replace the one "
+                    f"{account} uses (then: rotator refresh {account})"
+                )
+                fix = f"replace the token: {action}"
+            else:
+                what, kind = "refresh token", Kind.REFRESH_TOKEN_EXPIRY
+                action = f"rotator authorize {account}"
+                fix = f"re-authorize with: {action}"
+            if remaining > timedelta(0):
+                told = f"expires in {human_duration(remaining)} ({_when(end)})"
+            elif remaining > -timedelta(minutes=1):
+                told = f"has expired ({_when(end)})"
+            else:
+                told = f"expired {human_duration(remaining)} ago ({_when(end)})"
+            out.append(
+                Condition(
+                    account=account,
+                    kind=kind,
+                    level=level,
+                    severity=Severity.CRITICAL if level >= len(warn) else Severity.WARNING,
+                    summary=f"{what} of {account} {told}; {fix}",
+                    action=action,
+                    expires_at=end,
+                )
+            )
+    error = f" (last error: {state.last_error})" if state.last_error else ""
+    if state.failed:
+        if state.last_error_code == "invalid_client":
+            action = f"fix the client credentials of {account}, then: rotator refresh {account}"
+        elif non_renewable:
+            action = f"replace the personal access token of {account}"
+        else:
+            action = (
+                f"rotator authorize {account} (or seed a refresh token: rotator import {account})"
+            )
+        out.append(
+            Condition(
+                account=account,
+                kind=Kind.DEAD,
+                level=1,
+                severity=Severity.CRITICAL,
+                summary=f"{account} can no longer be refreshed{error}; {action}",
+                action=action,
+                expires_at=state.expires_at,
+            )
+        )
+    elif state.consecutive_failures >= alerts.failure_threshold:
+        action = f"rotator status; retry now with: rotator refresh {account}"
+        out.append(
+            Condition(
+                account=account,
+                kind=Kind.FAILURES,
+                level=1,
+                severity=Severity.WARNING,
+                summary=(
+                    f"{state.consecutive_failures} rotations of {account} failed in a row{error}; "
+                    f"check: {action}"
+                ),
+                action=action,
+                expires_at=state.expires_at,
+            )
+        )
+    if (
+        not non_renewable
+        and not state.failed
+        and state.expires_at is not None
+        and state.next_refresh_at is not None
+        and state.expires_at < state.next_refresh_at
+    ):
+        lapsed = state.expires_at <= now
+        action = f"rotator refresh {account}"
+        told = "expired" if lapsed else "expires"
+        out.append(
+            Condition(
+                account=account,
+                kind=Kind.LAPSE,
+                level=2 if lapsed else 1,
+                severity=Severity.CRITICAL if lapsed else Severity.WARNING,
+                summary=(
+                    f"access token of {account} {told} {_when(state.expires_at)}, before the next "
+                    f"refresh attempt at {_when(state.next_refresh_at)}; consumers get an expired "
+                    f"token; retry now with: {action}"
+                ),
+                action=action,
+                expires_at=state.expires_at,
+            )
+        )
+    return out
+
+
+def plan(
+    account: str,
+    provider: str,
+    conditions: Iterable[Condition],
+    sent: Mapping[str, Sent],
+    *,
+    now: datetime,
+    repeat: timedelta,
+) -> tuple[list[Alert], dict[str, Sent]]:
+    """What to send now and what will have been sent after it. Pure."""
+    alerts: list[Alert] = []
+    after: dict[str, Sent] = {}
+    holding = {str(c.kind): c for c in conditions}
+    for key, cond in holding.items():
+        before = sent.get(key)
+
+        def alert(repeat_: bool, cond: Condition = cond, since: datetime | None = None) -> Alert:
+            return Alert(
+                account=account,
+                provider=provider,
+                kind=cond.kind,
+                status="firing",
+                severity=cond.severity,
+                summary=cond.summary,
+                action=cond.action,
+                at=now,
+                repeat=repeat_,
+                expires_at=cond.expires_at,
+                since=since or now,
+            )
+
+        if before is None:
+            alerts.append(alert(False))
+            after[key] = Sent(cond.level, str(cond.severity), now, now)
+        elif cond.level > before.level:
+            alerts.append(alert(False, since=before.first_at))
+            after[key] = Sent(cond.level, str(cond.severity), before.first_at, now)
+        elif now - before.last_at >= repeat:
+            alerts.append(alert(True, since=before.first_at))
+            after[key] = Sent(cond.level, str(cond.severity), before.first_at, now)
+        else:
+            # same level, or lower (a renewed grant still inside a threshold): remember
+            # the level so crossing the next threshold again is told again.
+            after[key] = Sent(
+                min(cond.level, before.level), before.severity, before.first_at, before.last_at
+            )
+    for key, before in sent.items():
+        if key in holding:
+            continue
+        try:
+            kind = Kind(key)
+        except ValueError:
+            continue  # written by a newer version; forget it
+        alerts.append(
+            Alert(
+                account=account,
+                provider=provider,
+                kind=kind,
+                status="resolved",
+                severity=Severity.INFO,
+                summary=f"resolved: {_RESOLVED[kind].format(account=account)}",
+                action="",
+                at=now,
+                since=before.first_at,
+            )
+        )
+    return alerts, after
+
+
+_RESOLVED = {
+    Kind.REFRESH_TOKEN_EXPIRY: "the refresh token of {account} is no longer close to expiry",
+    Kind.TOKEN_EXPIRY: "the personal access token of {account} is no longer close to expiry",
+    Kind.FAILURES: "rotations of {account} succeed again",
+    Kind.DEAD: "{account} can be refreshed again",
+    Kind.LAPSE: "the access token of {account} is renewed in time again",
+}
+
+
+# --- memory of what was sent ----------------------------------------------------------
+
+
+def alert_record_path(account: str) -> str:
+    return f"alerts/{account}"
+
+
+class AlertMemory(Protocol):
+    """Where the dispatcher remembers what it sent, per account."""
+
+    def load(self, account: str) -> tuple[dict[str, Sent], object]: ...
+
+    def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
+        """Store ``sent`` if nobody else did since ``load`` returned ``token``; False if lost."""
+        ...
+
+
+class MemoryAlertMemory:
+    """In-process memory (for ``rotator refresh`` and tests)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[dict[str, Sent], int]] = {}
+
+    def load(self, account: str) -> tuple[dict[str, Sent], object]:
+        sent, version = self._data.get(account, ({}, 0))
+        return dict(sent), version
+
+    def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
+        _, version = self._data.get(account, ({}, 0))
+        if version != token:
+            return False
+        self._data[account] = (dict(sent), version + 1)
+        return True
+
+
+class StoreAlertMemory:
+    """``alerts/<account>`` in the account's state store, written with compare-and-set.
+
+    Two replicas sweeping the same account race on this record; the one that loses
+    the compare-and-set does not send, so an alert goes out once.
+    """
+
+    def __init__(self, store_for: Callable[[str], SecretStore]) -> None:
+        self._store_for = store_for
+
+    def load(self, account: str) -> tuple[dict[str, Sent], object]:
+        record = self._store_for(account).read(alert_record_path(account))
+        if record is None:
+            return {}, None
+        sent: dict[str, Sent] = {}
+        for key, text in record.data.items():
+            if key == "format":
+                continue
+            try:
+                sent[key] = Sent.load(text)
+            except (ValueError, KeyError, TypeError):
+                _log.warning("ignoring a damaged alert record entry", account=account, key=key)
+        return sent, record.version
+
+    def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
+        data = {"format": "1", **{key: value.dump() for key, value in sent.items()}}
+        try:
+            self._store_for(account).write(
+                alert_record_path(account),
+                data,
+                expected_version=token,  # type: ignore[arg-type]
+            )
+        except StoreConflict:
+            return False
+        return True
+
+
+# --- dispatch -------------------------------------------------------------------------
+
+
+class Channel(Protocol):
+    """Somewhere alerts go. ``send`` raises on failure; the dispatcher retries."""
+
+    name: str
+
+    def send(self, alert: Alert) -> None: ...
+
+
+@dataclass
+class Dispatcher:
+    """Evaluates, decides against memory, sends. Thread-safe per account.
+
+    ``sleep`` is the pause between attempts of a failing channel; tests pass a
+    no-op. ``on_sent(channel, kind)`` feeds ``rotator_alerts_sent_total``.
+    """
+
+    alerts: AlertsSettings
+    channels: Sequence[Channel]
+    memory: AlertMemory
+    clock: Clock = _utcnow
+    attempts: int = 3
+    backoff: float = 2.0
+    sleep: Callable[[float], None] = time.sleep
+    on_sent: Callable[[str, str], None] | None = None
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _lock(self, account: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(account, threading.Lock())
+
+    def check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
+        """Evaluate one account and send what is due. Never raises; returns what was sent."""
+        try:
+            with self._lock(state.account):
+                return self._check(state, settings)
+        except Exception as exc:  # an alert problem must never stop rotation or the sweep
+            _log.error(
+                "alert evaluation failed",
+                account=state.account,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return []
+
+    def _check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
+        now = self.clock()
+        conditions = evaluate(state, settings, self.alerts, now)
+        try:
+            sent, token = self.memory.load(state.account)
+        except StoreError as exc:
+            # Without memory we cannot tell what was sent: say so rather than spam.
+            _log.error("cannot read what alerts were sent", account=state.account, error=str(exc))
+            for cond in conditions:
+                _log.log(_LEVELS[cond.severity], cond.summary, account=state.account)
+            return []
+        due, after = plan(
+            state.account, settings.provider, conditions, sent, now=now, repeat=self.alerts.repeat
+        )
+        if not due and after == sent:
+            return []
+        # Claim first, then send: a replica that lost the claim does not send twice.
+        if not self.memory.save(state.account, after, token):
+            _log.info("another worker sent these alerts", account=state.account)
+            return []
+        for alert in due:
+            delivered = self._deliver(alert)
+            if not delivered and self.channels:
+                _log.error(
+                    "no alert channel took the alert; it will be sent again at the next check",
+                    account=alert.account,
+                    kind=str(alert.kind),
+                )
+                self._unclaim(state.account, alert, sent)
+        return due
+
+    def _unclaim(self, account: str, alert: Alert, sent_before: Mapping[str, Sent]) -> None:
+        try:
+            current, token = self.memory.load(account)
+            key = str(alert.kind)
+            if key in sent_before:
+                current[key] = sent_before[key]
+            else:
+                current.pop(key, None)
+            self.memory.save(account, current, token)
+        except StoreError as exc:
+            _log.error("cannot update the alert record", account=account, error=str(exc))
+
+    def _deliver(self, alert: Alert) -> bool:
+        _log.log(
+            _LEVELS[alert.severity],
+            alert.summary,
+            account=alert.account,
+            alert=str(alert.kind),
+            status=alert.status,
+            repeat=alert.repeat,
+        )
+        self._count("log", alert)
+        delivered = False
+        for channel in self.channels:
+            delay = 1.0
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    channel.send(alert)
+                except Exception as exc:
+                    _log.warning(
+                        "alert channel failed",
+                        channel=channel.name,
+                        account=alert.account,
+                        attempt=attempt,
+                        attempts=self.attempts,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    if attempt < self.attempts:
+                        self.sleep(delay)
+                        delay *= self.backoff
+                    continue
+                self._count(channel.name, alert)
+                delivered = True
+                break
+        return delivered
+
+    def _count(self, channel: str, alert: Alert) -> None:
+        if self.on_sent is not None:
+            self.on_sent(channel, str(alert.kind))
+
+
+_LEVELS = {Severity.INFO: 20, Severity.WARNING: 30, Severity.CRITICAL: 40}
