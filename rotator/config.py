@@ -11,6 +11,7 @@ whose message starts with the key path, e.g.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -133,6 +134,20 @@ class ServerSettings(Model):
     shutdown_grace: Duration = timedelta(seconds=30)
     #: rotations running at once (a bounded worker pool)
     workers: int = Field(default=16, ge=1, le=256)
+    #: the encrypted local spool (default: $STATE_DIRECTORY/spool, else ~/.local/state)
+    spool_dir: Path | None = None
+    #: key for the spool (default: a generated 0600 key file in spool_dir)
+    spool_key: Ref | None = None
+
+
+def store_identity(settings: BaseModel) -> str:
+    """Where a store's data lives (not how we log in): keys the local spool."""
+    where = settings.model_dump(
+        mode="json",
+        include={"type", "directory", "url", "mount", "namespace", "prefix", "region",
+                 "endpoint_url"},
+    )
+    return json.dumps(where, sort_keys=True)
 
 
 class FileStoreSettings(Model):

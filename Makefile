@@ -1,0 +1,29 @@
+# The two Quickstart commands. Both create .venv with the Python on PATH (3.11+).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/rotator demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check rotator tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) rotator-demo .mypy_cache .ruff_cache .pytest_cache

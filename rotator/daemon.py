@@ -1,0 +1,269 @@
+"""The daemon's lifecycle: start, schedule, reload on SIGHUP, stop on SIGTERM.
+
+One APScheduler 3.11 ``BackgroundScheduler`` with a bounded thread pool runs one
+date job per account; each job rotates (or finds nothing to do) and schedules
+the account's next run. At start every account gets a job *now*: the job reads
+the stored state and only refreshes accounts whose token is missing or past its
+refresh point; the others keep their stored schedule, so a restart does not
+refresh every account. A 30-second tick keeps the scheduler's clock honest after
+a suspend or a clock jump (overdue jobs then run once, at once).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from rotator.backends.base import SecretStore, open_store
+from rotator.config import Config, load_config, state_store
+from rotator.errors import ConfigError, RotatorError
+from rotator.http import HttpClients
+from rotator.rotation import Observer, Result, RotationResult, Rotator, build_accounts
+from rotator.secrets import resolve
+from rotator.spool import Spool, default_spool_dir
+
+__all__ = ["Daemon", "open_spool", "open_stores"]
+
+_log = structlog.get_logger("rotator.daemon")
+_TICK = "__rotator_tick__"
+_FALLBACK_RECHECK = timedelta(seconds=60)
+
+
+def _store_settings(config: Config, account: str) -> list[Any]:
+    """The settings of every store an account touches (its state store and sinks)."""
+    names = {state_store(config, account)} | {s.store for s in config.accounts[account].sinks}
+    return [config.stores[n] for n in sorted(names)]
+
+
+def open_stores(config: Config) -> dict[str, SecretStore]:
+    return {name: open_store(name, settings) for name, settings in config.stores.items()}
+
+
+def open_spool(config: Config) -> Spool:
+    key = resolve(config.server.spool_key).reveal() if config.server.spool_key else None
+    return Spool.open(config.server.spool_dir or default_spool_dir(), key)
+
+
+class Daemon:
+    """Runs the scheduler for one configuration file. Testable without signals."""
+
+    def __init__(
+        self,
+        config_path: str,
+        *,
+        config: Config | None = None,
+        observers: list[Observer] | None = None,
+        rotator_factory: Callable[..., Rotator] = Rotator,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config or load_config(config_path)
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self._reload_requested = threading.Event()
+        self._wake = threading.Event()
+        self._in_flight = 0
+        self._in_flight_done = threading.Condition()
+        self.stores = open_stores(self.config)
+        self.http = HttpClients(max_connections=self.config.server.workers * 2)
+        self.rotator = rotator_factory(
+            accounts=build_accounts(self.config, self.stores),
+            http=self.http,
+            observers=list(observers or []),
+            spool=open_spool(self.config),
+        )
+        self.scheduler: Any = None
+        self.hooks_on_start: list[Callable[[Daemon], None]] = []
+        self.hooks_on_reload: list[Callable[[Daemon], None]] = []
+        self.hooks_on_stop: list[Callable[[Daemon], None]] = []
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=self.config.server.workers)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        replayed = self.rotator.replay_spool()
+        if replayed:
+            _log.info("replayed spooled grants", count=replayed)
+        self.scheduler.start()
+        self.scheduler.add_job(lambda: None, "interval", seconds=30, id=_TICK)
+        now = datetime.now(UTC)
+        for name in self.rotator.accounts:
+            self._schedule(name, now)
+        self.ready.set()
+        for hook in self.hooks_on_start:
+            hook(self)
+        _log.info(
+            "started",
+            accounts=len(self.rotator.accounts),
+            stores=sorted(self.stores),
+            config=self.config_path,
+            workers=self.config.server.workers,
+        )
+        self._warn_insecure(self.config)
+
+    def _schedule(self, name: str, when: datetime, *, retry_failed: bool = False) -> None:
+        if self.stopping.is_set() or self.scheduler is None:
+            return
+        self.scheduler.add_job(
+            self._job,
+            "date",
+            run_date=when,
+            args=[name, retry_failed],
+            id=name,
+            name=name,
+            replace_existing=True,
+        )
+
+    def _job(self, name: str, retry_failed: bool = False) -> None:
+        if self.stopping.is_set() or name not in self.rotator.accounts:
+            return
+        with self._in_flight_done:
+            self._in_flight += 1
+        try:
+            result = self.rotator.rotate(name, retry_failed=retry_failed)
+        except Exception as exc:  # never let one account kill the worker
+            _log.exception("rotation crashed", account=name, error=repr(exc))
+            result = RotationResult(name, Result.TRANSIENT, None)
+        finally:
+            with self._in_flight_done:
+                self._in_flight -= 1
+                self._in_flight_done.notify_all()
+        if name in self.rotator.accounts:
+            self._schedule(name, result.next_run or datetime.now(UTC) + _FALLBACK_RECHECK)
+
+    def trigger(self, name: str) -> None:
+        """Run an account's job now (used by reload and tests)."""
+        self._schedule(name, datetime.now(UTC))
+
+    # -- reload ---------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the configuration; keep the running one if the new one is bad."""
+        try:
+            new_config = load_config(self.config_path)
+            new_stores = open_stores(new_config)
+            new_accounts = build_accounts(new_config, new_stores)
+        except (ConfigError, RotatorError) as exc:
+            _log.error("reload refused; keeping the running configuration", error=str(exc))
+            return False
+        old = self.config
+        old_accounts = self.rotator.accounts
+        self.config = new_config
+        self.stores = new_stores
+        self.rotator.accounts = new_accounts
+        now = datetime.now(UTC)
+        removed = sorted(set(old_accounts) - set(new_accounts))
+        added = sorted(set(new_accounts) - set(old_accounts))
+        changed = sorted(
+            n
+            for n in set(new_accounts) & set(old_accounts)
+            if new_config.accounts[n] != old.accounts[n]
+            or _store_settings(new_config, n) != _store_settings(old, n)
+        )
+        for name in removed:
+            if self.scheduler is not None and self.scheduler.get_job(name):
+                self.scheduler.remove_job(name)
+        for name in new_accounts:
+            # A reload is the operator's "try again": failed accounts get one attempt.
+            if name in added or name in changed:
+                self._schedule(name, now, retry_failed=True)
+            else:
+                self._schedule_failed_retry(name, now)
+        for hook in self.hooks_on_reload:
+            hook(self)
+        _log.info("reloaded", added=added, removed=removed, changed=changed,
+                  accounts=len(new_accounts))
+        self._warn_insecure(new_config)
+        return True
+
+    def _schedule_failed_retry(self, name: str, now: datetime) -> None:
+        try:
+            state, _ = self.rotator.read_state(self.rotator.accounts[name])
+        except RotatorError:
+            return
+        if state.failed:
+            self._schedule(name, now, retry_failed=True)
+
+    @staticmethod
+    def _warn_insecure(config: Config) -> None:
+        for name, account in config.accounts.items():
+            if not account.tls_verify:
+                _log.warning("TLS verification is off for this account", account=name,
+                             fix="set ca_bundle to the vendor's CA instead of tls_verify: false")
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self, reason: str = "requested") -> bool:
+        """Stop scheduling; let rotations in flight finish within the grace period.
+
+        Returns True when every rotation in flight finished in time.
+        """
+        if self.stopping.is_set():
+            return True
+        self.stopping.set()
+        _log.info("stopping", reason=reason)
+        for hook in self.hooks_on_stop:
+            hook(self)
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        grace = self.config.server.shutdown_grace.total_seconds()
+        deadline = threading.Event()
+        timer = threading.Timer(grace, deadline.set)
+        timer.daemon = True
+        timer.start()
+        with self._in_flight_done:
+            while self._in_flight and not deadline.is_set():
+                self._in_flight_done.wait(timeout=0.2)
+            clean = self._in_flight == 0
+        timer.cancel()
+        if not clean:
+            _log.warning("rotations still in flight at the end of the grace period",
+                         in_flight=self._in_flight, grace_s=grace)
+        self.http.close()
+        for store in self.stores.values():
+            store.close()
+        _log.info("stopped", clean=clean)
+        return clean
+
+    # -- the foreground loop ------------------------------------------------------------
+
+    def run_forever(self) -> int:
+        """Install signal handlers, start, wait for SIGTERM/SIGINT; reload on SIGHUP."""
+
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
+            self._stop_reason = signal.Signals(signum).name
+            self._wake.set()
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self._reload_requested.set()
+            self._wake.set()
+
+        self._stop_reason = ""
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        self.start()
+        while not self._stop_reason:
+            self._wake.wait()
+            self._wake.clear()
+            if self._reload_requested.is_set() and not self._stop_reason:
+                self._reload_requested.clear()
+                self.reload()
+        clean = self.stop(self._stop_reason)
+        if not clean:
+            # Worker threads would hold the interpreter open; the state is safe.
+            os._exit(0)
+        return 0

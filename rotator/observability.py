@@ -1,0 +1,92 @@
+"""Logging: structlog over the standard library, with redaction.
+
+JSON lines when the log stream is not a terminal (journald, Kubernetes), readable
+console lines on a terminal. Logs go to stderr so that command output on stdout
+(``status --json``) stays clean.
+
+Redaction is the second line of defence (the first is :class:`~rotator.secrets.Secret`,
+which prints ``***``): fields whose *name* says they hold a credential are masked,
+and credential-looking substrings in every string value are scrubbed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from rotator.errors import scrub
+from rotator.secrets import Secret
+
+__all__ = ["configure_logging", "redact"]
+
+_SENSITIVE_KEY = re.compile(
+    r"(?i)(^|_)(token|secret|password|passwd|authorization|cookie|code|credential|"
+    r"jwt|api_key|apikey|session)$"
+)
+_ALLOWED_KEYS = frozenset({"error_code", "status_code", "exit_code", "last_error_code"})
+
+
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask credential fields and scrub credential-looking text."""
+    for key, value in list(event.items()):
+        if isinstance(value, Secret):
+            event[key] = "***"
+        elif key not in _ALLOWED_KEYS and _SENSITIVE_KEY.search(key) and value not in (None, ""):
+            event[key] = "***"
+        elif isinstance(value, str) and key != "event":
+            event[key] = scrub(value, limit=2000)
+        elif isinstance(value, BaseException):
+            event[key] = scrub(f"{type(value).__name__}: {value}", limit=2000)
+    return event
+
+
+def configure_logging(
+    *, fmt: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Set up structlog + stdlib logging once per process (idempotent)."""
+    out = stream or sys.stderr
+    json_lines = fmt == "json" or (fmt == "auto" and not _isatty(out))
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=False)
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)
+        ),
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_rotator", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._rotator = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Third-party libraries log request URLs (which may carry query tokens) at INFO.
+    for noisy in ("httpx", "httpcore", "urllib3", "botocore", "boto3", "hvac", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,70 @@
+"""``rotator check --online``: resolve every secret reference, validate every store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from rotator.backends.base import ValidationStatus, open_store
+from rotator.config import Config, state_store
+from rotator.errors import RotatorError, SecretRefError
+from rotator.secrets import SecretRef, resolve
+
+__all__ = ["check_online", "secret_refs"]
+
+
+def secret_refs(value: Any, path: str = "") -> list[tuple[str, SecretRef]]:
+    """Every secret reference in a validated configuration, with its key path."""
+    found: list[tuple[str, SecretRef]] = []
+    if isinstance(value, SecretRef):
+        found.append((path, value))
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            found += secret_refs(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += secret_refs(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found += secret_refs(item, f"{path}[{index}]")
+    return found
+
+
+def _probe_paths(config: Config) -> dict[str, str]:
+    """One path per store to check permissions on: a state or sink path it will hold."""
+    probes: dict[str, str] = {}
+    for name, account in config.accounts.items():
+        probes.setdefault(state_store(config, name), account.state_path(name))
+        for sink in account.sinks:
+            probes.setdefault(sink.store, sink.path)
+    return probes
+
+
+def check_online(config: Config) -> int:
+    """Print one line per secret reference problem and per store; 1 if anything is broken."""
+    broken = 0
+    refs = secret_refs(config)
+    for path, ref in refs:
+        try:
+            resolve(ref)
+        except SecretRefError as exc:
+            broken += 1
+            print(f"{path}: ERROR {exc}")
+    print(f"secret references: {len(refs) - broken} of {len(refs)} resolve")
+    probes = _probe_paths(config)
+    for name, settings in config.stores.items():
+        try:
+            store = open_store(name, settings)
+            try:
+                validation = store.validate(probes.get(name))
+            finally:
+                store.close()
+        except RotatorError as exc:
+            print(f"store {name}: ERROR {exc}")
+            broken += 1
+            continue
+        print(f"store {name}: {validation.status.value} {validation.reason}".rstrip())
+        if validation.status is ValidationStatus.ERROR:
+            broken += 1
+    return 1 if broken else 0

@@ -1,0 +1,602 @@
+"""One rotation of one account, start to finish.
+
+::
+
+    take the in-process lock, read the state                       [state store]
+    not due and not forced?  -> make sure the sinks hold the state's token, done
+    lease held by another worker?  -> busy, look again when it ends
+    take the lease (compare-and-set on the version read)           [state store]
+    provider.refresh(state)                                         [vendor]
+    write the new state FIRST (never dropped: retried until it lands)
+    publish the consumer view to every sink (unchanged -> no write)
+    tell the observers (metrics, alerts)
+
+An ``invalid_grant`` re-reads the state before it is believed: if another worker
+rotated in the meantime, its result is adopted and the grant is alive.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from rotator.backends.base import Record, SecretStore, Version
+from rotator.config import AccountSettings, Config, Sink, state_store, store_identity
+from rotator.errors import (
+    InvalidGrant,
+    LeaseHeld,
+    PermanentProviderError,
+    ProviderError,
+    RotatorError,
+    SecretRefError,
+    StoreConflict,
+    StoreError,
+)
+from rotator.http import HttpClients
+from rotator.providers.base import Provider, provider_class
+from rotator.schedule import RefreshPolicy, is_due, next_refresh, retry_at
+from rotator.spool import Spool
+from rotator.state import AccountState
+from rotator.tokens import TokenSet, format_time
+
+__all__ = [
+    "Account",
+    "Observer",
+    "Result",
+    "RotationResult",
+    "Rotator",
+    "build_accounts",
+    "utc_now",
+]
+
+_log = structlog.get_logger("rotator.rotation")
+
+
+FAILED_RECHECK = timedelta(seconds=60)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Result:
+    """The outcome of one job run (also the ``result`` label of the metrics)."""
+
+    SUCCESS = "success"  # the vendor gave us a new token; state written; sinks published
+    ADOPTED = "adopted"  # another worker had rotated; we took its result
+    NOT_DUE = "not_due"  # nothing to do yet (sinks checked)
+    BUSY = "busy"  # another worker holds the lease
+    TRANSIENT = "transient_error"  # will retry with backoff
+    PERMANENT = "permanent_error"  # stopped until reload or manual refresh
+    FAILED = "failed"  # was already permanently failed; not attempted
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    account: str
+    result: str
+    next_run: datetime | None
+    state: AccountState | None = None
+    error: RotatorError | None = None
+    duration: float = 0.0
+    sinks_written: int = 0
+    sinks_unchanged: int = 0
+    sinks_failed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.result in (Result.SUCCESS, Result.ADOPTED, Result.NOT_DUE)
+
+
+class Observer(Protocol):
+    """Told about every job run (metrics, alerts). Must not raise; must be quick."""
+
+    def after_rotation(self, result: RotationResult) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account ready to rotate: built once per configuration load."""
+
+    name: str
+    settings: AccountSettings
+    provider: Provider
+    policy: RefreshPolicy
+    state_store: SecretStore
+    state_path: str
+    sinks: tuple[tuple[SecretStore, Sink], ...]
+    spool_key: str = ""
+
+
+def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[str, Account]:
+    accounts: dict[str, Account] = {}
+    for name, settings in config.accounts.items():
+        provider = provider_class(settings.provider)(name, settings)
+        state_store_name = state_store(config, name)
+        accounts[name] = Account(
+            name=name,
+            settings=settings,
+            provider=provider,
+            policy=RefreshPolicy.from_settings(settings),
+            state_store=stores[state_store_name],
+            state_path=settings.state_path(name),
+            sinks=tuple((stores[sink.store], sink) for sink in settings.sinks),
+            spool_key=Spool.entry_key(
+                store_identity(config.stores[state_store_name]), settings.state_path(name)
+            ),
+        )
+    return accounts
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Rotator:
+    """Rotates accounts. Thread-safe: one in-process lock per account."""
+
+    accounts: dict[str, Account]
+    http: HttpClients
+    owner: str = field(default_factory=default_owner)
+    clock: Callable[[], datetime] = utc_now
+    rand: Callable[[], float] = random.random
+    observers: list[Observer] = field(default_factory=list)
+    #: the write-ahead spool for rotated grants (None: memory only, for tests)
+    spool: Spool | None = None
+    #: bounded retries of a state write that must land (seconds between tries)
+    state_write_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 4, 8)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    #: new states whose write has not landed yet (never dropped; see _write_new_state)
+    _unsaved: dict[str, AccountState] = field(default_factory=dict, init=False, repr=False)
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    # -- state --------------------------------------------------------------------
+
+    def read_state(self, account: Account) -> tuple[AccountState, Version | None]:
+        record: Record | None = account.state_store.read(account.state_path)
+        if record is None:
+            return AccountState(account=account.name, provider=account.settings.provider), None
+        return AccountState.from_record(account.name, record.data), record.version
+
+    # -- the job ------------------------------------------------------------------
+
+    def rotate(
+        self, name: str, *, force: bool = False, retry_failed: bool = False
+    ) -> RotationResult:
+        """Run the account's job: rotate when due (or forced), else keep sinks in step.
+
+        ``retry_failed`` gives a permanently failed account one more attempt (a
+        reload); ``force`` refreshes even when not due (``rotator refresh``).
+        """
+        account = self.accounts[name]
+        started = time.monotonic()
+        with self._lock(name):
+            try:
+                result = self._rotate_locked(account, force=force, retry_failed=retry_failed)
+            except StoreError as exc:
+                _log.warning(
+                    "state store failed", account=name, error=str(exc), kind=type(exc).__name__
+                )
+                result = RotationResult(
+                    name,
+                    Result.TRANSIENT,
+                    retry_at(self.clock(), 1, account.policy, self.rand()),
+                    error=exc,
+                )
+        result = replace(result, duration=time.monotonic() - started)
+        self._notify(result)
+        return result
+
+    def _notify(self, result: RotationResult) -> None:
+        for observer in self.observers:
+            try:
+                observer.after_rotation(result)
+            except Exception as exc:  # an observer must never break rotation
+                _log.error("observer failed", observer=type(observer).__name__, error=repr(exc))
+
+    def _rotate_locked(
+        self, account: Account, *, force: bool, retry_failed: bool
+    ) -> RotationResult:
+        now = self.clock()
+        pending = self._pending(account)
+        if pending is not None:
+            return self._finish_unsaved(account, pending)
+        state, version = self.read_state(account)
+        if state.failed and (force or retry_failed):
+            force = True
+        elif state.failed:
+            # Stopped until a human acts; look again now and then, so a grant seeded
+            # by `rotator import`/`authorize` or a manual refresh resumes the schedule.
+            return RotationResult(account.name, Result.FAILED, now + FAILED_RECHECK, state=state)
+        if not force and not is_due(
+            now, has_token=state.access_token is not None, next_refresh_at=state.next_refresh_at
+        ):
+            return self._sync_sinks(account, state, Result.NOT_DUE)
+        if state.lease_held_by_other(self.owner, now):
+            assert state.lease_until is not None
+            return RotationResult(
+                account.name,
+                Result.BUSY,
+                state.lease_until + timedelta(seconds=1),
+                state=state,
+                error=LeaseHeld(account.name, state.lease_owner, state.lease_until.timestamp()),
+            )
+        leased = replace(
+            state,
+            provider=account.settings.provider,
+            lease_owner=self.owner,
+            lease_until=now + account.settings.lease_ttl,
+            last_attempt_at=now,
+        )
+        try:
+            lease_version = account.state_store.write(
+                account.state_path, leased.to_record(), expected_version=version
+            ).version
+        except StoreConflict:
+            # Someone wrote between our read and our lease: look again in a moment.
+            return RotationResult(
+                account.name, Result.BUSY, now + timedelta(seconds=1), state=state
+            )
+        return self._refresh_with_lease(account, leased, lease_version)
+
+    def _refresh_with_lease(
+        self, account: Account, leased: AccountState, lease_version: Version
+    ) -> RotationResult:
+        settings = account.settings
+        client = self.http.get(verify=settings.tls_verify, ca_bundle=settings.ca_bundle)
+        requested_at = self.clock()
+        try:
+            tokens = account.provider.refresh(leased, client, requested_at)
+        except ProviderError as exc:
+            return self._record_failure(account, leased, lease_version, exc)
+        except SecretRefError as exc:
+            # A missing credential file or variable: a human has to fix it.
+            return self._record_failure(
+                account, leased, lease_version, PermanentProviderError("secret_ref", str(exc))
+            )
+        new_state = self._success_state(account, leased, tokens)
+        self._spool_put(account, new_state)
+        saved = self._write_new_state(account, new_state, lease_version)
+        if saved is None:
+            return RotationResult(
+                account.name,
+                Result.TRANSIENT,
+                self.clock() + timedelta(seconds=self.state_write_delays[-1]),
+                state=new_state,
+            )
+        _log.info(
+            "rotated",
+            account=account.name,
+            provider=settings.provider,
+            outcome=Result.SUCCESS,
+            duration_ms=round((self.clock() - requested_at).total_seconds() * 1000),
+            expires_at=format_time(tokens.expires_at),
+            next_refresh_at=format_time(new_state.next_refresh_at or tokens.expires_at),
+        )
+        return self._sync_sinks(account, new_state, Result.SUCCESS, tokens=tokens)
+
+    def _success_state(
+        self, account: Account, leased: AccountState, tokens: TokenSet
+    ) -> AccountState:
+        return replace(
+            leased.with_tokens(tokens),
+            lease_owner="",
+            lease_until=None,
+            last_success_at=tokens.issued_at,
+            last_error="",
+            last_error_code="",
+            consecutive_failures=0,
+            failed=False,
+            next_refresh_at=next_refresh(
+                tokens.issued_at, tokens.expires_at, account.policy, self.rand()
+            ),
+        )
+
+    def _record_failure(
+        self,
+        account: Account,
+        leased: AccountState,
+        lease_version: Version,
+        error: ProviderError,
+    ) -> RotationResult:
+        if isinstance(error, InvalidGrant):
+            adopted = self._adopt_if_rotated(account, leased)
+            if adopted is not None:
+                return adopted
+        now = self.clock()
+        failures = leased.consecutive_failures + 1
+        permanent = not error.transient
+        next_run = (
+            now + FAILED_RECHECK
+            if permanent
+            else retry_at(
+                now,
+                failures,
+                account.policy,
+                self.rand(),
+                issued_at=leased.issued_at,
+                expires_at=leased.expires_at,
+                retry_after=error.retry_after,
+            )
+        )
+        failed_state = replace(
+            leased,
+            lease_owner="",
+            lease_until=None,
+            consecutive_failures=failures,
+            failed=permanent,
+            last_error=str(error),
+            last_error_code=error.code,
+            next_refresh_at=leased.next_refresh_at if permanent else next_run,
+        )
+        log = _log.error if permanent else _log.warning
+        log(
+            "rotation failed",
+            account=account.name,
+            provider=account.settings.provider,
+            outcome=Result.PERMANENT if permanent else Result.TRANSIENT,
+            error=str(error),
+            consecutive_failures=failures,
+            retry_at=None if permanent else format_time(next_run),
+            token_expires_at=format_time(leased.expires_at) if leased.expires_at else None,
+            fix=_fix_for(account.name, error) if permanent else None,
+        )
+        try:
+            account.state_store.write(
+                account.state_path, failed_state.to_record(), expected_version=lease_version
+            )
+        except StoreError as exc:
+            # The lease expires on its own; the failure is still reported.
+            _log.warning("could not record the failure", account=account.name, error=str(exc))
+        return RotationResult(
+            account.name,
+            Result.PERMANENT if permanent else Result.TRANSIENT,
+            next_run,
+            state=failed_state,
+            error=error,
+        )
+
+    def _adopt_if_rotated(self, account: Account, leased: AccountState) -> RotationResult | None:
+        """After invalid_grant: if the stored grant moved on, another worker rotated."""
+        try:
+            current, _ = self.read_state(account)
+        except StoreError:
+            return None
+        if current.refresh_token is None or current.refresh_token == leased.refresh_token:
+            return None
+        _log.info("adopted another worker's rotation", account=account.name)
+        return self._sync_sinks(account, current, Result.ADOPTED)
+
+    # -- the state write that must not be lost -------------------------------------
+
+    def _write_new_state(
+        self, account: Account, new_state: AccountState, expected: Version
+    ) -> Version | None:
+        """Write a freshly rotated state; on conflict overwrite, on outage retry.
+
+        The vendor has already spent the old refresh token, so the new state is the
+        only valid grant: it is never dropped. A conflict means our lease expired and
+        someone wrote meanwhile; our tokens are still the newest, so they go on top.
+        If the store stays down past the bounded retries, the state is kept in
+        memory and the next job run writes it before doing anything else.
+        """
+        delays = iter(self.state_write_delays)
+        while True:
+            try:
+                result = account.state_store.write(
+                    account.state_path, new_state.to_record(), expected_version=expected
+                )
+                self._unsaved.pop(account.name, None)
+                if self.spool is not None:
+                    self.spool.remove(account.spool_key)
+                return result.version
+            except StoreConflict:
+                _log.warning("state changed under our lease; writing the new grant on top",
+                             account=account.name)
+                _, current_version = self.read_state(account)
+                expected = current_version  # type: ignore[assignment]
+                continue
+            except StoreError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    self._unsaved[account.name] = new_state
+                    _log.critical(
+                        "new grant not yet saved; holding it and retrying",
+                        account=account.name,
+                        error=str(exc),
+                    )
+                    return None
+                _log.warning(
+                    "state write failed; retrying", account=account.name, error=str(exc),
+                    retry_in_s=delay,
+                )
+                time.sleep(delay)
+
+    def _spool_put(self, account: Account, state: AccountState) -> None:
+        if self.spool is None:
+            return
+        try:
+            self.spool.put(account.spool_key, account.name, account.state_path, state.to_record())
+        except OSError as exc:
+            # The state write below is still attempted; we only lose the crash cover.
+            _log.error("could not spool the new grant", account=account.name,
+                       error=exc.strerror or repr(exc))
+
+    def _pending(self, account: Account) -> AccountState | None:
+        """A rotated state that has not reached the state store yet (memory or spool)."""
+        pending = self._unsaved.get(account.name)
+        if pending is None and self.spool is not None:
+            entry = self.spool.get(account.spool_key)
+            if entry is not None:
+                pending = AccountState.from_record(account.name, entry.record)
+        return pending
+
+    def _finish_unsaved(self, account: Account, pending: AccountState) -> RotationResult:
+        """Land a rotated state that was not saved (store outage, or a crash)."""
+        current, version = self.read_state(account)
+        if (
+            current.issued_at is not None
+            and pending.issued_at is not None
+            and current.issued_at >= pending.issued_at
+        ):
+            # It landed before the crash (or something newer did): nothing to replay.
+            self._unsaved.pop(account.name, None)
+            if self.spool is not None:
+                self.spool.remove(account.spool_key)
+            return self._sync_sinks(account, current, Result.NOT_DUE)
+        _log.warning("replaying a rotated grant that had not reached the state store",
+                     account=account.name)
+        saved = self._write_new_state(account, pending, version)  # type: ignore[arg-type]
+        if saved is None:
+            return RotationResult(
+                account.name,
+                Result.TRANSIENT,
+                self.clock() + timedelta(seconds=self.state_write_delays[-1]),
+                state=pending,
+            )
+        return self._sync_sinks(account, pending, Result.SUCCESS)
+
+    # -- publishing -------------------------------------------------------------------
+
+    def _sync_sinks(
+        self,
+        account: Account,
+        state: AccountState,
+        result: str,
+        *,
+        tokens: TokenSet | None = None,
+    ) -> RotationResult:
+        tokens = tokens or state.tokenset()
+        next_run = state.next_refresh_at
+        if tokens is None:
+            return RotationResult(account.name, result, next_run or self.clock(), state=state)
+        view = account.provider.consumer_view(tokens)
+        written = unchanged = failed = 0
+        for store, sink in account.sinks:
+            try:
+                if publish(store, sink, view):
+                    written += 1
+                else:
+                    unchanged += 1
+            except StoreError as exc:
+                failed += 1
+                _log.warning(
+                    "publish failed", account=account.name, sink=f"{sink.store}:{sink.path}",
+                    error=str(exc),
+                )
+        if failed:
+            # The state is safe; come back soon for the sinks that missed it.
+            soon = retry_at(self.clock(), 1, account.policy, self.rand())
+            next_run = min(next_run, soon) if next_run else soon
+        return RotationResult(
+            account.name,
+            result,
+            next_run,
+            state=state,
+            sinks_written=written,
+            sinks_unchanged=unchanged,
+            sinks_failed=failed,
+        )
+
+    def replay_spool(self) -> int:
+        """Land every spooled grant before anything else runs; returns how many."""
+        if self.spool is None:
+            return 0
+        by_key = {account.spool_key: account for account in self.accounts.values()}
+        replayed = 0
+        for entry in self.spool.entries():
+            account = by_key.get(entry.key)
+            if account is None:
+                _log.warning("spooled grant for an account not in this configuration; kept",
+                             account=entry.account, state_path=entry.state_path)
+                continue
+            with self._lock(account.name):
+                try:
+                    pending = AccountState.from_record(account.name, entry.record)
+                    self._finish_unsaved(account, pending)
+                    replayed += 1
+                except StoreError as exc:
+                    _log.warning("spool replay failed; the job retries it", account=account.name,
+                                 error=str(exc))
+        return replayed
+
+    def run_plan(self, name: str) -> datetime:
+        """When the account's job should first run after a start (now when due)."""
+        account = self.accounts[name]
+        state, _ = self.read_state(account)
+        now = self.clock()
+        if state.failed or is_due(
+            now, has_token=state.access_token is not None, next_refresh_at=state.next_refresh_at
+        ):
+            return now
+        return state.next_refresh_at or now
+
+
+def publish(store: SecretStore, sink: Sink, view: Mapping[str, str], attempts: int = 3) -> bool:
+    """Write the consumer view to one sink; True if it changed. Retries a lost CAS."""
+    for attempt in range(attempts):
+        current = store.read(sink.path, fmt=sink.format)
+        try:
+            return store.write(
+                sink.path,
+                view,
+                expected_version=current.version if current else None,
+                fmt=sink.format,
+                adopt=sink.adopt,
+            ).changed
+        except StoreConflict:
+            if attempt == attempts - 1:
+                raise
+    return False
+
+
+def _fix_for(account: str, error: ProviderError) -> str:
+    if isinstance(error, InvalidGrant):
+        return (
+            f"the grant is dead: run `rotator authorize {account}` or seed a new refresh "
+            f"token with `rotator import {account}`"
+        )
+    if error.code == "invalid_client":
+        return "the vendor refused the client credentials: check client_id and client_secret"
+    if error.code == "secret_ref":
+        return "a secret reference cannot be read: fix it, then `systemctl reload rotator`"
+    return f"fix the cause, then run `rotator refresh {account}` or reload the daemon"
+
+
+def describe(states: Iterable[AccountState]) -> list[dict[str, Any]]:
+    """Non-secret summaries of account states (for status and logs)."""
+    out = []
+    for state in states:
+        out.append(
+            {
+                "account": state.account,
+                "provider": state.provider,
+                "access_token_expires_at": _opt(state.expires_at),
+                "refresh_token_expires_at": _opt(state.refresh_expires_at),
+                "has_refresh_token": state.refresh_token is not None,
+                "last_success_at": _opt(state.last_success_at),
+                "next_refresh_at": _opt(state.next_refresh_at),
+                "consecutive_failures": state.consecutive_failures,
+                "failed": state.failed,
+                "last_error": state.last_error,
+            }
+        )
+    return out
+
+
+def _opt(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment else None
