@@ -173,12 +173,13 @@ class Alert:
 def human_duration(span: timedelta) -> str:
     """``3 days``, ``47 hours``, ``12 minutes``: rounded, as an on-call reads it."""
     seconds = abs(span.total_seconds())
-    if seconds >= 2 * 86400:
+    hours, minutes = round(seconds / 3600), round(seconds / 60)
+    if hours >= 48:
         count, unit = round(seconds / 86400), "day"
-    elif seconds >= 2 * 3600:
-        count, unit = round(seconds / 3600), "hour"
-    elif seconds >= 120:
-        count, unit = round(seconds / 60), "minute"
+    elif minutes >= 120:
+        count, unit = hours, "hour"
+    elif seconds >= 90:
+        count, unit = minutes, "minute"
     else:
         count, unit = round(seconds), "second"
     return f"{count} {unit}{'' if count == 1 else 's'}"

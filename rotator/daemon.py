@@ -25,6 +25,7 @@ from rotator.backends.base import SecretStore, open_store
 from rotator.config import Config, load_config, state_store
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
+from rotator.monitor import attach as attach_monitor
 from rotator.rotation import Observer, Result, RotationResult, Rotator, build_accounts
 from rotator.secrets import resolve
 from rotator.spool import Spool, default_spool_dir
@@ -82,6 +83,11 @@ class Daemon:
         self.hooks_on_start: list[Callable[[Daemon], None]] = []
         self.hooks_on_reload: list[Callable[[Daemon], None]] = []
         self.hooks_on_stop: list[Callable[[Daemon], None]] = []
+        #: around every reload, applied or refused (systemd's RELOADING=1 ... READY=1)
+        self.hooks_before_reload: list[Callable[[Daemon], None]] = []
+        self.hooks_after_reload: list[Callable[[Daemon], None]] = []
+        # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
+        self.monitor = attach_monitor(self)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -152,6 +158,15 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one is bad."""
+        for hook in self.hooks_before_reload:
+            hook(self)
+        try:
+            return self._reload()
+        finally:
+            for hook in self.hooks_after_reload:
+                hook(self)
+
+    def _reload(self) -> bool:
         try:
             new_config = load_config(self.config_path)
             new_stores = open_stores(new_config)
@@ -184,8 +199,9 @@ class Daemon:
                 self._schedule_failed_retry(name, now)
         for hook in self.hooks_on_reload:
             hook(self)
-        _log.info("reloaded", added=added, removed=removed, changed=changed,
-                  accounts=len(new_accounts))
+        _log.info(
+            "reloaded", added=added, removed=removed, changed=changed, accounts=len(new_accounts)
+        )
         self._warn_insecure(new_config)
         return True
 
@@ -201,8 +217,11 @@ class Daemon:
     def _warn_insecure(config: Config) -> None:
         for name, account in config.accounts.items():
             if not account.tls_verify:
-                _log.warning("TLS verification is off for this account", account=name,
-                             fix="set ca_bundle to the vendor's CA instead of tls_verify: false")
+                _log.warning(
+                    "TLS verification is off for this account",
+                    account=name,
+                    fix="set ca_bundle to the vendor's CA instead of tls_verify: false",
+                )
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -230,8 +249,11 @@ class Daemon:
             clean = self._in_flight == 0
         timer.cancel()
         if not clean:
-            _log.warning("rotations still in flight at the end of the grace period",
-                         in_flight=self._in_flight, grace_s=grace)
+            _log.warning(
+                "rotations still in flight at the end of the grace period",
+                in_flight=self._in_flight,
+                grace_s=grace,
+            )
         self.http.close()
         for store in self.stores.values():
             store.close()

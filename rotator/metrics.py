@@ -249,9 +249,10 @@ class HealthServer:
         _log.info("serving metrics and health", listen="{}:{}".format(*self.address))
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
         self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 def _probe_answer(probe: Probe) -> tuple[int, str, bytes]:

@@ -186,6 +186,8 @@ def test_human_duration() -> None:
     assert human_duration(timedelta(hours=47)) == "47 hours"
     assert human_duration(timedelta(minutes=61)) == "61 minutes"
     assert human_duration(timedelta(seconds=1)) == "1 second"
+    assert human_duration(timedelta(days=2, seconds=-1)) == "2 days"
+    assert human_duration(timedelta(hours=2, seconds=-1)) == "2 hours"
 
 
 # --- dispatch against a real store -----------------------------------------------------
