@@ -109,7 +109,7 @@ def _mode(value: object) -> int:
     elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
         mode = int(value, 8)
     else:
-        raise ValueError(f"{value!r} is not an octal file mode such as \"0600\"")
+        raise ValueError(f'{value!r} is not an octal file mode such as "0600"')
     if mode & 0o7000 or mode & 0o111:
         raise ValueError(f"{oct(mode)} must not be executable or set special bits")
     return mode
@@ -144,8 +144,16 @@ def store_identity(settings: BaseModel) -> str:
     """Where a store's data lives (not how we log in): keys the local spool."""
     where = settings.model_dump(
         mode="json",
-        include={"type", "directory", "url", "mount", "namespace", "prefix", "region",
-                 "endpoint_url"},
+        include={
+            "type",
+            "directory",
+            "url",
+            "mount",
+            "namespace",
+            "prefix",
+            "region",
+            "endpoint_url",
+        },
     )
     return json.dumps(where, sort_keys=True)
 
@@ -288,7 +296,9 @@ class AccountSettings(Model):
         if self.retry_initial > self.retry_max:
             raise ValueError("retry_initial must not be longer than retry_max")
         if self.timeout >= self.lease_ttl:
-            raise ValueError("timeout must be shorter than lease_ttl (the lease must outlive a call)")
+            raise ValueError(
+                "timeout must be shorter than lease_ttl (the lease must outlive a call)"
+            )
         return self
 
 
@@ -364,9 +374,7 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
         known_keys.update(provider_class(name).settings_model.model_fields)
     for key in defaults:
         if key not in known_keys:
-            raise ConfigError(
-                "is not an account key of any provider", path=f"defaults.{key}"
-            )
+            raise ConfigError("is not an account key of any provider", path=f"defaults.{key}")
 
     accounts: dict[str, AccountSettings] = {}
     for name, body in accounts_raw.items():
@@ -467,15 +475,22 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out
 
 
+def _child(node: Any, part: int | str) -> tuple[bool, Any]:
+    if isinstance(node, dict) and part in node:
+        return True, node[part]
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return True, node[part]
+    return False, None
+
+
 def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     """Drop the union tags pydantic inserts into a location, by walking the input."""
     out: list[int | str] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
+        found, child = _child(node, part)
+        if found:
+            node = child
         elif isinstance(part, str) and part in _UNION_TAGS:
             continue
         else:
@@ -503,7 +518,7 @@ def _config_error(
         if kind == "union_tag_invalid":
             message = f"{ctx.get('tag')!r} is not valid (valid: {ctx.get('expected_tags')})"
         elif kind == "union_tag_not_found":
-            message = f"required key is missing (valid: {_TAG_CHOICES.get(loc[-1], '')})"
+            message = f"required key is missing (valid: {_TAG_CHOICES.get(str(loc[-1]), '')})"
         elif kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1]) if model else None
             valid = f" (valid keys: {', '.join(sorted(parent.model_fields))})" if parent else ""
@@ -528,7 +543,15 @@ _TAG_CHOICES = {
     "method": "token, approle, kubernetes",
 }
 _UNION_TAGS = {
-    "file", "vault", "aws", "token", "approle", "kubernetes", "webhook", "command", "email",
+    "file",
+    "vault",
+    "aws",
+    "token",
+    "approle",
+    "kubernetes",
+    "webhook",
+    "command",
+    "email",
 }
 
 

@@ -34,9 +34,9 @@ _ALLOWED_KEYS = frozenset({"error_code", "status_code", "exit_code", "last_error
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: mask credential fields and scrub credential-looking text."""
     for key, value in list(event.items()):
-        if isinstance(value, Secret):
-            event[key] = "***"
-        elif key not in _ALLOWED_KEYS and _SENSITIVE_KEY.search(key) and value not in (None, ""):
+        if isinstance(value, Secret) or (
+            key not in _ALLOWED_KEYS and _SENSITIVE_KEY.search(key) and value not in (None, "")
+        ):
             event[key] = "***"
         elif isinstance(value, str) and key != "event":
             event[key] = scrub(value, limit=2000)

@@ -226,8 +226,7 @@ class Rotator:
             now, has_token=state.access_token is not None, next_refresh_at=state.next_refresh_at
         ):
             return self._sync_sinks(account, state, Result.NOT_DUE)
-        if state.lease_held_by_other(self.owner, now):
-            assert state.lease_until is not None
+        if state.lease_held_by_other(self.owner, now) and state.lease_until is not None:
             return RotationResult(
                 account.name,
                 Result.BUSY,
@@ -405,8 +404,10 @@ class Rotator:
                     self.spool.remove(account.spool_key)
                 return result.version
             except StoreConflict:
-                _log.warning("state changed under our lease; writing the new grant on top",
-                             account=account.name)
+                _log.warning(
+                    "state changed under our lease; writing the new grant on top",
+                    account=account.name,
+                )
                 _, current_version = self.read_state(account)
                 expected = current_version  # type: ignore[assignment]
                 continue
@@ -421,7 +422,9 @@ class Rotator:
                     )
                     return None
                 _log.warning(
-                    "state write failed; retrying", account=account.name, error=str(exc),
+                    "state write failed; retrying",
+                    account=account.name,
+                    error=str(exc),
                     retry_in_s=delay,
                 )
                 time.sleep(delay)
@@ -433,8 +436,11 @@ class Rotator:
             self.spool.put(account.spool_key, account.name, account.state_path, state.to_record())
         except OSError as exc:
             # The state write below is still attempted; we only lose the crash cover.
-            _log.error("could not spool the new grant", account=account.name,
-                       error=exc.strerror or repr(exc))
+            _log.error(
+                "could not spool the new grant",
+                account=account.name,
+                error=exc.strerror or repr(exc),
+            )
 
     def _pending(self, account: Account) -> AccountState | None:
         """A rotated state that has not reached the state store yet (memory or spool)."""
@@ -458,8 +464,9 @@ class Rotator:
             if self.spool is not None:
                 self.spool.remove(account.spool_key)
             return self._sync_sinks(account, current, Result.NOT_DUE)
-        _log.warning("replaying a rotated grant that had not reached the state store",
-                     account=account.name)
+        _log.warning(
+            "replaying a rotated grant that had not reached the state store", account=account.name
+        )
         saved = self._write_new_state(account, pending, version)  # type: ignore[arg-type]
         if saved is None:
             return RotationResult(
@@ -495,7 +502,9 @@ class Rotator:
             except StoreError as exc:
                 failed += 1
                 _log.warning(
-                    "publish failed", account=account.name, sink=f"{sink.store}:{sink.path}",
+                    "publish failed",
+                    account=account.name,
+                    sink=f"{sink.store}:{sink.path}",
                     error=str(exc),
                 )
         if failed:
@@ -521,8 +530,11 @@ class Rotator:
         for entry in self.spool.entries():
             account = by_key.get(entry.key)
             if account is None:
-                _log.warning("spooled grant for an account not in this configuration; kept",
-                             account=entry.account, state_path=entry.state_path)
+                _log.warning(
+                    "spooled grant for an account not in this configuration; kept",
+                    account=entry.account,
+                    state_path=entry.state_path,
+                )
                 continue
             with self._lock(account.name):
                 try:
@@ -530,8 +542,11 @@ class Rotator:
                     self._finish_unsaved(account, pending)
                     replayed += 1
                 except StoreError as exc:
-                    _log.warning("spool replay failed; the job retries it", account=account.name,
-                                 error=str(exc))
+                    _log.warning(
+                        "spool replay failed; the job retries it",
+                        account=account.name,
+                        error=str(exc),
+                    )
         return replayed
 
     def run_plan(self, name: str) -> datetime:

@@ -64,7 +64,7 @@ class Sandbox:
         rotate_refresh: bool = True,
         allow_query: bool = False,
         send_expires_in: bool = True,
-        token_path: str = "/oauth/token",
+        token_path: str = "/oauth/token",  # noqa: S107 - a URL path, not a password
         on_issue: Callable[[str, str], None] | None = None,
         delay: float = 0.0,
         reuse_grace: float = 0.0,
@@ -119,7 +119,8 @@ class Sandbox:
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() first"
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running: call start() first")
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
@@ -145,8 +146,9 @@ class Sandbox:
         """Create a grant (as an authorization would) and return its refresh token."""
         with self.lock:
             refresh = self._new("refresh")
-            grant = Grant(grant_id=secrets.token_hex(6), client_id=client_id,
-                          current_refresh=refresh)
+            grant = Grant(
+                grant_id=secrets.token_hex(6), client_id=client_id, current_refresh=refresh
+            )
             self.grants[grant.grant_id] = grant
             self._by_refresh[refresh] = grant
             return refresh
@@ -160,9 +162,15 @@ class Sandbox:
             entry = self._access.get(token)
             return entry is not None and entry[0] > time.time()
 
-    def fail_next(self, count: int, status: int, body: dict[str, Any] | str | bytes = b"",
-                  *, content_type: str = "application/json",
-                  headers: dict[str, str] | None = None) -> None:
+    def fail_next(
+        self,
+        count: int,
+        status: int,
+        body: dict[str, Any] | str | bytes = b"",
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if isinstance(body, dict):
             raw = json.dumps(body).encode()
         elif isinstance(body, str):
@@ -176,9 +184,14 @@ class Sandbox:
 
     # -- the endpoint ---------------------------------------------------------------------
 
-    def _reply(self, handler: BaseHTTPRequestHandler, status: int, body: bytes,
-               content_type: str = "application/json",
-               headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
@@ -188,8 +201,14 @@ class Sandbox:
         handler.end_headers()
         handler.wfile.write(body)
 
-    def _error(self, handler: BaseHTTPRequestHandler, status: int, code: str,
-               description: str, headers: dict[str, str] | None = None) -> None:
+    def _error(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        code: str,
+        description: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         body = json.dumps({"error": code, "error_description": description}).encode()
         self._reply(handler, status, body, headers=headers)
 
@@ -215,26 +234,34 @@ class Sandbox:
             self.token_calls += 1
             injected = self.failures.pop(0) if self.failures else None
         if injected is not None:
-            self._reply(handler, injected.status, injected.body, injected.content_type,
-                        injected.headers)
+            self._reply(
+                handler, injected.status, injected.body, injected.content_type, injected.headers
+            )
             return
         ctype = handler.headers.get("Content-Type", "")
         query = dict(parse_qsl(split.query, keep_blank_values=True))
         if query and not self.allow_query:
-            self._error(handler, 400, "invalid_request",
-                        "parameters must be sent in the request body")
+            self._error(
+                handler, 400, "invalid_request", "parameters must be sent in the request body"
+            )
             return
         if raw and not ctype.startswith("application/x-www-form-urlencoded"):
-            self._error(handler, 400, "invalid_request",
-                        "body must be application/x-www-form-urlencoded")
+            self._error(
+                handler, 400, "invalid_request", "body must be application/x-www-form-urlencoded"
+            )
             return
         params = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         params.update(query)
         self.requests.append({"params": sorted(params), "headers": dict(handler.headers)})
         client_id = self._authenticate(handler, params)
         if client_id is None:
-            self._error(handler, 401, "invalid_client", "client authentication failed",
-                        headers={"WWW-Authenticate": 'Basic realm="sandbox"'})
+            self._error(
+                handler,
+                401,
+                "invalid_client",
+                "client authentication failed",
+                headers={"WWW-Authenticate": 'Basic realm="sandbox"'},
+            )
             return
         grant_type = params.get("grant_type")
         if grant_type == "refresh_token":
@@ -249,8 +276,12 @@ class Sandbox:
             refresh = self.issue_grant(client_id)
             self._refresh(handler, client_id, refresh)
         else:
-            self._error(handler, 400, "unsupported_grant_type",
-                        f"grant_type {grant_type!r} is not supported")
+            self._error(
+                handler,
+                400,
+                "unsupported_grant_type",
+                f"grant_type {grant_type!r} is not supported",
+            )
 
     def _authenticate(self, handler: BaseHTTPRequestHandler, params: dict[str, str]) -> str | None:
         auth = handler.headers.get("Authorization")
@@ -272,8 +303,7 @@ class Sandbox:
             client_id, secret = params.get("client_id", ""), params["client_secret"]
         else:
             client_id = params.get("client_id", "")
-            return client_id if client_id in self.clients and not self.clients[client_id] \
-                else None
+            return client_id if client_id in self.clients and not self.clients[client_id] else None
         expected = self.clients.get(client_id)
         if expected is None or not secrets.compare_digest(expected, secret):
             return None
@@ -311,19 +341,27 @@ class Sandbox:
                     grant.previous, grant.previous_spent_at = refresh, time.time()
                     grant.current_refresh = self._new("refresh")
                     self._by_refresh[grant.current_refresh] = grant
-        if error:
+        if error or grant is None:
             self._error(handler, 400, "invalid_grant", error)
             return
         self._issue(handler, client_id, grant.current_refresh, None)
 
-    def _issue(self, handler: BaseHTTPRequestHandler, client_id: str, refresh: str | None,
-               scope: str | None) -> None:
+    def _issue(
+        self,
+        handler: BaseHTTPRequestHandler,
+        client_id: str,
+        refresh: str | None,
+        scope: str | None,
+    ) -> None:
         access = self._new("access")
         with self.lock:
             self._access[access] = (time.time() + self.access_ttl, client_id)
             now = time.time()
-            self._access = {k: v for k, v in self._access.items() if v[0] > now - 60} \
-                if len(self._access) > 50_000 else self._access
+            self._access = (
+                {k: v for k, v in self._access.items() if v[0] > now - 60}
+                if len(self._access) > 50_000
+                else self._access
+            )
         body: dict[str, Any] = {"access_token": access, "token_type": "bearer"}
         if self.send_expires_in:
             body["expires_in"] = self.access_ttl

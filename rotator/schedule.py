@@ -99,7 +99,7 @@ def retry_at(
     delay = backoff * 0.5 + backoff * 0.5 * min(max(rand, 0.0), 1.0)
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=retry_after))
-    when = now + delay
+    when: datetime = now + delay
     if expires_at is not None:
         deadline = last_chance(issued_at, expires_at)
         if now < deadline < when:

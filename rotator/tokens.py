@@ -136,9 +136,7 @@ def error_from_status(
     described = _describe_body(body, content_type)
     if status == 429 or status >= 500:
         delay = _retry_after(retry_after)
-        return TransientProviderError(
-            f"http_{status}", described, status=status, retry_after=delay
-        )
+        return TransientProviderError(f"http_{status}", described, status=status, retry_after=delay)
     if isinstance(parsed, dict):
         return oauth_error(status, parsed)
     if status == 401:
