@@ -163,8 +163,9 @@ class Alert:
 
     @property
     def title(self) -> str:
-        tag = "RESOLVED" if self.status == "resolved" else self.severity.upper()
-        return f"[{tag}] {self.summary}"
+        if self.status == "resolved":
+            return f"[RESOLVED] {self.summary.removeprefix('resolved: ')}"
+        return f"[{self.severity.upper()}] {self.summary}"
 
 
 # --- evaluation (pure) ------------------------------------------------------------
@@ -474,7 +475,7 @@ class Dispatcher:
     clock: Clock = _utcnow
     attempts: int = 3
     backoff: float = 2.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], object] = time.sleep
     on_sent: Callable[[str, str], None] | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

@@ -86,6 +86,8 @@ class Monitor:
             channels=build_channels(config.alerts.channels),
             memory=StoreAlertMemory(self._state_store),
             clock=self.clock,
+            # pauses between attempts of a failing channel end when the daemon stops
+            sleep=self.daemon.stopping.wait,
             on_sent=self._alert_sent,
         )
 

@@ -306,6 +306,7 @@ def test_failures_then_dead_then_recovery(store: FileStore) -> None:
     [back] = d.check(state(), settings())
     assert (back.kind, back.status) == (Kind.DEAD, "resolved")
     assert back.summary == "resolved: acme-fax can be refreshed again"
+    assert back.title == "[RESOLVED] acme-fax can be refreshed again"
 
 
 def test_failing_channel_is_retried_and_sends_again_later(store: FileStore) -> None:

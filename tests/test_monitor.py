@@ -198,3 +198,14 @@ def test_daemon_serves_metrics_health_and_notifies_systemd(
     assert len(alerts_in(alert_out)) == 2
     assert get(f"{base}/healthz")[0] == 0  # the server is gone with the process
     assert ready_at < 20
+
+
+def test_a_taken_port_stops_the_start_with_exit_code_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, "http://127.0.0.1:9/token", port, tmp_path / "a.jsonl")
+        proc = run_rotator(["run", "-c", str(config)], timeout=30)
+    assert proc.returncode == 1
+    assert f"server.listen: cannot listen on 127.0.0.1:{port}" in proc.stderr
