@@ -200,7 +200,10 @@ def evaluate(
     account = state.account
     out: list[Condition] = []
     non_renewable = settings.provider in NON_RENEWABLE_PROVIDERS
-    end = state.expires_at if non_renewable else state.refresh_expires_at
+    # The end of the grant: a refresh token's expiry, or a personal access token's
+    # (its provider records that as refresh_expires_at; expires_at is only how long
+    # the published copy is good for before it is re-published).
+    end = state.refresh_expires_at
     warn = sorted(settings.refresh_token_warn or alerts.refresh_token_warn, reverse=True)
     if end is not None and warn:
         remaining = end - now
@@ -209,10 +212,7 @@ def evaluate(
         if level:
             if non_renewable:
                 what, kind = "personal access token", Kind.TOKEN_EXPIRY
-                action = (
-                    f"create a new personal access token at the vendor and replace the one "
-                    f"{account} uses (then: rotator refresh {account})"
-                )
+                action = _replace_pat(account)
                 fix = f"replace the token: {action}"
             else:
                 what, kind = "refresh token", Kind.REFRESH_TOKEN_EXPIRY
@@ -240,7 +240,7 @@ def evaluate(
         if state.last_error_code == "invalid_client":
             action = f"fix the client credentials of {account}, then: rotator refresh {account}"
         elif non_renewable:
-            action = f"replace the personal access token of {account}"
+            action = _replace_pat(account)
         else:
             action = (
                 f"rotator authorize {account} (or seed a refresh token: rotator import {account})"
@@ -273,8 +273,7 @@ def evaluate(
             )
         )
     if (
-        not non_renewable
-        and not state.failed
+        not state.failed
         and state.expires_at is not None
         and state.next_refresh_at is not None
         and state.expires_at < state.next_refresh_at
@@ -298,6 +297,13 @@ def evaluate(
             )
         )
     return out
+
+
+def _replace_pat(account: str) -> str:
+    return (
+        f"create a new personal access token, put it where accounts.{account}.token points, "
+        f"set accounts.{account}.expires_at and reload rotator"
+    )
 
 
 def plan(

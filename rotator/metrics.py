@@ -119,8 +119,6 @@ class Metrics:
             _remove(self.access_expiry, account)
         if state.refresh_expires_at is not None:
             self.refresh_expiry.labels(account).set(state.refresh_expires_at.timestamp())
-        elif state.provider.endswith("-pat") and state.expires_at is not None:
-            self.refresh_expiry.labels(account).set(state.expires_at.timestamp())
         else:
             _remove(self.refresh_expiry, account)
         if state.last_success_at is not None:

@@ -133,16 +133,30 @@ def test_account_overrides_thresholds() -> None:
 
 
 def test_personal_access_token_expiry_says_replace_it() -> None:
+    # as faxplus-pat records it: the published copy lives max_lifetime, the grant to its date
     pat = state(
         provider="faxplus-pat",
         refresh_token=None,
-        expires_at=T0 + timedelta(days=2),
-        next_refresh_at=None,
+        expires_at=T0 + timedelta(hours=1),
+        refresh_expires_at=T0 + timedelta(days=2),
     )
     [cond] = evaluate(pat, settings("faxplus-pat"), ALERTS, T0)
     assert cond.kind is Kind.TOKEN_EXPIRY
-    assert cond.summary.startswith("personal access token of acme-fax expires in 2 days")
-    assert "replace the token" in cond.summary
+    assert cond.summary == (
+        "personal access token of acme-fax expires in 2 days (2026-11-03 10:00 UTC); "
+        "replace the token: create a new personal access token, put it where "
+        "accounts.acme-fax.token points, set accounts.acme-fax.expires_at and reload rotator"
+    )
+    # an hour-long published copy is no reason to alert
+    assert (
+        evaluate(
+            replace(pat, refresh_expires_at=T0 + timedelta(days=90)),
+            settings("faxplus-pat"),
+            ALERTS,
+            T0,
+        )
+        == []
+    )
 
 
 def test_failures_reach_the_threshold() -> None:

@@ -84,7 +84,8 @@ def test_metrics_scraped_and_parsed(served: tuple[Metrics, Health, str]) -> None
         provider="faxplus-pat",
         access_token=Secret(access),
         issued_at=T0,
-        expires_at=T0 + timedelta(days=5),
+        expires_at=T0 + timedelta(hours=1),
+        refresh_expires_at=T0 + timedelta(days=5),
         failed=True,
     )
     metrics.observe_state(pat, T0)
@@ -120,7 +121,7 @@ def test_metrics_scraped_and_parsed(served: tuple[Metrics, Health, str]) -> None
     )
     info = [k for k in got if k[0] == "rotator_build_info"]
     assert len(info) == 1 and ("version", __version__) in info[0][1]
-    # a personal access token's expiry is the end of the grant
+    # a personal access token's expiry date is the end of the grant
     assert (
         got[("rotator_refresh_token_expiry_timestamp_seconds", (("account", "pat"),))]
         == (T0 + timedelta(days=5)).timestamp()
