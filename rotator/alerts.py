@@ -237,14 +237,19 @@ def evaluate(
             )
     error = f" (last error: {state.last_error})" if state.last_error else ""
     if state.failed:
-        if state.last_error_code == "invalid_client":
+        code = state.last_error_code
+        if code == "invalid_client":
             action = f"fix the client credentials of {account}, then: rotator refresh {account}"
+        elif code == "secret_ref":
+            action = "fix the secret reference named in the error, then reload rotator"
         elif non_renewable:
             action = _replace_pat(account)
-        else:
+        elif code in _DEAD_GRANT_CODES or not code:
             action = (
                 f"rotator authorize {account} (or seed a refresh token: rotator import {account})"
             )
+        else:
+            action = f"fix the cause, then: rotator refresh {account}"
         out.append(
             Condition(
                 account=account,
@@ -297,6 +302,12 @@ def evaluate(
             )
         )
     return out
+
+
+#: error codes that mean the grant itself is gone (RFC 6749 5.2, and ours for "never seeded")
+_DEAD_GRANT_CODES = frozenset(
+    {"invalid_grant", "unauthorized_client", "access_denied", "invalid_token", "no_refresh_token"}
+)
 
 
 def _replace_pat(account: str) -> str:

@@ -185,6 +185,10 @@ def test_dead_grant_is_critical_and_says_authorize_or_import() -> None:
     bad_client = replace(dead, last_error_code="invalid_client")
     [cond] = evaluate(bad_client, settings(), ALERTS, T0)
     assert "fix the client credentials of acme-fax" in cond.summary
+    [cond] = evaluate(replace(dead, last_error_code="secret_ref"), settings(), ALERTS, T0)
+    assert cond.action == "fix the secret reference named in the error, then reload rotator"
+    [cond] = evaluate(replace(dead, last_error_code="http_400"), settings(), ALERTS, T0)
+    assert cond.action == "fix the cause, then: rotator refresh acme-fax"
 
 
 def test_access_token_lapsing_before_the_next_attempt() -> None:
