@@ -496,6 +496,8 @@ class Dispatcher:
     on_sent: Callable[[str, str], None] | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    #: accounts known to have nothing sent: a healthy account costs no store read
+    _quiet: set[str] = field(default_factory=set, init=False, repr=False)
 
     def _lock(self, account: str) -> threading.Lock:
         with self._guard:
@@ -517,6 +519,8 @@ class Dispatcher:
     def _check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
         now = self.clock()
         conditions = evaluate(state, settings, self.alerts, now)
+        if not conditions and state.account in self._quiet:
+            return []
         try:
             sent, token = self.memory.load(state.account)
         except StoreError as exc:
@@ -528,12 +532,19 @@ class Dispatcher:
         due, after = plan(
             state.account, settings.provider, conditions, sent, now=now, repeat=self.alerts.repeat
         )
+        if not sent and not conditions:
+            self._quiet.add(state.account)
+            return []
         if not due and after == sent:
             return []
         # Claim first, then send: a replica that lost the claim does not send twice.
         if not self.memory.save(state.account, after, token):
             _log.info("another worker sent these alerts", account=state.account)
             return []
+        if after:
+            self._quiet.discard(state.account)
+        else:
+            self._quiet.add(state.account)
         for alert in due:
             delivered = self._deliver(alert)
             if not delivered and self.channels:

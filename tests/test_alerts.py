@@ -27,6 +27,7 @@ from rotator.alerts import (
     Dispatcher,
     Kind,
     MemoryAlertMemory,
+    Sent,
     Severity,
     StoreAlertMemory,
     alert_record_path,
@@ -643,3 +644,28 @@ def test_dispatcher_over_real_channels_counts_what_was_sent(
         ("webhook-2", "dead"),
         ("command", "dead"),
     ]
+
+
+class CountingMemory(MemoryAlertMemory):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def load(self, account: str) -> tuple[dict[str, Sent], object]:
+        self.loads += 1
+        return super().load(account)
+
+
+def test_a_healthy_account_costs_one_read_then_none() -> None:
+    memory = CountingMemory()
+    clock = Clock(T0)
+    d = Dispatcher(alerts=ALERTS, channels=[], memory=memory, clock=clock, sleep=lambda s: None)
+    for _ in range(5):
+        assert d.check(state(), settings()) == []
+    assert memory.loads == 1
+    [fired] = d.check(state(failed=True), settings())
+    [resolved] = d.check(state(), settings())
+    assert (fired.status, resolved.status) == ("firing", "resolved")
+    loads = memory.loads
+    assert d.check(state(), settings()) == []
+    assert memory.loads == loads
