@@ -25,7 +25,8 @@ from rotator.errors import RotatorError, scrub
 from rotator.secrets import resolve
 
 if TYPE_CHECKING:
-    from rotator.alerts import Alert, Channel
+    from rotator.alert_dispatch import Channel
+    from rotator.alerts import Alert
     from rotator.config import CommandChannel, EmailChannel, WebhookChannel
 
 __all__ = [

@@ -1,73 +1,46 @@
-"""Alerts: what needs a human, told once, repeated while it lasts, resolved when it clears.
+"""Alerts: which conditions need a human, and what to tell them. Pure: no I/O.
 
-Two halves:
+:func:`evaluate` takes an account's state and settings, the alert settings and
+``now``, and returns the conditions that hold: a refresh token or personal
+access token close to its end, failures in a row, a dead grant, an access token
+that lapses before the next attempt. Each carries a *level* (crossing the next
+expiry threshold is a new alert) and the text that tells the operator what to do.
 
-- :func:`evaluate` is pure: given an account's state and settings, the alert
-  settings and ``now``, it returns the conditions that hold (a refresh token or
-  personal access token close to its end, failures in a row, a dead grant, an
-  access token that lapses before the next attempt). Each carries a *level*,
-  so crossing the next expiry threshold is a new alert, and the text that
-  tells the operator what to do.
-- :class:`Dispatcher` compares those conditions with what was already sent
-  (an :class:`AlertMemory`, kept in the state store under ``alerts/<account>``
-  so a restart does not re-send), and sends new, repeated and resolved alerts to
-  every channel (:mod:`rotator.alert_channels`). The log channel always gets them.
-
-Why a record of its own rather than the ``alerts`` field of the state record:
-the state record is written by rotation with compare-and-set on the version it
-read. A sweep writing alert bookkeeping there would make a rotation in flight
-lose its compare-and-set; a separate record never contends with the grant.
+:func:`plan` compares those conditions with what was already sent and decides
+what goes out now: new and escalated alerts, reminders every ``alerts.repeat``,
+and resolved notices. Sending and remembering are :mod:`rotator.alert_dispatch`;
+the channels are :mod:`rotator.alert_channels`.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from rotator.errors import StoreConflict, StoreError
 from rotator.tokens import format_time, parse_time
 
 if TYPE_CHECKING:
-    from rotator.backends.base import SecretStore
     from rotator.config import AccountSettings, AlertsSettings
     from rotator.state import AccountState
 
 __all__ = [
     "NON_RENEWABLE_PROVIDERS",
     "Alert",
-    "AlertMemory",
-    "Channel",
     "Condition",
-    "Dispatcher",
     "Kind",
-    "MemoryAlertMemory",
     "Sent",
     "Severity",
-    "StoreAlertMemory",
-    "alert_record_path",
     "evaluate",
     "human_duration",
     "plan",
 ]
 
-_log = structlog.get_logger("rotator.alerts")
-
 #: providers whose token cannot be renewed by rotator: its expiry is the end of the grant
 NON_RENEWABLE_PROVIDERS = frozenset({"faxplus-pat"})
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Kind(StrEnum):
@@ -393,218 +366,3 @@ _RESOLVED = {
     Kind.DEAD: "{account} can be refreshed again",
     Kind.LAPSE: "the access token of {account} is renewed in time again",
 }
-
-
-# --- memory of what was sent ----------------------------------------------------------
-
-
-def alert_record_path(account: str) -> str:
-    return f"alerts/{account}"
-
-
-class AlertMemory(Protocol):
-    """Where the dispatcher remembers what it sent, per account."""
-
-    def load(self, account: str) -> tuple[dict[str, Sent], object]: ...
-
-    def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
-        """Store ``sent`` if nobody else did since ``load`` returned ``token``; False if lost."""
-        ...
-
-
-class MemoryAlertMemory:
-    """In-process memory (for ``rotator refresh`` and tests)."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, tuple[dict[str, Sent], int]] = {}
-
-    def load(self, account: str) -> tuple[dict[str, Sent], object]:
-        sent, version = self._data.get(account, ({}, 0))
-        return dict(sent), version
-
-    def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
-        _, version = self._data.get(account, ({}, 0))
-        if version != token:
-            return False
-        self._data[account] = (dict(sent), version + 1)
-        return True
-
-
-class StoreAlertMemory:
-    """``alerts/<account>`` in the account's state store, written with compare-and-set.
-
-    Two replicas sweeping the same account race on this record; the one that loses
-    the compare-and-set does not send, so an alert goes out once.
-    """
-
-    def __init__(self, store_for: Callable[[str], SecretStore]) -> None:
-        self._store_for = store_for
-
-    def load(self, account: str) -> tuple[dict[str, Sent], object]:
-        record = self._store_for(account).read(alert_record_path(account))
-        if record is None:
-            return {}, None
-        sent: dict[str, Sent] = {}
-        for key, text in record.data.items():
-            if key == "format":
-                continue
-            try:
-                sent[key] = Sent.load(text)
-            except (ValueError, KeyError, TypeError):
-                _log.warning("ignoring a damaged alert record entry", account=account, key=key)
-        return sent, record.version
-
-    def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
-        data = {"format": "1", **{key: value.dump() for key, value in sent.items()}}
-        try:
-            self._store_for(account).write(
-                alert_record_path(account),
-                data,
-                expected_version=token,  # type: ignore[arg-type]
-            )
-        except StoreConflict:
-            return False
-        return True
-
-
-# --- dispatch -------------------------------------------------------------------------
-
-
-class Channel(Protocol):
-    """Somewhere alerts go. ``send`` raises on failure; the dispatcher retries."""
-
-    name: str
-
-    def send(self, alert: Alert) -> None: ...
-
-
-@dataclass
-class Dispatcher:
-    """Evaluates, decides against memory, sends. Thread-safe per account.
-
-    ``sleep`` is the pause between attempts of a failing channel; tests pass a
-    no-op. ``on_sent(channel, kind)`` feeds ``rotator_alerts_sent_total``.
-    """
-
-    alerts: AlertsSettings
-    channels: Sequence[Channel]
-    memory: AlertMemory
-    clock: Clock = _utcnow
-    attempts: int = 3
-    backoff: float = 2.0
-    sleep: Callable[[float], object] = time.sleep
-    on_sent: Callable[[str, str], None] | None = None
-    _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
-    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    #: accounts known to have nothing sent: a healthy account costs no store read
-    _quiet: set[str] = field(default_factory=set, init=False, repr=False)
-
-    def _lock(self, account: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(account, threading.Lock())
-
-    def check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
-        """Evaluate one account and send what is due. Never raises; returns what was sent."""
-        try:
-            with self._lock(state.account):
-                return self._check(state, settings)
-        except Exception as exc:  # an alert problem must never stop rotation or the sweep
-            _log.error(
-                "alert evaluation failed",
-                account=state.account,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            return []
-
-    def _check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
-        now = self.clock()
-        conditions = evaluate(state, settings, self.alerts, now)
-        if not conditions and state.account in self._quiet:
-            return []
-        try:
-            sent, token = self.memory.load(state.account)
-        except StoreError as exc:
-            # Without memory we cannot tell what was sent: say so rather than spam.
-            _log.error("cannot read what alerts were sent", account=state.account, error=str(exc))
-            for cond in conditions:
-                _log.log(_LEVELS[cond.severity], cond.summary, account=state.account)
-            return []
-        due, after = plan(
-            state.account, settings.provider, conditions, sent, now=now, repeat=self.alerts.repeat
-        )
-        if not sent and not conditions:
-            self._quiet.add(state.account)
-            return []
-        if not due and after == sent:
-            return []
-        # Claim first, then send: a replica that lost the claim does not send twice.
-        if not self.memory.save(state.account, after, token):
-            _log.info("another worker sent these alerts", account=state.account)
-            return []
-        if after:
-            self._quiet.discard(state.account)
-        else:
-            self._quiet.add(state.account)
-        for alert in due:
-            delivered = self._deliver(alert)
-            if not delivered and self.channels:
-                _log.error(
-                    "no alert channel took the alert; it will be sent again at the next check",
-                    account=alert.account,
-                    kind=str(alert.kind),
-                )
-                self._unclaim(state.account, alert, sent)
-        return due
-
-    def _unclaim(self, account: str, alert: Alert, sent_before: Mapping[str, Sent]) -> None:
-        try:
-            current, token = self.memory.load(account)
-            key = str(alert.kind)
-            if key in sent_before:
-                current[key] = sent_before[key]
-            else:
-                current.pop(key, None)
-            self.memory.save(account, current, token)
-        except StoreError as exc:
-            _log.error("cannot update the alert record", account=account, error=str(exc))
-
-    def _deliver(self, alert: Alert) -> bool:
-        _log.log(
-            _LEVELS[alert.severity],
-            alert.summary,
-            account=alert.account,
-            alert=str(alert.kind),
-            status=alert.status,
-            repeat=alert.repeat,
-        )
-        self._count("log", alert)
-        delivered = False
-        for channel in self.channels:
-            delay = 1.0
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    channel.send(alert)
-                except Exception as exc:
-                    _log.warning(
-                        "alert channel failed",
-                        channel=channel.name,
-                        account=alert.account,
-                        attempt=attempt,
-                        attempts=self.attempts,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                    if attempt < self.attempts:
-                        self.sleep(delay)
-                        delay *= self.backoff
-                    continue
-                self._count(channel.name, alert)
-                delivered = True
-                break
-        return delivered
-
-    def _count(self, channel: str, alert: Alert) -> None:
-        if self.on_sent is not None:
-            self.on_sent(channel, str(alert.kind))
-
-
-_LEVELS = {Severity.INFO: 20, Severity.WARNING: 30, Severity.CRITICAL: 40}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from rotator.alert_channels import build_channels
-from rotator.alerts import Dispatcher, StoreAlertMemory
+from rotator.alert_dispatch import Dispatcher, StoreAlertMemory
 from rotator.errors import RotatorError
 from rotator.sdnotify import Notifier, Watchdog
 
