@@ -113,7 +113,7 @@ class CommandAlertChannel:
                 capture_output=True,
                 timeout=self.settings.timeout.total_seconds(),
                 check=False,
-                env={**os.environ, "ROTATOR_ALERT_STATUS": alert.status},
+                env=_child_env(alert),
             )
         except FileNotFoundError:
             raise AlertChannelError(f"alert command {argv[0]!r} not found") from None
@@ -129,6 +129,16 @@ class CommandAlertChannel:
             raise AlertChannelError(
                 f"alert command {argv[0]!r} exited with {done.returncode}: {stderr}"
             )
+
+
+def _child_env(alert: Alert) -> dict[str, str]:
+    # The child must not speak to systemd in our name.
+    env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY}
+    env["ROTATOR_ALERT_STATUS"] = alert.status
+    return env
+
+
+_SYSTEMD_ONLY = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"})
 
 
 class EmailAlertChannel:

@@ -16,6 +16,7 @@ configured (``rotator --help`` never pays for it).
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -223,8 +224,9 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return None  # probes every few seconds would drown the log
 
+        server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
         try:
-            self._server = ThreadingHTTPServer((host, int(port)), Handler)
+            self._server = server_class((host, int(port)), Handler)
         except OSError as exc:
             from rotator.errors import RotatorError
 
@@ -251,6 +253,10 @@ class HealthServer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+
+
+class _HTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _probe_answer(probe: Probe) -> tuple[int, str, bytes]:

@@ -62,6 +62,7 @@ class Monitor:
         self.metrics: Metrics | None = None
         self.server: HealthServer | None = None
         self._failing: dict[str, bool] = {}
+        self._accounts = set(daemon.rotator.accounts)
         self._status = ""
         self._status_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rotator-alerts")
@@ -153,11 +154,12 @@ class Monitor:
                 listening=self._listen,
                 configured=daemon.config.server.listen,
             )
-        accounts = daemon.rotator.accounts
-        for name in [n for n in self._failing if n not in accounts]:
+        accounts = set(daemon.rotator.accounts)
+        for name in self._accounts - accounts:
             self._failing.pop(name, None)
             if self.metrics is not None:
                 self.metrics.forget(name)
+        self._accounts = accounts
         self._schedule_sweep(daemon)
         self.notifier.ready(self.status_line())
 

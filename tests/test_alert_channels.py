@@ -180,3 +180,84 @@ def test_email_to_nowhere_is_a_clear_error() -> None:
     )
     with pytest.raises(AlertChannelError, match=r"cannot reach SMTP server 127\.0\.0\.1:1\b"):
         channel.send(firing())
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made for this test."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_over_starttls_and_tls_verifies_the_server(tmp_path: Path, security: str) -> None:
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    box = Mailbox()
+    port = free_port()
+    if security == "tls":
+        controller = Controller(box, hostname="127.0.0.1", port=port, ssl_context=server_tls)
+    else:
+        controller = Controller(
+            box, hostname="127.0.0.1", port=port, tls_context=server_tls, require_starttls=True
+        )
+    controller.start()
+    try:
+        settings = EmailChannel.model_validate(
+            {
+                "type": "email",
+                "host": "127.0.0.1",
+                "port": port,
+                "security": security,
+                "from": "rotator@example.org",
+                "to": ["oncall@example.org"],
+                "timeout": "5s",
+            }
+        )
+        trusting = ssl.create_default_context(cafile=str(cert))
+        EmailAlertChannel(settings, ssl_context=trusting).send(firing())
+        assert box.event.wait(10)
+        assert box.messages[0].rcpt_tos == ["oncall@example.org"]
+        # the system trust store does not know this certificate: refused, clearly
+        with pytest.raises(AlertChannelError, match="SSLCertVerificationError"):
+            EmailAlertChannel(settings).send(firing())
+    finally:
+        controller.stop()

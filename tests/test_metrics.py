@@ -172,3 +172,22 @@ def test_a_taken_port_is_a_clear_error(served: tuple[Metrics, Health, str]) -> N
     taken = base.removeprefix("http://")
     with pytest.raises(RotatorError, match=f"server.listen: cannot listen on {taken}"):
         HealthServer(taken, Metrics(), healthz=lambda: Probe(True), readyz=lambda: Probe(True))
+
+
+def test_serves_on_ipv6_loopback() -> None:
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this environment")
+    try:
+        server = HealthServer(
+            "[::1]:0", Metrics(), healthz=lambda: Probe(True), readyz=lambda: Probe(True)
+        )
+    except Exception as exc:  # an IPv6-less container
+        pytest.skip(f"cannot bind ::1: {exc}")
+    server.start()
+    try:
+        port = server.address[1]
+        assert get(f"http://[::1]:{port}/healthz") == (200, "ok\n")
+    finally:
+        server.stop()
