@@ -86,11 +86,14 @@ class Monitor:
             alerts=config.alerts,
             channels=build_channels(config.alerts.channels),
             memory=StoreAlertMemory(self._state_store),
-            clock=self.clock,
+            clock=self._now,
             # pauses between attempts of a failing channel end when the daemon stops
             sleep=self.daemon.stopping.wait,
             on_sent=self._alert_sent,
         )
+
+    def _now(self) -> datetime:
+        return self.clock()  # looked up on each call: tests move the monitor's clock
 
     def _state_store(self, account: str) -> SecretStore:
         return self.daemon.rotator.accounts[account].state_store

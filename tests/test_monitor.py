@@ -209,3 +209,71 @@ def test_a_taken_port_stops_the_start_with_exit_code_1(tmp_path: Path) -> None:
         proc = run_rotator(["run", "-c", str(config)], timeout=30)
     assert proc.returncode == 1
     assert f"server.listen: cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_the_sweep_alerts_for_an_account_that_is_never_refreshed(
+    tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rotation runs (the daemon is not even started): the sweep alone alerts."""
+    from datetime import UTC, datetime, timedelta
+
+    from rotator.backends.file import FileStore
+    from rotator.config import FileStoreSettings
+    from rotator.daemon import Daemon
+    from rotator.secrets import Secret
+    from rotator.state import AccountState
+
+    monkeypatch.setenv("NOTIFY_SOCKET", notify.path)
+    alert_out = tmp_path / "alerts.jsonl"
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), alert_out)
+    now = datetime.now(UTC).replace(microsecond=0)
+    store = FileStore("files", FileStoreSettings(type="file", directory=tmp_path / "files"))
+    access = leakcheck.register("sweep-access-token-0001", "access token")
+    refresh = leakcheck.register("sweep-refresh-token-0001", "refresh token")
+    for name in ("alpha", "beta"):
+        store.write(
+            f"state/{name}",
+            AccountState(
+                account=name,
+                provider="oauth2",
+                access_token=Secret(access),
+                issued_at=now,
+                expires_at=now + timedelta(hours=1),
+                refresh_token=Secret(refresh),
+                refresh_expires_at=now + timedelta(days=6, hours=10),
+                next_refresh_at=now + timedelta(minutes=40),
+            ).to_record(),
+            expected_version=None,
+        )
+    daemon = Daemon(str(config))
+    monitor = daemon.monitor
+    monitor.sweep()
+    sent = alerts_in(alert_out)
+    assert sorted((a["account"], a["kind"], a["repeat"]) for a in sent) == [
+        ("alpha", "refresh_token_expiry", False),
+        ("beta", "refresh_token_expiry", False),
+    ]
+    assert str(sent[0]["summary"]).split(" (")[0].endswith("expires in 6 days")
+    monitor.sweep()
+    assert len(alerts_in(alert_out)) == 2  # nothing new, nothing repeated yet
+
+    # a day later: one reminder each; four days later: the 3-day threshold
+    monitor.clock = lambda: now + timedelta(days=1, minutes=1)
+    monitor.sweep()
+    monitor.clock = lambda: now + timedelta(days=4)
+    monitor.sweep()
+    kinds = [(a["account"], a["repeat"], a["severity"]) for a in alerts_in(alert_out)[2:]]
+    assert sorted(kinds) == [
+        ("alpha", False, "warning"),
+        ("alpha", True, "warning"),
+        ("beta", False, "warning"),
+        ("beta", True, "warning"),
+    ]
+
+    # a refused reload still answers READY=1 after RELOADING=1
+    config.write_text("accounts: [not, a, mapping]\n")
+    assert daemon.reload() is False
+    notify.wait("RELOADING", "1")
+    notify.wait("READY", "1")
+    daemon.stop("test")
+    notify.wait("STOPPING", "1")
