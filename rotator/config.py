@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -333,9 +335,34 @@ def load_config(path: str) -> Config:
     return parse_config(text, source=path)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last value silently: a second ``accounts:`` section would
+    drop every account of the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; later keys may override what it brings
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+        return dict(super().construct_mapping(node, deep=deep))
+
+
 def parse_config(text: str, *, source: str = "<string>") -> Config:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -488,6 +515,13 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     out: list[int | str] = []
     node = data
     for part in loc:
+        if (
+            isinstance(part, str)
+            and part in _UNION_TAGS
+            and isinstance(node, dict)
+            and part in (node.get("type"), node.get("method"))
+        ):
+            continue  # pydantic's tag for the union member, not a key of the input
         found, child = _child(node, part)
         if found:
             node = child
@@ -520,8 +554,9 @@ def _config_error(
         elif kind == "union_tag_not_found":
             message = f"required key is missing (valid: {_TAG_CHOICES.get(str(loc[-1]), '')})"
         elif kind == "extra_forbidden":
-            parent = _model_at(model, loc[:-1]) if model else None
-            valid = f" (valid keys: {', '.join(sorted(parent.model_fields))})" if parent else ""
+            parent = _model_at(model, loc[:-1], data) if model else None
+            keys = sorted(f.alias or n for n, f in parent.model_fields.items()) if parent else []
+            valid = f" (valid keys: {', '.join(keys)})" if keys else ""
             message = f"unknown key{valid}"
         elif kind == "missing":
             message = "required key is missing"
@@ -555,25 +590,63 @@ _UNION_TAGS = {
 }
 
 
-def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The nested model class a location points into, to list its valid keys."""
-    current: Any = model
+def _model_at(
+    model: type[BaseModel] | None, loc: tuple[int | str, ...], data: Any
+) -> type[BaseModel] | None:
+    """The nested model class a location points into, to list its valid keys.
+
+    Walks the annotations and the input together: inside ``dict[str, Store]`` or
+    ``list[Channel]`` the key or index is skipped, and a union of models is
+    resolved by the input's discriminator (``type`` / ``method``).
+    """
+    annotation: Any = model
+    node = data
     for part in loc:
-        if isinstance(part, int) or current is None:
+        current = _pick_model(annotation, node)
+        if current is not None:
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        else:
+            args = typing.get_args(_unwrap(annotation))
+            annotation = args[-1] if args else None
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return _pick_model(annotation, node)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated`` and ``| None`` down to the type that matters."""
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
             continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return None
-        annotation = field.annotation
-        current = _first_model(annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+            rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(rest) == 1:
+                annotation = rest[0]
+                continue
+        return annotation
 
 
-def _first_model(annotation: Any) -> Any:
+def _pick_model(annotation: Any, node: Any) -> type[BaseModel] | None:
+    annotation = _unwrap(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _first_model(arg)
-        if found is not None:
-            return found
+    if typing.get_origin(annotation) not in (types.UnionType, typing.Union):
+        return None
+    members = [_unwrap(a) for a in typing.get_args(annotation)]
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    if not isinstance(node, dict):
+        return models[0] if len(models) == 1 else None
+    for candidate in models:
+        for tag in ("type", "method"):
+            field = candidate.model_fields.get(tag)
+            if field is not None and node.get(tag) in typing.get_args(field.annotation):
+                return candidate
     return None

@@ -65,7 +65,7 @@ class Sandbox:
         allow_query: bool = False,
         send_expires_in: bool = True,
         token_path: str = "/oauth/token",  # noqa: S107 - a URL path, not a password
-        on_issue: Callable[[str, str], None] | None = None,
+        on_issue: Callable[[str, str], object] | None = None,
         delay: float = 0.0,
         reuse_grace: float = 0.0,
     ) -> None:
@@ -111,8 +111,9 @@ class Sandbox:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        # A short poll interval: stop() waits for the loop to notice (0.5 s by default).
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sandbox", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="sandbox", daemon=True
         )
         self._thread.start()
         return self.url
@@ -341,10 +342,12 @@ class Sandbox:
                     grant.previous, grant.previous_spent_at = refresh, time.time()
                     grant.current_refresh = self._new("refresh")
                     self._by_refresh[grant.current_refresh] = grant
-        if error or grant is None:
+            # read under the lock: a racing refresh moves it
+            issued = grant.current_refresh if grant is not None and not error else ""
+        if error or not issued:
             self._error(handler, 400, "invalid_grant", error)
             return
-        self._issue(handler, client_id, grant.current_refresh, None)
+        self._issue(handler, client_id, issued, None)
 
     def _issue(
         self,
