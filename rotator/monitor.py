@@ -61,7 +61,7 @@ class Monitor:
         self.watchdog = Watchdog(self.notifier, self.alive)
         self.metrics: Metrics | None = None
         self.server: HealthServer | None = None
-        self._failing: dict[str, bool] = {}
+        self._failing: set[str] = set()
         self._accounts = set(daemon.rotator.accounts)
         self._status = ""
         self._status_lock = threading.Lock()
@@ -159,7 +159,7 @@ class Monitor:
             )
         accounts = set(daemon.rotator.accounts)
         for name in self._accounts - accounts:
-            self._failing.pop(name, None)
+            self._failing.discard(name)
             if self.metrics is not None:
                 self.metrics.forget(name)
         self._accounts = accounts
@@ -206,8 +206,8 @@ class Monitor:
             except RotatorError as exc:
                 _log.warning("alert sweep cannot read the state", account=name, error=str(exc))
                 continue
-            if name not in self._failing:
-                self._set_failing(name, state.failed or state.consecutive_failures > 0)
+            if state.failed or state.consecutive_failures > 0:
+                self._set_failing(name, True)
             self._observe(state)
 
     def _observe(self, state: AccountState) -> None:
@@ -222,12 +222,14 @@ class Monitor:
 
     def status_line(self) -> str:
         total = len(self.daemon.rotator.accounts)
-        failing = sum(1 for name, bad in self._failing.items() if bad)
-        return f"{total} account{'' if total == 1 else 's'}, {failing} failing"
+        return f"{total} account{'' if total == 1 else 's'}, {len(self._failing)} failing"
 
     def _set_failing(self, account: str, failing: bool) -> None:
         with self._status_lock:
-            self._failing[account] = failing
+            if failing:
+                self._failing.add(account)
+            else:
+                self._failing.discard(account)
             line = self.status_line()
             if line == self._status:
                 return
