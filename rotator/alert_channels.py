@@ -9,6 +9,7 @@ without a reload and never sits in a log line or an exception message.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import smtplib
@@ -160,6 +161,8 @@ class EmailAlertChannel:
         msg["Subject"] = f"[rotator] {alert.title}"
         msg["From"] = self.settings.sender
         msg["To"] = ", ".join(self.settings.to)
+        msg["Date"] = email.utils.format_datetime(alert.at)
+        msg["Message-ID"] = email.utils.make_msgid(domain=self.settings.sender.rpartition("@")[2])
         payload = alert.payload()
         lines = [alert.summary, ""]
         if alert.action:

@@ -151,6 +151,8 @@ def test_email_reaches_a_local_smtp_server(monkeypatch: pytest.MonkeyPatch) -> N
         assert envelope.rcpt_tos == ["oncall@example.org", "ops@example.org"]
         mail = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert mail["Subject"] == f"[rotator] [WARNING] {firing().summary}"
+        assert mail["Date"].datetime == firing().at
+        assert mail["Message-ID"].endswith("@example.org>")
         text = mail.get_content()
         assert "What to do: rotator authorize acme-fax" in text
         assert logins == ["rotator"]
