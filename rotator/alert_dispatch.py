@@ -155,6 +155,10 @@ class Dispatcher:
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     #: accounts known to have nothing sent: a healthy account costs no store read
     _quiet: set[str] = field(default_factory=set, init=False, repr=False)
+    #: what this process sent, per account: the fallback while the store is down
+    _local: dict[str, dict[str, Sent]] = field(default_factory=dict, init=False, repr=False)
+    #: accounts whose record lacks what this process sent during a store outage
+    _unsynced: set[str] = field(default_factory=set, init=False, repr=False)
 
     def _lock(self, account: str) -> threading.Lock:
         with self._guard:
@@ -174,34 +178,54 @@ class Dispatcher:
             return []
 
     def _check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
+        account = state.account
         now = self.clock()
         conditions = evaluate(state, settings, self.alerts, now)
-        if not conditions and state.account in self._quiet:
+        if not conditions and account in self._quiet:
             return []
+        durable = True
         try:
-            sent, token = self.memory.load(state.account)
+            sent, token = self.memory.load(account)
+            if account in self._unsynced:
+                # Back from an outage: what was sent meanwhile is not in the record yet.
+                sent = {**self._local.get(account, {}), **sent}
         except StoreError as exc:
-            # Without memory we cannot tell what was sent: say so rather than spam.
-            _log.error("cannot read what alerts were sent", account=state.account, error=str(exc))
-            for cond in conditions:
-                _log.log(_LEVELS[cond.severity], cond.summary, account=state.account)
-            return []
+            # The store is down, which is when alerts matter most: decide from what
+            # this process sent (a restart during the outage may repeat an alert once).
+            _log.warning(
+                "alert record unreadable; deciding from this process's memory",
+                account=account,
+                error=str(exc),
+            )
+            sent, token, durable = dict(self._local.get(account, {})), None, False
         due, after = plan(
-            state.account, settings.provider, conditions, sent, now=now, repeat=self.alerts.repeat
+            account, settings.provider, conditions, sent, now=now, repeat=self.alerts.repeat
         )
         if not sent and not conditions:
-            self._quiet.add(state.account)
+            self._quiet.add(account)
             return []
-        if not due and after == sent:
+        if not due and after == sent and account not in self._unsynced:
             return []
-        # Claim first, then send: a replica that lost the claim does not send twice.
-        if not self.memory.save(state.account, after, token):
-            _log.info("another worker sent these alerts", account=state.account)
-            return []
-        if after:
-            self._quiet.discard(state.account)
+        persisted = False
+        if durable:
+            # Claim first, then send: a replica that lost the claim does not send twice.
+            try:
+                persisted = self.memory.save(account, after, token)
+            except StoreError as exc:
+                _log.warning("alert record not written", account=account, error=str(exc))
+            else:
+                if not persisted:
+                    _log.info("another worker sent these alerts", account=account)
+                    return []
+        if persisted:
+            self._unsynced.discard(account)
         else:
-            self._quiet.add(state.account)
+            self._unsynced.add(account)
+        self._local[account] = after
+        if after:
+            self._quiet.discard(account)
+        else:
+            self._quiet.add(account)
         for alert in due:
             delivered = self._deliver(alert)
             if not delivered and self.channels:
@@ -210,20 +234,26 @@ class Dispatcher:
                     account=alert.account,
                     kind=str(alert.kind),
                 )
-                self._unclaim(state.account, alert, sent)
+                self._unclaim(account, alert, sent)
         return due
 
     def _unclaim(self, account: str, alert: Alert, sent_before: Mapping[str, Sent]) -> None:
+        key = str(alert.kind)
+
+        def undo(record: dict[str, Sent]) -> dict[str, Sent]:
+            if key in sent_before:
+                record[key] = sent_before[key]
+            else:
+                record.pop(key, None)
+            return record
+
+        self._local[account] = undo(dict(self._local.get(account, {})))
+        self._quiet.discard(account)
         try:
             current, token = self.memory.load(account)
-            key = str(alert.kind)
-            if key in sent_before:
-                current[key] = sent_before[key]
-            else:
-                current.pop(key, None)
-            self.memory.save(account, current, token)
+            self.memory.save(account, undo(current), token)
         except StoreError as exc:
-            _log.error("cannot update the alert record", account=account, error=str(exc))
+            _log.warning("cannot update the alert record", account=account, error=str(exc))
 
     def _deliver(self, alert: Alert) -> bool:
         _log.log(

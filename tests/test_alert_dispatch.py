@@ -174,12 +174,27 @@ def test_failing_channel_is_retried_and_sends_again_later(store: FileStore) -> N
     assert not again.repeat and broken.got == [again]
 
 
-def test_a_store_failure_never_raises(tmp_path: Path) -> None:
-    blocked = tmp_path / "blocked"
-    blocked.write_text("a file where the store wants a directory")
-    bad = FileStore("files", FileStoreSettings(type="file", directory=blocked / "sub"))
-    d = dispatcher(bad, Clock(T0), Recorder())
-    assert d.check(state(failed=True), settings()) == []
+def test_a_store_outage_still_alerts_once_and_is_recorded_after(tmp_path: Path) -> None:
+    """The state store being down is when alerts matter most."""
+    root = tmp_path / "root"
+    root.write_text("a file where the store wants a directory: every read fails")
+    store = FileStore("files", FileStoreSettings(type="file", directory=root / "sub"))
+    clock, rec = Clock(T0), Recorder()
+    d = dispatcher(store, clock, rec)
+    dead = state(failed=True, last_error_code="invalid_grant")
+    [sent] = d.check(dead, settings())
+    assert sent.kind is Kind.DEAD and rec.got == [sent]
+    clock.advance(hours=1)
+    assert d.check(dead, settings()) == []  # this process remembers it sent it
+
+    root.unlink()  # the store is back
+    clock.advance(hours=1)
+    assert d.check(dead, settings()) == []  # not sent again: recorded now instead
+    record = store.read(alert_record_path("acme-fax"))
+    assert record is not None and set(record.data) == {"format", "dead"}
+    # and a restarted daemon knows it too
+    assert dispatcher(store, clock, rec).check(dead, settings()) == []
+    assert len(rec.got) == 1
 
 
 def test_two_replicas_send_once(store: FileStore) -> None:
