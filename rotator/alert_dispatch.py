@@ -70,7 +70,7 @@ class AlertMemory(Protocol):
 
 
 class MemoryAlertMemory:
-    """In-process memory (for ``rotator refresh`` and tests)."""
+    """In-process memory: for tests, and for embedding the dispatcher without a store."""
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[dict[str, Sent], int]] = {}
