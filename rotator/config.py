@@ -456,12 +456,20 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     """Drop the union tags pydantic inserts into a location, by walking the input."""
     out: list[int | str] = []
     node = data
+    tag_skipped_in: object = None
     for part in loc:
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
-        elif isinstance(part, str) and part in _UNION_TAGS:
+        elif (
+            isinstance(part, str)
+            and part in _UNION_TAGS
+            # a tag only where the input selects it: a missing key named `token` stays
+            and (not isinstance(node, dict) or part in (node.get("type"), node.get("method")))
+            and tag_skipped_in is not node
+        ):
+            tag_skipped_in = node
             continue
         else:
             node = None

@@ -64,7 +64,7 @@ _log = structlog.get_logger("rotator.providers.faxmax")
 LOGIN_TOKEN_LIFETIME = 3
 
 _ids = itertools.count(1)
-_HOSTNAME = r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?$"  # noqa: E501
+_HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?$"  # noqa: E501
 _METHOD = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -85,7 +85,7 @@ class JsonRpcServerError(JsonRpcError, TransientProviderError):
 
 
 class FaxmaxSettings(AccountSettings):
-    domain: str = Field(pattern=_HOSTNAME)
+    domain: str = Field(pattern=_HOSTNAME, max_length=253)
     endpoint: HttpUrl | None = None
     username: str = Field(min_length=1)
     password: Ref | None = None

@@ -26,7 +26,7 @@ from pydantic import Field, PlainValidator
 from rotator.config import AccountSettings, HttpUrl, Ref
 from rotator.errors import InvalidGrant, PermanentProviderError
 from rotator.providers.base import base_view, send
-from rotator.providers.oauth2 import basic_auth_header, token_request
+from rotator.providers.oauth2 import basic_auth_header, keep_refresh_token, token_request
 from rotator.secrets import Secret, resolve
 from rotator.tokens import TokenSet, error_from_status, format_time, parse_time
 
@@ -211,7 +211,7 @@ class FaxPlusProvider:
             now,
             state.tokenset(),
         )
-        return self._with_refresh_expiry(tokens, state)
+        return self._with_refresh_expiry(keep_refresh_token(tokens, state), state)
 
     def _with_refresh_expiry(self, tokens: TokenSet, state: AccountState) -> TokenSet:
         from dataclasses import replace
