@@ -55,6 +55,7 @@ class BifitEmulator(VendorServer):
     ) -> None:
         super().__init__()
         self.users = dict(users or {"79990001122": "Kassa-pa$$wörd+1"})
+        self.password_encoding = password_encoding
         for password in self.users.values():
             leakcheck.register(password, "bifit password")
             leakcheck.register(self.hashed(password), "bifit password hash")
