@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from tests import leakcheck
 
-__all__ = ["Reply", "Request", "VendorServer", "running"]
+__all__ = ["Reply", "Request", "VendorServer", "quiet_http_libraries", "running"]
 
 
 @dataclass(frozen=True)
@@ -153,3 +153,18 @@ def running(server: ServerT) -> Iterator[ServerT]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def quiet_http_libraries() -> Iterator[None]:
+    """As in production (rotator.observability): httpx logs URLs, which may carry tokens."""
+    import logging
+
+    saved = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    for name in saved:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from rotator.config import AccountSettings, parse_config
+from tests.fakes.vendorhttp import quiet_http_libraries
 
 
 @pytest.fixture
@@ -33,12 +34,5 @@ def settings_for(tmp_path: Path) -> Callable[..., Any]:
 
 @pytest.fixture(autouse=True)
 def _quiet_http_libraries() -> Iterator[None]:
-    """As in production (rotator.observability): httpx logs URLs, which may carry tokens."""
-    import logging
-
-    saved = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
-    for name in saved:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    yield
-    for name, level in saved.items():
-        logging.getLogger(name).setLevel(level)
+    with quiet_http_libraries():
+        yield
