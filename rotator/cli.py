@@ -28,13 +28,20 @@ class UsageError(Exception):
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", metavar="FILE",
+        "-c",
+        "--config",
+        metavar="FILE",
         help="configuration file (default: $ROTATOR_CONFIG, else /etc/rotator/rotator.yaml)",
     )
-    parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
-                        help="log lines as JSON or for people (default: JSON unless a terminal)")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        default="info")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="log lines as JSON or for people (default: JSON unless a terminal)",
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,16 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("check", help="validate the configuration")
     _common(p)
-    p.add_argument("--online", action="store_true",
-                   help="also resolve every secret reference and validate every store")
+    p.add_argument(
+        "--online",
+        action="store_true",
+        help="also resolve every secret reference and validate every store",
+    )
     p = sub.add_parser("status", help="every account's expiries, last success and last error")
     _common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("refresh", help="rotate one account now")
     _common(p)
     p.add_argument("account")
-    p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
-                   help="how long to wait for another worker's lease (default: the lease TTL)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for another worker's lease (default: the lease TTL)",
+    )
     p = sub.add_parser("import", help="seed a refresh token into an account's state")
     _common(p)
     p.add_argument("account")
@@ -87,10 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the IP address the user's browser comes from")
     p.add_argument("--page", default="inboxes", help="the web app page (default: inboxes)")
     p = sub.add_parser("demo", help="run the daemon on an embedded local sandbox")
-    p.add_argument("--directory", default="rotator-demo",
-                   help="where the demo writes its config and token files (default: ./rotator-demo)")
-    p.add_argument("--lifetime", type=float, default=20.0,
-                   help="access token lifetime in seconds (default: 20)")
+    p.add_argument(
+        "--directory",
+        default="rotator-demo",
+        help="where the demo writes its config and token files (default: ./rotator-demo)",
+    )
+    p.add_argument(
+        "--lifetime",
+        type=float,
+        default=20.0,
+        help="access token lifetime in seconds (default: 20)",
+    )
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     for extra in _EXTRA_PARSERS:
@@ -124,8 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (ConfigError, UsageError) as exc:
-        print(f"rotator: config: {exc}" if isinstance(exc, ConfigError) else f"rotator: {exc}",
-              file=sys.stderr)
+        print(
+            f"rotator: config: {exc}" if isinstance(exc, ConfigError) else f"rotator: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except RotatorError as exc:
         print(f"rotator: {exc}", file=sys.stderr)
@@ -140,13 +164,17 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(config_path(args.config))
 
 
-def _rotator(config: Config) -> Rotator:
-    from rotator.daemon import open_stores
+def _rotator(config: Config, *, spool: bool = True) -> Rotator:
+    from rotator.daemon import open_spool, open_stores
     from rotator.http import HttpClients
     from rotator.rotation import Rotator, build_accounts
 
     stores = open_stores(config)
-    return Rotator(accounts=build_accounts(config, stores), http=HttpClients(max_connections=4))
+    return Rotator(
+        accounts=build_accounts(config, stores),
+        http=HttpClients(max_connections=4),
+        spool=open_spool(config) if spool else None,
+    )
 
 
 def _account(config: Config, name: str) -> None:
@@ -167,8 +195,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
-    print(f"{config.source}: configuration OK: {len(config.accounts)} accounts, "
-          f"{len(config.stores)} stores")
+    print(
+        f"{config.source}: configuration OK: {len(config.accounts)} accounts, "
+        f"{len(config.stores)} stores"
+    )
     if not args.online:
         return EXIT_OK
     from rotator.online import check_online
@@ -177,11 +207,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rotator.rotation import describe
     from rotator.errors import StoreError
+    from rotator.rotation import describe
 
     config = _load(args)
-    rotator = _rotator(config)
+    rotator = _rotator(config, spool=False)  # status only reads
     states = []
     problems: list[str] = []
     for name, account in rotator.accounts.items():
@@ -202,8 +232,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    headers = ("ACCOUNT", "PROVIDER", "STATE", "ACCESS EXPIRES", "REFRESH EXPIRES",
-               "LAST SUCCESS", "NEXT REFRESH", "LAST ERROR")
+    headers = (
+        "ACCOUNT",
+        "PROVIDER",
+        "STATE",
+        "ACCESS EXPIRES",
+        "REFRESH EXPIRES",
+        "LAST SUCCESS",
+        "NEXT REFRESH",
+        "LAST ERROR",
+    )
     table = []
     for row in rows:
         if row["failed"]:
@@ -214,17 +252,25 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             health = "OK"
         else:
             health = "NO TOKEN"
-        table.append((
-            row["account"], row["provider"] or "-", health,
-            row["access_token_expires_at"] or "-",
-            row["refresh_token_expires_at"] or ("never" if row["has_refresh_token"] else "-"),
-            row["last_success_at"] or "-", row["next_refresh_at"] or "-",
-            (row["last_error"] or "")[:80],
-        ))
+        table.append(
+            (
+                row["account"],
+                row["provider"] or "-",
+                health,
+                row["access_token_expires_at"] or "-",
+                row["refresh_token_expires_at"] or ("never" if row["has_refresh_token"] else "-"),
+                row["last_success_at"] or "-",
+                row["next_refresh_at"] or "-",
+                (row["last_error"] or "")[:80],
+            )
+        )
     widths = [max(len(str(r[i])) for r in [headers, *table]) for i in range(len(headers))]
     for line in [headers, *table]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
-              .rstrip())
+        print(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
+            ).rstrip()
+        )
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -235,8 +281,11 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     config = _load(args)
     _account(config, args.account)
     rotator = _rotator(config)
-    wait = args.wait if args.wait is not None else \
-        config.accounts[args.account].lease_ttl.total_seconds()
+    wait = (
+        args.wait
+        if args.wait is not None
+        else config.accounts[args.account].lease_ttl.total_seconds()
+    )
     deadline = time.monotonic() + wait
     while True:
         result = rotator.rotate(args.account, force=True)
@@ -248,9 +297,11 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     if result.result == Result.SUCCESS and state is not None and state.expires_at:
         from rotator.tokens import format_time
 
-        print(f"{args.account}: rotated; access token expires {format_time(state.expires_at)}; "
-              f"sinks written {result.sinks_written}, unchanged {result.sinks_unchanged}, "
-              f"failed {result.sinks_failed}")
+        print(
+            f"{args.account}: rotated; access token expires {format_time(state.expires_at)}; "
+            f"sinks written {result.sinks_written}, unchanged {result.sinks_unchanged}, "
+            f"failed {result.sinks_failed}"
+        )
         return EXIT_FAILURE if result.sinks_failed else EXIT_OK
     if result.result == Result.ADOPTED:
         print(f"{args.account}: another worker had just rotated; its token is current")
@@ -289,8 +340,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     for _ in range(5):
         state, version = rotator.read_state(account)
         if state.lease_held_by_other("import", utc_now()):
-            print(f"{args.account}: a worker is rotating it right now; try again in a moment",
-                  file=sys.stderr)
+            print(
+                f"{args.account}: a worker is rotating it right now; try again in a moment",
+                file=sys.stderr,
+            )
             return EXIT_FAILURE
         seeded = replace(
             state,
@@ -307,15 +360,18 @@ def cmd_import(args: argparse.Namespace) -> int:
             last_error_code="",
         )
         try:
-            account.state_store.write(account.state_path, seeded.to_record(),
-                                      expected_version=version)
+            account.state_store.write(
+                account.state_path, seeded.to_record(), expected_version=version
+            )
         except StoreConflict:
             continue
         from rotator.config import state_store
 
         where = f"{state_store(config, args.account)}:{account.state_path}"
-        print(f"{args.account}: refresh token imported into {where}; the daemon refreshes it "
-              f"at its next look (or now: rotator refresh {args.account})")
+        print(
+            f"{args.account}: refresh token imported into {where}; the daemon refreshes it "
+            f"at its next look (or now: rotator refresh {args.account})"
+        )
         return EXIT_OK
     print(f"{args.account}: the state kept changing; try again", file=sys.stderr)
     return EXIT_FAILURE

@@ -11,8 +11,11 @@ whose message starts with the key path, e.g.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -108,7 +111,7 @@ def _mode(value: object) -> int:
     elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
         mode = int(value, 8)
     else:
-        raise ValueError(f"{value!r} is not an octal file mode such as \"0600\"")
+        raise ValueError(f'{value!r} is not an octal file mode such as "0600"')
     if mode & 0o7000 or mode & 0o111:
         raise ValueError(f"{oct(mode)} must not be executable or set special bits")
     return mode
@@ -133,6 +136,28 @@ class ServerSettings(Model):
     shutdown_grace: Duration = timedelta(seconds=30)
     #: rotations running at once (a bounded worker pool)
     workers: int = Field(default=16, ge=1, le=256)
+    #: the encrypted local spool (default: $STATE_DIRECTORY/spool, else ~/.local/state)
+    spool_dir: Path | None = None
+    #: key for the spool (default: a generated 0600 key file in spool_dir)
+    spool_key: Ref | None = None
+
+
+def store_identity(settings: BaseModel) -> str:
+    """Where a store's data lives (not how we log in): keys the local spool."""
+    where = settings.model_dump(
+        mode="json",
+        include={
+            "type",
+            "directory",
+            "url",
+            "mount",
+            "namespace",
+            "prefix",
+            "region",
+            "endpoint_url",
+        },
+    )
+    return json.dumps(where, sort_keys=True)
 
 
 class FileStoreSettings(Model):
@@ -273,7 +298,9 @@ class AccountSettings(Model):
         if self.retry_initial > self.retry_max:
             raise ValueError("retry_initial must not be longer than retry_max")
         if self.timeout >= self.lease_ttl:
-            raise ValueError("timeout must be shorter than lease_ttl (the lease must outlive a call)")
+            raise ValueError(
+                "timeout must be shorter than lease_ttl (the lease must outlive a call)"
+            )
         return self
 
 
@@ -308,9 +335,34 @@ def load_config(path: str) -> Config:
     return parse_config(text, source=path)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last value silently: a second ``accounts:`` section would
+    drop every account of the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; later keys may override what it brings
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+        return dict(super().construct_mapping(node, deep=deep))
+
+
 def parse_config(text: str, *, source: str = "<string>") -> Config:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -349,9 +401,7 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
         known_keys.update(provider_class(name).settings_model.model_fields)
     for key in defaults:
         if key not in known_keys:
-            raise ConfigError(
-                "is not an account key of any provider", path=f"defaults.{key}"
-            )
+            raise ConfigError("is not an account key of any provider", path=f"defaults.{key}")
 
     accounts: dict[str, AccountSettings] = {}
     for name, body in accounts_raw.items():
@@ -452,24 +502,35 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out
 
 
+def _child(node: Any, part: int | str) -> tuple[bool, Any]:
+    if isinstance(node, dict) and part in node:
+        return True, node[part]
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return True, node[part]
+    return False, None
+
+
 def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     """Drop the union tags pydantic inserts into a location, by walking the input."""
     out: list[int | str] = []
     node = data
     tag_skipped_in: object = None
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        elif (
+        if (
             isinstance(part, str)
             and part in _UNION_TAGS
-            # a tag only where the input selects it: a missing key named `token` stays
-            and (not isinstance(node, dict) or part in (node.get("type"), node.get("method")))
+            and isinstance(node, dict)
+            and part in (node.get("type"), node.get("method"))
+            # once per mapping: in `auth: {method: token}` the second `token` is the key
             and tag_skipped_in is not node
         ):
             tag_skipped_in = node
+            continue  # pydantic's tag for the union member, not a key of the input
+        found, child = _child(node, part)
+        if found:
+            node = child
+        elif isinstance(part, str) and part in _UNION_TAGS and not isinstance(node, dict):
+            # lost track of the input: a tag cannot be told from a key; drop it
             continue
         else:
             node = None
@@ -496,10 +557,11 @@ def _config_error(
         if kind == "union_tag_invalid":
             message = f"{ctx.get('tag')!r} is not valid (valid: {ctx.get('expected_tags')})"
         elif kind == "union_tag_not_found":
-            message = f"required key is missing (valid: {_TAG_CHOICES.get(loc[-1], '')})"
+            message = f"required key is missing (valid: {_TAG_CHOICES.get(str(loc[-1]), '')})"
         elif kind == "extra_forbidden":
-            parent = _model_at(model, loc[:-1]) if model else None
-            valid = f" (valid keys: {', '.join(sorted(parent.model_fields))})" if parent else ""
+            parent = _model_at(model, loc[:-1], data) if model else None
+            keys = sorted(f.alias or n for n, f in parent.model_fields.items()) if parent else []
+            valid = f" (valid keys: {', '.join(keys)})" if keys else ""
             message = f"unknown key{valid}"
         elif kind == "missing":
             message = "required key is missing"
@@ -521,29 +583,75 @@ _TAG_CHOICES = {
     "method": "token, approle, kubernetes",
 }
 _UNION_TAGS = {
-    "file", "vault", "aws", "token", "approle", "kubernetes", "webhook", "command", "email",
+    "file",
+    "vault",
+    "aws",
+    "token",
+    "approle",
+    "kubernetes",
+    "webhook",
+    "command",
+    "email",
 }
 
 
-def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The nested model class a location points into, to list its valid keys."""
-    current: Any = model
+def _model_at(
+    model: type[BaseModel] | None, loc: tuple[int | str, ...], data: Any
+) -> type[BaseModel] | None:
+    """The nested model class a location points into, to list its valid keys.
+
+    Walks the annotations and the input together: inside ``dict[str, Store]`` or
+    ``list[Channel]`` the key or index is skipped, and a union of models is
+    resolved by the input's discriminator (``type`` / ``method``).
+    """
+    annotation: Any = model
+    node = data
     for part in loc:
-        if isinstance(part, int) or current is None:
+        current = _pick_model(annotation, node)
+        if current is not None:
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        else:
+            args = typing.get_args(_unwrap(annotation))
+            annotation = args[-1] if args else None
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return _pick_model(annotation, node)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated`` and ``| None`` down to the type that matters."""
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
             continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return None
-        annotation = field.annotation
-        current = _first_model(annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+            rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(rest) == 1:
+                annotation = rest[0]
+                continue
+        return annotation
 
 
-def _first_model(annotation: Any) -> Any:
+def _pick_model(annotation: Any, node: Any) -> type[BaseModel] | None:
+    annotation = _unwrap(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _first_model(arg)
-        if found is not None:
-            return found
+    if typing.get_origin(annotation) not in (types.UnionType, typing.Union):
+        return None
+    members = [_unwrap(a) for a in typing.get_args(annotation)]
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    if not isinstance(node, dict):
+        return models[0] if len(models) == 1 else None
+    for candidate in models:
+        for tag in ("type", "method"):
+            field = candidate.model_fields.get(tag)
+            if field is not None and node.get(tag) in typing.get_args(field.annotation):
+                return candidate
     return None

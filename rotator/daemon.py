@@ -26,8 +26,10 @@ from rotator.config import Config, load_config, state_store
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
 from rotator.rotation import Observer, Result, RotationResult, Rotator, build_accounts
+from rotator.secrets import resolve
+from rotator.spool import Spool, default_spool_dir
 
-__all__ = ["Daemon", "open_stores"]
+__all__ = ["Daemon", "open_spool", "open_stores"]
 
 _log = structlog.get_logger("rotator.daemon")
 _TICK = "__rotator_tick__"
@@ -42,6 +44,11 @@ def _store_settings(config: Config, account: str) -> list[Any]:
 
 def open_stores(config: Config) -> dict[str, SecretStore]:
     return {name: open_store(name, settings) for name, settings in config.stores.items()}
+
+
+def open_spool(config: Config) -> Spool:
+    key = resolve(config.server.spool_key).reveal() if config.server.spool_key else None
+    return Spool.open(config.server.spool_dir or default_spool_dir(), key)
 
 
 class Daemon:
@@ -69,6 +76,7 @@ class Daemon:
             accounts=build_accounts(self.config, self.stores),
             http=self.http,
             observers=list(observers or []),
+            spool=open_spool(self.config),
         )
         self.scheduler: Any = None
         self.hooks_on_start: list[Callable[[Daemon], None]] = []
@@ -86,6 +94,9 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
+        replayed = self.rotator.replay_spool()
+        if replayed:
+            _log.info("replayed spooled grants", count=replayed)
         self.scheduler.start()
         self.scheduler.add_job(lambda: None, "interval", seconds=30, id=_TICK)
         now = datetime.now(UTC)
@@ -173,8 +184,9 @@ class Daemon:
                 self._schedule_failed_retry(name, now)
         for hook in self.hooks_on_reload:
             hook(self)
-        _log.info("reloaded", added=added, removed=removed, changed=changed,
-                  accounts=len(new_accounts))
+        _log.info(
+            "reloaded", added=added, removed=removed, changed=changed, accounts=len(new_accounts)
+        )
         self._warn_insecure(new_config)
         return True
 
@@ -190,8 +202,11 @@ class Daemon:
     def _warn_insecure(config: Config) -> None:
         for name, account in config.accounts.items():
             if not account.tls_verify:
-                _log.warning("TLS verification is off for this account", account=name,
-                             fix="set ca_bundle to the vendor's CA instead of tls_verify: false")
+                _log.warning(
+                    "TLS verification is off for this account",
+                    account=name,
+                    fix="set ca_bundle to the vendor's CA instead of tls_verify: false",
+                )
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -219,8 +234,11 @@ class Daemon:
             clean = self._in_flight == 0
         timer.cancel()
         if not clean:
-            _log.warning("rotations still in flight at the end of the grace period",
-                         in_flight=self._in_flight, grace_s=grace)
+            _log.warning(
+                "rotations still in flight at the end of the grace period",
+                in_flight=self._in_flight,
+                grace_s=grace,
+            )
         self.http.close()
         for store in self.stores.values():
             store.close()

@@ -82,7 +82,8 @@ def run_demo(*, directory: str = "rotator-demo", lifetime: float = 20.0) -> int:
     daemon = Daemon(str(config_file))
     account = daemon.rotator.accounts["demo-refresh"]
     seeded = AccountState(
-        account="demo-refresh", provider="oauth2",
+        account="demo-refresh",
+        provider="oauth2",
         refresh_token=Secret(sandbox.issue_grant("demo-app")),
     )
     account.state_store.write(account.state_path, seeded.to_record(), expected_version=None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -32,17 +32,37 @@ _ALLOWED_KEYS = frozenset({"error_code", "status_code", "exit_code", "last_error
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: mask credential fields and scrub credential-looking text."""
+    """structlog processor: mask credential fields and scrub credential-looking text.
+
+    Runs after ``format_exc_info``, so a rendered traceback is scrubbed too, and
+    walks into dicts and lists (a ``headers=`` field holds an Authorization).
+    """
     for key, value in list(event.items()):
-        if isinstance(value, Secret):
-            event[key] = "***"
-        elif key not in _ALLOWED_KEYS and _SENSITIVE_KEY.search(key) and value not in (None, ""):
-            event[key] = "***"
-        elif isinstance(value, str) and key != "event":
-            event[key] = scrub(value, limit=2000)
-        elif isinstance(value, BaseException):
-            event[key] = scrub(f"{type(value).__name__}: {value}", limit=2000)
+        event[key] = _redact_value(key, value, keep_lines=key in ("exception", "stack"))
     return event
+
+
+def _redact_value(key: object, value: Any, *, keep_lines: bool = False, depth: int = 0) -> Any:
+    if isinstance(value, Secret):
+        return "***"
+    if (
+        isinstance(key, str)
+        and key not in _ALLOWED_KEYS
+        and _SENSITIVE_KEY.search(key)
+        and value not in (None, "")
+    ):
+        return "***"
+    if isinstance(value, str):
+        if keep_lines:
+            return "\n".join(scrub(line, limit=2000) for line in value.splitlines())
+        return scrub(value, limit=2000)
+    if isinstance(value, BaseException):
+        return scrub(f"{type(value).__name__}: {value}", limit=2000)
+    if depth < 5 and isinstance(value, Mapping):
+        return {k: _redact_value(k, v, depth=depth + 1) for k, v in value.items()}
+    if depth < 5 and isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(None, v, depth=depth + 1) for v in value]
+    return value
 
 
 def configure_logging(
@@ -61,8 +81,8 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import structlog
 
 from rotator.backends.base import Record, SecretStore, Version
-from rotator.config import AccountSettings, Config, Sink, state_store
+from rotator.config import AccountSettings, Config, Sink, state_store, store_identity
 from rotator.errors import (
     InvalidGrant,
     LeaseHeld,
@@ -44,6 +44,7 @@ from rotator.errors import (
 from rotator.http import HttpClients
 from rotator.providers.base import Provider, provider_class
 from rotator.schedule import RefreshPolicy, is_due, next_refresh, retry_at
+from rotator.spool import Spool
 from rotator.state import AccountState
 from rotator.tokens import TokenSet, format_time
 
@@ -113,20 +114,25 @@ class Account:
     state_store: SecretStore
     state_path: str
     sinks: tuple[tuple[SecretStore, Sink], ...]
+    spool_key: str = ""
 
 
 def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[str, Account]:
     accounts: dict[str, Account] = {}
     for name, settings in config.accounts.items():
         provider = provider_class(settings.provider)(name, settings)
+        state_store_name = state_store(config, name)
         accounts[name] = Account(
             name=name,
             settings=settings,
             provider=provider,
             policy=RefreshPolicy.from_settings(settings),
-            state_store=stores[state_store(config, name)],
+            state_store=stores[state_store_name],
             state_path=settings.state_path(name),
             sinks=tuple((stores[sink.store], sink) for sink in settings.sinks),
+            spool_key=Spool.entry_key(
+                store_identity(config.stores[state_store_name]), settings.state_path(name)
+            ),
         )
     return accounts
 
@@ -145,6 +151,8 @@ class Rotator:
     clock: Callable[[], datetime] = utc_now
     rand: Callable[[], float] = random.random
     observers: list[Observer] = field(default_factory=list)
+    #: the write-ahead spool for rotated grants (None: memory only, for tests)
+    spool: Spool | None = None
     #: bounded retries of a state write that must land (seconds between tries)
     state_write_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 4, 8)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
@@ -204,7 +212,7 @@ class Rotator:
         self, account: Account, *, force: bool, retry_failed: bool
     ) -> RotationResult:
         now = self.clock()
-        pending = self._unsaved.get(account.name)
+        pending = self._pending(account)
         if pending is not None:
             return self._finish_unsaved(account, pending)
         state, version = self.read_state(account)
@@ -218,8 +226,7 @@ class Rotator:
             now, has_token=state.access_token is not None, next_refresh_at=state.next_refresh_at
         ):
             return self._sync_sinks(account, state, Result.NOT_DUE)
-        if state.lease_held_by_other(self.owner, now):
-            assert state.lease_until is not None
+        if state.lease_held_by_other(self.owner, now) and state.lease_until is not None:
             return RotationResult(
                 account.name,
                 Result.BUSY,
@@ -261,6 +268,7 @@ class Rotator:
                 account, leased, lease_version, PermanentProviderError("secret_ref", str(exc))
             )
         new_state = self._success_state(account, leased, tokens)
+        self._spool_put(account, new_state)
         saved = self._write_new_state(account, new_state, lease_version)
         if saved is None:
             return RotationResult(
@@ -392,10 +400,14 @@ class Rotator:
                     account.state_path, new_state.to_record(), expected_version=expected
                 )
                 self._unsaved.pop(account.name, None)
+                if self.spool is not None:
+                    self.spool.remove(account.spool_key)
                 return result.version
             except StoreConflict:
-                _log.warning("state changed under our lease; writing the new grant on top",
-                             account=account.name)
+                _log.warning(
+                    "state changed under our lease; writing the new grant on top",
+                    account=account.name,
+                )
                 _, current_version = self.read_state(account)
                 expected = current_version  # type: ignore[assignment]
                 continue
@@ -410,13 +422,51 @@ class Rotator:
                     )
                     return None
                 _log.warning(
-                    "state write failed; retrying", account=account.name, error=str(exc),
+                    "state write failed; retrying",
+                    account=account.name,
+                    error=str(exc),
                     retry_in_s=delay,
                 )
                 time.sleep(delay)
 
+    def _spool_put(self, account: Account, state: AccountState) -> None:
+        if self.spool is None:
+            return
+        try:
+            self.spool.put(account.spool_key, account.name, account.state_path, state.to_record())
+        except OSError as exc:
+            # The state write below is still attempted; we only lose the crash cover.
+            _log.error(
+                "could not spool the new grant",
+                account=account.name,
+                error=exc.strerror or repr(exc),
+            )
+
+    def _pending(self, account: Account) -> AccountState | None:
+        """A rotated state that has not reached the state store yet (memory or spool)."""
+        pending = self._unsaved.get(account.name)
+        if pending is None and self.spool is not None:
+            entry = self.spool.get(account.spool_key)
+            if entry is not None:
+                pending = AccountState.from_record(account.name, entry.record)
+        return pending
+
     def _finish_unsaved(self, account: Account, pending: AccountState) -> RotationResult:
-        _, version = self.read_state(account)
+        """Land a rotated state that was not saved (store outage, or a crash)."""
+        current, version = self.read_state(account)
+        if (
+            current.issued_at is not None
+            and pending.issued_at is not None
+            and current.issued_at >= pending.issued_at
+        ):
+            # It landed before the crash (or something newer did): nothing to replay.
+            self._unsaved.pop(account.name, None)
+            if self.spool is not None:
+                self.spool.remove(account.spool_key)
+            return self._sync_sinks(account, current, Result.NOT_DUE)
+        _log.warning(
+            "replaying a rotated grant that had not reached the state store", account=account.name
+        )
         saved = self._write_new_state(account, pending, version)  # type: ignore[arg-type]
         if saved is None:
             return RotationResult(
@@ -452,7 +502,9 @@ class Rotator:
             except StoreError as exc:
                 failed += 1
                 _log.warning(
-                    "publish failed", account=account.name, sink=f"{sink.store}:{sink.path}",
+                    "publish failed",
+                    account=account.name,
+                    sink=f"{sink.store}:{sink.path}",
                     error=str(exc),
                 )
         if failed:
@@ -468,6 +520,34 @@ class Rotator:
             sinks_unchanged=unchanged,
             sinks_failed=failed,
         )
+
+    def replay_spool(self) -> int:
+        """Land every spooled grant before anything else runs; returns how many."""
+        if self.spool is None:
+            return 0
+        by_key = {account.spool_key: account for account in self.accounts.values()}
+        replayed = 0
+        for entry in self.spool.entries():
+            account = by_key.get(entry.key)
+            if account is None:
+                _log.warning(
+                    "spooled grant for an account not in this configuration; kept",
+                    account=entry.account,
+                    state_path=entry.state_path,
+                )
+                continue
+            with self._lock(account.name):
+                try:
+                    pending = AccountState.from_record(account.name, entry.record)
+                    self._finish_unsaved(account, pending)
+                    replayed += 1
+                except StoreError as exc:
+                    _log.warning(
+                        "spool replay failed; the job retries it",
+                        account=account.name,
+                        error=str(exc),
+                    )
+        return replayed
 
     def run_plan(self, name: str) -> datetime:
         """When the account's job should first run after a start (now when due)."""

@@ -9,7 +9,9 @@ Standard library only, served on loopback. It behaves like a strict provider:
 - parameters in an ``application/x-www-form-urlencoded`` body (query only when
   ``allow_query`` is set);
 - rotating refresh tokens: each refresh spends the refresh token, and presenting
-  a spent one is treated as theft: the whole grant is revoked;
+  a spent one is treated as theft: the whole grant is revoked (``reuse_grace``
+  models the grace period strict providers offer for the one window no client
+  can close: the vendor rotated, but its answer never arrived);
 - configurable lifetimes and injected failures.
 """
 
@@ -37,6 +39,8 @@ class Grant:
     spent: set[str] = field(default_factory=set)
     revoked: bool = False
     refreshes: int = 0
+    previous: str = ""
+    previous_spent_at: float = 0.0
 
 
 @dataclass
@@ -60,9 +64,10 @@ class Sandbox:
         rotate_refresh: bool = True,
         allow_query: bool = False,
         send_expires_in: bool = True,
-        token_path: str = "/oauth/token",
-        on_issue: Callable[[str, str], None] | None = None,
+        token_path: str = "/oauth/token",  # noqa: S107 - a URL path, not a password
+        on_issue: Callable[[str, str], object] | None = None,
         delay: float = 0.0,
+        reuse_grace: float = 0.0,
     ) -> None:
         self.clients = dict(clients or {})
         self.users = dict(users or {})
@@ -74,6 +79,8 @@ class Sandbox:
         self.token_path = token_path
         self.on_issue = on_issue
         self.delay = delay
+        self.reuse_grace = reuse_grace
+        self.grace_reuses = 0
         self.lock = threading.Lock()
         self.grants: dict[str, Grant] = {}
         self._by_refresh: dict[str, Grant] = {}
@@ -104,15 +111,17 @@ class Sandbox:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        # A short poll interval: stop() waits for the loop to notice (0.5 s by default).
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sandbox", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="sandbox", daemon=True
         )
         self._thread.start()
         return self.url
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() first"
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running: call start() first")
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
@@ -138,8 +147,9 @@ class Sandbox:
         """Create a grant (as an authorization would) and return its refresh token."""
         with self.lock:
             refresh = self._new("refresh")
-            grant = Grant(grant_id=secrets.token_hex(6), client_id=client_id,
-                          current_refresh=refresh)
+            grant = Grant(
+                grant_id=secrets.token_hex(6), client_id=client_id, current_refresh=refresh
+            )
             self.grants[grant.grant_id] = grant
             self._by_refresh[refresh] = grant
             return refresh
@@ -153,9 +163,15 @@ class Sandbox:
             entry = self._access.get(token)
             return entry is not None and entry[0] > time.time()
 
-    def fail_next(self, count: int, status: int, body: dict[str, Any] | str | bytes = b"",
-                  *, content_type: str = "application/json",
-                  headers: dict[str, str] | None = None) -> None:
+    def fail_next(
+        self,
+        count: int,
+        status: int,
+        body: dict[str, Any] | str | bytes = b"",
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if isinstance(body, dict):
             raw = json.dumps(body).encode()
         elif isinstance(body, str):
@@ -169,9 +185,14 @@ class Sandbox:
 
     # -- the endpoint ---------------------------------------------------------------------
 
-    def _reply(self, handler: BaseHTTPRequestHandler, status: int, body: bytes,
-               content_type: str = "application/json",
-               headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
@@ -181,8 +202,14 @@ class Sandbox:
         handler.end_headers()
         handler.wfile.write(body)
 
-    def _error(self, handler: BaseHTTPRequestHandler, status: int, code: str,
-               description: str, headers: dict[str, str] | None = None) -> None:
+    def _error(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        code: str,
+        description: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         body = json.dumps({"error": code, "error_description": description}).encode()
         self._reply(handler, status, body, headers=headers)
 
@@ -208,26 +235,34 @@ class Sandbox:
             self.token_calls += 1
             injected = self.failures.pop(0) if self.failures else None
         if injected is not None:
-            self._reply(handler, injected.status, injected.body, injected.content_type,
-                        injected.headers)
+            self._reply(
+                handler, injected.status, injected.body, injected.content_type, injected.headers
+            )
             return
         ctype = handler.headers.get("Content-Type", "")
         query = dict(parse_qsl(split.query, keep_blank_values=True))
         if query and not self.allow_query:
-            self._error(handler, 400, "invalid_request",
-                        "parameters must be sent in the request body")
+            self._error(
+                handler, 400, "invalid_request", "parameters must be sent in the request body"
+            )
             return
         if raw and not ctype.startswith("application/x-www-form-urlencoded"):
-            self._error(handler, 400, "invalid_request",
-                        "body must be application/x-www-form-urlencoded")
+            self._error(
+                handler, 400, "invalid_request", "body must be application/x-www-form-urlencoded"
+            )
             return
         params = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         params.update(query)
         self.requests.append({"params": sorted(params), "headers": dict(handler.headers)})
         client_id = self._authenticate(handler, params)
         if client_id is None:
-            self._error(handler, 401, "invalid_client", "client authentication failed",
-                        headers={"WWW-Authenticate": 'Basic realm="sandbox"'})
+            self._error(
+                handler,
+                401,
+                "invalid_client",
+                "client authentication failed",
+                headers={"WWW-Authenticate": 'Basic realm="sandbox"'},
+            )
             return
         grant_type = params.get("grant_type")
         if grant_type == "refresh_token":
@@ -242,8 +277,12 @@ class Sandbox:
             refresh = self.issue_grant(client_id)
             self._refresh(handler, client_id, refresh)
         else:
-            self._error(handler, 400, "unsupported_grant_type",
-                        f"grant_type {grant_type!r} is not supported")
+            self._error(
+                handler,
+                400,
+                "unsupported_grant_type",
+                f"grant_type {grant_type!r} is not supported",
+            )
 
     def _authenticate(self, handler: BaseHTTPRequestHandler, params: dict[str, str]) -> str | None:
         auth = handler.headers.get("Authorization")
@@ -265,8 +304,7 @@ class Sandbox:
             client_id, secret = params.get("client_id", ""), params["client_secret"]
         else:
             client_id = params.get("client_id", "")
-            return client_id if client_id in self.clients and not self.clients[client_id] \
-                else None
+            return client_id if client_id in self.clients and not self.clients[client_id] else None
         expected = self.clients.get(client_id)
         if expected is None or not secrets.compare_digest(expected, secret):
             return None
@@ -279,6 +317,19 @@ class Sandbox:
                 error = "unknown refresh token"
             elif grant.revoked:
                 error = "grant revoked"
+            elif (
+                refresh in grant.spent
+                and refresh == grant.previous
+                and time.time() - grant.previous_spent_at <= self.reuse_grace
+            ):
+                # Within the grace period the last spent token still works once more.
+                error = ""
+                self.grace_reuses += 1
+                grant.refreshes += 1
+                grant.spent.add(grant.current_refresh)
+                grant.previous, grant.previous_spent_at = grant.current_refresh, time.time()
+                grant.current_refresh = self._new("refresh")
+                self._by_refresh[grant.current_refresh] = grant
             elif refresh in grant.spent:
                 grant.revoked = True
                 self.reuse_detected += 1
@@ -288,21 +339,32 @@ class Sandbox:
                 grant.refreshes += 1
                 if self.rotate_refresh:
                     grant.spent.add(refresh)
+                    grant.previous, grant.previous_spent_at = refresh, time.time()
                     grant.current_refresh = self._new("refresh")
                     self._by_refresh[grant.current_refresh] = grant
-        if error:
+            # read under the lock: a racing refresh moves it
+            issued = grant.current_refresh if grant is not None and not error else ""
+        if error or not issued:
             self._error(handler, 400, "invalid_grant", error)
             return
-        self._issue(handler, client_id, grant.current_refresh, None)
+        self._issue(handler, client_id, issued, None)
 
-    def _issue(self, handler: BaseHTTPRequestHandler, client_id: str, refresh: str | None,
-               scope: str | None) -> None:
+    def _issue(
+        self,
+        handler: BaseHTTPRequestHandler,
+        client_id: str,
+        refresh: str | None,
+        scope: str | None,
+    ) -> None:
         access = self._new("access")
         with self.lock:
             self._access[access] = (time.time() + self.access_ttl, client_id)
             now = time.time()
-            self._access = {k: v for k, v in self._access.items() if v[0] > now - 60} \
-                if len(self._access) > 50_000 else self._access
+            self._access = (
+                {k: v for k, v in self._access.items() if v[0] > now - 60}
+                if len(self._access) > 50_000
+                else self._access
+            )
         body: dict[str, Any] = {"access_token": access, "token_type": "bearer"}
         if self.send_expires_in:
             body["expires_in"] = self.access_ttl

@@ -95,11 +95,11 @@ def retry_at(
     chance: the attempt is pulled in so one is always made before expiry.
     """
     exponent = min(max(failures, 1) - 1, 30)
-    backoff = min(policy.retry_max, policy.retry_initial * (2**exponent))
+    backoff = min(policy.retry_max, policy.retry_initial * (1 << exponent))
     delay = backoff * 0.5 + backoff * 0.5 * min(max(rand, 0.0), 1.0)
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=retry_after))
-    when = now + delay
+    when: datetime = now + delay
     if expires_at is not None:
         deadline = last_chance(issued_at, expires_at)
         if now < deadline < when:

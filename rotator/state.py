@@ -17,7 +17,7 @@ from typing import Any
 from rotator.secrets import Secret
 from rotator.tokens import TokenSet, format_time, parse_time
 
-__all__ = ["AccountState", "STATE_FORMAT"]
+__all__ = ["STATE_FORMAT", "AccountState"]
 
 STATE_FORMAT = "1"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ MAX_RESPONSE_BYTES = 256 * 1024
 _GRANT_ERRORS = {"invalid_grant", "unauthorized_client", "access_denied", "invalid_token"}
 _CLIENT_ERRORS = {"invalid_client"}
 _TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "slow_down"}
+_ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,10 @@ def _seconds(value: Any, name: str) -> float | None:
             raise PermanentProviderError(
                 "bad_response", f"{name} is not a number of seconds"
             ) from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    # (math.isfinite would overflow on a JSON integer of a few hundred digits)
+    if not isinstance(value, int | float) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
         raise PermanentProviderError("bad_response", f"{name} is not a number of seconds")
     if value < 0:
         raise PermanentProviderError("bad_response", f"{name} is negative ({value})")
@@ -109,7 +114,9 @@ def _seconds(value: Any, name: str) -> float | None:
 def oauth_error(status: int, body: Mapping[str, Any]) -> ProviderError:
     """Map an RFC 6749 error body to our typed error."""
     code = body.get("error")
-    code = code if isinstance(code, str) and code else f"http_{status}"
+    # The code lands in state, logs and metric labels: take it only when it looks
+    # like one (RFC 6749 codes are short ASCII words), never free text.
+    code = code if isinstance(code, str) and _ERROR_CODE.match(code) else f"http_{status}"
     raw_description = body.get("error_description") or body.get("message") or ""
     description = raw_description if isinstance(raw_description, str) else ""
     if code in _GRANT_ERRORS:
@@ -129,16 +136,14 @@ def error_from_status(
     if body[:1] in (b"{", b" ", b"\n") or "json" in content_type:
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
     if isinstance(parsed, dict) and status < 500 and status != 429:
         return oauth_error(status, parsed)
     described = _describe_body(body, content_type)
     if status == 429 or status >= 500:
         delay = _retry_after(retry_after)
-        return TransientProviderError(
-            f"http_{status}", described, status=status, retry_after=delay
-        )
+        return TransientProviderError(f"http_{status}", described, status=status, retry_after=delay)
     if isinstance(parsed, dict):
         return oauth_error(status, parsed)
     if status == 401:
@@ -188,7 +193,7 @@ def parse_token_response(
         raise error_from_status(status, body, content_type, retry_after)
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
         raise PermanentProviderError(
             "bad_response", _describe_body(body, content_type), status=status
         ) from None
@@ -196,8 +201,8 @@ def parse_token_response(
         raise PermanentProviderError(
             "bad_response", f"expected a JSON object, got {type(payload).__name__}", status=status
         )
-    if "error" in payload:
-        # Some vendors answer errors with 200; the body decides.
+    if payload.get("error") not in (None, ""):
+        # Some vendors answer errors with 200; the body decides ("error": null does not).
         raise oauth_error(status if status >= 400 else 400, payload)
     return tokenset_from_payload(
         payload, requested_at=requested_at, max_lifetime=max_lifetime, previous=previous
@@ -240,8 +245,9 @@ def tokenset_from_payload(
         issued_at=requested_at,
         expires_at=requested_at + lifetime,
         refresh_token=Secret(refresh) if refresh else None,
+        # Keycloak sends refresh_expires_in: 0 for offline tokens, which do not expire.
         refresh_expires_at=(
-            requested_at + timedelta(seconds=refresh_in) if refresh_in is not None else None
+            requested_at + timedelta(seconds=refresh_in) if refresh_in else None
         ),
         scope=scope if isinstance(scope, str) else None,
         extra=extra,

@@ -40,12 +40,12 @@ def log_file(name: str) -> Path:
     return Path(path)
 
 
-def find_leaks() -> list[str]:
+def find_leaks(directory: Path | None = None) -> list[str]:
     """One line per (file, kind) where a registered secret appears."""
     with _lock:
         known = dict(_known)
     found: list[str] = []
-    for path in sorted(LOG_DIR.rglob("*")):
+    for path in sorted((directory or LOG_DIR).rglob("*")):
         if not path.is_file():
             continue
         text = path.read_text(encoding="utf-8", errors="replace")

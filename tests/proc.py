@@ -51,8 +51,12 @@ def run_rotator(
     return proc
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -66,13 +70,23 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
 class DaemonProcess:
     """``rotator run -c CONFIG`` as a child process; stopped by PID."""
 
-    def __init__(self, config: Path | str, *, env: Mapping[str, str] | None = None,
-                 args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, config: Path | str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.log_path = leakcheck.log_file("daemon")
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rotator", "run", "-c", str(config), "--log-format", "json",
-             *args],
+            [
+                sys.executable,
+                "-m",
+                "rotator",
+                "run",
+                "-c",
+                str(config),
+                "--log-format",
+                "json",
+                *args,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env_for(env),
@@ -83,12 +97,16 @@ class DaemonProcess:
         return self.proc.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_log(self, needle: str, timeout: float = 30, count: int = 1) -> None:
-        wait_for(lambda: self.output().count(needle) >= count, timeout,
-                 what=f"{needle!r} x{count} in the daemon log")
+        wait_for(
+            lambda: self.output().count(needle) >= count,
+            timeout,
+            what=f"{needle!r} x{count} in the daemon log",
+        )
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

@@ -15,8 +15,8 @@ import fcntl
 import hashlib
 import json
 import os
-import shlex
 import secrets as _random
+import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -31,8 +31,11 @@ from rotator.errors import (
 
 __all__ = ["FileStore", "render"]
 
-_ENV_KEYS = (("ACCESS_TOKEN", "access_token"), ("TOKEN_TYPE", "token_type"),
-             ("EXPIRES_AT", "expires_at"))
+_ENV_KEYS = (
+    ("ACCESS_TOKEN", "access_token"),
+    ("TOKEN_TYPE", "token_type"),
+    ("EXPIRES_AT", "expires_at"),
+)
 _SAFE_ENV = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+/=:-")
 
 
@@ -210,9 +213,8 @@ class FileStore:
 
     def delete(self, path: str) -> None:
         target = self._target(path)
-        with self._locked(target):
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
+        with self._locked(target), contextlib.suppress(FileNotFoundError):
+            target.unlink()
 
     def validate(self, probe_path: str | None = None) -> Validation:
         try:

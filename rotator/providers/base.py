@@ -35,6 +35,7 @@ __all__ = [
 class Provider(Protocol):
     name: ClassVar[str]
     settings_model: ClassVar[type[AccountSettings]]
+
     def __init__(self, account: str, settings: Any) -> None: ...
 
     @property

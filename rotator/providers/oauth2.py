@@ -122,6 +122,7 @@ def token_request(
 class OAuth2Provider:
     name: ClassVar[str] = "oauth2"
     settings_model: ClassVar[type[AccountSettings]] = OAuth2Settings
+
     def __init__(self, account: str, settings: OAuth2Settings) -> None:
         self.account = account
         self.settings = settings
@@ -142,8 +143,7 @@ class OAuth2Provider:
                 )
             params["grant_type"] = "refresh_token"
             params["refresh_token"] = state.refresh_token.reveal()
-        elif s.grant == "password":
-            assert s.username is not None and s.password is not None
+        elif s.grant == "password" and s.username is not None and s.password is not None:
             params["grant_type"] = "password"
             params["username"] = s.username
             params["password"] = resolve(s.password).reveal()
@@ -152,11 +152,10 @@ class OAuth2Provider:
         if s.scope:
             params["scope"] = s.scope
         headers: dict[str, str] = {}
-        if s.client_auth == "basic":
-            assert s.client_id is not None and s.client_secret is not None
+        # The model validator guarantees id and secret for basic and post.
+        if s.client_auth == "basic" and s.client_id and s.client_secret:
             headers["Authorization"] = basic_auth_header(s.client_id, resolve(s.client_secret))
-        elif s.client_auth == "post":
-            assert s.client_id is not None and s.client_secret is not None
+        elif s.client_auth == "post" and s.client_id and s.client_secret:
             params["client_id"] = s.client_id
             params["client_secret"] = resolve(s.client_secret).reveal()
         elif s.client_id:

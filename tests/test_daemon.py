@@ -1,0 +1,204 @@
+"""The daemon as a process: rotations, SIGTERM, SIGHUP reload, restart without refresh."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests import leakcheck
+from tests.fakes.oauth2 import OAuth2Emulator, emulator
+from tests.proc import DaemonProcess, run_rotator, wait_for
+
+SECRET = leakcheck.register("s3cr3t-p+ss:w/rd%-daemon", "client secret")
+
+
+def write_config(
+    tmp: Path, url: str, *, accounts: tuple[str, ...] = ("alpha", "beta"), extra: str = ""
+) -> Path:
+    secret_file = tmp / "client-secret"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    body = [
+        f"server: {{workers: 4, shutdown_grace: 5s, spool_dir: {tmp / 'spool'}}}",
+        "stores:",
+        f"  files: {{type: file, directory: {tmp / 'out'}}}",
+        f"  state: {{type: file, directory: {tmp / 'state'}}}",
+        "defaults:",
+        "  state: {store: state}",
+        "  refresh_share: 0.5",
+        "  jitter: 0.1",
+        "  retry_initial: 1s",
+        "  retry_max: 2s",
+        "accounts:",
+    ]
+    for name in accounts:
+        body += [
+            f"  {name}:",
+            "    provider: oauth2",
+            f"    token_url: {url}",
+            "    client_id: app",
+            f"    client_secret: file:{secret_file}",
+            "    sinks:",
+            f"      - {{store: files, path: {name}.json}}",
+            f"      - {{store: files, path: {name}.token, format: token}}",
+        ]
+    path = tmp / "rotator.yaml"
+    path.write_text("\n".join(body) + "\n" + extra)
+    return path
+
+
+def seed(config: Path, account: str, server: OAuth2Emulator) -> None:
+    proc = run_rotator(["import", "-c", str(config), account], stdin=server.issue_grant("app"))
+    assert proc.returncode == 0, proc.stderr
+
+
+def read_state(tmp: Path, account: str) -> dict[str, str]:
+    data: dict[str, str] = json.loads((tmp / "state" / "state" / account).read_text())
+    return data
+
+
+@pytest.fixture
+def server() -> object:
+    with emulator(clients={"app": SECRET}, access_ttl=2.0) as srv:
+        yield srv
+
+
+def test_run_rotates_two_accounts_and_stops_cleanly(tmp_path: Path, server: OAuth2Emulator) -> None:
+    config = write_config(tmp_path, server.url)
+    for name in ("alpha", "beta"):
+        seed(config, name, server)
+    with DaemonProcess(config) as daemon:
+        seen: dict[str, set[str]] = {"alpha": set(), "beta": set()}
+
+        def rotated_thrice() -> bool:
+            for name, tokens in seen.items():
+                token_file = tmp_path / "out" / f"{name}.token"
+                if token_file.exists():
+                    tokens.add(token_file.read_text())
+            return all(len(tokens) >= 3 for tokens in seen.values())
+
+        wait_for(rotated_thrice, timeout=30, interval=0.02, what="three rotations per account")
+        assert daemon.stop() == 0
+        out = daemon.output()
+    assert '"event": "stopped"' in out
+    assert server.reuse_detected == 0
+    for name in ("alpha", "beta"):
+        view = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert set(view) == {"access_token", "token_type", "expires_at", "account", "provider"}
+        assert view["account"] == name
+        assert (tmp_path / "out" / f"{name}.token").read_text() == view["access_token"] + "\n"
+        assert (tmp_path / "out" / f"{name}.json").stat().st_mode & 0o777 == 0o600
+        state = read_state(tmp_path, name)
+        assert "lease_owner" not in state
+        grant = server.grant_for(state["refresh_token"])
+        assert grant is not None and not grant.revoked
+        assert grant.current_refresh == state["refresh_token"]
+        assert grant.refreshes >= 3
+    leftovers = [p.name for p in (tmp_path / "out").iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_restart_keeps_the_stored_schedule(tmp_path: Path) -> None:
+    with emulator(clients={"app": SECRET}, access_ttl=600.0) as server:
+        config = write_config(tmp_path, server.url)
+        for name in ("alpha", "beta"):
+            seed(config, name, server)
+        with DaemonProcess(config) as daemon:
+            daemon.wait_log('"event": "rotated"', count=2)
+            assert daemon.stop() == 0
+        calls = server.token_calls
+        with DaemonProcess(config) as daemon:
+            daemon.wait_log('"event": "started"')
+            # Both accounts hold a fresh token: a restart must not refresh them.
+            wait_for((tmp_path / "out" / "alpha.json").exists, 5)
+            assert daemon.stop() == 0
+            assert '"event": "rotated"' not in daemon.output()
+        assert server.token_calls == calls
+
+
+def test_sighup_reloads_accounts_and_keeps_running_config_when_bad(
+    tmp_path: Path, server: OAuth2Emulator
+) -> None:
+    config = write_config(tmp_path, server.url, accounts=("alpha",))
+    seed(config, "alpha", server)
+    with DaemonProcess(config) as daemon:
+        daemon.wait_log('"event": "rotated"')
+        # A bad configuration is refused; the running one stays.
+        config.write_text(config.read_text().replace("provider: oauth2", "provider: oauth3"))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reload refused")
+        assert daemon.proc.poll() is None
+        # Adding an account is picked up without a restart.
+        write_config(tmp_path, server.url, accounts=("alpha", "gamma"))
+        seed(config, "gamma", server)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log('"event": "reloaded"')
+        wait_for((tmp_path / "out" / "gamma.token").exists, 15, what="gamma published")
+        # Removing it stops its schedule.
+        write_config(tmp_path, server.url, accounts=("alpha",))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log('"event": "reloaded"', count=2)
+        assert daemon.stop() == 0
+        assert "oauth3" in daemon.output()
+    assert server.reuse_detected == 0
+
+
+def test_refresh_and_status_commands(tmp_path: Path, server: OAuth2Emulator) -> None:
+    config = write_config(tmp_path, server.url, accounts=("alpha",))
+    seed(config, "alpha", server)
+    proc = run_rotator(["refresh", "-c", str(config), "alpha"])
+    assert proc.returncode == 0, proc.stderr
+    assert "alpha: rotated" in proc.stdout
+    token = (tmp_path / "out" / "alpha.token").read_text().strip()
+    assert server.access_valid(token)
+    status = run_rotator(["status", "-c", str(config), "--json"])
+    assert status.returncode == 0
+    rows = json.loads(status.stdout)["accounts"]
+    assert rows[0]["account"] == "alpha" and rows[0]["failed"] is False
+    assert token not in status.stdout
+    table = run_rotator(["status", "-c", str(config)])
+    assert "alpha" in table.stdout and "OK" in table.stdout
+    missing = run_rotator(["refresh", "-c", str(config), "nope"])
+    assert missing.returncode == 2 and "accounts: alpha" in missing.stderr
+
+
+def test_dead_grant_is_marked_failed_with_the_fix(tmp_path: Path, server: OAuth2Emulator) -> None:
+    config = write_config(tmp_path, server.url, accounts=("alpha",))
+    proc = run_rotator(["import", "-c", str(config), "alpha"], stdin="not-a-real-grant-123\n")
+    assert proc.returncode == 0
+    refresh = run_rotator(["refresh", "-c", str(config), "alpha"])
+    assert refresh.returncode == 1
+    assert "invalid_grant" in refresh.stderr
+    state = read_state(tmp_path, "alpha")
+    assert state["failed"] == "true"
+    status = run_rotator(["status", "-c", str(config)])
+    assert "FAILED" in status.stdout
+    # Seeding a new grant clears the failure.
+    seed(config, "alpha", server)
+    assert run_rotator(["refresh", "-c", str(config), "alpha"]).returncode == 0
+    assert "failed" not in read_state(tmp_path, "alpha")
+
+
+def test_import_refuses_empty_input(tmp_path: Path, server: OAuth2Emulator) -> None:
+    config = write_config(tmp_path, server.url, accounts=("alpha",))
+    proc = run_rotator(["import", "-c", str(config), "alpha"], stdin="\n")
+    assert proc.returncode == 2
+    assert "refresh token" in proc.stderr
+
+
+def test_help_everywhere() -> None:
+    for args in ([], ["run"], ["check"], ["status"], ["refresh"], ["import"], ["demo"]):
+        proc = run_rotator([*args, "--help"])
+        assert proc.returncode == 0, args
+        assert "usage: rotator" in proc.stdout
+
+
+def test_missing_config_exits_2(tmp_path: Path) -> None:
+    proc = run_rotator(["run", "-c", str(tmp_path / "none.yaml")])
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+    env_proc = run_rotator(["check"], env={"ROTATOR_CONFIG": str(tmp_path / "x.yaml")})
+    assert env_proc.returncode == 2 and "x.yaml" in env_proc.stderr

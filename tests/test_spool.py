@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rotator.spool import Spool
+from tests import leakcheck
+
+
+def test_round_trip_is_encrypted_and_private(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path / "spool")
+    secret = leakcheck.register("refresh-spool-secret-value-1", "refresh token")
+    spool.put("k1", "acme", "state/acme", {"refresh_token": secret, "issued_at": "x"})
+    blob = (tmp_path / "spool" / "k1.grant").read_bytes()
+    assert secret.encode() not in blob
+    assert (tmp_path / "spool").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "spool" / "k1.grant").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "spool" / "spool.key").stat().st_mode & 0o777 == 0o600
+    again = Spool.open(tmp_path / "spool")  # the key file is reused
+    entry = again.get("k1")
+    assert entry is not None and entry.record["refresh_token"] == secret
+    assert [e.account for e in again.entries()] == ["acme"]
+    again.remove("k1")
+    assert again.get("k1") is None and list(again.entries()) == []
+
+
+def test_wrong_key_or_damage_leaves_the_entry_in_place(tmp_path: Path) -> None:
+    Spool.open(tmp_path, "first-key").put("k1", "acme", "state/acme", {"a": "b"})
+    assert Spool.open(tmp_path, "other-key").get("k1") is None
+    assert (tmp_path / "k1.grant").exists()
+    (tmp_path / "k2.grant").write_bytes(b"garbage")
+    assert Spool.open(tmp_path, "first-key").get("k2") is None
+    assert Spool.open(tmp_path, "first-key").get("k1") is not None
+
+
+def test_entry_key_depends_on_store_and_path() -> None:
+    a = Spool.entry_key('{"directory": "/a"}', "state/x")
+    assert a == Spool.entry_key('{"directory": "/a"}', "state/x")
+    assert a != Spool.entry_key('{"directory": "/b"}', "state/x")
+    assert a != Spool.entry_key('{"directory": "/a"}', "state/y")
+    assert os.sep not in a
