@@ -378,3 +378,12 @@ def test_every_provider_error_is_typed() -> None:
         p.refresh(state_with(None), http, NOW)
     assert type(caught.value) is PermanentProviderError
     assert caught.value.code == "bad_response"
+
+
+def test_non_rotating_answer_keeps_an_imported_refresh_token(client: httpx.Client) -> None:
+    """Right after `rotator import` the state holds only a refresh token; an answer
+    without one must keep it (or the grant would be lost at the first rotation)."""
+    with emulator(clients={CLIENT_ID: SECRET}, rotate_refresh=False, access_ttl=300) as server:
+        refresh = server.issue_grant(CLIENT_ID)
+        tokens = provider(server).refresh(state_with(refresh), client, NOW)
+    assert tokens.refresh_token == Secret(refresh)
