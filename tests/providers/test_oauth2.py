@@ -380,10 +380,21 @@ def test_every_provider_error_is_typed() -> None:
     assert caught.value.code == "bad_response"
 
 
-def test_non_rotating_answer_keeps_an_imported_refresh_token(client: httpx.Client) -> None:
+
+def test_answer_without_refresh_token_keeps_an_imported_one() -> None:
     """Right after `rotator import` the state holds only a refresh token; an answer
-    without one must keep it (or the grant would be lost at the first rotation)."""
-    with emulator(clients={CLIENT_ID: SECRET}, rotate_refresh=False, access_ttl=300) as server:
-        refresh = server.issue_grant(CLIENT_ID)
-        tokens = provider(server).refresh(state_with(refresh), client, NOW)
+    without one must keep it (or the grant would be lost at the first rotation).
+    A protocol edge case: the emulator always answers with one, so MockTransport."""
+    access = leakcheck.register("access-no-refresh-5d6e7f", "access token")
+    refresh = leakcheck.register("refresh-imported-1a2b3c", "refresh token")
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"access_token": access, "expires_in": 60})
+
+    settings = OAuth2Settings.model_validate({
+        "provider": "oauth2", "token_url": "https://idp.example/token", "client_id": CLIENT_ID,
+        "client_secret": "env:OAUTH2_TEST_SECRET", "sinks": [{"store": "files", "path": "x"}],
+    })
+    with httpx.Client(transport=httpx.MockTransport(vendor)) as mock:
+        tokens = OAuth2Provider("acct", settings).refresh(state_with(refresh), mock, NOW)
     assert tokens.refresh_token == Secret(refresh)
