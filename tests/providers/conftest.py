@@ -36,3 +36,28 @@ def settings_for(tmp_path: Path) -> Callable[..., Any]:
 def _quiet_http_libraries() -> Iterator[None]:
     with quiet_http_libraries():
         yield
+
+
+@pytest.fixture
+def rotator_for(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """A real Rotator over a file store for one account ``acct`` (sink ``acct.json``)."""
+    from rotator.daemon import open_stores
+    from rotator.http import HttpClients
+    from rotator.rotation import Rotator, build_accounts
+
+    made: list[Any] = []
+
+    def build(**body: Any) -> tuple[Any, Any]:
+        raw = {
+            "stores": {"files": {"type": "file", "directory": str(tmp_path / "store")}},
+            "accounts": {"acct": {**body, "sinks": [{"store": "files", "path": "acct.json"}]}},
+        }
+        config = parse_config(yaml.safe_dump(raw))
+        stores = open_stores(config)
+        rotator = Rotator(accounts=build_accounts(config, stores), http=HttpClients())
+        made.append(rotator)
+        return rotator, stores["files"]
+
+    yield build
+    for rotator in made:
+        rotator.http.close()

@@ -275,3 +275,28 @@ def test_bad_keys_name_the_key(
     with pytest.raises(ConfigError) as raised:
         settings_for(provider="bifit", **body)
     assert str(raised.value).startswith(message)
+
+
+def test_relogin_is_recorded_in_the_state_through_a_rotation(
+    vendor: BifitEmulator, rotator_for: Callable[..., Any]
+) -> None:
+    rotator, store = rotator_for(
+        provider="bifit",
+        username=vendor.username,
+        password="env:BIFIT_PASSWORD",
+        token_url=vendor.token_url,
+    )
+    first = rotator.rotate("acct", force=True)
+    assert first.ok and vendor.logins == 1  # no refresh token yet: password login
+    vendor.refresh_tokens.clear()  # the vendor forgets the grant
+    second = rotator.rotate("acct", force=True)
+    assert second.ok and vendor.logins == 2
+    state = AccountState.from_record("acct", store.read("state/acct").data)
+    assert state.extra["relogin_reason"] == "invalid_grant"
+    assert state.extra["relogin_at"]
+    assert state.refresh_token is not None
+    assert state.refresh_token.reveal() in vendor.refresh_tokens
+    third = rotator.rotate("acct", force=True)  # an ordinary refresh clears the marker
+    assert third.ok and vendor.logins == 2
+    state = AccountState.from_record("acct", store.read("state/acct").data)
+    assert state.extra["relogin_at"] == ""

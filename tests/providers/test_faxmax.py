@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -406,3 +407,21 @@ def test_bad_keys_name_the_key(
     with pytest.raises(ConfigError) as raised:
         settings_for(**{k: v for k, v in full.items() if v is not None})
     assert str(raised.value).startswith(message)
+
+
+def test_rotations_keep_the_session_alive(
+    vendor: FaxmaxEmulator, rotator_for: Callable[..., Any]
+) -> None:
+    vendor.clock = time.time
+    rotator, store = rotator_for(
+        provider="faxmax",
+        domain="fax.example.com",
+        endpoint=vendor.endpoint,
+        username=vendor.username,
+        password="env:FAXMAX_PASSWORD",
+    )
+    assert rotator.rotate("acct", force=True).ok
+    assert rotator.rotate("acct", force=True).ok
+    assert [rpc(r)["method"] for r in vendor.requests] == ["Core.login", "Core.token_login"]
+    sink = store.read("acct.json").data
+    assert sink["access_token"] in vendor.sessions and sink["endpoint"] == vendor.endpoint

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -359,3 +360,26 @@ def test_refresh_keeps_unrelated_state(
     state = AccountState("acct", refresh_token=Secret(vendor.grant()), extra={"k": "v"})
     tokens = provider.refresh(state, client, NOW)
     assert replace(state.with_tokens(tokens)).extra["k"] == "v"
+
+
+def test_pat_through_a_rotation(
+    vendor: FaxPlusEmulator, rotator_for: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vendor.clock = time.time
+    pat = vendor.personal_access_token()
+    monkeypatch.setenv("FAXPLUS_PAT", pat)
+    rotator, store = rotator_for(
+        provider="faxplus-pat",
+        token="env:FAXPLUS_PAT",
+        expires_at="2099-01-01",
+        api_base=vendor.api_base,
+    )
+    result = rotator.rotate("acct", force=True)
+    assert result.ok, result.error
+    state = AccountState.from_record("acct", store.read("state/acct").data)
+    assert state.refresh_expires_at == datetime(2099, 1, 1, tzinfo=UTC)  # what alerts watch
+    assert state.next_refresh_at is not None
+    assert state.next_refresh_at - datetime.now(UTC) < timedelta(hours=1)  # looked at again
+    sink = store.read("acct.json").data
+    assert sink["access_token"] == pat and sink["expires_at"] == "2099-01-01T00:00:00Z"
+    assert rotator.rotate("acct", force=True).sinks_written == 0  # unchanged: not rewritten
