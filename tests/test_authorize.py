@@ -72,7 +72,9 @@ def vendor() -> Iterator[FaxPlusEmulator]:
         yield server
 
 
-def write_config(tmp_path: Path, vendor: FaxPlusEmulator, redirect_uri: str, **extra: Any) -> Path:
+def write_config(
+    tmp_path: Path, vendor: FaxPlusEmulator, redirect_uri: str | None, **extra: Any
+) -> Path:
     config = {
         "stores": {"files": {"type": "file", "directory": str(tmp_path / "store")}},
         "accounts": {
