@@ -212,10 +212,17 @@ def authorize(
     listen: str | None = None,
     verify: bool = True,
     timeout: float = 300.0,
+    lease_wait: float | None = None,
     out: TextIO | None = None,
     clock: Callable[[], datetime] = _utc_now,
 ) -> int:
-    """Run the bootstrap; returns the exit code. Raises ConfigError / RotatorError."""
+    """Run the bootstrap; returns the exit code. Raises ConfigError / RotatorError.
+
+    The code is exchanged under the account's lease (like a rotation), so a daemon
+    rotating at the same moment can never write its older grant over the new one;
+    when another worker holds the lease, it waits up to ``lease_wait`` (default:
+    the account's ``lease_ttl``) before the code is spent.
+    """
     from rotator.config import state_store
     from rotator.daemon import open_stores
     from rotator.http import HttpClients
@@ -227,6 +234,9 @@ def authorize(
     store_name = state_store(config, account)
     store = open_stores(config)[store_name]
     path = settings.state_path(account)
+
+    wait = settings.lease_ttl.total_seconds() if lease_wait is None else lease_wait
+    owner = f"authorize:{secrets.token_hex(4)}"
 
     def say(line: str) -> None:
         print(line, file=stdout, flush=True)
@@ -240,7 +250,22 @@ def authorize(
         url = authorization_url(settings, state_value)
         address = _listen_address(listen, redirect_uri)
         if address is None:
-            _save_pending(store, account, path, state_value, clock())
+            _when_free(
+                store,
+                account=account,
+                path=path,
+                clock=clock,
+                wait=wait,
+                change=lambda state, now: replace(
+                    state,
+                    provider=state.provider or settings.provider,
+                    extra={
+                        **state.extra,
+                        PENDING_STATE: state_value,
+                        PENDING_SINCE: format_time(now),
+                    },
+                ),
+            )
             say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
             say(
                 f"Fax.Plus then sends the browser to {redirect_uri}. Copy that whole address "
@@ -261,11 +286,25 @@ def authorize(
     if not callback.code:
         raise AuthorizeError("no authorization code given")
 
+    _when_free(
+        store,
+        account=account,
+        path=path,
+        clock=clock,
+        wait=wait,
+        change=lambda state, now: replace(
+            state, lease_owner=owner, lease_until=now + settings.lease_ttl
+        ),
+    )
     clients = HttpClients(max_connections=2)
     try:
         client = clients.get(verify=settings.tls_verify, ca_bundle=settings.ca_bundle)
         now = clock()
-        tokens = exchange_code(settings, client, callback.code, now)
+        try:
+            tokens = exchange_code(settings, client, callback.code, now)
+        except RotatorError:
+            _release(store, account, path, owner)
+            raise
         _store_grant(store, account=account, path=path, settings=settings, tokens=tokens, now=now)
         refresh_note = "it does not expire"
         if settings.enhanced_security:
@@ -343,20 +382,48 @@ def _check_pasted_state(callback: Callback, state: Any, now: datetime) -> None:
         raise AuthorizeError("that authorization URL is older than an hour; start again")
 
 
-def _save_pending(store: Any, account: str, path: str, value: str, now: datetime) -> None:
-    for _ in range(5):
+def _when_free(
+    store: Any,
+    *,
+    account: str,
+    path: str,
+    clock: Callable[[], datetime],
+    wait: float,
+    change: Callable[[Any, datetime], Any],
+) -> None:
+    """Write ``change(state)`` with compare-and-set once no other worker holds the lease."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
         state, version = _read(store, account, path)
-        pending = replace(
-            state,
-            provider=state.provider or "faxplus",
-            extra={**state.extra, PENDING_STATE: value, PENDING_SINCE: format_time(now)},
-        )
+        now = clock()
+        if state.lease_held_by_other("", now):
+            if time.monotonic() >= deadline:
+                raise AuthorizeError(
+                    f"a worker ({state.lease_owner}) is rotating {account} right now; "
+                    "try again in a moment (nothing was spent)"
+                )
+            time.sleep(0.2)
+            continue
         try:
-            store.write(path, pending.to_record(), expected_version=version)
+            store.write(path, change(state, now).to_record(), expected_version=version)
             return
         except StoreConflict:
             continue
-    raise AuthorizeError("the account's state kept changing; try again")
+
+
+def _release(store: Any, account: str, path: str, owner: str) -> None:
+    """Best effort: give the lease back after a failed exchange (it expires anyway)."""
+    from rotator.errors import StoreError
+
+    try:
+        state, version = _read(store, account, path)
+        if state.lease_owner == owner:
+            released = replace(state, lease_owner="", lease_until=None)
+            store.write(path, released.to_record(), expected_version=version)
+    except StoreError:
+        pass
 
 
 def _store_grant(
@@ -386,6 +453,8 @@ def _store_grant(
             consecutive_failures=0,
             last_error="",
             last_error_code="",
+            lease_owner="",
+            lease_until=None,
             extra=extra,
         )
         try:

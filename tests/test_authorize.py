@@ -369,3 +369,62 @@ def test_faxmax_login_url_needs_the_api_keys(tmp_path: Path) -> None:
 
 def test_authorize_error_is_a_runtime_failure() -> None:
     assert issubclass(AuthorizeError, Exception)
+
+
+def test_authorize_waits_for_a_rotation_in_flight_before_spending_the_code(
+    tmp_path: Path, vendor: FaxPlusEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange runs under the account's lease: a daemon rotating right now would
+    otherwise write its older grant over the new one."""
+    from rotator.authorize import authorize
+
+    monkeypatch.setenv("FAXPLUS_SECRET", vendor.clients[vendor.client_id])
+    config_path = write_config(tmp_path, vendor, "https://app.example.com/cb")
+    config = load_config(str(config_path))
+    store = open_stores(config)["files"]
+    held = AccountState(
+        "acme-fax",
+        provider="faxplus",
+        lease_owner="daemon-host:1234",
+        lease_until=datetime.now(UTC) + timedelta(hours=1),
+    )
+    store.write("state/acme-fax", held.to_record(), expected_version=None)
+    with pytest.raises(AuthorizeError, match=r"daemon-host:1234\) is rotating acme-fax"):
+        authorize(config, "acme-fax", code="code-never-sent", lease_wait=0.3, verify=False)
+    assert vendor.requests == []  # the code was not spent
+
+    # a lease that ends while we wait: then the grant is stored and the lease cleared
+    record = store.read("state/acme-fax")
+    assert record is not None
+    soon = AccountState.from_record("acme-fax", record.data)
+    store.write(
+        "state/acme-fax",
+        AccountState(
+            "acme-fax",
+            provider="faxplus",
+            lease_owner=soon.lease_owner,
+            lease_until=datetime.now(UTC) + timedelta(seconds=0.5),
+        ).to_record(),
+        expected_version=record.version,
+    )
+    with httpx.Client() as browser:
+        location = browser.get(
+            vendor.authorize_url,
+            params={
+                "response_type": "code",
+                "client_id": vendor.client_id,
+                "redirect_uri": "https://app.example.com/cb",
+                "scope": "all",
+            },
+        ).headers["location"]
+    out = tmp_path / "out.txt"
+    with open(out, "w") as handle:
+        assert (
+            authorize(
+                config, "acme-fax", code=code_of(location), out=handle, lease_wait=10, verify=False
+            )
+            == 0
+        )
+    state = stored_state(config_path)
+    assert state.refresh_token is not None and state.lease_owner == ""
+    assert "refresh token stored" in out.read_text()

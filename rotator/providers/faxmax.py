@@ -269,7 +269,7 @@ class FaxmaxProvider:
         extra["session_via"] = how
         return TokenSet(
             access_token=token,
-            token_type="Bearer",
+            token_type="session",  # sent as the `token_` parameter, not as a Bearer header
             issued_at=now,
             expires_at=now + self.settings.session_ttl,
             extra=extra,

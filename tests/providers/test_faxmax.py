@@ -370,7 +370,7 @@ def test_consumer_view(
     view = faxmax.consumer_view(faxmax.refresh(AccountState("acct"), client, NOW))
     assert view["endpoint"] == vendor.endpoint
     assert view["access_token"] in vendor.sessions
-    assert view["provider"] == "faxmax"
+    assert view["provider"] == "faxmax" and view["token_type"] == "session"
 
 
 def test_defaults(settings_for: Callable[..., Any]) -> None:
