@@ -166,7 +166,7 @@ def test_wrong_password_is_invalid_grant(
     client: httpx.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BIFIT_PASSWORD", "not-the-password")
+    monkeypatch.setenv("BIFIT_PASSWORD", leakcheck.register("not-the-bifit-password", "password"))
     with pytest.raises(InvalidGrant, match="Bad credentials"):
         provider(settings_for, vendor).refresh(AccountState("acct"), client, NOW)
 

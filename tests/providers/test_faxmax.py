@@ -26,6 +26,7 @@ from rotator.providers.faxmax import (
 )
 from rotator.providers.faxmax_cipher import decrypt, encrypt
 from rotator.state import AccountState
+from tests import leakcheck
 from tests.fakes.faxmax import FaxmaxEmulator
 from tests.fakes.vendorhttp import Reply, running
 
@@ -171,7 +172,7 @@ def test_wrong_api_code_is_refused(
     client: httpx.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FAXMAX_API_CODE", "code-wrong-0000")
+    monkeypatch.setenv("FAXMAX_API_CODE", leakcheck.register("code-wrong-0000", "api code"))
     with pytest.raises(JsonRpcRefused, match="Wrong API code") as raised:
         passwordless(settings_for, vendor).refresh(AccountState("acct"), client, NOW)
     assert raised.value.code == "jsonrpc_1002"
@@ -183,7 +184,7 @@ def test_wrong_password_is_refused(
     client: httpx.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FAXMAX_PASSWORD", "not-the-password")
+    monkeypatch.setenv("FAXMAX_PASSWORD", leakcheck.register("not-the-faxmax-password", "password"))
     with pytest.raises(JsonRpcRefused, match="Wrong username or password"):
         with_password(settings_for, vendor).refresh(AccountState("acct"), client, NOW)
 
