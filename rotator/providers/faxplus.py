@@ -128,7 +128,11 @@ def _token_call(
         params_in="query",
         timeout=settings.timeout.total_seconds(),
         headers={
-            "Authorization": basic_auth_header(settings.client_id, resolve(settings.client_secret))
+            # Fax.Plus documents plain base64(client_id:client_secret), not RFC 6749's
+            # form-encoded pair; they differ only for secrets with reserved characters.
+            "Authorization": basic_auth_header(
+                settings.client_id, resolve(settings.client_secret), form_encode=False
+            )
         },
         requested_at=now,
         max_lifetime_s=settings.max_lifetime.total_seconds(),

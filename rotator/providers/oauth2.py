@@ -63,9 +63,16 @@ class OAuth2Settings(AccountSettings):
         return self
 
 
-def basic_auth_header(client_id: str, client_secret: Secret) -> str:
-    """RFC 6749 section 2.3.1: form-urlencode id and secret, then base64 "id:secret"."""
-    pair = f"{quote(client_id, safe='')}:{quote(client_secret.reveal(), safe='')}"
+def basic_auth_header(client_id: str, client_secret: Secret, *, form_encode: bool = True) -> str:
+    """RFC 6749 section 2.3.1: form-urlencode id and secret, then base64 "id:secret".
+
+    ``form_encode=False`` is for vendors that document plain ``base64(id:secret)``
+    (Fax.Plus): the two differ only for ids and secrets with reserved characters.
+    """
+    if form_encode:
+        pair = f"{quote(client_id, safe='')}:{quote(client_secret.reveal(), safe='')}"
+    else:
+        pair = f"{client_id}:{client_secret.reveal()}"
     return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
 
 

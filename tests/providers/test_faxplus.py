@@ -383,3 +383,15 @@ def test_pat_through_a_rotation(
     sink = store.read("acct.json").data
     assert sink["access_token"] == pat and sink["expires_at"] == "2099-01-01T00:00:00Z"
     assert rotator.rotate("acct", force=True).sinks_written == 0  # unchanged: not rewritten
+
+
+def test_basic_auth_is_plain_base64_as_fax_plus_documents(
+    settings_for: Callable[..., Any], client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = leakcheck.register("Sec+ret/with=signs%20", "faxplus client secret")
+    with running(FaxPlusEmulator(clients={"APIK-plain": secret}, clock=NOW.timestamp)) as v:
+        monkeypatch.setenv("FAXPLUS_SECRET", secret)
+        provider = FaxPlusProvider("acct", make(settings_for, v))
+        provider.refresh(AccountState("acct", refresh_token=Secret(v.grant())), client, NOW)
+        header = v.requests[-1].headers["authorization"]
+    assert base64.b64decode(header.removeprefix("Basic ")).decode() == f"APIK-plain:{secret}"
