@@ -44,6 +44,7 @@ __all__ = [
     "Duration",
     "HttpUrl",
     "Model",
+    "PositiveDuration",
     "Ref",
     "Sink",
     "config_path",
@@ -118,6 +119,16 @@ def _mode(value: object) -> int:
 
 
 Duration = Annotated[timedelta, PlainValidator(parse_duration), PlainSerializer(_format_duration)]
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+#: a duration where 0 would mean a busy loop (retry_initial: 0s retries a 503 at once, forever)
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 Ref = Annotated[SecretRef, PlainValidator(_ref), PlainSerializer(str)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 FileMode = Annotated[int, PlainValidator(_mode), PlainSerializer(oct)]
@@ -281,11 +292,11 @@ class AccountSettings(Model):
     refresh_share: float = Field(default=0.67, gt=0, lt=1)
     refresh_before: Duration | None = None
     jitter: float = Field(default=0.1, ge=0, le=0.5)
-    max_lifetime: Duration = timedelta(hours=1)
-    timeout: Duration = timedelta(seconds=30)
-    retry_initial: Duration = timedelta(seconds=5)
-    retry_max: Duration = timedelta(minutes=5)
-    lease_ttl: Duration = timedelta(minutes=2)
+    max_lifetime: PositiveDuration = timedelta(hours=1)
+    timeout: PositiveDuration = timedelta(seconds=30)
+    retry_initial: PositiveDuration = timedelta(seconds=5)
+    retry_max: PositiveDuration = timedelta(minutes=5)
+    lease_ttl: PositiveDuration = timedelta(minutes=2)
     ca_bundle: Path | None = None
     tls_verify: bool = True
     refresh_token_warn: list[Duration] | None = None

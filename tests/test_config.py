@@ -558,3 +558,12 @@ def test_parse_config_returns_a_config_or_a_config_error(raw: dict[str, Any]) ->
         assert str(exc)
         return
     assert isinstance(config, Config)
+
+
+@pytest.mark.parametrize(
+    "key", ["retry_initial", "retry_max", "timeout", "lease_ttl", "max_lifetime"]
+)
+def test_zero_durations_that_would_busy_loop_are_refused(key: str) -> None:
+    raw = base()
+    account(raw)[key] = "0s"
+    assert f"accounts.idp-api.{key}: must be longer than 0s" in refused(raw)

@@ -143,3 +143,9 @@ def send(
         raise TransientProviderError(
             "connection_error", f"{safe_url}: {type(exc).__name__}"
         ) from None
+    except httpx.RequestError as exc:
+        # DecodingError (a Content-Encoding the body does not match), TooManyRedirects:
+        # the answer is unusable, and no raw httpx error may escape a provider.
+        raise TransientProviderError(
+            "bad_encoding", f"{safe_url}: unusable answer ({type(exc).__name__})"
+        ) from None

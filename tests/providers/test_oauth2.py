@@ -380,6 +380,18 @@ def test_every_provider_error_is_typed() -> None:
     assert caught.value.code == "bad_response"
 
 
+def test_undecodable_body_is_a_typed_error() -> None:
+    # Content-Encoding: gzip on a body that is not gzip (a broken proxy).
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+
+    with _mock(handler) as http, pytest.raises(TransientProviderError) as caught:
+        send(http, "POST", URL)
+    assert caught.value.code == "bad_encoding"
+    assert "DecodingError" in str(caught.value)
+    assert QUERY_SECRET not in str(caught.value)
+
+
 def test_answer_without_refresh_token_keeps_an_imported_one() -> None:
     """Right after `rotator import` the state holds only a refresh token; an answer
     without one must keep it (or the grant would be lost at the first rotation).
