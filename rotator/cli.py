@@ -85,21 +85,40 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("account")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--code", metavar="CODE",
-                     help="the code, or the whole redirect address, pasted from the browser")
-    how.add_argument("--listen", metavar="HOST:PORT",
-                     help="catch the redirect here (default: the loopback redirect_uri)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="skip the GET /accounts/self check of the new token")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="how long to wait for the redirect (default: 300)")
-    p = sub.add_parser("faxmax-login-url",
-                       help="print a FaxMAX passwordless web login URL (valid for 3 seconds)")
+    how.add_argument(
+        "--code",
+        metavar="CODE",
+        help="the code, or the whole redirect address, pasted from the browser",
+    )
+    how.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="catch the redirect here (default: the loopback redirect_uri)",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the GET /accounts/self check of the new token",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for the redirect (default: 300)",
+    )
+    p = sub.add_parser(
+        "faxmax-login-url", help="print a FaxMAX passwordless web login URL (valid for 3 seconds)"
+    )
     _common(p)
     p.add_argument("account")
     p.add_argument("--user", required=True, help="the FaxMAX user to sign in")
-    p.add_argument("--remote-ip", required=True, metavar="IP",
-                   help="the IP address the user's browser comes from")
+    p.add_argument(
+        "--remote-ip",
+        required=True,
+        metavar="IP",
+        help="the IP address the user's browser comes from",
+    )
     p.add_argument("--page", default="inboxes", help="the web app page (default: inboxes)")
     p = sub.add_parser("demo", help="run the daemon on an embedded local sandbox")
     p.add_argument(
@@ -382,8 +401,14 @@ def cmd_authorize(args: argparse.Namespace) -> int:
 
     config = _load(args)
     _account(config, args.account)
-    return authorize(config, args.account, code=args.code, listen=args.listen,
-                     verify=not args.no_verify, timeout=args.timeout)
+    return authorize(
+        config,
+        args.account,
+        code=args.code,
+        listen=args.listen,
+        verify=not args.no_verify,
+        timeout=args.timeout,
+    )
 
 
 def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
@@ -391,8 +416,12 @@ def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
 
     config = _load(args)
     _account(config, args.account)
-    print(faxmax_login_url(config, args.account, user=args.user, remote_ip=args.remote_ip,
-                           page=args.page), flush=True)
+    print(
+        faxmax_login_url(
+            config, args.account, user=args.user, remote_ip=args.remote_ip, page=args.page
+        ),
+        flush=True,
+    )
     print("valid for 3 seconds: open it now", file=sys.stderr)
     return EXIT_OK
 

@@ -255,9 +255,13 @@ class FaxmaxProvider:
         if current is not None and state.expires_at is not None and state.expires_at > now:
             try:
                 result = self.call(client, "Core.token_login", {"token_": current.reveal()})
-            except JsonRpcRefused as exc:
+            except (JsonRpcRefused, JsonRpcFault) as exc:
+                # Refused (or, on a domain without it, an unknown method): the goal is a
+                # session token, and a fresh login gets one.
                 _log.info(
-                    "session refused; logging in again", account=self.account, error_code=exc.code
+                    "session not renewed; logging in again",
+                    account=self.account,
+                    error_code=exc.code,
                 )
             else:
                 token = _session_token(result, "Core.token_login", default=current)

@@ -426,3 +426,31 @@ def test_rotations_keep_the_session_alive(
     assert [rpc(r)["method"] for r in vendor.requests] == ["Core.login", "Core.token_login"]
     sink = store.read("acct.json").data
     assert sink["access_token"] in vendor.sessions and sink["endpoint"] == vendor.endpoint
+
+
+def test_keep_alive_method_unknown_falls_back_to_login(
+    vendor: FaxmaxEmulator, settings_for: Callable[..., Any], client: httpx.Client
+) -> None:
+    faxmax = with_password(settings_for, vendor)
+    first = faxmax.refresh(AccountState("acct"), client, NOW)
+    vendor.fail_next(
+        Reply(200, {"jsonrpc": "2.0", "error": {"code": -32601, "message": "no"}, "id": 0})
+    )
+    second = faxmax.refresh(AccountState("acct").with_tokens(first), client, NOW)
+    assert [rpc(r)["method"] for r in vendor.requests] == [
+        "Core.login",
+        "Core.token_login",
+        "Core.login",
+    ]
+    assert second.extra["session_via"] == "password"
+
+
+def test_keep_alive_outage_does_not_log_in_again(
+    vendor: FaxmaxEmulator, settings_for: Callable[..., Any], client: httpx.Client
+) -> None:
+    faxmax = with_password(settings_for, vendor)
+    first = faxmax.refresh(AccountState("acct"), client, NOW)
+    vendor.fail_next(Reply(503, b"", "text/plain"))
+    with pytest.raises(TransientProviderError):
+        faxmax.refresh(AccountState("acct").with_tokens(first), client, NOW)
+    assert len(vendor.requests) == 2
