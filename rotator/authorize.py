@@ -1,4 +1,4 @@
-"""``rotator authorize``: the Fax.Plus authorization-code bootstrap, and ``faxmax-login-url``.
+"""``rotator authorize``: the Fax.Plus authorization-code bootstrap.
 
 The flow (DESIGN.md, issue 4):
 
@@ -40,7 +40,6 @@ __all__ = [
     "AuthorizeError",
     "CallbackListener",
     "authorize",
-    "faxmax_login_url",
     "parse_pasted_code",
 ]
 
@@ -467,46 +466,3 @@ def _store_grant(
         "the account's state kept changing while storing the new grant; nothing was stored "
         "and the code is spent: run `rotator authorize` again"
     )
-
-
-# --- faxmax-login-url ------------------------------------------------------------------------
-
-
-def faxmax_login_url(
-    config: Config,
-    account: str,
-    *,
-    user: str,
-    remote_ip: str,
-    page: str = "inboxes",
-    clock: Callable[[], datetime] = _utc_now,
-) -> str:
-    """The passwordless web login URL for ``user`` (valid for 3 seconds)."""
-    import ipaddress
-
-    from rotator.providers.faxmax import FaxmaxSettings, login_url
-
-    if account not in config.accounts:
-        known = ", ".join(sorted(config.accounts)) or "none"
-        raise ConfigError(f"no account {account!r} in {config.source} (accounts: {known})")
-    settings = config.accounts[account]
-    if not isinstance(settings, FaxmaxSettings):
-        raise ConfigError(
-            f"faxmax-login-url is for faxmax accounts; this one is {settings.provider!r}",
-            path=f"accounts.{account}.provider",
-        )
-    for key in ("api_code", "api_password"):
-        if getattr(settings, key) is None:
-            raise ConfigError(
-                "required by faxmax-login-url (a secret reference)",
-                path=f"accounts.{account}.{key}",
-            )
-    try:
-        ipaddress.ip_address(remote_ip)
-    except ValueError:
-        raise ConfigError(f"--remote-ip {remote_ip!r} is not an IP address") from None
-    if not user.strip():
-        raise ConfigError("--user must not be empty")
-    if not page or any(c in page for c in "?#& "):
-        raise ConfigError(f"--page {page!r} must be a page name such as inboxes")
-    return login_url(settings, user, remote_ip, clock(), page=page).reveal()

@@ -412,7 +412,7 @@ def cmd_authorize(args: argparse.Namespace) -> int:
 
 
 def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
-    from rotator.authorize import faxmax_login_url
+    from rotator.providers.faxmax import faxmax_login_url
 
     config = _load(args)
     _account(config, args.account)

@@ -1,4 +1,4 @@
-"""``rotator authorize`` and ``faxmax-login-url``, end to end against the emulators."""
+"""``rotator authorize``, end to end against the Fax.Plus emulator."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import httpx
 import pytest
 import yaml
 
-from rotator.authorize import AuthorizeError, faxmax_login_url, parse_pasted_code
+from rotator.authorize import AuthorizeError, parse_pasted_code
 from rotator.config import load_config
 from rotator.daemon import open_stores
-from rotator.errors import ConfigError
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from rotator.tokens import format_time
@@ -300,71 +299,6 @@ def test_parse_pasted_code() -> None:
     pasted = parse_pasted_code("https://app/cb?code=c1&state=s1")
     assert (pasted.code, pasted.state) == ("c1", "s1")
     assert parse_pasted_code("?error=access_denied&state=s").error == "access_denied"
-
-
-# --- faxmax-login-url --------------------------------------------------------------------------
-
-
-def faxmax_config(tmp_path: Path, **extra: Any) -> Path:
-    config = {
-        "stores": {"files": {"type": "file", "directory": str(tmp_path / "store")}},
-        "accounts": {
-            "fm": {
-                "provider": "faxmax",
-                "domain": "fax.example.com",
-                "username": "svc@example.com",
-                "password": "env:FM_PASSWORD",
-                "api_code": "env:FM_CODE",
-                "api_password": "env:FM_API_PASSWORD",
-                "sinks": [{"store": "files", "path": "fm.json"}],
-                **extra,
-            }
-        },
-    }
-    path = tmp_path / "rotator.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def test_faxmax_login_url_command(tmp_path: Path) -> None:
-    # The URL is a 3-second credential by design, so this code and password are not
-    # registered with the leak check: printing them is what the command is for.
-    config = faxmax_config(tmp_path)
-    env = {"FM_CODE": "public-test-code", "FM_API_PASSWORD": "test-api-password"}
-    proc = run_rotator(
-        [
-            "faxmax-login-url",
-            "fm",
-            "-c",
-            str(config),
-            "--user",
-            "bob",
-            "--remote-ip",
-            "192.0.2.1",
-            "--page",
-            "outbox",
-        ],
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (url,) = proc.stdout.split()
-    assert url.startswith("https://fax.example.com/#outbox?token=")
-    assert url.endswith("&code=public-test-code")
-    assert "3 seconds" in proc.stderr
-    bad = run_rotator(
-        ["faxmax-login-url", "fm", "-c", str(config), "--user", "bob", "--remote-ip", "nope"],
-        env=env,
-    )
-    assert bad.returncode == 2 and "--remote-ip 'nope' is not an IP address" in bad.stderr
-
-
-def test_faxmax_login_url_needs_the_api_keys(tmp_path: Path) -> None:
-    config = faxmax_config(tmp_path)
-    config.write_text(
-        "\n".join(line for line in config.read_text().splitlines() if "api_code" not in line)
-    )
-    with pytest.raises(ConfigError, match=r"^accounts\.fm\.api_code: required"):
-        faxmax_login_url(load_config(str(config)), "fm", user="u", remote_ip="10.0.0.1")
 
 
 def test_authorize_error_is_a_runtime_failure() -> None:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rotator.config import AccountSettings, Duration, HttpUrl, Ref
 from rotator.errors import (
+    ConfigError,
     InvalidGrant,
     PermanentProviderError,
     ProviderError,
@@ -47,6 +49,7 @@ from rotator.tokens import TokenSet, error_from_status, format_time
 if TYPE_CHECKING:
     import httpx
 
+    from rotator.config import Config
     from rotator.state import AccountState
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "FaxmaxProvider",
     "FaxmaxSettings",
     "JsonRpcError",
+    "faxmax_login_url",
     "login_payload",
     "login_url",
 ]
@@ -305,3 +309,40 @@ def _rpc_error(method: str, error: dict[str, Any], status: int) -> ProviderError
     if -32768 <= code <= -32600:
         return JsonRpcFault(kind, text, status=status)
     return JsonRpcRefused(kind, text, status=status)
+
+
+def faxmax_login_url(
+    config: Config,
+    account: str,
+    *,
+    user: str,
+    remote_ip: str,
+    page: str = "inboxes",
+    clock: Callable[[], datetime] | None = None,
+) -> str:
+    """The passwordless web login URL for ``user`` (valid for 3 seconds)."""
+    if account not in config.accounts:
+        known = ", ".join(sorted(config.accounts)) or "none"
+        raise ConfigError(f"no account {account!r} in {config.source} (accounts: {known})")
+    settings = config.accounts[account]
+    if not isinstance(settings, FaxmaxSettings):
+        raise ConfigError(
+            f"faxmax-login-url is for faxmax accounts; this one is {settings.provider!r}",
+            path=f"accounts.{account}.provider",
+        )
+    for key in ("api_code", "api_password"):
+        if getattr(settings, key) is None:
+            raise ConfigError(
+                "required by faxmax-login-url (a secret reference)",
+                path=f"accounts.{account}.{key}",
+            )
+    try:
+        ipaddress.ip_address(remote_ip)
+    except ValueError:
+        raise ConfigError(f"--remote-ip {remote_ip!r} is not an IP address") from None
+    if not user.strip():
+        raise ConfigError("--user must not be empty")
+    if not page or any(c in page for c in "?#& "):
+        raise ConfigError(f"--page {page!r} must be a page name such as inboxes")
+    now = clock() if clock is not None else datetime.now(UTC)
+    return login_url(settings, user, remote_ip, now, page=page).reveal()

@@ -4,12 +4,15 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import httpx
 import pytest
+import yaml
 
+from rotator.config import load_config
 from rotator.errors import (
     ConfigError,
     InvalidGrant,
@@ -21,6 +24,7 @@ from rotator.providers.faxmax import (
     JsonRpcFault,
     JsonRpcRefused,
     JsonRpcServerError,
+    faxmax_login_url,
     login_payload,
     login_url,
 )
@@ -29,6 +33,7 @@ from rotator.state import AccountState
 from tests import leakcheck
 from tests.fakes.faxmax import FaxmaxEmulator
 from tests.fakes.vendorhttp import Reply, running
+from tests.proc import run_rotator
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 
@@ -454,3 +459,68 @@ def test_keep_alive_outage_does_not_log_in_again(
     with pytest.raises(TransientProviderError):
         faxmax.refresh(AccountState("acct").with_tokens(first), client, NOW)
     assert len(vendor.requests) == 2
+
+
+# --- faxmax-login-url --------------------------------------------------------------------------
+
+
+def faxmax_config(tmp_path: Path, **extra: Any) -> Path:
+    config = {
+        "stores": {"files": {"type": "file", "directory": str(tmp_path / "store")}},
+        "accounts": {
+            "fm": {
+                "provider": "faxmax",
+                "domain": "fax.example.com",
+                "username": "svc@example.com",
+                "password": "env:FM_PASSWORD",
+                "api_code": "env:FM_CODE",
+                "api_password": "env:FM_API_PASSWORD",
+                "sinks": [{"store": "files", "path": "fm.json"}],
+                **extra,
+            }
+        },
+    }
+    path = tmp_path / "rotator.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_faxmax_login_url_command(tmp_path: Path) -> None:
+    # The URL is a 3-second credential by design, so this code and password are not
+    # registered with the leak check: printing them is what the command is for.
+    config = faxmax_config(tmp_path)
+    env = {"FM_CODE": "public-test-code", "FM_API_PASSWORD": "test-api-password"}
+    proc = run_rotator(
+        [
+            "faxmax-login-url",
+            "fm",
+            "-c",
+            str(config),
+            "--user",
+            "bob",
+            "--remote-ip",
+            "192.0.2.1",
+            "--page",
+            "outbox",
+        ],
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (url,) = proc.stdout.split()
+    assert url.startswith("https://fax.example.com/#outbox?token=")
+    assert url.endswith("&code=public-test-code")
+    assert "3 seconds" in proc.stderr
+    bad = run_rotator(
+        ["faxmax-login-url", "fm", "-c", str(config), "--user", "bob", "--remote-ip", "nope"],
+        env=env,
+    )
+    assert bad.returncode == 2 and "--remote-ip 'nope' is not an IP address" in bad.stderr
+
+
+def test_faxmax_login_url_needs_the_api_keys(tmp_path: Path) -> None:
+    config = faxmax_config(tmp_path)
+    config.write_text(
+        "\n".join(line for line in config.read_text().splitlines() if "api_code" not in line)
+    )
+    with pytest.raises(ConfigError, match=r"^accounts\.fm\.api_code: required"):
+        faxmax_login_url(load_config(str(config)), "fm", user="u", remote_ip="10.0.0.1")
