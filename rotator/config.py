@@ -443,6 +443,7 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
 
     config = base.model_copy(update={"accounts": accounts})
     _check_references(config)
+    _check_paths(config)
     return config
 
 
@@ -482,15 +483,27 @@ def _check_references(config: Config) -> None:
                 f"{account.state.store!r} is not a defined store (defined: {defined})",
                 path=f"accounts.{name}.state.store",
             )
-        seen: set[tuple[str, str]] = set()
+
+
+def _check_paths(config: Config) -> None:
+    """Every (store, path) has one writer: a state, an alert record or a sink."""
+    owners: dict[tuple[str, str], str] = {}
+
+    def claim(store: str, path: str, owner: str) -> None:
+        other = owners.setdefault((store, path.strip("/")), owner)
+        if other != owner:
+            raise ConfigError(
+                f"{store}:{path} is already written by {other}; give each its own path",
+                path=owner,
+            )
+
+    for name, account in config.accounts.items():
+        store = state_store(config, name)
+        claim(store, account.state_path(name), f"accounts.{name}.state")
+        claim(store, f"alerts/{name}", f"accounts.{name} (alert record)")
+    for name, account in config.accounts.items():
         for index, sink in enumerate(account.sinks):
-            key = (sink.store, sink.path)
-            if key in seen or key == (state_store(config, name), account.state_path(name)):
-                raise ConfigError(
-                    "two places write the same path; give each sink its own path",
-                    path=f"accounts.{name}.sinks[{index}].path",
-                )
-            seen.add(key)
+            claim(sink.store, sink.path, f"accounts.{name}.sinks[{index}].path")
 
 
 def state_store(config: Config, account: str) -> str:

@@ -59,7 +59,6 @@ class AccountState:
     lease_owner: str = ""
     lease_until: datetime | None = None
     extra: Mapping[str, str] = field(default_factory=dict)  # provider-specific, non-secret
-    alerts: Mapping[str, str] = field(default_factory=dict)  # what was already sent
 
     # -- views -----------------------------------------------------------------
 
@@ -116,7 +115,7 @@ class AccountState:
                 out[f.name] = value.reveal()
             elif f.name in _TIME_FIELDS:
                 out[f.name] = format_time(value) if value.microsecond == 0 else _precise(value)
-            elif f.name in ("extra", "alerts"):
+            elif f.name == "extra":
                 if value:
                     out[f.name] = json.dumps(dict(value), sort_keys=True)
             elif f.name == "failed":
@@ -150,7 +149,7 @@ def _load_field(name: str, raw: str) -> Any:
         return Secret(raw) if raw else None
     if name in _TIME_FIELDS:
         return parse_time(raw) if raw else None
-    if name in ("extra", "alerts"):
+    if name == "extra":
         loaded = json.loads(raw) if raw else {}
         return {str(k): str(v) for k, v in loaded.items()}
     if name == "failed":

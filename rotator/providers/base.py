@@ -139,6 +139,10 @@ def send(
         raise TransientProviderError(
             "timeout", f"{safe_url} did not answer within {timeout:g}s ({type(exc).__name__})"
         ) from None
+    except httpx.UnsupportedProtocol:
+        raise PermanentProviderError(
+            "bad_url", f"{safe_url} is not an http:// or https:// URL"
+        ) from None
     except httpx.TransportError as exc:
         raise TransientProviderError(
             "connection_error", f"{safe_url}: {type(exc).__name__}"
