@@ -538,18 +538,23 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     """Drop the union tags pydantic inserts into a location, by walking the input."""
     out: list[int | str] = []
     node = data
+    tag_skipped_in: object = None
     for part in loc:
         if (
             isinstance(part, str)
             and part in _UNION_TAGS
             and isinstance(node, dict)
             and part in (node.get("type"), node.get("method"))
+            # once per mapping: in `auth: {method: token}` the second `token` is the key
+            and tag_skipped_in is not node
         ):
+            tag_skipped_in = node
             continue  # pydantic's tag for the union member, not a key of the input
         found, child = _child(node, part)
         if found:
             node = child
-        elif isinstance(part, str) and part in _UNION_TAGS:
+        elif isinstance(part, str) and part in _UNION_TAGS and not isinstance(node, dict):
+            # lost track of the input: a tag cannot be told from a key; drop it
             continue
         else:
             node = None

@@ -253,11 +253,13 @@ REFUSALS: dict[str, tuple[Mutation, str]] = {
     ),
     "missing provider": (
         lambda r: account(r).pop("provider"),
-        "accounts.idp-api.provider: required key is missing (one of: oauth2",
+        "accounts.idp-api.provider: required key is missing "
+        "(one of: bifit, faxmax, faxplus, faxplus-pat, oauth2)",
     ),
     "unknown provider": (
         lambda r: account(r).update(provider="oauth3"),
-        "accounts.idp-api.provider: 'oauth3' is not a known provider (known: oauth2",
+        "accounts.idp-api.provider: 'oauth3' is not a known provider "
+        "(known: bifit, faxmax, faxplus, faxplus-pat, oauth2)",
     ),
     "password grant without username": (
         lambda r: account(r).update(grant="password", password="env:PW"),

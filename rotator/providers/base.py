@@ -51,6 +51,10 @@ class Provider(Protocol):
 # provider name -> "module:Class"; imported on first use.
 PROVIDERS: dict[str, str] = {
     "oauth2": "rotator.providers.oauth2:OAuth2Provider",
+    "faxplus": "rotator.providers.faxplus:FaxPlusProvider",
+    "faxplus-pat": "rotator.providers.faxplus:FaxPlusPatProvider",
+    "bifit": "rotator.providers.bifit:BifitProvider",
+    "faxmax": "rotator.providers.faxmax:FaxmaxProvider",
 }
 
 
