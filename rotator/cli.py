@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("account")
     p.add_argument("--file", metavar="F", help="read the refresh token from F (default: stdin)")
+    p.add_argument(
+        "--authorized-at",
+        metavar="TIME",
+        help="when the grant was authorized (ISO 8601, UTC); starts the 30-day clock of "
+        "Fax.Plus enhanced-security tokens",
+    )
     p = sub.add_parser("authorize", help="OAuth2 authorization-code bootstrap (Fax.Plus)")
     _common(p)
     p.add_argument("account")
@@ -354,6 +360,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     token = raw.strip()
     if not token or any(c.isspace() for c in token):
         raise UsageError("the refresh token must be one non-empty line without spaces")
+    authorized_at = None
+    if args.authorized_at:
+        from rotator.tokens import parse_time
+
+        try:
+            authorized_at = parse_time(args.authorized_at)
+        except ValueError:
+            raise UsageError(
+                f"--authorized-at {args.authorized_at!r} is not an ISO 8601 time "
+                "(e.g. 2026-11-20T10:00:00Z)"
+            ) from None
     rotator = _rotator(config)
     account = rotator.accounts[args.account]
     for _ in range(5):
@@ -367,6 +384,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         seeded = replace(
             state,
             provider=account.settings.provider,
+            authorized_at=authorized_at,
             refresh_token=Secret(token),
             refresh_expires_at=None,
             access_token=None,
