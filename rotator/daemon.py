@@ -167,18 +167,37 @@ class Daemon:
                 hook(self)
 
     def _reload(self) -> bool:
+        opened: dict[str, SecretStore] = {}
         try:
             new_config = load_config(self.config_path)
-            new_stores = open_stores(new_config)
+            # Unchanged stores are kept (their login, pool and keep-alive carry on);
+            # only new or changed ones are opened.
+            new_stores: dict[str, SecretStore] = {}
+            for name, settings in new_config.stores.items():
+                if name in self.stores and self.config.stores.get(name) == settings:
+                    new_stores[name] = self.stores[name]
+                else:
+                    opened[name] = new_stores[name] = open_store(name, settings)
             new_accounts = build_accounts(new_config, new_stores)
         except (ConfigError, RotatorError) as exc:
+            for store in opened.values():
+                store.close()
             _log.error("reload refused; keeping the running configuration", error=str(exc))
             return False
         old = self.config
         old_accounts = self.rotator.accounts
+        retired = [s for name, s in self.stores.items() if new_stores.get(name) is not s]
         self.config = new_config
         self.stores = new_stores
         self.rotator.accounts = new_accounts
+        if retired:
+            # Rotations in flight may still hold them: close after the grace period.
+            closer = threading.Timer(
+                new_config.server.shutdown_grace.total_seconds(),
+                lambda: [store.close() for store in retired],
+            )
+            closer.daemon = True
+            closer.start()
         now = datetime.now(UTC)
         removed = sorted(set(old_accounts) - set(new_accounts))
         added = sorted(set(new_accounts) - set(old_accounts))

@@ -217,3 +217,21 @@ def test_import_records_when_the_grant_was_authorized(tmp_path: Path,
     )
     assert good.returncode == 0, good.stderr
     assert read_state(tmp_path, "alpha")["authorized_at"] == "2026-11-01T10:00:00Z"
+
+
+def test_reload_keeps_unchanged_stores_and_replaces_changed_ones(tmp_path: Path) -> None:
+    from rotator.daemon import Daemon
+
+    with emulator(clients={"app": SECRET}) as server:
+        config = write_config(tmp_path, server.url, accounts=("alpha",))
+        daemon = Daemon(str(config))
+        before = dict(daemon.stores)
+        assert daemon.reload()
+        assert daemon.stores["files"] is before["files"]
+        assert daemon.stores["state"] is before["state"]
+        config.write_text(config.read_text().replace(str(tmp_path / "out"), str(tmp_path / "o2")))
+        assert daemon.reload()
+        assert daemon.stores["files"] is not before["files"]
+        assert daemon.stores["state"] is before["state"]
+        assert daemon.rotator.accounts["alpha"].sinks[0][0] is daemon.stores["files"]
+        daemon.stop()
