@@ -192,10 +192,11 @@ class Daemon:
         self.rotator.accounts = new_accounts
         if retired:
             # Rotations in flight may still hold them: close after the grace period.
-            closer = threading.Timer(
-                new_config.server.shutdown_grace.total_seconds(),
-                lambda: [store.close() for store in retired],
-            )
+            def close_retired() -> None:
+                for store in retired:
+                    store.close()
+
+            closer = threading.Timer(new_config.server.shutdown_grace.total_seconds(), close_retired)
             closer.daemon = True
             closer.start()
         now = datetime.now(UTC)
