@@ -196,7 +196,8 @@ class Daemon:
                 for store in retired:
                     store.close()
 
-            closer = threading.Timer(new_config.server.shutdown_grace.total_seconds(), close_retired)
+            grace = new_config.server.shutdown_grace.total_seconds()
+            closer = threading.Timer(grace, close_retired)
             closer.daemon = True
             closer.start()
         now = datetime.now(UTC)
