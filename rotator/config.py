@@ -209,6 +209,7 @@ class AwsStoreSettings(Model):
     profile: str | None = None
     kms_key_id: str | None = None
     prefix: str = ""
+    timeout: Duration = timedelta(seconds=10)
 
 
 StoreSettings = Annotated[

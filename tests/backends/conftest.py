@@ -1,0 +1,188 @@
+"""Real store servers for the backend tests, shared per session.
+
+One OpenBao dev server and one in-process moto server serve every test (each
+test uses its own paths / secret names). A second moto server, in its own
+process, enforces IAM authentication (moto's ``/moto-api/reset-auth``) for the
+auth-failure and permission-denied cases; it is separate because that switch is
+process-wide.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from rotator.backends import aws as aws_backend
+from rotator.config import AwsStoreSettings, VaultStoreSettings
+from tests import leakcheck
+from tests.servers import MotoServer, OpenBao, openbao
+
+REGION = "eu-central-1"
+
+#: the daemon's policy from README.md (section stores), for the store prefix "rotator"
+DAEMON_POLICY = """\
+path "secret/data/rotator/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "secret/metadata/rotator/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+"""
+
+#: a consumer's read-only policy from README.md
+CONSUMER_POLICY = """\
+path "secret/data/rotator/apps/*" {
+  capabilities = ["read"]
+}
+"""
+
+#: the IAM policies of the two users of the IAM-enforcing moto server. moto checks
+#: the actions only (it authorises every request against resource "*"), so the
+#: resources are "*" here; README.md's policy scopes them to the prefix.
+AWS_WRITER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "secretsmanager:CreateSecret",
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:UpdateSecretVersionStage",
+                "secretsmanager:TagResource",
+                "secretsmanager:ListSecretVersionIds",
+                "secretsmanager:DeleteSecret",
+            ],
+            "Resource": "*",
+        },
+        {"Effect": "Allow", "Action": "secretsmanager:ListSecrets", "Resource": "*"},
+    ],
+}
+AWS_READER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            "Resource": "*",
+        }
+    ],
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _instant_backoff() -> Iterator[None]:
+    aws_backend.set_testing(True)
+    yield
+    aws_backend.set_testing(False)
+
+
+@pytest.fixture(scope="session")
+def bao() -> Iterator[OpenBao]:
+    with openbao() as server:
+        server.write_policy("rotator", DAEMON_POLICY)
+        server.write_policy("consumer", CONSUMER_POLICY)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class AwsUser:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass(frozen=True)
+class MotoIam:
+    server: MotoServer
+    writer: AwsUser
+    reader: AwsUser
+
+
+@pytest.fixture(scope="session")
+def moto_iam() -> Iterator[MotoIam]:
+    """A moto server (own process) that enforces IAM auth, with a writer and a reader."""
+    import boto3
+
+    # as the daemon does (observability.py): botocore's DEBUG lines carry bodies,
+    # here the new users' secret keys
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    with MotoServer(separate_process=True) as server:
+        iam = boto3.session.Session(
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup-secret",
+            region_name=REGION,
+        ).client("iam", endpoint_url=server.endpoint_url)
+        users = {}
+        for name, policy in (("writer", AWS_WRITER_POLICY), ("reader", AWS_READER_POLICY)):
+            import json
+
+            iam.create_user(UserName=f"rotator-{name}")
+            iam.put_user_policy(
+                UserName=f"rotator-{name}",
+                PolicyName="secrets",
+                PolicyDocument=json.dumps(policy),
+            )
+            key = iam.create_access_key(UserName=f"rotator-{name}")["AccessKey"]
+            users[name] = AwsUser(
+                key["AccessKeyId"],
+                leakcheck.register(key["SecretAccessKey"], "aws secret access key"),
+            )
+        # from now on every request must be signed by a known IAM user
+        httpx.post(f"{server.endpoint_url}/moto-api/reset-auth", content=b"0").raise_for_status()
+        yield MotoIam(server, users["writer"], users["reader"])
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The default credential chain finds moto's dummy keys in the environment only."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def token_env(monkeypatch: pytest.MonkeyPatch, token: str) -> str:
+    """Put ``token`` into a fresh environment variable; returns the ``env:`` reference."""
+    name = f"ROTATOR_TEST_VAULT_TOKEN_{secrets.token_hex(4).upper()}"
+    monkeypatch.setenv(name, token)
+    return f"env:{name}"
+
+
+def vault_settings(url: str, auth: dict[str, Any], **extra: Any) -> VaultStoreSettings:
+    return VaultStoreSettings.model_validate(
+        {"type": "vault", "url": url, "prefix": "rotator", "auth": auth, **extra}
+    )
+
+
+def aws_settings(endpoint_url: str, **extra: Any) -> AwsStoreSettings:
+    return AwsStoreSettings.model_validate(
+        {
+            "type": "aws",
+            "region": REGION,
+            "endpoint_url": endpoint_url,
+            "prefix": "rotator/",
+            **extra,
+        }
+    )
