@@ -17,6 +17,7 @@ rotated in the meantime, its result is adopted and the grant is alive.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -138,7 +139,38 @@ def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[st
 
 
 def default_owner() -> str:
-    return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+    """``host/pid-namespace/pid:random``: unique, and says where to look for the holder."""
+    return f"{_process_home()}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _process_home() -> str:
+    """This host and PID namespace: where a lease owner's PID means something."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when the lease owner provably died: a process of this host and
+    PID namespace whose PID no longer exists. Anything else (another host, an
+    older owner format, a live or foreign PID) is treated as alive: its lease
+    is left to expire."""
+    where, _, rest = owner.rpartition("/")
+    pid_text, sep, _ = rest.partition(":")
+    if where != _process_home() or not sep or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # EPERM: alive, someone else's
+    return False
 
 
 @dataclass
@@ -226,7 +258,11 @@ class Rotator:
             now, has_token=state.access_token is not None, next_refresh_at=state.next_refresh_at
         ):
             return self._sync_sinks(account, state, Result.NOT_DUE)
-        if state.lease_held_by_other(self.owner, now) and state.lease_until is not None:
+        if (
+            state.lease_held_by_other(self.owner, now)
+            and state.lease_until is not None
+            and not self._take_over_dead_lease(account, state)
+        ):
             return RotationResult(
                 account.name,
                 Result.BUSY,
@@ -251,6 +287,20 @@ class Rotator:
                 account.name, Result.BUSY, now + timedelta(seconds=1), state=state
             )
         return self._refresh_with_lease(account, leased, lease_version)
+
+    def _take_over_dead_lease(self, account: Account, state: AccountState) -> bool:
+        # A process killed mid-rotation (kill -9, OOM, a crash) leaves its lease.
+        # Waiting for it to expire would present the refresh token it may have
+        # spent long after the vendor's reuse grace period; taking it over at
+        # once keeps us inside it. Only a provably dead local PID qualifies.
+        if not owner_is_dead(state.lease_owner):
+            return False
+        _log.warning(
+            "taking over the lease of a process that died mid-rotation",
+            account=account.name,
+            lease_owner=state.lease_owner,
+        )
+        return True
 
     def _refresh_with_lease(
         self, account: Account, leased: AccountState, lease_version: Version
