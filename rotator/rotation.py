@@ -45,6 +45,7 @@ from rotator.errors import (
 from rotator.http import HttpClients
 from rotator.providers.base import Provider, provider_class
 from rotator.schedule import RefreshPolicy, is_due, next_refresh, retry_at
+from rotator.secrets import Secret
 from rotator.spool import Spool
 from rotator.state import AccountState
 from rotator.tokens import TokenSet, format_time
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("rotator.rotation")
+#: in a spool entry: the refresh token the spooled state replaced (its lineage)
+_SPENT = "spent_refresh_token"
 
 
 FAILED_RECHECK = timedelta(seconds=60)
@@ -189,8 +192,11 @@ class Rotator:
     state_write_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 4, 8)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    #: new states whose write has not landed yet (never dropped; see _write_new_state)
-    _unsaved: dict[str, AccountState] = field(default_factory=dict, init=False, repr=False)
+    #: new states whose write has not landed yet, with the refresh token each one
+    #: replaced (never dropped; see _write_new_state)
+    _unsaved: dict[str, tuple[AccountState, Secret | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -246,7 +252,11 @@ class Rotator:
         now = self.clock()
         pending = self._pending(account)
         if pending is not None:
-            return self._finish_unsaved(account, pending)
+            landed = self._finish_unsaved(account, *pending)
+            if not (force and landed.ok):
+                return landed
+            # `rotator refresh` asked for a rotation: the pending grant has landed
+            # (ours, or another process's in flight), so go on from the stored state.
         state, version = self.read_state(account)
         if state.failed and (force or retry_failed):
             force = True
@@ -318,8 +328,9 @@ class Rotator:
                 account, leased, lease_version, PermanentProviderError("secret_ref", str(exc))
             )
         new_state = self._success_state(account, leased, tokens)
-        self._spool_put(account, new_state)
-        saved = self._write_new_state(account, new_state, lease_version)
+        spent = leased.refresh_token
+        self._spool_put(account, new_state, spent)
+        saved = self._write_new_state(account, new_state, lease_version, spent)
         if saved is None:
             return RotationResult(
                 account.name,
@@ -433,13 +444,20 @@ class Rotator:
     # -- the state write that must not be lost -------------------------------------
 
     def _write_new_state(
-        self, account: Account, new_state: AccountState, expected: Version
+        self,
+        account: Account,
+        new_state: AccountState,
+        expected: Version | None,
+        spent: Secret | None,
     ) -> Version | None:
         """Write a freshly rotated state; on conflict overwrite, on outage retry.
 
-        The vendor has already spent the old refresh token, so the new state is the
-        only valid grant: it is never dropped. A conflict means our lease expired and
-        someone wrote meanwhile; our tokens are still the newest, so they go on top.
+        The vendor has already spent the old refresh token (``spent``), so the new
+        state is the only valid grant: it is never dropped. A conflict means
+        someone wrote meanwhile: if the store still holds the spent token (our
+        lease expired and another worker took it, or recorded a failure), our
+        tokens go on top; if it already holds ours, or a grant that moved on
+        from ours, overwriting would put a spent refresh token back, so we stop.
         If the store stays down past the bounded retries, the state is kept in
         memory and the next job run writes it before doing anything else.
         """
@@ -449,22 +467,27 @@ class Rotator:
                 result = account.state_store.write(
                     account.state_path, new_state.to_record(), expected_version=expected
                 )
-                self._unsaved.pop(account.name, None)
-                if self.spool is not None:
-                    self.spool.remove(account.spool_key)
+                self._forget_unsaved(account)
                 return result.version
             except StoreConflict:
+                current, current_version = self.read_state(account)
+                if _superseded(current, new_state, spent):
+                    _log.info(
+                        "the state already holds this grant or a newer one; not overwriting",
+                        account=account.name,
+                    )
+                    self._forget_unsaved(account)
+                    return current_version
                 _log.warning(
                     "state changed under our lease; writing the new grant on top",
                     account=account.name,
                 )
-                _, current_version = self.read_state(account)
-                expected = current_version  # type: ignore[assignment]
+                expected = current_version
                 continue
             except StoreError as exc:
                 delay = next(delays, None)
                 if delay is None:
-                    self._unsaved[account.name] = new_state
+                    self._unsaved[account.name] = (new_state, spent)
                     _log.critical(
                         "new grant not yet saved; holding it and retrying",
                         account=account.name,
@@ -479,11 +502,19 @@ class Rotator:
                 )
                 time.sleep(delay)
 
-    def _spool_put(self, account: Account, state: AccountState) -> None:
+    def _forget_unsaved(self, account: Account) -> None:
+        self._unsaved.pop(account.name, None)
+        if self.spool is not None:
+            self.spool.remove(account.spool_key)
+
+    def _spool_put(self, account: Account, state: AccountState, spent: Secret | None) -> None:
         if self.spool is None:
             return
+        record = state.to_record()
+        if spent is not None:
+            record[_SPENT] = spent.reveal()
         try:
-            self.spool.put(account.spool_key, account.name, account.state_path, state.to_record())
+            self.spool.put(account.spool_key, account.name, account.state_path, record)
         except OSError as exc:
             # The state write below is still attempted; we only lose the crash cover.
             _log.error(
@@ -492,32 +523,33 @@ class Rotator:
                 error=exc.strerror or repr(exc),
             )
 
-    def _pending(self, account: Account) -> AccountState | None:
-        """A rotated state that has not reached the state store yet (memory or spool)."""
+    def _pending(self, account: Account) -> tuple[AccountState, Secret | None] | None:
+        """A rotated state that has not reached the state store yet (memory or spool),
+        with the refresh token it replaced."""
         pending = self._unsaved.get(account.name)
         if pending is None and self.spool is not None:
             entry = self.spool.get(account.spool_key)
             if entry is not None:
-                pending = AccountState.from_record(account.name, entry.record)
+                spent = entry.record.get(_SPENT)
+                pending = (
+                    AccountState.from_record(account.name, entry.record),
+                    Secret(spent) if spent else None,
+                )
         return pending
 
-    def _finish_unsaved(self, account: Account, pending: AccountState) -> RotationResult:
+    def _finish_unsaved(
+        self, account: Account, pending: AccountState, spent: Secret | None
+    ) -> RotationResult:
         """Land a rotated state that was not saved (store outage, or a crash)."""
         current, version = self.read_state(account)
-        if (
-            current.issued_at is not None
-            and pending.issued_at is not None
-            and current.issued_at >= pending.issued_at
-        ):
+        if _superseded(current, pending, spent):
             # It landed before the crash (or something newer did): nothing to replay.
-            self._unsaved.pop(account.name, None)
-            if self.spool is not None:
-                self.spool.remove(account.spool_key)
+            self._forget_unsaved(account)
             return self._sync_sinks(account, current, Result.NOT_DUE)
         _log.warning(
             "replaying a rotated grant that had not reached the state store", account=account.name
         )
-        saved = self._write_new_state(account, pending, version)  # type: ignore[arg-type]
+        saved = self._write_new_state(account, pending, version, spent)
         if saved is None:
             return RotationResult(
                 account.name,
@@ -588,8 +620,9 @@ class Rotator:
                 continue
             with self._lock(account.name):
                 try:
+                    spent = entry.record.get(_SPENT)
                     pending = AccountState.from_record(account.name, entry.record)
-                    self._finish_unsaved(account, pending)
+                    self._finish_unsaved(account, pending, Secret(spent) if spent else None)
                     replayed += 1
                 except StoreError as exc:
                     _log.warning(
@@ -609,6 +642,28 @@ class Rotator:
         ):
             return now
         return state.next_refresh_at or now
+
+
+def _superseded(current: AccountState, new: AccountState, spent: Secret | None) -> bool:
+    """True when the stored state already holds ``new``'s grant or one that moved on.
+
+    Decided by the refresh token chain, not by clocks (two hosts' clocks may
+    disagree): a store still holding the token ``new`` replaced needs ``new``;
+    any other refresh token there is ours or came after ours (another worker
+    rotated from ours, or a human imported a new grant). Without a chain (a
+    vendor that does not rotate refresh tokens), the later issue time wins.
+    """
+    if current.refresh_token is None:
+        return False
+    if current.access_token is not None and current.access_token == new.access_token:
+        return True
+    if spent is not None and new.refresh_token is not None and new.refresh_token != spent:
+        return current.refresh_token != spent
+    return (
+        current.issued_at is not None
+        and new.issued_at is not None
+        and current.issued_at >= new.issued_at
+    )
 
 
 def publish(store: SecretStore, sink: Sink, view: Mapping[str, str], attempts: int = 3) -> bool:
