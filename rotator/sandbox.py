@@ -69,6 +69,7 @@ class Sandbox:
         on_issue: Callable[[str, str], object] | None = None,
         delay: float = 0.0,
         reuse_grace: float = 0.0,
+        answer_delay: float = 0.0,
     ) -> None:
         self.clients = dict(clients or {})
         self.users = dict(users or {})
@@ -79,7 +80,8 @@ class Sandbox:
         self.send_expires_in = send_expires_in
         self.token_path = token_path
         self.on_issue = on_issue
-        self.delay = delay
+        self.delay = delay  # before handling: a slow vendor
+        self.answer_delay = answer_delay  # after issuing: a slow answer (may be lost)
         self.reuse_grace = reuse_grace
         self.grace_reuses = 0
         self.grace_ages: list[float] = []  # how long after spending each grace reuse came
@@ -401,4 +403,6 @@ class Sandbox:
                 body["refresh_token_expires_in"] = self.refresh_ttl
         if scope:
             body["scope"] = scope
+        if self.answer_delay:
+            time.sleep(self.answer_delay)
         self._reply(handler, 200, json.dumps(body).encode())

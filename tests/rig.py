@@ -9,7 +9,6 @@ matters: the grant is alive, and what rotator keeps is its current refresh token
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -106,8 +105,9 @@ class Rig:
                 f"    client_secret: file:{secret_file}",
                 *(f"    {line}" for line in self.account_extra),
                 "    sinks:",
-                f"      - {{store: files, path: {name}.token, format: token}}",
+                # extra sinks first: a broken one must not keep the token file stale
                 *(f"      - {sink.format(name=name)}" for sink in self.sinks_extra),
+                f"      - {{store: files, path: {name}.token, format: token}}",
             ]
         self.config_path.write_text("\n".join(lines) + "\n")
         return self.config_path
@@ -170,10 +170,6 @@ class Rig:
 
     def rotations(self) -> int:
         return sum(grant.refreshes for grant in self.server.grants.values())
-
-    def view_json(self, name: str) -> dict[str, str]:
-        data: dict[str, str] = json.loads((self.out / f"{name}.json").read_text())
-        return data
 
     def assert_grants_alive(self) -> None:
         """Every grant alive and the state holding its current refresh token."""
