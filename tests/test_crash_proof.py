@@ -86,19 +86,28 @@ def check_after_kill(rig: Rig, counts: Counter[str]) -> None:
             )
 
 
+@pytest.fixture(params=["file", "openbao"])
+def state_bao(request: pytest.FixtureRequest) -> Iterator[OpenBao | None]:
+    if request.param == "file":
+        yield None
+        return
+    with OpenBao() as server:
+        yield server
+
+
 @pytest.mark.slow
-def test_random_kills_never_cost_the_grant(tmp_path: Path) -> None:
+def test_random_kills_never_cost_the_grant(tmp_path: Path, state_bao: OpenBao | None) -> None:
     started = time.monotonic()
     rng = random.Random(20261124)
     counts: Counter[str] = Counter()
     with emulator(
         clients={CLIENT_ID: SECRET}, access_ttl=1.5, reuse_grace=GRACE, delay=0.15
     ) as server:
-        rig = Rig(tmp_path, server, accounts=("k0", "k1", "k2"))
+        rig = Rig(tmp_path, server, accounts=("k0", "k1", "k2"), bao=state_bao)
         rig.seed_all()
         kills = 0
         while rig.rotations() < 100:
-            with DaemonProcess(rig.config_path) as daemon:
+            with DaemonProcess(rig.config_path, env=rig.env) as daemon:
                 if rng.random() < 0.2:
                     # during the start: imports, spool replay, the first jobs
                     time.sleep(rng.uniform(0.3, 1.5))
@@ -111,14 +120,15 @@ def test_random_kills_never_cost_the_grant(tmp_path: Path) -> None:
             kills += 1
             assert server.reuse_detected == 0, "a refresh token was spent twice"
             check_after_kill(rig, counts)
-        with DaemonProcess(rig.config_path) as daemon:
+        with DaemonProcess(rig.config_path, env=rig.env) as daemon:
             daemon.wait_log('"event": "started"')
             wait_for(lambda: sinks_valid(rig), 20, what="sinks to converge at the end")
             assert daemon.stop() == 0
         rig.assert_grants_alive()
         print(
-            f"\nrandom kills: {kills} kills through {rig.rotations()} rotations; after the "
-            f"kills: {dict(counts)}; grace reuses {server.grace_reuses} (the previous token "
+            f"\nrandom kills ({rig.state_kind} state): {kills} kills through "
+            f"{rig.rotations()} rotations; after the kills: {dict(counts)}; "
+            f"grace reuses {server.grace_reuses} (the previous token "
             f"presented again after {max(server.grace_ages, default=0):.1f}s at most), "
             f"reuse detected {server.reuse_detected}, {time.monotonic() - started:.1f}s"
         )
