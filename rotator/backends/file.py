@@ -119,6 +119,17 @@ class FileStore:
             raise StorePermissionError(
                 f"cannot write in {target.parent}", store=self.name, path=str(target)
             ) from None
+        except OSError as exc:
+            # a read-only or full file system, or a directory where the lock file goes
+            if exc.errno == errno.EROFS:
+                raise StorePermissionError(
+                    f"cannot write in {target.parent} ({exc.strerror})",
+                    store=self.name,
+                    path=str(target),
+                ) from None
+            raise StoreUnavailable(
+                f"cannot lock {lock_path}: {exc.strerror}", store=self.name, path=str(target)
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
