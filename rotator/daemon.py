@@ -25,6 +25,7 @@ from rotator.backends.base import SecretStore, open_store
 from rotator.config import Config, load_config, state_store
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
+from rotator.monitor import attach as attach_monitor
 from rotator.rotation import Observer, Result, RotationResult, Rotator, build_accounts
 from rotator.secrets import resolve
 from rotator.spool import Spool, default_spool_dir
@@ -82,6 +83,11 @@ class Daemon:
         self.hooks_on_start: list[Callable[[Daemon], None]] = []
         self.hooks_on_reload: list[Callable[[Daemon], None]] = []
         self.hooks_on_stop: list[Callable[[Daemon], None]] = []
+        #: around every reload, applied or refused (systemd's RELOADING=1 ... READY=1)
+        self.hooks_before_reload: list[Callable[[Daemon], None]] = []
+        self.hooks_after_reload: list[Callable[[Daemon], None]] = []
+        # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
+        self.monitor = attach_monitor(self)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -152,6 +158,15 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one is bad."""
+        for hook in self.hooks_before_reload:
+            hook(self)
+        try:
+            return self._reload()
+        finally:
+            for hook in self.hooks_after_reload:
+                hook(self)
+
+    def _reload(self) -> bool:
         try:
             new_config = load_config(self.config_path)
             new_stores = open_stores(new_config)

@@ -66,6 +66,7 @@ _SPENT = "spent_refresh_token"
 
 
 FAILED_RECHECK = timedelta(seconds=60)
+MIN_REFRESH_INTERVAL = timedelta(seconds=1)
 
 
 def utc_now() -> datetime:
@@ -197,6 +198,8 @@ class Rotator:
     _unsaved: dict[str, tuple[AccountState, Secret | None]] = field(
         default_factory=dict, init=False, repr=False
     )
+    #: consecutive publish runs with a failed sink, per account (for the backoff)
+    _sink_failures: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -361,8 +364,10 @@ class Rotator:
             last_error_code="",
             consecutive_failures=0,
             failed=False,
-            next_refresh_at=next_refresh(
-                tokens.issued_at, tokens.expires_at, account.policy, self.rand()
+            # A vendor answering expires_in 0 must not make us refresh in a tight loop.
+            next_refresh_at=max(
+                next_refresh(tokens.issued_at, tokens.expires_at, account.policy, self.rand()),
+                tokens.issued_at + MIN_REFRESH_INTERVAL,
             ),
         )
 
@@ -590,9 +595,14 @@ class Rotator:
                     error=str(exc),
                 )
         if failed:
-            # The state is safe; come back soon for the sinks that missed it.
-            soon = retry_at(self.clock(), 1, account.policy, self.rand())
+            # The state is safe; come back for the sinks that missed it, backing
+            # off while they stay broken.
+            streak = self._sink_failures.get(account.name, 0) + 1
+            self._sink_failures[account.name] = streak
+            soon = retry_at(self.clock(), streak, account.policy, self.rand())
             next_run = min(next_run, soon) if next_run else soon
+        else:
+            self._sink_failures.pop(account.name, None)
         return RotationResult(
             account.name,
             result,

@@ -202,3 +202,18 @@ def test_missing_config_exits_2(tmp_path: Path) -> None:
     assert "does not exist" in proc.stderr
     env_proc = run_rotator(["check"], env={"ROTATOR_CONFIG": str(tmp_path / "x.yaml")})
     assert env_proc.returncode == 2 and "x.yaml" in env_proc.stderr
+
+
+def test_import_records_when_the_grant_was_authorized(tmp_path: Path,
+                                                      server: OAuth2Emulator) -> None:
+    config = write_config(tmp_path, server.url, accounts=("alpha",))
+    grant = server.issue_grant("app")
+    bad = run_rotator(["import", "-c", str(config), "alpha", "--authorized-at", "yesterday"],
+                      stdin=grant)
+    assert bad.returncode == 2 and "--authorized-at 'yesterday'" in bad.stderr
+    good = run_rotator(
+        ["import", "-c", str(config), "alpha", "--authorized-at", "2026-11-01T10:00:00Z"],
+        stdin=grant,
+    )
+    assert good.returncode == 0, good.stderr
+    assert read_state(tmp_path, "alpha")["authorized_at"] == "2026-11-01T10:00:00Z"

@@ -52,6 +52,10 @@ class Provider(Protocol):
 # provider name -> "module:Class"; imported on first use.
 PROVIDERS: dict[str, str] = {
     "oauth2": "rotator.providers.oauth2:OAuth2Provider",
+    "faxplus": "rotator.providers.faxplus:FaxPlusProvider",
+    "faxplus-pat": "rotator.providers.faxplus:FaxPlusPatProvider",
+    "bifit": "rotator.providers.bifit:BifitProvider",
+    "faxmax": "rotator.providers.faxmax:FaxmaxProvider",
 }
 
 
@@ -144,7 +148,17 @@ def send(
         raise TransientProviderError(
             "timeout", f"{safe_url} did not answer within {timeout:g}s ({type(exc).__name__})"
         ) from None
+    except httpx.UnsupportedProtocol:
+        raise PermanentProviderError(
+            "bad_url", f"{safe_url} is not an http:// or https:// URL"
+        ) from None
     except httpx.TransportError as exc:
         raise TransientProviderError(
             "connection_error", f"{safe_url}: {type(exc).__name__}"
+        ) from None
+    except httpx.RequestError as exc:
+        # DecodingError (a Content-Encoding the body does not match), TooManyRedirects:
+        # the answer is unusable, and no raw httpx error may escape a provider.
+        raise TransientProviderError(
+            "bad_encoding", f"{safe_url}: unusable answer ({type(exc).__name__})"
         ) from None

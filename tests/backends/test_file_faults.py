@@ -18,5 +18,5 @@ from rotator.errors import StoreUnavailable
 def test_a_lock_file_that_cannot_be_opened_is_store_unavailable(tmp_path: Path) -> None:
     store = FileStore("files", FileStoreSettings(type="file", directory=tmp_path))
     (tmp_path / ".acct.lock").mkdir()  # something else where the lock file goes
-    with pytest.raises(StoreUnavailable, match="cannot lock"):
+    with pytest.raises(StoreUnavailable, match="cannot write in"):
         store.write("acct", {"access_token": "x"}, expected_version=None)
