@@ -25,11 +25,19 @@ from tests import leakcheck
 from tests.fakes.oauth2 import OAuth2Emulator
 from tests.servers import OpenBao
 
-__all__ = ["CLIENT_ID", "SECRET", "Rig"]
+__all__ = ["CLIENT_ID", "PROOF_COUNTS", "SECRET", "Rig", "report"]
 
 CLIENT_ID = "app"
 SECRET = leakcheck.register("s3cr3t-p+ss:w/rd%-proofs", "client secret")
 VAULT_TOKEN_ENV = "ROTATOR_PROOF_VAULT_TOKEN"
+
+#: what each proof reached; printed under "proof counts" at the end of the run
+PROOF_COUNTS: list[str] = []
+
+
+def report(line: str) -> None:
+    PROOF_COUNTS.append(line.strip())
+    print(line)
 
 
 @dataclass

@@ -35,7 +35,7 @@ import pytest
 
 from tests.fakes.oauth2 import emulator
 from tests.proc import DaemonProcess, wait_for
-from tests.rig import CLIENT_ID, SECRET, Rig
+from tests.rig import CLIENT_ID, SECRET, Rig, report
 from tests.servers import OpenBao
 
 #: the vendor's reuse grace period. Okta's is 0-60 s (30 s by default); a restart
@@ -125,7 +125,7 @@ def test_random_kills_never_cost_the_grant(tmp_path: Path, state_bao: OpenBao | 
             wait_for(lambda: sinks_valid(rig), 20, what="sinks to converge at the end")
             assert daemon.stop() == 0
         rig.assert_grants_alive()
-        print(
+        report(
             f"\nrandom kills ({rig.state_kind} state): {kills} kills through "
             f"{rig.rotations()} rotations; after the kills: {dict(counts)}; "
             f"grace reuses {server.grace_reuses} (the previous token "
@@ -177,7 +177,7 @@ def test_openbao_down_mid_rotation_then_kill_9_keeps_the_grant(
         assert server.grant_for(spooled) is grant and grant.refreshes >= 2
         assert rig.spooled() == {}
         assert server.reuse_detected == 0
-        print(f"\nOpenBao crash proof: {grant.refreshes} rotations, grant alive, spool replayed")
+        report(f"\nOpenBao crash proof: {grant.refreshes} rotations, grant alive, spool replayed")
 
 
 def rig_spool_only(rig: Rig) -> str:

@@ -26,7 +26,7 @@ import pytest
 
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.proc import DaemonProcess, run_rotator, wait_for
-from tests.rig import CLIENT_ID, SECRET, Rig
+from tests.rig import CLIENT_ID, SECRET, Rig, report
 from tests.servers import OpenBao
 
 FAST = {
@@ -99,7 +99,7 @@ def test_transient_failures_retry_with_backoff(tmp_path: Path, server: OAuth2Emu
     assert server.reuse_detected == 0
     # the timed-out call had rotated at the vendor: its grace period covered the retry
     assert server.grace_reuses == 1
-    print(f"\ntransient: 4 failures retried, backoff gaps {[round(g, 1) for g in gaps]} s")
+    report(f"\ntransient: 4 failures retried, backoff gaps {[round(g, 1) for g in gaps]} s")
 
 
 @pytest.mark.slow
@@ -241,7 +241,7 @@ def test_a_failing_sink_blocks_neither_the_others_nor_the_state(
     assert token == state.access_token.reveal()
     proc = run_rotator(["refresh", "-c", str(rig.config_path), "pub"], env=env)
     assert proc.returncode == 1 and "failed 1" in proc.stdout
-    print(
+    report(
         f"\nfailing sink ({store_line.split('type: ')[1].split(',')[0]}): {len(failures)} "
         f"publish failures, {len(seen)} tokens published to the good sink"
     )

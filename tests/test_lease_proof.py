@@ -21,14 +21,14 @@ import pytest
 
 from tests.fakes.oauth2 import emulator
 from tests.proc import DaemonProcess, run_rotator, wait_for
-from tests.rig import CLIENT_ID, SECRET, Rig
+from tests.rig import CLIENT_ID, SECRET, Rig, report
 from tests.servers import OpenBao
 
 ROTATIONS = 200
 
 
 @pytest.fixture(params=["file", "openbao"])
-def bao(request: pytest.FixtureRequest) -> Iterator[OpenBao | None]:
+def state_bao(request: pytest.FixtureRequest) -> Iterator[OpenBao | None]:
     if request.param == "file":
         yield None
         return
@@ -38,11 +38,11 @@ def bao(request: pytest.FixtureRequest) -> Iterator[OpenBao | None]:
 
 @pytest.mark.slow
 def test_two_daemons_and_manual_refreshes_never_spend_a_refresh_token_twice(
-    tmp_path: Path, bao: OpenBao | None
+    tmp_path: Path, state_bao: OpenBao | None
 ) -> None:
     started = time.monotonic()
     with emulator(clients={CLIENT_ID: SECRET}, access_ttl=1.0, reuse_grace=0) as server:
-        rig = Rig(tmp_path, server, accounts=tuple(f"a{i}" for i in range(6)), bao=bao)
+        rig = Rig(tmp_path, server, accounts=tuple(f"a{i}" for i in range(6)), bao=state_bao)
         rig.seed_all()
         stop = threading.Event()
         manual: Counter[str] = Counter()
@@ -82,7 +82,7 @@ def test_two_daemons_and_manual_refreshes_never_spend_a_refresh_token_twice(
             assert first.stop() == 0 and second.stop() == 0
             by_daemon = [d.output().count('"event": "rotated"') for d in (first, second)]
         rotations = rig.rotations()
-        print(
+        report(
             f"\nlease proof ({rig.state_kind} state): {rotations} rotations "
             f"({server.token_calls} token calls), daemons rotated {by_daemon}, "
             f"manual refresh {dict(manual)}, reuse detected {server.reuse_detected}, "

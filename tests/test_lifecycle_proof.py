@@ -17,7 +17,7 @@ from rotator.daemon import Daemon
 from rotator.rotation import Observer, RotationResult
 from tests.fakes.oauth2 import emulator
 from tests.proc import DaemonProcess, wait_for
-from tests.rig import CLIENT_ID, SECRET, Rig
+from tests.rig import CLIENT_ID, SECRET, Rig, report
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_sigterm_lets_the_rotation_in_flight_finish(tmp_path: Path) -> None:
         state = rig.states()["term"]
         assert state.access_token is not None and state.access_token.reveal() == after
         assert rig.spooled() == {}
-        print(f"\nSIGTERM with a rotation in flight: exit 0 after {took:.1f}s")
+        report(f"\nSIGTERM with a rotation in flight: exit 0 after {took:.1f}s")
 
 
 class _Recorder(Observer):
@@ -89,4 +89,4 @@ def test_after_a_suspend_overdue_accounts_refresh_once_at_once(tmp_path: Path) -
         assert at_once < 2.0
         rig.assert_grants_alive()
         assert server.reuse_detected == 0
-        print(f"\nsuspend: 3 overdue accounts refreshed once, {at_once:.2f}s after the resume")
+        report(f"\nsuspend: 3 overdue accounts refreshed once, {at_once:.2f}s after the resume")
