@@ -68,8 +68,9 @@ def check_after_kill(rig: Rig, counts: Counter[str]) -> None:
         grant = server.grant_for(state.refresh_token.reveal())
         assert grant is not None and not grant.revoked, f"{name}: grant revoked"
         kept = {state.refresh_token.reveal()}
-        if name in spooled and spooled[name].refresh_token is not None:
-            kept.add(spooled[name].refresh_token.reveal())
+        spooled_token = spooled[name].refresh_token if name in spooled else None
+        if spooled_token is not None:
+            kept.add(spooled_token.reveal())
             counts["spooled"] += 1
         if grant.current_refresh in kept:
             counts["held"] += 1

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rotator.backends.base import Version
 from rotator.config import load_config
 from rotator.daemon import open_spool, open_stores
 from rotator.http import HttpClients
@@ -90,7 +91,7 @@ def _stored(account: Account) -> AccountState:
     return AccountState.from_record("acct", record.data)
 
 
-def _put(account: AccountState, target: Account) -> object:
+def _put(account: AccountState, target: Account) -> Version:
     record = target.state_store.read(target.state_path)
     return target.state_store.write(
         target.state_path, account.to_record(), expected_version=record.version if record else None
