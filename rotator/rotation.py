@@ -472,7 +472,7 @@ class Rotator:
                 result = account.state_store.write(
                     account.state_path, new_state.to_record(), expected_version=expected
                 )
-                self._forget_unsaved(account)
+                self._forget_unsaved(account, new_state)
                 return result.version
             except StoreConflict:
                 current, current_version = self.read_state(account)
@@ -481,7 +481,7 @@ class Rotator:
                         "the state already holds this grant or a newer one; not overwriting",
                         account=account.name,
                     )
-                    self._forget_unsaved(account)
+                    self._forget_unsaved(account, new_state)
                     return current_version
                 _log.warning(
                     "state changed under our lease; writing the new grant on top",
@@ -507,10 +507,13 @@ class Rotator:
                 )
                 time.sleep(delay)
 
-    def _forget_unsaved(self, account: Account) -> None:
+    def _forget_unsaved(self, account: Account, landed: AccountState) -> None:
         self._unsaved.pop(account.name, None)
         if self.spool is not None:
-            self.spool.remove(account.spool_key)
+            # Only our entry: a process sharing the spool may have spooled a newer
+            # grant since, and it must stay until that one lands.
+            mine = landed.access_token.reveal() if landed.access_token is not None else None
+            self.spool.remove(account.spool_key, only_access_token=mine)
 
     def _spool_put(self, account: Account, state: AccountState, spent: Secret | None) -> None:
         if self.spool is None:
@@ -549,7 +552,7 @@ class Rotator:
         current, version = self.read_state(account)
         if _superseded(current, pending, spent):
             # It landed before the crash (or something newer did): nothing to replay.
-            self._forget_unsaved(account)
+            self._forget_unsaved(account, pending)
             return self._sync_sinks(account, current, Result.NOT_DUE)
         _log.warning(
             "replaying a rotated grant that had not reached the state store", account=account.name

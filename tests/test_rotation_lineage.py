@@ -135,3 +135,16 @@ def test_a_stale_spool_entry_is_dropped_and_a_live_one_replayed(
     assert result.result == Result.SUCCESS
     assert _stored(account).refresh_token == R1
     assert rotator.spool.get(account.spool_key) is None
+
+
+def test_landing_a_grant_leaves_a_newer_spool_entry_of_another_process(
+    setup: tuple[Rotator, Account, OAuth2Emulator],
+) -> None:
+    rotator, account, _ = setup
+    assert rotator.spool is not None
+    rotator._spool_put(account, S2, R1)  # another process, sharing the spool, is further on
+    rotator._forget_unsaved(account, S1)  # we landed S1 a moment ago
+    entry = rotator.spool.get(account.spool_key)
+    assert entry is not None and entry.record["refresh_token"] == R2.reveal()
+    rotator._forget_unsaved(account, S2)
+    assert rotator.spool.get(account.spool_key) is None
