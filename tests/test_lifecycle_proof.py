@@ -64,7 +64,14 @@ def test_after_a_suspend_overdue_accounts_refresh_once_at_once(tmp_path: Path) -
         daemon = Daemon(str(rig.config_path), observers=[recorder])
         daemon.start()
         try:
-            wait_for(lambda: rig.rotations() == 3, 20, what="the first rotation of each")
+            wait_for(
+                lambda: (
+                    {r.account for _, r in recorder.results if r.result == "success"}
+                    == {"s0", "s1", "s2"}
+                ),
+                20,
+                what="the first rotation of each, state written",
+            )
             daemon.scheduler.pause()  # suspended: nothing runs, time goes on
             planned = {name: s.next_refresh_at for name, s in rig.states().items()}
             latest = max(p for p in planned.values() if p is not None)
