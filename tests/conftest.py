@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -47,3 +49,13 @@ def moto() -> Iterator[MotoServer]:
     state is process-wide, so use distinct secret names per test."""
     with MotoServer() as server:
         yield server
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """What the guarantee proofs reached (rotations, kills, grace uses)."""
+    rig = sys.modules.get("tests.rig")
+    counts = getattr(rig, "PROOF_COUNTS", None)
+    if counts:
+        terminalreporter.write_sep("-", "proof counts")
+        for line in counts:
+            terminalreporter.write_line(line)
