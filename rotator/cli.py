@@ -1,4 +1,4 @@
-"""The command line: run | check | status | refresh | import | demo (and vendor commands).
+"""The command line: run | check | status | refresh | import | authorize | demo (and more).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 Everything heavy (pydantic, httpx, APScheduler, store SDKs) is imported inside
@@ -81,6 +81,51 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("account")
     p.add_argument("--file", metavar="F", help="read the refresh token from F (default: stdin)")
+    p.add_argument(
+        "--authorized-at",
+        metavar="TIME",
+        help="when the grant was authorized (ISO 8601, UTC); starts the 30-day clock of "
+        "Fax.Plus enhanced-security tokens",
+    )
+    p = sub.add_parser("authorize", help="OAuth2 authorization-code bootstrap (Fax.Plus)")
+    _common(p)
+    p.add_argument("account")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--code",
+        metavar="CODE",
+        help="the code, or the whole redirect address, pasted from the browser",
+    )
+    how.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="catch the redirect here (default: the loopback redirect_uri)",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the GET /accounts/self check of the new token",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for the redirect (default: 300)",
+    )
+    p = sub.add_parser(
+        "faxmax-login-url", help="print a FaxMAX passwordless web login URL (valid for 3 seconds)"
+    )
+    _common(p)
+    p.add_argument("account")
+    p.add_argument("--user", required=True, help="the FaxMAX user to sign in")
+    p.add_argument(
+        "--remote-ip",
+        required=True,
+        metavar="IP",
+        help="the IP address the user's browser comes from",
+    )
+    p.add_argument("--page", default="inboxes", help="the web app page (default: inboxes)")
     p = sub.add_parser("demo", help="run the daemon on an embedded local sandbox")
     p.add_argument(
         "--directory",
@@ -119,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "refresh": cmd_refresh,
         "import": cmd_import,
         "demo": cmd_demo,
+        "authorize": cmd_authorize,
+        "faxmax-login-url": cmd_faxmax_login_url,
         **_EXTRA_HANDLERS,
     }
     try:
@@ -313,6 +360,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     token = raw.strip()
     if not token or any(c.isspace() for c in token):
         raise UsageError("the refresh token must be one non-empty line without spaces")
+    authorized_at = None
+    if args.authorized_at:
+        from rotator.tokens import parse_time
+
+        try:
+            authorized_at = parse_time(args.authorized_at)
+        except ValueError:
+            raise UsageError(
+                f"--authorized-at {args.authorized_at!r} is not an ISO 8601 time "
+                "(e.g. 2026-11-20T10:00:00Z)"
+            ) from None
     rotator = _rotator(config)
     account = rotator.accounts[args.account]
     for _ in range(5):
@@ -326,6 +384,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         seeded = replace(
             state,
             provider=account.settings.provider,
+            authorized_at=authorized_at,
             refresh_token=Secret(token),
             refresh_expires_at=None,
             access_token=None,
@@ -353,6 +412,36 @@ def cmd_import(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{args.account}: the state kept changing; try again", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def cmd_authorize(args: argparse.Namespace) -> int:
+    from rotator.authorize import authorize
+
+    config = _load(args)
+    _account(config, args.account)
+    return authorize(
+        config,
+        args.account,
+        code=args.code,
+        listen=args.listen,
+        verify=not args.no_verify,
+        timeout=args.timeout,
+    )
+
+
+def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
+    from rotator.providers.faxmax import faxmax_login_url
+
+    config = _load(args)
+    _account(config, args.account)
+    print(
+        faxmax_login_url(
+            config, args.account, user=args.user, remote_ip=args.remote_ip, page=args.page
+        ),
+        flush=True,
+    )
+    print("valid for 3 seconds: open it now", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

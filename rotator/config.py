@@ -45,6 +45,7 @@ __all__ = [
     "Duration",
     "HttpUrl",
     "Model",
+    "PositiveDuration",
     "Ref",
     "Sink",
     "config_path",
@@ -119,6 +120,16 @@ def _mode(value: object) -> int:
 
 
 Duration = Annotated[timedelta, PlainValidator(parse_duration), PlainSerializer(_format_duration)]
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+#: a duration where 0 would mean a busy loop (retry_initial: 0s retries a 503 at once, forever)
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 Ref = Annotated[SecretRef, PlainValidator(_ref), PlainSerializer(str)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 FileMode = Annotated[int, PlainValidator(_mode), PlainSerializer(oct)]
@@ -283,11 +294,11 @@ class AccountSettings(Model):
     refresh_share: float = Field(default=0.67, gt=0, lt=1)
     refresh_before: Duration | None = None
     jitter: float = Field(default=0.1, ge=0, le=0.5)
-    max_lifetime: Duration = timedelta(hours=1)
-    timeout: Duration = timedelta(seconds=30)
-    retry_initial: Duration = timedelta(seconds=5)
-    retry_max: Duration = timedelta(minutes=5)
-    lease_ttl: Duration = timedelta(minutes=2)
+    max_lifetime: PositiveDuration = timedelta(hours=1)
+    timeout: PositiveDuration = timedelta(seconds=30)
+    retry_initial: PositiveDuration = timedelta(seconds=5)
+    retry_max: PositiveDuration = timedelta(minutes=5)
+    lease_ttl: PositiveDuration = timedelta(minutes=2)
     ca_bundle: Path | None = None
     tls_verify: bool = True
     refresh_token_warn: list[Duration] | None = None
@@ -409,6 +420,7 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
 
     config = base.model_copy(update={"accounts": accounts})
     _check_references(config)
+    _check_paths(config)
     return config
 
 
@@ -448,15 +460,27 @@ def _check_references(config: Config) -> None:
                 f"{account.state.store!r} is not a defined store (defined: {defined})",
                 path=f"accounts.{name}.state.store",
             )
-        seen: set[tuple[str, str]] = set()
+
+
+def _check_paths(config: Config) -> None:
+    """Every (store, path) has one writer: a state, an alert record or a sink."""
+    owners: dict[tuple[str, str], str] = {}
+
+    def claim(store: str, path: str, owner: str) -> None:
+        other = owners.setdefault((store, path.strip("/")), owner)
+        if other != owner:
+            raise ConfigError(
+                f"{store}:{path} is already written by {other}; give each its own path",
+                path=owner,
+            )
+
+    for name, account in config.accounts.items():
+        store = state_store(config, name)
+        claim(store, account.state_path(name), f"accounts.{name}.state")
+        claim(store, f"alerts/{name}", f"accounts.{name} (alert record)")
+    for name, account in config.accounts.items():
         for index, sink in enumerate(account.sinks):
-            key = (sink.store, sink.path)
-            if key in seen or key == (state_store(config, name), account.state_path(name)):
-                raise ConfigError(
-                    "two places write the same path; give each sink its own path",
-                    path=f"accounts.{name}.sinks[{index}].path",
-                )
-            seen.add(key)
+            claim(sink.store, sink.path, f"accounts.{name}.sinks[{index}].path")
 
 
 def state_store(config: Config, account: str) -> str:
@@ -491,18 +515,23 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
     """Drop the union tags pydantic inserts into a location, by walking the input."""
     out: list[int | str] = []
     node = data
+    tag_skipped_in: object = None
     for part in loc:
         if (
             isinstance(part, str)
             and part in _UNION_TAGS
             and isinstance(node, dict)
             and part in (node.get("type"), node.get("method"))
+            # once per mapping: in `auth: {method: token}` the second `token` is the key
+            and tag_skipped_in is not node
         ):
+            tag_skipped_in = node
             continue  # pydantic's tag for the union member, not a key of the input
         found, child = _child(node, part)
         if found:
             node = child
-        elif isinstance(part, str) and part in _UNION_TAGS:
+        elif isinstance(part, str) and part in _UNION_TAGS and not isinstance(node, dict):
+            # lost track of the input: a tag cannot be told from a key; drop it
             continue
         else:
             node = None

@@ -25,6 +25,7 @@ from rotator.backends.base import SecretStore, open_store
 from rotator.config import Config, load_config, state_store
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
+from rotator.monitor import attach as attach_monitor
 from rotator.rotation import Observer, Result, RotationResult, Rotator, build_accounts
 from rotator.secrets import resolve
 from rotator.spool import Spool, default_spool_dir
@@ -82,6 +83,11 @@ class Daemon:
         self.hooks_on_start: list[Callable[[Daemon], None]] = []
         self.hooks_on_reload: list[Callable[[Daemon], None]] = []
         self.hooks_on_stop: list[Callable[[Daemon], None]] = []
+        #: around every reload, applied or refused (systemd's RELOADING=1 ... READY=1)
+        self.hooks_before_reload: list[Callable[[Daemon], None]] = []
+        self.hooks_after_reload: list[Callable[[Daemon], None]] = []
+        # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
+        self.monitor = attach_monitor(self)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -166,18 +172,48 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one is bad."""
+        for hook in self.hooks_before_reload:
+            hook(self)
+        try:
+            return self._reload()
+        finally:
+            for hook in self.hooks_after_reload:
+                hook(self)
+
+    def _reload(self) -> bool:
+        opened: dict[str, SecretStore] = {}
         try:
             new_config = load_config(self.config_path)
-            new_stores = open_stores(new_config)
+            # Unchanged stores are kept (their login, pool and keep-alive carry on);
+            # only new or changed ones are opened.
+            new_stores: dict[str, SecretStore] = {}
+            for name, settings in new_config.stores.items():
+                if name in self.stores and self.config.stores.get(name) == settings:
+                    new_stores[name] = self.stores[name]
+                else:
+                    opened[name] = new_stores[name] = open_store(name, settings)
             new_accounts = build_accounts(new_config, new_stores)
         except (ConfigError, RotatorError) as exc:
+            for store in opened.values():
+                store.close()
             _log.error("reload refused; keeping the running configuration", error=str(exc))
             return False
         old = self.config
         old_accounts = self.rotator.accounts
+        retired = [s for name, s in self.stores.items() if new_stores.get(name) is not s]
         self.config = new_config
         self.stores = new_stores
         self.rotator.accounts = new_accounts
+        if retired:
+            # Rotations in flight may still hold them: close after the grace period.
+            def close_retired() -> None:
+                for store in retired:
+                    store.close()
+
+            grace = new_config.server.shutdown_grace.total_seconds()
+            closer = threading.Timer(grace, close_retired)
+            closer.daemon = True
+            closer.start()
         now = datetime.now(UTC)
         removed = sorted(set(old_accounts) - set(new_accounts))
         added = sorted(set(new_accounts) - set(old_accounts))

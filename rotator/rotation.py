@@ -17,6 +17,7 @@ rotated in the meantime, its result is adopted and the grant is alive.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import threading
@@ -44,6 +45,7 @@ from rotator.errors import (
 from rotator.http import HttpClients
 from rotator.providers.base import Provider, provider_class
 from rotator.schedule import RefreshPolicy, is_due, next_refresh, retry_at
+from rotator.secrets import Secret
 from rotator.spool import Spool
 from rotator.state import AccountState
 from rotator.tokens import TokenSet, format_time
@@ -59,9 +61,12 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("rotator.rotation")
+#: in a spool entry: the refresh token the spooled state replaced (its lineage)
+_SPENT = "spent_refresh_token"
 
 
 FAILED_RECHECK = timedelta(seconds=60)
+MIN_REFRESH_INTERVAL = timedelta(seconds=1)
 
 
 def utc_now() -> datetime:
@@ -138,7 +143,38 @@ def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[st
 
 
 def default_owner() -> str:
-    return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+    """``host/pid-namespace/pid:random``: unique, and says where to look for the holder."""
+    return f"{_process_home()}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _process_home() -> str:
+    """This host and PID namespace: where a lease owner's PID means something."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when the lease owner provably died: a process of this host and
+    PID namespace whose PID no longer exists. Anything else (another host, an
+    older owner format, a live or foreign PID) is treated as alive: its lease
+    is left to expire."""
+    where, _, rest = owner.rpartition("/")
+    pid_text, sep, _ = rest.partition(":")
+    if where != _process_home() or not sep or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # EPERM: alive, someone else's
+    return False
 
 
 @dataclass
@@ -157,8 +193,13 @@ class Rotator:
     state_write_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 4, 8)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    #: new states whose write has not landed yet (never dropped; see _write_new_state)
-    _unsaved: dict[str, AccountState] = field(default_factory=dict, init=False, repr=False)
+    #: new states whose write has not landed yet, with the refresh token each one
+    #: replaced (never dropped; see _write_new_state)
+    _unsaved: dict[str, tuple[AccountState, Secret | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    #: consecutive publish runs with a failed sink, per account (for the backoff)
+    _sink_failures: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -214,7 +255,11 @@ class Rotator:
         now = self.clock()
         pending = self._pending(account)
         if pending is not None:
-            return self._finish_unsaved(account, pending)
+            landed = self._finish_unsaved(account, *pending)
+            if not (force and landed.ok):
+                return landed
+            # `rotator refresh` asked for a rotation: the pending grant has landed
+            # (ours, or another process's in flight), so go on from the stored state.
         state, version = self.read_state(account)
         if state.failed and (force or retry_failed):
             force = True
@@ -226,7 +271,11 @@ class Rotator:
             now, has_token=state.access_token is not None, next_refresh_at=state.next_refresh_at
         ):
             return self._sync_sinks(account, state, Result.NOT_DUE)
-        if state.lease_held_by_other(self.owner, now) and state.lease_until is not None:
+        if (
+            state.lease_held_by_other(self.owner, now)
+            and state.lease_until is not None
+            and not self._take_over_dead_lease(account, state)
+        ):
             return RotationResult(
                 account.name,
                 Result.BUSY,
@@ -252,6 +301,20 @@ class Rotator:
             )
         return self._refresh_with_lease(account, leased, lease_version)
 
+    def _take_over_dead_lease(self, account: Account, state: AccountState) -> bool:
+        # A process killed mid-rotation (kill -9, OOM, a crash) leaves its lease.
+        # Waiting for it to expire would present the refresh token it may have
+        # spent long after the vendor's reuse grace period; taking it over at
+        # once keeps us inside it. Only a provably dead local PID qualifies.
+        if not owner_is_dead(state.lease_owner):
+            return False
+        _log.warning(
+            "taking over the lease of a process that died mid-rotation",
+            account=account.name,
+            lease_owner=state.lease_owner,
+        )
+        return True
+
     def _refresh_with_lease(
         self, account: Account, leased: AccountState, lease_version: Version
     ) -> RotationResult:
@@ -268,11 +331,12 @@ class Rotator:
                 account, leased, lease_version, PermanentProviderError("secret_ref", str(exc))
             )
         new_state = self._success_state(account, leased, tokens)
+        spent = leased.refresh_token
         if new_state.refresh_token is not None:
             # Only a refresh token is a grant that a crash could lose; an access token
             # alone (client_credentials) is obtained again with one call.
-            self._spool_put(account, new_state)
-        saved = self._write_new_state(account, new_state, lease_version)
+            self._spool_put(account, new_state, spent)
+        saved = self._write_new_state(account, new_state, lease_version, spent)
         if saved is None:
             return RotationResult(
                 account.name,
@@ -303,8 +367,10 @@ class Rotator:
             last_error_code="",
             consecutive_failures=0,
             failed=False,
-            next_refresh_at=next_refresh(
-                tokens.issued_at, tokens.expires_at, account.policy, self.rand()
+            # A vendor answering expires_in 0 must not make us refresh in a tight loop.
+            next_refresh_at=max(
+                next_refresh(tokens.issued_at, tokens.expires_at, account.policy, self.rand()),
+                tokens.issued_at + MIN_REFRESH_INTERVAL,
             ),
         )
 
@@ -386,13 +452,20 @@ class Rotator:
     # -- the state write that must not be lost -------------------------------------
 
     def _write_new_state(
-        self, account: Account, new_state: AccountState, expected: Version
+        self,
+        account: Account,
+        new_state: AccountState,
+        expected: Version | None,
+        spent: Secret | None,
     ) -> Version | None:
         """Write a freshly rotated state; on conflict overwrite, on outage retry.
 
-        The vendor has already spent the old refresh token, so the new state is the
-        only valid grant: it is never dropped. A conflict means our lease expired and
-        someone wrote meanwhile; our tokens are still the newest, so they go on top.
+        The vendor has already spent the old refresh token (``spent``), so the new
+        state is the only valid grant: it is never dropped. A conflict means
+        someone wrote meanwhile: if the store still holds the spent token (our
+        lease expired and another worker took it, or recorded a failure), our
+        tokens go on top; if it already holds ours, or a grant that moved on
+        from ours, overwriting would put a spent refresh token back, so we stop.
         If the store stays down past the bounded retries, the state is kept in
         memory and the next job run writes it before doing anything else.
         """
@@ -402,22 +475,27 @@ class Rotator:
                 result = account.state_store.write(
                     account.state_path, new_state.to_record(), expected_version=expected
                 )
-                self._unsaved.pop(account.name, None)
-                if self.spool is not None:
-                    self.spool.remove(account.spool_key)
+                self._forget_unsaved(account, new_state)
                 return result.version
             except StoreConflict:
+                current, current_version = self.read_state(account)
+                if _superseded(current, new_state, spent):
+                    _log.info(
+                        "the state already holds this grant or a newer one; not overwriting",
+                        account=account.name,
+                    )
+                    self._forget_unsaved(account, new_state)
+                    return current_version
                 _log.warning(
                     "state changed under our lease; writing the new grant on top",
                     account=account.name,
                 )
-                _, current_version = self.read_state(account)
-                expected = current_version  # type: ignore[assignment]
+                expected = current_version
                 continue
             except StoreError as exc:
                 delay = next(delays, None)
                 if delay is None:
-                    self._unsaved[account.name] = new_state
+                    self._unsaved[account.name] = (new_state, spent)
                     _log.critical(
                         "new grant not yet saved; holding it and retrying",
                         account=account.name,
@@ -432,11 +510,22 @@ class Rotator:
                 )
                 time.sleep(delay)
 
-    def _spool_put(self, account: Account, state: AccountState) -> None:
+    def _forget_unsaved(self, account: Account, landed: AccountState) -> None:
+        self._unsaved.pop(account.name, None)
+        if self.spool is not None:
+            # Only our entry: a process sharing the spool may have spooled a newer
+            # grant since, and it must stay until that one lands.
+            mine = landed.access_token.reveal() if landed.access_token is not None else None
+            self.spool.remove(account.spool_key, only_access_token=mine)
+
+    def _spool_put(self, account: Account, state: AccountState, spent: Secret | None) -> None:
         if self.spool is None:
             return
+        record = state.to_record()
+        if spent is not None:
+            record[_SPENT] = spent.reveal()
         try:
-            self.spool.put(account.spool_key, account.name, account.state_path, state.to_record())
+            self.spool.put(account.spool_key, account.name, account.state_path, record)
         except OSError as exc:
             # The state write below is still attempted; we only lose the crash cover.
             _log.error(
@@ -445,32 +534,33 @@ class Rotator:
                 error=exc.strerror or repr(exc),
             )
 
-    def _pending(self, account: Account) -> AccountState | None:
-        """A rotated state that has not reached the state store yet (memory or spool)."""
+    def _pending(self, account: Account) -> tuple[AccountState, Secret | None] | None:
+        """A rotated state that has not reached the state store yet (memory or spool),
+        with the refresh token it replaced."""
         pending = self._unsaved.get(account.name)
         if pending is None and self.spool is not None:
             entry = self.spool.get(account.spool_key)
             if entry is not None:
-                pending = AccountState.from_record(account.name, entry.record)
+                spent = entry.record.get(_SPENT)
+                pending = (
+                    AccountState.from_record(account.name, entry.record),
+                    Secret(spent) if spent else None,
+                )
         return pending
 
-    def _finish_unsaved(self, account: Account, pending: AccountState) -> RotationResult:
+    def _finish_unsaved(
+        self, account: Account, pending: AccountState, spent: Secret | None
+    ) -> RotationResult:
         """Land a rotated state that was not saved (store outage, or a crash)."""
         current, version = self.read_state(account)
-        if (
-            current.issued_at is not None
-            and pending.issued_at is not None
-            and current.issued_at >= pending.issued_at
-        ):
+        if _superseded(current, pending, spent):
             # It landed before the crash (or something newer did): nothing to replay.
-            self._unsaved.pop(account.name, None)
-            if self.spool is not None:
-                self.spool.remove(account.spool_key)
+            self._forget_unsaved(account, pending)
             return self._sync_sinks(account, current, Result.NOT_DUE)
         _log.warning(
             "replaying a rotated grant that had not reached the state store", account=account.name
         )
-        saved = self._write_new_state(account, pending, version)  # type: ignore[arg-type]
+        saved = self._write_new_state(account, pending, version, spent)
         if saved is None:
             return RotationResult(
                 account.name,
@@ -511,9 +601,14 @@ class Rotator:
                     error=str(exc),
                 )
         if failed:
-            # The state is safe; come back soon for the sinks that missed it.
-            soon = retry_at(self.clock(), 1, account.policy, self.rand())
+            # The state is safe; come back for the sinks that missed it, backing
+            # off while they stay broken.
+            streak = self._sink_failures.get(account.name, 0) + 1
+            self._sink_failures[account.name] = streak
+            soon = retry_at(self.clock(), streak, account.policy, self.rand())
             next_run = min(next_run, soon) if next_run else soon
+        else:
+            self._sink_failures.pop(account.name, None)
         return RotationResult(
             account.name,
             result,
@@ -541,8 +636,9 @@ class Rotator:
                 continue
             with self._lock(account.name):
                 try:
+                    spent = entry.record.get(_SPENT)
                     pending = AccountState.from_record(account.name, entry.record)
-                    self._finish_unsaved(account, pending)
+                    self._finish_unsaved(account, pending, Secret(spent) if spent else None)
                     replayed += 1
                 except StoreError as exc:
                     _log.warning(
@@ -562,6 +658,28 @@ class Rotator:
         ):
             return now
         return state.next_refresh_at or now
+
+
+def _superseded(current: AccountState, new: AccountState, spent: Secret | None) -> bool:
+    """True when the stored state already holds ``new``'s grant or one that moved on.
+
+    Decided by the refresh token chain, not by clocks (two hosts' clocks may
+    disagree): a store still holding the token ``new`` replaced needs ``new``;
+    any other refresh token there is ours or came after ours (another worker
+    rotated from ours, or a human imported a new grant). Without a chain (a
+    vendor that does not rotate refresh tokens), the later issue time wins.
+    """
+    if current.refresh_token is None:
+        return False
+    if current.access_token is not None and current.access_token == new.access_token:
+        return True
+    if spent is not None and new.refresh_token is not None and new.refresh_token != spent:
+        return current.refresh_token != spent
+    return (
+        current.issued_at is not None
+        and new.issued_at is not None
+        and current.issued_at >= new.issued_at
+    )
 
 
 def publish(store: SecretStore, sink: Sink, view: Mapping[str, str], attempts: int = 3) -> bool:

@@ -11,7 +11,8 @@ Standard library only, served on loopback. It behaves like a strict provider:
 - rotating refresh tokens: each refresh spends the refresh token, and presenting
   a spent one is treated as theft: the whole grant is revoked (``reuse_grace``
   models the grace period strict providers offer for the one window no client
-  can close: the vendor rotated, but its answer never arrived);
+  can close: the vendor rotated, but its answer never arrived; within it the
+  last refresh token spent by a rotation stays valid);
 - configurable lifetimes and injected failures.
 """
 
@@ -68,6 +69,7 @@ class Sandbox:
         on_issue: Callable[[str, str], object] | None = None,
         delay: float = 0.0,
         reuse_grace: float = 0.0,
+        answer_delay: float = 0.0,
     ) -> None:
         self.clients = dict(clients or {})
         self.users = dict(users or {})
@@ -78,9 +80,11 @@ class Sandbox:
         self.send_expires_in = send_expires_in
         self.token_path = token_path
         self.on_issue = on_issue
-        self.delay = delay
+        self.delay = delay  # before handling: a slow vendor
+        self.answer_delay = answer_delay  # after issuing: a slow answer (may be lost)
         self.reuse_grace = reuse_grace
         self.grace_reuses = 0
+        self.grace_ages: list[float] = []  # how long after spending each grace reuse came
         self.lock = threading.Lock()
         self.grants: dict[str, Grant] = {}
         self._by_refresh: dict[str, Grant] = {}
@@ -89,6 +93,8 @@ class Sandbox:
         self.requests: list[dict[str, Any]] = []
         self.reuse_detected = 0
         self.token_calls = 0
+        self.in_flight = 0  # token requests being handled (a killed client's still run)
+        self.connections = 0  # open client connections (a dead client's close soon)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -105,6 +111,18 @@ class Sandbox:
 
             def do_GET(self) -> None:
                 sandbox._handle_get(self)
+
+            def setup(self) -> None:
+                with sandbox.lock:
+                    sandbox.connections += 1
+                super().setup()
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    with sandbox.lock:
+                        sandbox.connections -= 1
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
@@ -229,6 +247,15 @@ class Sandbox:
         if split.path != self.token_path:
             self._error(handler, 404, "not_found", "no such endpoint")
             return
+        with self.lock:
+            self.in_flight += 1
+        try:
+            self._handle_token(handler, raw, split.query)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _handle_token(self, handler: BaseHTTPRequestHandler, raw: bytes, query_string: str) -> None:
         if self.delay:
             time.sleep(self.delay)
         with self.lock:
@@ -240,7 +267,7 @@ class Sandbox:
             )
             return
         ctype = handler.headers.get("Content-Type", "")
-        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
         if query and not self.allow_query:
             self._error(
                 handler, 400, "invalid_request", "parameters must be sent in the request body"
@@ -322,12 +349,14 @@ class Sandbox:
                 and refresh == grant.previous
                 and time.time() - grant.previous_spent_at <= self.reuse_grace
             ):
-                # Within the grace period the last spent token still works once more.
+                # Within the grace period the last token spent by a rotation stays
+                # valid (as Okta's grace period does): each use rotates the grant
+                # again, and the token whose answer was lost is spent.
                 error = ""
                 self.grace_reuses += 1
+                self.grace_ages.append(time.time() - grant.previous_spent_at)
                 grant.refreshes += 1
                 grant.spent.add(grant.current_refresh)
-                grant.previous, grant.previous_spent_at = grant.current_refresh, time.time()
                 grant.current_refresh = self._new("refresh")
                 self._by_refresh[grant.current_refresh] = grant
             elif refresh in grant.spent:
@@ -374,4 +403,6 @@ class Sandbox:
                 body["refresh_token_expires_in"] = self.refresh_ttl
         if scope:
             body["scope"] = scope
+        if self.answer_delay:
+            time.sleep(self.answer_delay)
         self._reply(handler, 200, json.dumps(body).encode())

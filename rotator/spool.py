@@ -118,7 +118,13 @@ class Spool:
         finally:
             os.close(dir_fd)
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str, *, only_access_token: str | None = None) -> None:
+        """Remove an entry; with ``only_access_token``, only while it still holds
+        that grant (another process sharing the spool may have put a newer one)."""
+        if only_access_token is not None:
+            entry = self.get(key)
+            if entry is None or entry.record.get("access_token") != only_access_token:
+                return
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 

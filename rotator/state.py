@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
+from rotator.errors import StoreError
 from rotator.secrets import Secret
 from rotator.tokens import TokenSet, format_time, parse_time
 
@@ -58,7 +59,6 @@ class AccountState:
     lease_owner: str = ""
     lease_until: datetime | None = None
     extra: Mapping[str, str] = field(default_factory=dict)  # provider-specific, non-secret
-    alerts: Mapping[str, str] = field(default_factory=dict)  # what was already sent
 
     # -- views -----------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class AccountState:
                 out[f.name] = value.reveal()
             elif f.name in _TIME_FIELDS:
                 out[f.name] = format_time(value) if value.microsecond == 0 else _precise(value)
-            elif f.name in ("extra", "alerts"):
+            elif f.name == "extra":
                 if value:
                     out[f.name] = json.dumps(dict(value), sort_keys=True)
             elif f.name == "failed":
@@ -132,21 +132,31 @@ class AccountState:
         for f in fields(cls):
             if f.name == "account" or f.name not in data:
                 continue
-            raw = data[f.name]
-            if f.name in _SECRET_FIELDS:
-                kwargs[f.name] = Secret(raw) if raw else None
-            elif f.name in _TIME_FIELDS:
-                kwargs[f.name] = parse_time(raw) if raw else None
-            elif f.name in ("extra", "alerts"):
-                loaded = json.loads(raw) if raw else {}
-                kwargs[f.name] = {str(k): str(v) for k, v in loaded.items()}
-            elif f.name == "failed":
-                kwargs[f.name] = raw == "true"
-            elif f.name == "consecutive_failures":
-                kwargs[f.name] = int(raw or 0)
-            else:
-                kwargs[f.name] = raw
+            try:
+                kwargs[f.name] = _load_field(f.name, data[f.name])
+            except (ValueError, TypeError, AttributeError) as exc:
+                # Never the value itself: a shuffled record could put a token anywhere.
+                raise StoreError(
+                    f"the stored state of {account} is damaged: field {f.name!r} cannot be "
+                    f"read ({type(exc).__name__}); repair or remove that field (the others, "
+                    "the refresh token among them, are kept)"
+                ) from None
         return cls(**kwargs)
+
+
+def _load_field(name: str, raw: str) -> Any:
+    if name in _SECRET_FIELDS:
+        return Secret(raw) if raw else None
+    if name in _TIME_FIELDS:
+        return parse_time(raw) if raw else None
+    if name == "extra":
+        loaded = json.loads(raw) if raw else {}
+        return {str(k): str(v) for k, v in loaded.items()}
+    if name == "failed":
+        return raw == "true"
+    if name == "consecutive_failures":
+        return int(raw or 0)
+    return raw
 
 
 def _precise(moment: datetime) -> str:

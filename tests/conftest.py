@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests import leakcheck
+from tests.servers import MotoServer, OpenBao, openbao
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,3 +30,32 @@ def _no_secret_in_any_log() -> Iterator[None]:
     leaks = leakcheck.find_leaks()
     if leaks:
         pytest.fail("secret values reached captured output:\n" + "\n".join(leaks), pytrace=False)
+
+
+# --- real store servers (tests/servers.py), shared by the whole session --------------
+
+
+@pytest.fixture(scope="session")
+def bao() -> Iterator[OpenBao]:
+    """One OpenBao dev server (in memory) for the session; use distinct paths per test.
+    ``bao.root_token`` sets things up; tests/backends/conftest.py adds policies."""
+    with openbao() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """moto's server (Secrets Manager and the rest) in a thread, for the session; its
+    state is process-wide, so use distinct secret names per test."""
+    with MotoServer() as server:
+        yield server
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """What the guarantee proofs reached (rotations, kills, grace uses)."""
+    rig = sys.modules.get("tests.rig")
+    counts = getattr(rig, "PROOF_COUNTS", None)
+    if counts:
+        terminalreporter.write_sep("-", "proof counts")
+        for line in counts:
+            terminalreporter.write_line(line)

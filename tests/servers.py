@@ -100,12 +100,19 @@ class OpenBao:
     client for setting the server up (policies, AppRole, tokens).
     """
 
-    def __init__(self, *, persistent: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, *, persistent: bool = False, port: int | None = None, tls: bool = False
+    ) -> None:
+        if tls and persistent:
+            raise ValueError("tls=True is for the dev server (bao -dev-tls)")
         self.persistent = persistent
+        self.tls = tls
         self.port = port or free_port()
         self.cluster_port = free_port() if persistent else 0
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="rotator-openbao-"))
+        #: with tls=True: the CA that signed the dev server's certificate
+        self.ca_cert = self.workdir / "vault-ca.pem"
         self.root_token = leakcheck.register(
             "root-" + secrets.token_hex(12) if not persistent else "", "openbao root token"
         )
@@ -146,6 +153,8 @@ class OpenBao:
                 f"-dev-root-token-id={self.root_token}",
                 f"-dev-listen-address=127.0.0.1:{self.port}",
             ]
+            if self.tls:
+                argv += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir}"]
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self._log = log
         self.proc = subprocess.Popen(
@@ -189,15 +198,16 @@ class OpenBao:
                 f"bao exited with {self.proc.returncode}; see {self.workdir / 'server.log'}"
             )
         try:
-            httpx.get(f"{self.url}/v1/sys/health", timeout=1.0)
-        except httpx.TransportError:
+            httpx.get(f"{self.url}/v1/sys/health", timeout=1.0, verify=self._verify())
+        except (httpx.TransportError, OSError):
             return False
         return True
 
     def _active(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/v1/sys/health", timeout=1.0).status_code == 200
-        except httpx.TransportError:
+            answer = httpx.get(f"{self.url}/v1/sys/health", timeout=1.0, verify=self._verify())
+            return answer.status_code == 200
+        except (httpx.TransportError, OSError):
             return False
 
     def _init_and_unseal(self) -> None:
@@ -218,8 +228,16 @@ class OpenBao:
 
     # -- setup helpers (root token) -----------------------------------------------------
 
+    def _verify(self) -> Any:
+        if not self.tls:
+            return True
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca_cert))
+
     def api(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(
+            verify=self._verify(),
             base_url=f"{self.url}/v1/",
             headers={"X-Vault-Token": token or self.root_token},
             timeout=10.0,
@@ -312,8 +330,8 @@ class OpenBao:
 
 
 @contextlib.contextmanager
-def openbao(*, persistent: bool = False) -> Iterator[OpenBao]:
-    server = OpenBao(persistent=persistent)
+def openbao(*, persistent: bool = False, tls: bool = False) -> Iterator[OpenBao]:
+    server = OpenBao(persistent=persistent, tls=tls)
     try:
         yield server.start()
     finally:
@@ -352,6 +370,9 @@ class MotoServer:
             )
         else:
             from moto.server import ThreadedMotoServer
+
+            # one access-log line per request otherwise, on stderr or in the suite's log
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
             self._thread_server = ThreadedMotoServer(
                 ip_address="127.0.0.1", port=self.port, verbose=False

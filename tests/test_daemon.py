@@ -202,3 +202,36 @@ def test_missing_config_exits_2(tmp_path: Path) -> None:
     assert "does not exist" in proc.stderr
     env_proc = run_rotator(["check"], env={"ROTATOR_CONFIG": str(tmp_path / "x.yaml")})
     assert env_proc.returncode == 2 and "x.yaml" in env_proc.stderr
+
+
+def test_import_records_when_the_grant_was_authorized(tmp_path: Path,
+                                                      server: OAuth2Emulator) -> None:
+    config = write_config(tmp_path, server.url, accounts=("alpha",))
+    grant = server.issue_grant("app")
+    bad = run_rotator(["import", "-c", str(config), "alpha", "--authorized-at", "yesterday"],
+                      stdin=grant)
+    assert bad.returncode == 2 and "--authorized-at 'yesterday'" in bad.stderr
+    good = run_rotator(
+        ["import", "-c", str(config), "alpha", "--authorized-at", "2026-11-01T10:00:00Z"],
+        stdin=grant,
+    )
+    assert good.returncode == 0, good.stderr
+    assert read_state(tmp_path, "alpha")["authorized_at"] == "2026-11-01T10:00:00Z"
+
+
+def test_reload_keeps_unchanged_stores_and_replaces_changed_ones(tmp_path: Path) -> None:
+    from rotator.daemon import Daemon
+
+    with emulator(clients={"app": SECRET}) as server:
+        config = write_config(tmp_path, server.url, accounts=("alpha",))
+        daemon = Daemon(str(config))
+        before = dict(daemon.stores)
+        assert daemon.reload()
+        assert daemon.stores["files"] is before["files"]
+        assert daemon.stores["state"] is before["state"]
+        config.write_text(config.read_text().replace(str(tmp_path / "out"), str(tmp_path / "o2")))
+        assert daemon.reload()
+        assert daemon.stores["files"] is not before["files"]
+        assert daemon.stores["state"] is before["state"]
+        assert daemon.rotator.accounts["alpha"].sinks[0][0] is daemon.stores["files"]
+        daemon.stop()

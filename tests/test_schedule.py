@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotator.schedule import (
@@ -67,6 +67,7 @@ def test_out_of_range_rand_is_clamped() -> None:
     assert next_refresh(T0, T0 + HOUR, policy, 7.0) == T0 + HOUR * 0.5 * 0.8
 
 
+@settings(deadline=None)
 @given(
     lifetime_s=st.floats(1, 400 * 86400),
     share=st.floats(0.01, 0.99),
@@ -168,6 +169,7 @@ def test_last_chance_without_issue_time_assumes_a_long_token() -> None:
     assert last_chance(None, T0 + HOUR) == T0 + HOUR - 30 * S
 
 
+@settings(deadline=None)
 @given(
     lifetime_s=st.floats(5, 86400),
     elapsed_share=st.floats(0, 0.99),

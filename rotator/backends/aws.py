@@ -23,6 +23,7 @@ ask for ``VersionStage=AWSCURRENT``. botocore errors are mapped once, in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -128,6 +129,8 @@ class AwsStore:
             retries={"total_max_attempts": 1},
             connect_timeout=timeout,
             read_timeout=timeout,
+            # one connection per concurrent worker, instead of botocore's 10
+            max_pool_connections=64,
         )
         try:
             session = boto3.session.Session(
@@ -368,17 +371,6 @@ class AwsStore:
         except _NotFound:
             return
 
-    def versions(self, path: str) -> int:
-        """How many versions the secret has (0 when missing); for tests and `status`."""
-        secret = self._secret_name(path)
-        try:
-            answer = self._call(
-                "ListSecretVersionIds", secret, SecretId=secret, IncludeDeprecated=True
-            )
-        except _NotFound:
-            return 0
-        return len(answer.get("Versions") or [])
-
     def validate(self, probe_path: str | None = None) -> Validation:
         """READY when the credentials work and (with a probe path) the secret is
         readable; ERROR with the reason otherwise; UNKNOWN for what AWS cannot
@@ -386,9 +378,13 @@ class AwsStore:
         secret = self._secret_name(probe_path) if probe_path else None
         try:
             if secret is None:
-                self._call("ListSecrets", "(list)", MaxResults=1)
+                # a secret that does not exist: "not found" proves the credentials
+                # and the policy on the prefix, without needing ListSecrets
+                probe = self._secret_name("rotator-validate-probe")
+                with contextlib.suppress(_NotFound):
+                    self._call("DescribeSecret", probe, SecretId=probe)
                 return Validation(
-                    ValidationStatus.READY, "credentials accepted (secretsmanager:ListSecrets)"
+                    ValidationStatus.READY, f"credentials accepted for {self.prefix or '/'}*"
                 )
             try:
                 described = self._call("DescribeSecret", secret, SecretId=secret)
@@ -413,7 +409,8 @@ class AwsStore:
             return Validation(ValidationStatus.ERROR, _strip_store(exc, self.name))
         return Validation(
             ValidationStatus.READY,
-            f"credentials accepted; {secret} is readable and managed by rotator",
+            f"credentials accepted; {secret} is readable and managed by rotator "
+            "(write permission is checked by the first write)",
         )
 
     def close(self) -> None:

@@ -97,8 +97,12 @@ class FileStore:
         return self.directory.joinpath(*pure.parts)
 
     def _ensure_dir(self, directory: Path) -> None:
+        # mkdir(parents=True) would create the missing parents with the umask's
+        # default (0755); each level rotator creates is 0700.
+        missing = [d for d in (directory, *directory.parents) if not d.exists()]
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for level in reversed(missing):
+                level.mkdir(mode=0o700, exist_ok=True)
         except PermissionError:
             raise StorePermissionError(
                 f"cannot create directory {directory} (not writable by this user)",
@@ -108,6 +112,8 @@ class FileStore:
             raise StoreUnavailable(
                 f"cannot create directory {directory}: {exc.strerror}", store=self.name
             ) from None
+        if not directory.is_dir():
+            raise StoreUnavailable(f"{directory} is not a directory", store=self.name)
 
     @contextlib.contextmanager
     def _locked(self, target: Path) -> Iterator[None]:
@@ -118,6 +124,12 @@ class FileStore:
         except PermissionError:
             raise StorePermissionError(
                 f"cannot write in {target.parent}", store=self.name, path=str(target)
+            ) from None
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot write in {target.parent}: {exc.strerror}",
+                store=self.name,
+                path=str(target),
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -213,8 +225,15 @@ class FileStore:
 
     def delete(self, path: str) -> None:
         target = self._target(path)
-        with self._locked(target), contextlib.suppress(FileNotFoundError):
-            target.unlink()
+        with self._locked(target):
+            try:
+                target.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot delete {target}: {exc.strerror}", store=self.name, path=path
+                ) from None
 
     def validate(self, probe_path: str | None = None) -> Validation:
         try:

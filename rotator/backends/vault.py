@@ -47,6 +47,8 @@ MANAGED_BY = ("managed-by", "rotator")
 _log = logging.getLogger("rotator.backends.vault")
 _T = TypeVar("_T")
 
+#: connections kept per store (one per concurrent worker, up to this many)
+_POOL_SIZE = 64
 #: renew once this share of the token's TTL has passed
 _RENEW_SHARE = 2 / 3
 #: a renewal that leaves less than this share of the original TTL means the
@@ -54,8 +56,6 @@ _RENEW_SHARE = 2 / 3
 _RELOGIN_SHARE = 1 / 2
 #: what ``_known`` holds for a path that was absent when we read it
 _ABSENT = b""
-#: kept-alive connections to the server (more than the daemon's default 16 workers)
-_POOL_SIZE = 64
 
 
 class _Token:
@@ -109,7 +109,7 @@ class VaultStore:
     def _default_client(self) -> Any:
         import hvac
         import requests
-        from requests.adapters import HTTPAdapter
+        import requests.adapters
 
         verify: bool | str = self.settings.verify
         if verify and self.settings.ca_cert is not None:
@@ -121,12 +121,14 @@ class VaultStore:
             )
         # token="" keeps hvac from picking up $VAULT_TOKEN or ~/.vault-token: the
         # token is sent per request from self._token.
-        # requests keeps 10 connections per host by default: with more worker threads
-        # than that, every surplus connection is dropped after use and a new one opened.
+        # every worker thread shares this session: a pool as large as the biggest
+        # worker pool (server.workers, 16 by default), so that no
+        # connection is opened and dropped per request
         session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE)
-        session.mount("http://", adapter)
+        session.verify = verify  # hvac prefers the session's verify over its own argument
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=_POOL_SIZE)
         session.mount("https://", adapter)
+        session.mount("http://", adapter)
         # requests scans the whole environment for proxy settings on every request
         # (half a millisecond of CPU with ~80 variables); read them once instead.
         session.proxies = dict(requests.utils.get_environ_proxies(self.settings.url))
@@ -251,7 +253,22 @@ class VaultStore:
                 self._token = renewed
                 return renewed
         if can_relogin:
-            return self._login()
+            try:
+                return self._login()
+            except StoreError as exc:
+                now = self._clock()
+                if token.expires_at is None or now >= token.expires_at:
+                    raise
+                # Vault is briefly unreachable: the old token is still good; try again soon
+                token.renew_at = now + min(30.0, (token.expires_at - now) / 2)
+                _log.warning(
+                    "vault store %s: logging in again failed (%s); the current token "
+                    "expires in %.0fs",
+                    self.name,
+                    type(exc).__name__,
+                    token.expires_at - now,
+                )
+                return token
         # a token we cannot renew nor replace: keep using it until Vault refuses it
         token.renew_at = None
         _log.warning(
@@ -498,21 +515,6 @@ class VaultStore:
 
         self._call("deleting", self._metadata_path(full), attempt)
 
-    def versions(self, path: str) -> int:
-        """How many KV versions the path has (0 when missing); for tests and `status`."""
-        import hvac.exceptions
-
-        full = self._full(path)
-
-        def attempt(token: Secret) -> int:
-            try:
-                answer = self._request("GET", self._metadata_path(full), token)
-            except hvac.exceptions.InvalidPath:
-                return 0
-            return len(((answer or {}).get("data") or {}).get("versions") or {})
-
-        return self._call("reading metadata of", self._metadata_path(full), attempt)
-
     def validate(self, probe_path: str | None = None) -> Validation:
         """READY when we can log in, the mount is KV v2 and the policy allows what
         rotation needs on ``probe_path``; ERROR with the reason otherwise; UNKNOWN
@@ -692,6 +694,9 @@ def _mapped(
             store=store.name,
         )
     if isinstance(exc, hvac.exceptions.Forbidden):
+        # name the path that was refused, which may be the metadata next to the data
+        refused = str(getattr(exc, "url", "") or "").partition("/v1/")[2].split("?")[0]
+        where = f" {refused}" if refused else where
         return StorePermissionError(
             f"permission denied {action}{where} (the policy of this token does not allow it)",
             store=store.name,

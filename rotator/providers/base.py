@@ -8,6 +8,7 @@ and says what consumers receive. It takes its ``httpx.Client`` from the caller
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,10 @@ class Provider(Protocol):
 # provider name -> "module:Class"; imported on first use.
 PROVIDERS: dict[str, str] = {
     "oauth2": "rotator.providers.oauth2:OAuth2Provider",
+    "faxplus": "rotator.providers.faxplus:FaxPlusProvider",
+    "faxplus-pat": "rotator.providers.faxplus:FaxPlusPatProvider",
+    "bifit": "rotator.providers.bifit:BifitProvider",
+    "faxmax": "rotator.providers.faxmax:FaxmaxProvider",
 }
 
 
@@ -99,11 +104,14 @@ def send(
     """Send one request; map transport failures to typed errors; cap the body size.
 
     The URL in an error never includes the query string (Fax.Plus puts the refresh
-    token there).
+    token there). ``timeout`` bounds the whole answer, not only each read: httpx's
+    timeouts are per network operation, so a vendor trickling its body a byte at
+    a time would otherwise hold the call (and the account's lease) for hours.
     """
     import httpx
 
     safe_url = url.split("?", 1)[0]
+    deadline = time.monotonic() + timeout
     try:
         with client.stream(
             method,
@@ -125,6 +133,11 @@ def send(
                         status=response.status_code,
                     )
                 chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise TransientProviderError(
+                        "timeout",
+                        f"{safe_url} did not answer within {timeout:g}s (the answer trickled in)",
+                    )
             return HttpAnswer(
                 status=response.status_code,
                 body=b"".join(chunks),
@@ -135,7 +148,17 @@ def send(
         raise TransientProviderError(
             "timeout", f"{safe_url} did not answer within {timeout:g}s ({type(exc).__name__})"
         ) from None
+    except httpx.UnsupportedProtocol:
+        raise PermanentProviderError(
+            "bad_url", f"{safe_url} is not an http:// or https:// URL"
+        ) from None
     except httpx.TransportError as exc:
         raise TransientProviderError(
             "connection_error", f"{safe_url}: {type(exc).__name__}"
+        ) from None
+    except httpx.RequestError as exc:
+        # DecodingError (a Content-Encoding the body does not match), TooManyRedirects:
+        # the answer is unusable, and no raw httpx error may escape a provider.
+        raise TransientProviderError(
+            "bad_encoding", f"{safe_url}: unusable answer ({type(exc).__name__})"
         ) from None

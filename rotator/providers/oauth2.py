@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
     from rotator.state import AccountState
 
-__all__ = ["OAuth2Provider", "OAuth2Settings", "basic_auth_header", "token_request"]
+__all__ = [
+    "OAuth2Provider",
+    "OAuth2Settings",
+    "basic_auth_header",
+    "keep_refresh_token",
+    "token_request",
+]
 
 
 class OAuth2Settings(AccountSettings):
@@ -57,10 +63,35 @@ class OAuth2Settings(AccountSettings):
         return self
 
 
-def basic_auth_header(client_id: str, client_secret: Secret) -> str:
-    """RFC 6749 section 2.3.1: form-urlencode id and secret, then base64 "id:secret"."""
-    pair = f"{quote(client_id, safe='')}:{quote(client_secret.reveal(), safe='')}"
+def basic_auth_header(client_id: str, client_secret: Secret, *, form_encode: bool = True) -> str:
+    """RFC 6749 section 2.3.1: form-urlencode id and secret, then base64 "id:secret".
+
+    ``form_encode=False`` is for vendors that document plain ``base64(id:secret)``
+    (Fax.Plus): the two differ only for ids and secrets with reserved characters.
+    """
+    if form_encode:
+        pair = f"{quote(client_id, safe='')}:{quote(client_secret.reveal(), safe='')}"
+    else:
+        pair = f"{client_id}:{client_secret.reveal()}"
     return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+
+
+def keep_refresh_token(tokens: TokenSet, state: AccountState) -> TokenSet:
+    """An answer without a refresh token keeps the stored one.
+
+    ``TokenSet.with_previous`` does this when the state holds a whole token set;
+    right after ``rotator import`` it holds only a refresh token, which must not
+    be dropped either.
+    """
+    if tokens.refresh_token is not None or state.refresh_token is None:
+        return tokens
+    from dataclasses import replace
+
+    return replace(
+        tokens,
+        refresh_token=state.refresh_token,
+        refresh_expires_at=tokens.refresh_expires_at or state.refresh_expires_at,
+    )
 
 
 def token_request(
@@ -136,7 +167,7 @@ class OAuth2Provider:
             params["client_secret"] = resolve(s.client_secret).reveal()
         elif s.client_id:
             params["client_id"] = s.client_id
-        return token_request(
+        tokens = token_request(
             client,
             url=s.token_url,
             params=params,
@@ -147,6 +178,7 @@ class OAuth2Provider:
             max_lifetime_s=s.max_lifetime.total_seconds(),
             previous=previous,
         )
+        return keep_refresh_token(tokens, state) if s.grant == "refresh_token" else tokens
 
     def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
         return base_view(self.account, self.name, tokens)

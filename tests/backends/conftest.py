@@ -22,49 +22,50 @@ import pytest
 from rotator.backends import aws as aws_backend
 from rotator.config import AwsStoreSettings, VaultStoreSettings
 from tests import leakcheck
-from tests.servers import MotoServer, OpenBao, openbao
+from tests.servers import MotoServer, OpenBao
 
 REGION = "eu-central-1"
 
-#: the daemon's policy from README.md (section stores), for the store prefix "rotator"
+#: the daemon's policy from README.md (section stores), for the store prefix "rotator";
+#: tests/backends/test_readme.py holds README to it
 DAEMON_POLICY = """\
 path "secret/data/rotator/*" {
   capabilities = ["create", "read", "update"]
 }
 path "secret/metadata/rotator/*" {
-  capabilities = ["create", "read", "update", "delete"]
+  capabilities = ["create", "update"]
 }
 """
 
-#: a consumer's read-only policy from README.md
+#: the consumer's read-only policy from README.md
 CONSUMER_POLICY = """\
 path "secret/data/rotator/apps/*" {
   capabilities = ["read"]
 }
 """
 
+#: what the tests add to the daemon's policy: deleting their paths, counting versions
+TEST_POLICY = """\
+path "secret/metadata/rotator/*" {
+  capabilities = ["read", "delete"]
+}
+"""
+
 #: the IAM policies of the two users of the IAM-enforcing moto server. moto checks
 #: the actions only (it authorises every request against resource "*"), so the
 #: resources are "*" here; README.md's policy scopes them to the prefix.
+#: README.md's IAM policy for the daemon (resources "*" for moto)
+AWS_DAEMON_ACTIONS = [
+    "secretsmanager:CreateSecret",
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:TagResource",
+]
 AWS_WRITER_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Action": [
-                "secretsmanager:CreateSecret",
-                "secretsmanager:DescribeSecret",
-                "secretsmanager:GetSecretValue",
-                "secretsmanager:PutSecretValue",
-                "secretsmanager:UpdateSecretVersionStage",
-                "secretsmanager:TagResource",
-                "secretsmanager:ListSecretVersionIds",
-                "secretsmanager:DeleteSecret",
-            ],
-            "Resource": "*",
-        },
-        {"Effect": "Allow", "Action": "secretsmanager:ListSecrets", "Resource": "*"},
-    ],
+    "Statement": [{"Effect": "Allow", "Action": AWS_DAEMON_ACTIONS, "Resource": "*"}],
 }
 AWS_READER_POLICY = {
     "Version": "2012-10-17",
@@ -86,17 +87,12 @@ def _instant_backoff() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def bao() -> Iterator[OpenBao]:
-    with openbao() as server:
-        server.write_policy("rotator", DAEMON_POLICY)
-        server.write_policy("consumer", CONSUMER_POLICY)
-        yield server
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
+def bao(bao: OpenBao) -> OpenBao:
+    """The session's OpenBao (tests/conftest.py) with the README policies written."""
+    bao.write_policy("rotator", DAEMON_POLICY)
+    bao.write_policy("consumer", CONSUMER_POLICY)
+    bao.write_policy("rotator-tests", TEST_POLICY)
+    return bao
 
 
 @dataclass(frozen=True)
@@ -110,6 +106,7 @@ class MotoIam:
     server: MotoServer
     writer: AwsUser
     reader: AwsUser
+    nobody: AwsUser  # a valid user without any Secrets Manager permission
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +124,15 @@ def moto_iam() -> Iterator[MotoIam]:
             region_name=REGION,
         ).client("iam", endpoint_url=server.endpoint_url)
         users = {}
-        for name, policy in (("writer", AWS_WRITER_POLICY), ("reader", AWS_READER_POLICY)):
+        nothing = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}],
+        }
+        for name, policy in (
+            ("writer", AWS_WRITER_POLICY),
+            ("reader", AWS_READER_POLICY),
+            ("nobody", nothing),
+        ):
             import json
 
             iam.create_user(UserName=f"rotator-{name}")
@@ -143,7 +148,7 @@ def moto_iam() -> Iterator[MotoIam]:
             )
         # from now on every request must be signed by a known IAM user
         httpx.post(f"{server.endpoint_url}/moto-api/reset-auth", content=b"0").raise_for_status()
-        yield MotoIam(server, users["writer"], users["reader"])
+        yield MotoIam(server, users["writer"], users["reader"], users["nobody"])
 
 
 @pytest.fixture

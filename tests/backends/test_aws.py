@@ -102,6 +102,22 @@ def test_a_lost_response_is_retried_with_the_same_request_token(
     assert current(client, secret) == (VIEW2, second.version)
 
 
+def test_a_lost_stage_move_response_is_recognised_as_our_own(
+    moto: MotoServer, proxy: AwsFaultProxy
+) -> None:
+    store = AwsStore("aws", aws_settings(proxy.endpoint_url))
+    client = moto.client()
+    path = f"apps/{unique()}"
+    secret = f"rotator/{path}"
+    first = store.write(path, VIEW, expected_version=None)
+    proxy.lose_response("UpdateSecretVersionStage")  # AWSCURRENT moves; we are told 500
+    second = store.write(path, VIEW2, expected_version=first.version)
+    # the retried move fails (AWSCURRENT left the old version): that was us, not a race
+    assert proxy.count("UpdateSecretVersionStage") >= 2
+    assert current(client, secret) == (VIEW2, second.version)
+    assert not any("AWSPENDING" in s for s in stages(client, secret).values())
+
+
 def test_a_write_retried_after_a_failure_midway_is_idempotent(
     moto: MotoServer, proxy: AwsFaultProxy
 ) -> None:
@@ -226,11 +242,11 @@ def test_validate(moto: MotoServer, moto_iam: MotoIam, monkeypatch: pytest.Monke
     assert refused.status is ValidationStatus.ERROR
     assert "refused the credentials" in refused.reason and bogus not in refused.reason
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_iam.reader.access_key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_iam.reader.secret_access_key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_iam.nobody.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_iam.nobody.secret_access_key)
     denied = AwsStore("aws", aws_settings(moto_iam.server.endpoint_url)).validate()
     assert denied.status is ValidationStatus.ERROR
-    assert "secretsmanager:ListSecrets" in denied.reason
+    assert denied.reason.startswith("permission denied: secretsmanager:DescribeSecret")
 
 
 def test_no_credentials_at_all_is_an_auth_error(

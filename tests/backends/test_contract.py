@@ -81,7 +81,7 @@ def _vault_harness(bao: OpenBao, monkeypatch: pytest.MonkeyPatch) -> Harness:
             vault_settings(url, {"method": "token", "token": token_env(monkeypatch, token)}),
         )
 
-    store = make(bao.create_token(["rotator"]))
+    store = make(bao.create_token(["rotator", "rotator-tests"]))
 
     def fingerprint(path: str) -> object:
         return bao.kv_versions(f"rotator/{path}")

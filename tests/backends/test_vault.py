@@ -256,11 +256,13 @@ def test_a_revoked_token_triggers_one_relogin(
         store.close()
 
 
-def test_one_login_is_shared_by_all_threads(bao: OpenBao, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_login_is_shared_by_all_threads(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     role_id, secret_id = bao.approle(unique("role"), ["rotator"])
     store = approle_store(bao, monkeypatch, role_id, secret_id, keepalive=False)
     errors: list[BaseException] = []
-    paths = [f"apps/{unique()}" for _ in range(8)]
+    paths = [f"apps/{unique()}" for _ in range(24)]  # more than requests' default pool
 
     def work(path: str) -> None:
         try:
@@ -279,6 +281,7 @@ def test_one_login_is_shared_by_all_threads(bao: OpenBao, monkeypatch: pytest.Mo
             thread.join(timeout=60)
         assert errors == []
         assert store._token is not None and store._token.generation == 1
+        assert "Connection pool is full" not in caplog.text
         for path in paths:
             record = store.read(path)
             assert record is not None and record.version == 4 and record.data["n"] == "3"
@@ -369,6 +372,24 @@ def test_permission_denied_names_the_path(bao: OpenBao, monkeypatch: pytest.Monk
         with pytest.raises(StorePermissionError) as caught:
             store.write("state/acme", VIEW, expected_version=None)
         assert "secret/data/rotator/state/acme" in str(caught.value)
+    finally:
+        store.close()
+
+
+def test_a_policy_without_metadata_update_names_the_metadata_path(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bao.write_policy(
+        "data-only", 'path "secret/data/rotator/*" { capabilities = ["create", "read", "update"] }'
+    )
+    store = token_store(bao, monkeypatch, bao.create_token(["data-only"]))
+    try:
+        with pytest.raises(StorePermissionError) as caught:
+            store.write(f"apps/{unique()}", VIEW, expected_version=None)
+        assert "secret/metadata/rotator/apps/" in str(caught.value)
+        validation = store.validate("apps/x")
+        assert validation.status is ValidationStatus.ERROR
+        assert "secret/metadata/rotator/apps/x (the policy lacks update" in validation.reason
     finally:
         store.close()
 
@@ -528,6 +549,78 @@ def test_a_restarted_persistent_server_keeps_data_and_the_store_recovers(
             assert store.write("state/acme", VIEW2, expected_version=record.version).changed
         finally:
             store.close()
+
+
+def test_a_failed_relogin_keeps_the_still_valid_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    with OpenBao() as server:
+        server.write_policy("rotator", DAEMON_POLICY)
+        role = unique("batch")
+        role_id, secret_id = server.approle(role, ["rotator"])
+        server.call(
+            "POST", f"auth/approle/role/{role}", {"token_type": "batch", "token_ttl": "10m"}
+        )
+        clock = Clock()
+        store = approle_store(server, monkeypatch, role_id, secret_id, clock=clock, keepalive=False)
+        try:
+            store.write("apps/x", VIEW, expected_version=None)
+            first = store._token
+            assert first is not None
+            # the AppRole secret_id is gone: a new login fails, the batch token still works
+            server.call(
+                "POST", f"auth/approle/role/{role}/secret-id/destroy", {"secret_id": secret_id}
+            )
+            clock.now += 500
+            store.renew_if_due()
+            assert store._token is first
+            record = store.read("apps/x")
+            assert record is not None and dict(record.data) == VIEW
+            clock.now += 200  # past its expiry: now the failure is reported
+            with pytest.raises(StoreAuthError):
+                store.renew_if_due()
+        finally:
+            store.close()
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_with_ca_cert_and_a_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    with OpenBao(tls=True) as server:
+        server.call("POST", "sys/namespaces/team-a")
+        with server.api() as client:  # a KV v2 mount inside the namespace
+            client.headers["X-Vault-Namespace"] = "team-a"
+            client.post(
+                "sys/mounts/secret", json={"type": "kv", "options": {"version": "2"}}
+            ).raise_for_status()
+        auth = {"method": "token", "token": token_env(monkeypatch, server.root_token)}
+        store = VaultStore(
+            "vault",
+            vault_settings(server.url, auth, namespace="team-a", ca_cert=server.ca_cert),
+        )
+        try:
+            store.write("apps/x", VIEW, expected_version=None)
+            with server.api() as client:
+                client.headers["X-Vault-Namespace"] = "team-a"
+                answer = client.get("secret/data/rotator/apps/x").json()
+            assert answer["data"]["data"] == VIEW
+            assert server.kv_versions("rotator/apps/x") == 0  # not in the root namespace
+        finally:
+            store.close()
+
+        untrusted = VaultStore("vault", vault_settings(server.url, auth, namespace="team-a"))
+        try:
+            with pytest.raises(StoreError, match="set ca_cert") as caught:
+                untrusted.read("apps/x")
+            assert not caught.value.transient
+        finally:
+            untrusted.close()
+
+        unverified = VaultStore(
+            "vault", vault_settings(server.url, auth, namespace="team-a", verify=False)
+        )
+        try:
+            record = unverified.read("apps/x")  # verify: false is honoured (not advised)
+            assert record is not None and dict(record.data) == VIEW
+        finally:
+            unverified.close()
 
 
 def test_a_write_at_a_version_we_saw_skips_the_read_and_still_loses_a_moved_cas(

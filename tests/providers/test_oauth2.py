@@ -378,3 +378,39 @@ def test_every_provider_error_is_typed() -> None:
         p.refresh(state_with(None), http, NOW)
     assert type(caught.value) is PermanentProviderError
     assert caught.value.code == "bad_response"
+
+
+def test_undecodable_body_is_a_typed_error() -> None:
+    # Content-Encoding: gzip on a body that is not gzip (a broken proxy).
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+
+    with _mock(handler) as http, pytest.raises(TransientProviderError) as caught:
+        send(http, "POST", URL)
+    assert caught.value.code == "bad_encoding"
+    assert "DecodingError" in str(caught.value)
+    assert QUERY_SECRET not in str(caught.value)
+
+
+def test_answer_without_refresh_token_keeps_an_imported_one() -> None:
+    """Right after `rotator import` the state holds only a refresh token; an answer
+    without one must keep it (or the grant would be lost at the first rotation).
+    A protocol edge case: the emulator always answers with one, so MockTransport."""
+    access = leakcheck.register("access-no-refresh-5d6e7f", "access token")
+    refresh = leakcheck.register("refresh-imported-1a2b3c", "refresh token")
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"access_token": access, "expires_in": 60})
+
+    settings = OAuth2Settings.model_validate(
+        {
+            "provider": "oauth2",
+            "token_url": "https://idp.example/token",
+            "client_id": CLIENT_ID,
+            "client_secret": "env:OAUTH2_TEST_SECRET",
+            "sinks": [{"store": "files", "path": "x"}],
+        }
+    )
+    with httpx.Client(transport=httpx.MockTransport(vendor)) as mock:
+        tokens = OAuth2Provider("acct", settings).refresh(state_with(refresh), mock, NOW)
+    assert tokens.refresh_token == Secret(refresh)

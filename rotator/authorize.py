@@ -1,0 +1,468 @@
+"""``rotator authorize``: the Fax.Plus authorization-code bootstrap.
+
+The flow (DESIGN.md, issue 4):
+
+1. print the authorization URL, with a random ``state``;
+2. get the code back: listen on the loopback ``redirect_uri`` (or ``--listen``)
+   and catch the browser's redirect, or take ``--code`` pasted by the user.
+   Without either, the ``state`` is kept in the account's state (``extra``) so
+   that a later ``--code 'https://.../callback?code=...&state=...'`` can be
+   checked against it;
+3. check ``state``; exchange the code (query string, HTTP Basic);
+4. write the refresh token and ``authorized_at`` to the state store with
+   compare-and-set, clearing a ``failed`` flag;
+5. optionally check the token with ``GET {api_base}/accounts/self``.
+
+Nothing here prints a token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import parse_qsl, urlsplit
+
+from rotator.errors import ConfigError, RotatorError, StoreConflict
+from rotator.tokens import format_time
+
+if TYPE_CHECKING:
+    from rotator.config import Config
+    from rotator.providers.faxplus import FaxPlusSettings
+    from rotator.tokens import TokenSet
+
+__all__ = [
+    "AuthorizeError",
+    "CallbackListener",
+    "authorize",
+    "parse_pasted_code",
+]
+
+#: extra keys of the account state that hold a pending authorization
+PENDING_STATE = "authorize_state"
+PENDING_SINCE = "authorize_started_at"
+#: how long a printed authorization URL's state is accepted by a later --code
+PENDING_TTL = timedelta(hours=1)
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+class AuthorizeError(RotatorError):
+    """The authorization did not complete (exit 1); the message says why."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- the code coming back -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    code: str | None
+    state: str | None
+    error: str | None = None
+
+
+def parse_pasted_code(value: str) -> Callback:
+    """``--code`` takes a bare code, or the whole redirect URL (or its query string)."""
+    value = value.strip()
+    query = urlsplit(value).query if "://" in value else value.lstrip("?")
+    if "=" not in query:
+        return Callback(code=value or None, state=None)
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    return Callback(
+        code=params.get("code") or None,
+        state=params.get("state"),
+        error=params.get("error_description") or params.get("error"),
+    )
+
+
+class CallbackListener:
+    """A one-shot HTTP listener for the OAuth redirect on ``host:port`` ``path``."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.path = path or "/"
+        self.result: Callback | None = None
+        self._done = threading.Event()
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                split = urlsplit(self.path)
+                if split.path != listener.path:
+                    self._reply(404, "Not the redirect URI rotator is waiting on.")
+                    return
+                params = dict(parse_qsl(split.query, keep_blank_values=True))
+                if "code" not in params and "error" not in params:
+                    self._reply(400, "No code in this request.")
+                    return
+                listener.result = Callback(
+                    code=params.get("code") or None,
+                    state=params.get("state"),
+                    error=params.get("error_description") or params.get("error"),
+                )
+                if listener.result.error:
+                    self._reply(400, "The authorization was not granted. See the terminal.")
+                else:
+                    self._reply(200, "rotator received the authorization. You can close this.")
+                listener._done.set()
+
+            def _reply(self, status: int, text: str) -> None:
+                body = f"<!doctype html><title>rotator</title><p>{text}</p>\n".encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None  # the request line carries the code
+
+        bind = host.strip("[]")
+        if bind == "localhost":
+            bind = "127.0.0.1"
+        server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer
+        if ":" in bind:
+            import socket
+
+            class _V6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+
+            server_class = _V6
+        try:
+            self._server = server_class((bind, port), Handler)
+        except OSError as exc:
+            raise AuthorizeError(
+                f"cannot listen on {host}:{port} for the redirect: {exc.strerror} "
+                "(use --listen HOST:PORT, or --code)"
+            ) from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.1,), name="authorize", daemon=True
+        )
+
+    def __enter__(self) -> CallbackListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def wait(self, timeout: float) -> Callback:
+        if not self._done.wait(timeout):
+            raise AuthorizeError(
+                f"no redirect arrived within {timeout:g}s; open the URL above, or run again "
+                "with --code"
+            )
+        assert self.result is not None  # noqa: S101 - set before the event
+        return self.result
+
+
+def _listen_address(listen: str | None, redirect_uri: str) -> tuple[str, int] | None:
+    if listen is not None:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8765)")
+        return host, int(port)
+    split = urlsplit(redirect_uri)
+    if split.scheme == "http" and (split.hostname or "") in _LOOPBACK:
+        return split.hostname or "127.0.0.1", split.port or 80
+    return None
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def _faxplus_settings(config: Config, account: str) -> FaxPlusSettings:
+    from rotator.providers.faxplus import FaxPlusSettings
+
+    if account not in config.accounts:
+        known = ", ".join(sorted(config.accounts)) or "none"
+        raise ConfigError(f"no account {account!r} in {config.source} (accounts: {known})")
+    settings = config.accounts[account]
+    if not isinstance(settings, FaxPlusSettings):
+        raise ConfigError(
+            f"authorize is for faxplus accounts; this one is {settings.provider!r} "
+            f"(seed it with `rotator import {account}`)",
+            path=f"accounts.{account}.provider",
+        )
+    if settings.redirect_uri is None:
+        raise ConfigError(
+            "required by `rotator authorize`: the redirect URI registered with the Fax.Plus app "
+            "(e.g. http://127.0.0.1:8765/callback)",
+            path=f"accounts.{account}.redirect_uri",
+        )
+    return settings
+
+
+def authorize(
+    config: Config,
+    account: str,
+    *,
+    code: str | None = None,
+    listen: str | None = None,
+    verify: bool = True,
+    timeout: float = 300.0,
+    lease_wait: float | None = None,
+    out: TextIO | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> int:
+    """Run the bootstrap; returns the exit code. Raises ConfigError / RotatorError.
+
+    The code is exchanged under the account's lease (like a rotation), so a daemon
+    rotating at the same moment can never write its older grant over the new one;
+    when another worker holds the lease, it waits up to ``lease_wait`` (default:
+    the account's ``lease_ttl``) before the code is spent.
+    """
+    from rotator.config import state_store
+    from rotator.daemon import open_stores
+    from rotator.http import HttpClients
+    from rotator.providers.faxplus import authorization_url, exchange_code
+
+    stdout = out or sys.stdout
+    settings = _faxplus_settings(config, account)
+    redirect_uri = settings.redirect_uri or ""
+    store_name = state_store(config, account)
+    store = open_stores(config)[store_name]
+    path = settings.state_path(account)
+
+    wait = settings.lease_ttl.total_seconds() if lease_wait is None else lease_wait
+    owner = f"authorize:{secrets.token_hex(4)}"
+
+    def say(line: str) -> None:
+        print(line, file=stdout, flush=True)
+
+    callback: Callback
+    if code is not None:
+        callback = parse_pasted_code(code)
+        _check_pasted_state(callback, _read(store, account, path)[0], clock())
+    else:
+        state_value = secrets.token_urlsafe(24)
+        url = authorization_url(settings, state_value)
+        address = _listen_address(listen, redirect_uri)
+        if address is None:
+            _when_free(
+                store,
+                account=account,
+                path=path,
+                clock=clock,
+                wait=wait,
+                change=lambda state, now: replace(
+                    state,
+                    provider=state.provider or settings.provider,
+                    extra={
+                        **state.extra,
+                        PENDING_STATE: state_value,
+                        PENDING_SINCE: format_time(now),
+                    },
+                ),
+            )
+            say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
+            say(
+                f"Fax.Plus then sends the browser to {redirect_uri}. Copy that whole address "
+                f"and run:\n\n  rotator authorize {account} --code '<the address>'\n"
+            )
+            return 0
+        with CallbackListener(address[0], address[1], urlsplit(redirect_uri).path) as listener:
+            say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
+            say(f"Waiting for the redirect on {address[0]}:{address[1]} ...")
+            callback = listener.wait(timeout)
+        if callback.state != state_value:
+            raise AuthorizeError(
+                "the redirect's state does not match the URL printed here; nothing was stored "
+                "(start again)"
+            )
+    if callback.error:
+        raise AuthorizeError(f"Fax.Plus did not grant access: {callback.error}")
+    if not callback.code:
+        raise AuthorizeError("no authorization code given")
+
+    _when_free(
+        store,
+        account=account,
+        path=path,
+        clock=clock,
+        wait=wait,
+        change=lambda state, now: replace(
+            state, lease_owner=owner, lease_until=now + settings.lease_ttl
+        ),
+    )
+    clients = HttpClients(max_connections=2)
+    try:
+        client = clients.get(verify=settings.tls_verify, ca_bundle=settings.ca_bundle)
+        now = clock()
+        try:
+            tokens = exchange_code(settings, client, callback.code, now)
+        except RotatorError:
+            _release(store, account, path, owner)
+            raise
+        _store_grant(store, account=account, path=path, settings=settings, tokens=tokens, now=now)
+        refresh_note = "it does not expire"
+        if settings.enhanced_security:
+            refresh_note = (
+                f"enhanced security: it expires {format_time(now + _enhanced())}; "
+                "authorize again before then"
+            )
+        say(
+            f"{account}: authorized at {format_time(now)}; refresh token stored in "
+            f"{store_name}:{path} ({refresh_note})"
+        )
+        if verify:
+            from rotator.errors import ProviderError
+            from rotator.providers.faxplus import verify_token
+
+            try:
+                verify_token(
+                    client,
+                    settings.api_base,
+                    tokens.access_token,
+                    settings.client_id,
+                    settings.timeout.total_seconds(),
+                )
+            except ProviderError as exc:
+                say(f"{account}: stored, but GET /accounts/self failed: {exc}")
+                return 1
+            say(f"{account}: verified: GET {settings.api_base}/accounts/self answered OK")
+        say(
+            f"{account}: the daemon publishes a fresh token at its next look "
+            f"(or now: rotator refresh {account})"
+        )
+    finally:
+        clients.close()
+    return 0
+
+
+def _enhanced() -> timedelta:
+    from rotator.providers.faxplus import ENHANCED_SECURITY_LIFETIME
+
+    return ENHANCED_SECURITY_LIFETIME
+
+
+def _read(store: Any, account: str, path: str) -> tuple[Any, Any]:
+    from rotator.state import AccountState
+
+    record = store.read(path)
+    if record is None:
+        return AccountState(account), None
+    return AccountState.from_record(account, record.data), record.version
+
+
+def _check_pasted_state(callback: Callback, state: Any, now: datetime) -> None:
+    if callback.state is None:
+        print(
+            "note: a bare code was given, so its state cannot be checked; paste the whole "
+            "redirect address to have it checked",
+            file=sys.stderr,
+        )
+        return
+    pending = state.extra.get(PENDING_STATE)
+    since = state.extra.get(PENDING_SINCE)
+    if not pending:
+        raise AuthorizeError(
+            "the pasted address has a state, but no authorization was started for this account "
+            "(run `rotator authorize ACCOUNT` without --code first)"
+        )
+    if not secrets.compare_digest(pending, callback.state):
+        raise AuthorizeError(
+            "the pasted address's state does not match the URL printed by the last "
+            "`rotator authorize`; nothing was stored"
+        )
+    from rotator.tokens import parse_time
+
+    if since and now - parse_time(since) > PENDING_TTL:
+        raise AuthorizeError("that authorization URL is older than an hour; start again")
+
+
+def _when_free(
+    store: Any,
+    *,
+    account: str,
+    path: str,
+    clock: Callable[[], datetime],
+    wait: float,
+    change: Callable[[Any, datetime], Any],
+) -> None:
+    """Write ``change(state)`` with compare-and-set once no other worker holds the lease."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        state, version = _read(store, account, path)
+        now = clock()
+        if state.lease_held_by_other("", now):
+            if time.monotonic() >= deadline:
+                raise AuthorizeError(
+                    f"a worker ({state.lease_owner}) is rotating {account} right now; "
+                    "try again in a moment (nothing was spent)"
+                )
+            time.sleep(0.2)
+            continue
+        try:
+            store.write(path, change(state, now).to_record(), expected_version=version)
+            return
+        except StoreConflict:
+            continue
+
+
+def _release(store: Any, account: str, path: str, owner: str) -> None:
+    """Best effort: give the lease back after a failed exchange (it expires anyway)."""
+    from rotator.errors import StoreError
+
+    try:
+        state, version = _read(store, account, path)
+        if state.lease_owner == owner:
+            released = replace(state, lease_owner="", lease_until=None)
+            store.write(path, released.to_record(), expected_version=version)
+    except StoreError:
+        pass
+
+
+def _store_grant(
+    store: Any,
+    *,
+    account: str,
+    path: str,
+    settings: FaxPlusSettings,
+    tokens: TokenSet,
+    now: datetime,
+) -> None:
+    for _ in range(5):
+        state, version = _read(store, account, path)
+        extra = {
+            k: v
+            for k, v in {**state.extra, **tokens.extra}.items()
+            if k not in (PENDING_STATE, PENDING_SINCE)
+        }
+        granted = replace(
+            state.with_tokens(tokens),
+            provider=settings.provider,
+            authorized_at=now,
+            refresh_expires_at=now + _enhanced() if settings.enhanced_security else None,
+            last_success_at=now,
+            next_refresh_at=None,  # the daemon rotates and publishes at its next look
+            failed=False,
+            consecutive_failures=0,
+            last_error="",
+            last_error_code="",
+            lease_owner="",
+            lease_until=None,
+            extra=extra,
+        )
+        try:
+            store.write(path, granted.to_record(), expected_version=version)
+            return
+        except StoreConflict:
+            continue
+    # The code is spent; say so plainly rather than lose the grant silently.
+    raise AuthorizeError(
+        "the account's state kept changing while storing the new grant; nothing was stored "
+        "and the code is spent: run `rotator authorize` again"
+    )

@@ -1,0 +1,248 @@
+"""What the daemon tells the outside world: alerts, metrics, health, systemd.
+
+A :class:`Monitor` is attached to one :class:`~rotator.daemon.Daemon`:
+
+- as a rotation :class:`~rotator.rotation.Observer` it updates the metrics and
+  hands the new state to the alert dispatcher (on a small worker pool of its own,
+  so a slow webhook never holds up a rotation);
+- a periodic *sweep* (``alerts.sweep``, default 15 minutes, and once at start)
+  reads every account's state, so an account that is never refreshed (a personal
+  access token, a dead grant) still alerts and its gauges stay current;
+- with ``server.listen`` set it serves ``/metrics``, ``/healthz`` and ``/readyz``;
+- under systemd it sends ``READY=1``, ``STATUS=``, ``RELOADING=1``,
+  ``STOPPING=1`` and watchdog pings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from rotator.alert_channels import build_channels
+from rotator.alert_dispatch import Dispatcher, StoreAlertMemory
+from rotator.errors import RotatorError
+from rotator.sdnotify import Notifier, Watchdog
+
+if TYPE_CHECKING:
+    from rotator.backends.base import SecretStore
+    from rotator.daemon import Daemon
+    from rotator.metrics import HealthServer, Metrics, Probe
+    from rotator.rotation import RotationResult
+    from rotator.state import AccountState
+
+__all__ = ["SWEEP_JOB", "Monitor"]
+
+_log = structlog.get_logger("rotator.monitor")
+SWEEP_JOB = "__rotator_alert_sweep__"
+_FAILING = frozenset({"transient_error", "permanent_error", "failed"})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Monitor:
+    def __init__(
+        self,
+        daemon: Daemon,
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.daemon = daemon
+        self.clock = clock
+        self.notifier = Notifier(environ)
+        self.watchdog = Watchdog(self.notifier, self.alive)
+        self.metrics: Metrics | None = None
+        self.server: HealthServer | None = None
+        self._failing: set[str] = set()
+        self._accounts = set(daemon.rotator.accounts)
+        self._status = ""
+        self._status_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rotator-alerts")
+        self.dispatcher = self._dispatcher()
+        self._listen = daemon.config.server.listen
+        if self._listen:
+            # Bound now, so a taken port fails the start before anything runs.
+            from rotator.metrics import CachedProbe, HealthServer, Metrics
+
+            self.metrics = Metrics()
+            self.server = HealthServer(
+                self._listen,
+                self.metrics,
+                healthz=CachedProbe(self._healthz, ttl=2),
+                readyz=CachedProbe(self._readyz, ttl=10),
+            )
+
+    def _dispatcher(self) -> Dispatcher:
+        config = self.daemon.config
+        return Dispatcher(
+            alerts=config.alerts,
+            channels=build_channels(config.alerts.channels),
+            memory=StoreAlertMemory(self._state_store),
+            clock=self._now,
+            # pauses between attempts of a failing channel end when the daemon stops
+            sleep=self.daemon.stopping.wait,
+            on_sent=self._alert_sent,
+        )
+
+    def _now(self) -> datetime:
+        return self.clock()  # looked up on each call: tests move the monitor's clock
+
+    def _state_store(self, account: str) -> SecretStore:
+        return self.daemon.rotator.accounts[account].state_store
+
+    def _alert_sent(self, channel: str, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.alert_sent(channel, kind)
+
+    # -- liveness and readiness ----------------------------------------------------------
+
+    def alive(self) -> bool:
+        scheduler = self.daemon.scheduler
+        thread = getattr(scheduler, "_thread", None)
+        return bool(
+            scheduler is not None
+            and scheduler.running
+            and not self.daemon.stopping.is_set()
+            and (thread is None or thread.is_alive())
+        )
+
+    def _healthz(self) -> Probe:
+        from rotator.metrics import Probe
+
+        if self.alive():
+            return Probe(True, "scheduler running")
+        return Probe(False, "stopping" if self.daemon.stopping.is_set() else "scheduler stopped")
+
+    def _readyz(self) -> Probe:
+        from rotator.backends.base import ValidationStatus
+        from rotator.metrics import Probe
+
+        if not self.daemon.ready.is_set():
+            return Probe(False, "starting")
+        problems = []
+        for name, store in sorted(self.daemon.stores.items()):
+            validation = store.validate()
+            if validation.status is ValidationStatus.ERROR:
+                problems.append(f"store {name}: {validation.reason}")
+        if problems:
+            return Probe(False, "; ".join(problems))
+        return Probe(True, f"{len(self.daemon.rotator.accounts)} accounts, stores validated")
+
+    # -- lifecycle hooks (Daemon.hooks_on_*) -------------------------------------------------
+
+    def on_start(self, daemon: Daemon) -> None:
+        if self.server is not None:
+            self.server.start()
+        self._schedule_sweep(daemon)
+        self.notifier.ready(self.status_line())
+        self.watchdog.start()
+
+    def before_reload(self, daemon: Daemon) -> None:
+        self.notifier.reloading()
+
+    def after_reload(self, daemon: Daemon) -> None:
+        """After every reload, applied or refused: systemd waits for READY=1."""
+        self.dispatcher = self._dispatcher()
+        if daemon.config.server.listen != self._listen:
+            _log.warning(
+                "server.listen changed; it takes effect at the next restart",
+                listening=self._listen,
+                configured=daemon.config.server.listen,
+            )
+        accounts = set(daemon.rotator.accounts)
+        for name in self._accounts - accounts:
+            self._failing.discard(name)
+            if self.metrics is not None:
+                self.metrics.forget(name)
+        self._accounts = accounts
+        self._schedule_sweep(daemon)
+        self.notifier.ready(self.status_line())
+
+    def on_stop(self, daemon: Daemon) -> None:
+        self.notifier.stopping()
+        self.watchdog.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.server is not None:
+            self.server.stop()
+
+    def _schedule_sweep(self, daemon: Daemon) -> None:
+        if daemon.scheduler is None:
+            return
+        daemon.scheduler.add_job(
+            self.sweep,
+            "interval",
+            seconds=daemon.config.alerts.sweep.total_seconds(),
+            id=SWEEP_JOB,
+            name="alert sweep",
+            next_run_time=self.clock(),
+            replace_existing=True,
+        )
+
+    # -- the observer ------------------------------------------------------------------------
+
+    def after_rotation(self, result: RotationResult) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_rotation(result.account, result.result, result.duration)
+        self._set_failing(result.account, result.result in _FAILING)
+        if result.state is not None:
+            with contextlib.suppress(RuntimeError):  # the pool is shut down: stopping
+                self._pool.submit(self._observe, result.state)
+
+    def sweep(self) -> None:
+        """Every account: read the state, refresh the gauges, check alerts."""
+        for name, account in list(self.daemon.rotator.accounts.items()):
+            if self.daemon.stopping.is_set():
+                return
+            try:
+                state, _ = self.daemon.rotator.read_state(account)
+            except RotatorError as exc:
+                _log.warning("alert sweep cannot read the state", account=name, error=str(exc))
+                continue
+            if state.failed or state.consecutive_failures > 0:
+                self._set_failing(name, True)
+            self._observe(state)
+
+    def _observe(self, state: AccountState) -> None:
+        account = self.daemon.rotator.accounts.get(state.account)
+        if account is None:
+            return
+        if self.metrics is not None:
+            self.metrics.observe_state(state, self.clock())
+        self.dispatcher.check(state, account.settings)
+
+    # -- systemd status ------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        total = len(self.daemon.rotator.accounts)
+        return f"{total} account{'' if total == 1 else 's'}, {len(self._failing)} failing"
+
+    def _set_failing(self, account: str, failing: bool) -> None:
+        with self._status_lock:
+            if failing:
+                self._failing.add(account)
+            else:
+                self._failing.discard(account)
+            line = self.status_line()
+            if line == self._status:
+                return
+            self._status = line
+        self.notifier.status(line)
+
+
+def attach(daemon: Daemon, **kwargs: Any) -> Monitor:
+    """Create a monitor and hook it into the daemon's rotation and lifecycle."""
+    monitor = Monitor(daemon, **kwargs)
+    daemon.rotator.observers.append(monitor)
+    daemon.hooks_on_start.append(monitor.on_start)
+    daemon.hooks_before_reload.append(monitor.before_reload)
+    daemon.hooks_after_reload.append(monitor.after_reload)
+    daemon.hooks_on_stop.append(monitor.on_stop)
+    return monitor

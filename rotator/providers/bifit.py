@@ -1,0 +1,232 @@
+"""BIFIT Kassa: the OAuth2 password grant with a hashed password, and refresh.
+
+The password is never sent as typed: BIFIT wants base64 of the SHA-256 digest
+of its UTF-8 bytes (``password_encoding: base64``, the documented default;
+``base64url`` uses the URL-safe alphabet). Both grants post a form body with
+the client id and secret (``cashdesk-rest-client`` for the public client).
+
+When the refresh token is refused and a password is configured, the provider
+logs in again with the password, marks it in ``extra`` (``relogin_at``,
+``relogin_reason``) and logs a warning so alerting can see it. An answer to the
+password grant that is neither a token nor a known OAuth error (an account
+with a second factor, which BIFIT does not document) raises
+:class:`UnexpectedLoginAnswer` carrying the vendor's message; we do not guess.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import structlog
+from pydantic import Field
+
+from rotator.config import AccountSettings, Duration, HttpUrl, Ref
+from rotator.errors import InvalidClient, InvalidGrant, PermanentProviderError, ProviderError
+from rotator.providers.base import HttpAnswer, base_view, send
+from rotator.secrets import Secret, resolve
+from rotator.tokens import (
+    TokenSet,
+    error_from_status,
+    format_time,
+    oauth_error,
+    parse_token_response,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rotator.state import AccountState
+
+__all__ = [
+    "PUBLIC_CLIENT",
+    "BifitProvider",
+    "BifitSettings",
+    "UnexpectedLoginAnswer",
+    "hash_password",
+]
+
+_log = structlog.get_logger("rotator.providers.bifit")
+
+PUBLIC_CLIENT = "cashdesk-rest-client"
+
+# RFC 6749 section 5.2: the error codes a token endpoint may answer with.
+_OAUTH_CODES = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "invalid_token",
+        "access_denied",
+        "server_error",
+        "temporarily_unavailable",
+    }
+)
+
+
+class UnexpectedLoginAnswer(PermanentProviderError):
+    """The password grant answered neither a token nor a known OAuth error."""
+
+
+class BifitSettings(AccountSettings):
+    username: str = Field(pattern=r"^[0-9]{10,15}$")
+    password: Ref | None = None
+    password_encoding: Literal["base64", "base64url"] = "base64"
+    client_id: str = Field(default=PUBLIC_CLIENT, min_length=1)
+    #: a reference for a private client; the public client's secret is its id
+    client_secret: Ref | None = None
+    token_url: HttpUrl = "https://kassa.bifit.com/cashdesk-api/v1/oauth/token"
+    # BIFIT access tokens live 12 hours (expires_in 43199)
+    max_lifetime: Duration = timedelta(hours=12)
+
+
+def hash_password(password: Secret, encoding: str = "base64") -> str:
+    """base64 (or base64url) of SHA-256 of the UTF-8 password, padded."""
+    digest = hashlib.sha256(password.reveal().encode("utf-8")).digest()
+    encoder = base64.urlsafe_b64encode if encoding == "base64url" else base64.b64encode
+    return encoder(digest).decode("ascii")
+
+
+class BifitProvider:
+    name: ClassVar[str] = "bifit"
+    settings_model: ClassVar[type[AccountSettings]] = BifitSettings
+
+    def __init__(self, account: str, settings: BifitSettings) -> None:
+        self.account = account
+        self.settings = settings
+
+    @property
+    def needs_seed(self) -> bool:
+        return self.settings.password is None
+
+    def _client_params(self) -> dict[str, str]:
+        s = self.settings
+        secret = resolve(s.client_secret).reveal() if s.client_secret is not None else PUBLIC_CLIENT
+        return {"client_id": s.client_id, "client_secret": secret}
+
+    def _post(self, client: httpx.Client, form: dict[str, str]) -> HttpAnswer:
+        return send(
+            client,
+            "POST",
+            self.settings.token_url,
+            data={**form, **self._client_params()},
+            headers={"Accept": "application/json"},
+            timeout=self.settings.timeout.total_seconds(),
+        )
+
+    def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
+        s = self.settings
+        previous = state.tokenset()
+        if state.refresh_token is None:
+            if s.password is None:
+                raise InvalidGrant(
+                    "no_refresh_token",
+                    f"no refresh token stored and no password configured; seed one with "
+                    f"`rotator import {self.account}` or set password",
+                )
+            return self._clean(self.password_login(client, now))
+        answer = self._post(
+            client, {"grant_type": "refresh_token", "refresh_token": state.refresh_token.reveal()}
+        )
+        try:
+            tokens = self._parse(answer, now, previous)
+        except ProviderError as exc:
+            if not _refresh_refused(exc) or s.password is None:
+                raise
+            _log.warning(
+                "refresh token refused; logging in again with the password",
+                account=self.account,
+                error_code=exc.code,
+                status_code=exc.status,
+            )
+            tokens = self.password_login(client, now)
+            return replace(
+                tokens,
+                extra={
+                    **tokens.extra,
+                    "relogin_at": format_time(now),
+                    "relogin_reason": exc.code,
+                },
+            )
+        return self._clean(tokens)
+
+    @staticmethod
+    def _clean(tokens: TokenSet) -> TokenSet:
+        # a normal refresh or first login clears a previous re-login marker
+        return replace(tokens, extra={**tokens.extra, "relogin_at": "", "relogin_reason": ""})
+
+    def password_login(self, client: httpx.Client, now: datetime) -> TokenSet:
+        s = self.settings
+        if s.password is None:
+            raise InvalidGrant("no_password", "no password configured for a password login")
+        answer = self._post(
+            client,
+            {
+                "grant_type": "password",
+                "username": s.username,
+                "password": hash_password(resolve(s.password), s.password_encoding),
+            },
+        )
+        payload = _json_object(answer.body)
+        if answer.status >= 500 or answer.status == 429:
+            raise error_from_status(
+                answer.status, answer.body, answer.content_type, answer.retry_after
+            )
+        if payload is not None and "access_token" not in payload:
+            code = payload.get("error")
+            if isinstance(code, str) and code in _OAUTH_CODES:
+                raise oauth_error(answer.status if answer.status >= 400 else 400, payload)
+            raise UnexpectedLoginAnswer(
+                "unexpected_login_answer",
+                "the password login answered without a token (an account with a second "
+                f"factor? rotator cannot do that): {_vendor_message(payload)}",
+                status=answer.status,
+            )
+        return self._parse(answer, now, None)
+
+    def _parse(self, answer: HttpAnswer, now: datetime, previous: TokenSet | None) -> TokenSet:
+        return parse_token_response(
+            answer.body,
+            status=answer.status,
+            content_type=answer.content_type,
+            requested_at=now,
+            max_lifetime=self.settings.max_lifetime,
+            previous=previous,
+            retry_after=answer.retry_after,
+        )
+
+    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
+        view = base_view(self.account, self.name, tokens)
+        if tokens.extra.get("user_id"):
+            view["user_id"] = tokens.extra["user_id"]
+        return view
+
+
+def _refresh_refused(error: ProviderError) -> bool:
+    """True when the vendor refused the refresh token itself (not the client, not an outage)."""
+    if error.transient or (isinstance(error, InvalidClient) and error.code == "invalid_client"):
+        return False
+    return isinstance(error, InvalidGrant) or error.status in (400, 401)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _vendor_message(payload: dict[str, Any]) -> str:
+    for key in ("error_description", "message", "error", "status", "detail"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return "no message; keys: " + ", ".join(sorted(str(k) for k in payload)[:10])

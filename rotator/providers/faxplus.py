@@ -1,0 +1,297 @@
+"""Fax.Plus: OAuth2 refresh (``faxplus``) and personal access tokens (``faxplus-pat``).
+
+Fax.Plus wants the token request's parameters in the *query string* of a POST
+with ``Content-Type: application/x-www-form-urlencoded`` and HTTP Basic client
+authentication. Access tokens live an hour. Refresh tokens never expire, except
+on accounts with enhanced security controls: there the refresh token dies 30
+days after the *authorization* (``rotator authorize``), and refreshing does not
+move that date, so ``refresh_expires_at`` is always ``authorized_at + 30d``.
+
+A personal access token cannot be refreshed: the provider re-reads the secret
+reference now and then (every ``max_lifetime`` share, see :class:`FaxPlusPatProvider`),
+checks it with ``GET {api_base}/accounts/self``, and publishes it; its expiry
+date is the account's ``refresh_expires_at`` so the expiry alerts fire for it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, ClassVar
+from urllib.parse import urlencode
+
+import structlog
+from pydantic import Field, PlainValidator
+
+from rotator.config import AccountSettings, HttpUrl, Ref
+from rotator.errors import InvalidGrant, PermanentProviderError
+from rotator.providers.base import base_view, send
+from rotator.providers.oauth2 import basic_auth_header, keep_refresh_token, token_request
+from rotator.secrets import Secret, resolve
+from rotator.tokens import TokenSet, error_from_status, format_time, parse_time
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rotator.state import AccountState
+
+__all__ = [
+    "ENHANCED_SECURITY_LIFETIME",
+    "FaxPlusPatProvider",
+    "FaxPlusPatSettings",
+    "FaxPlusProvider",
+    "FaxPlusSettings",
+    "api_headers",
+    "authorization_url",
+    "exchange_code",
+    "verify_token",
+]
+
+_log = structlog.get_logger("rotator.providers.faxplus")
+
+#: on accounts with enhanced security controls, a refresh token lives this long
+#: from the authorization; refreshing does not extend it.
+ENHANCED_SECURITY_LIFETIME = timedelta(days=30)
+
+
+def _aware_time(value: object) -> datetime:
+    """``2027-01-31`` (midnight UTC, the safe side) or an ISO 8601 time (naive = UTC)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            return parse_time(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{value!r} is not a date or time; write it like 2027-01-31 or 2027-01-31T12:00:00Z"
+    )
+
+
+AwareTime = Annotated[datetime, PlainValidator(_aware_time)]
+
+
+class FaxPlusSettings(AccountSettings):
+    client_id: str = Field(min_length=1)
+    client_secret: Ref
+    redirect_uri: HttpUrl | None = None
+    enhanced_security: bool = False
+    token_url: HttpUrl = "https://accounts.fax.plus/token"
+    authorize_url: HttpUrl = "https://accounts.fax.plus/login"
+    api_base: HttpUrl = "https://restapi.fax.plus/v3"
+
+
+class FaxPlusPatSettings(AccountSettings):
+    token: Ref
+    expires_at: AwareTime
+    scopes: list[str] = Field(default_factory=list)
+    api_base: HttpUrl = "https://restapi.fax.plus/v3"
+
+
+def api_headers(access_token: str, client_id: str | None) -> dict[str, str]:
+    """What an API call to Fax.Plus carries (a PAT sends no client id)."""
+    headers = {"Authorization": f"Bearer {access_token}"}
+    if client_id is not None:
+        headers["x-fax-clientid"] = client_id
+    return headers
+
+
+def authorization_url(settings: FaxPlusSettings, state: str) -> str:
+    """The page the user opens to grant access (``scope=all``, plus our ``state``)."""
+    if settings.redirect_uri is None:
+        raise PermanentProviderError("no_redirect_uri", "the account has no redirect_uri")
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": settings.client_id,
+            "redirect_uri": settings.redirect_uri,
+            "scope": "all",
+            "state": state,
+        }
+    )
+    return f"{settings.authorize_url}?{query}"
+
+
+def _token_call(
+    settings: FaxPlusSettings,
+    client: httpx.Client,
+    params: dict[str, str],
+    now: datetime,
+    previous: TokenSet | None,
+) -> TokenSet:
+    return token_request(
+        client,
+        url=settings.token_url,
+        params=params,
+        params_in="query",
+        timeout=settings.timeout.total_seconds(),
+        headers={
+            # Fax.Plus documents plain base64(client_id:client_secret), not RFC 6749's
+            # form-encoded pair; they differ only for secrets with reserved characters.
+            "Authorization": basic_auth_header(
+                settings.client_id, resolve(settings.client_secret), form_encode=False
+            )
+        },
+        requested_at=now,
+        max_lifetime_s=settings.max_lifetime.total_seconds(),
+        previous=previous,
+    )
+
+
+def exchange_code(
+    settings: FaxPlusSettings, client: httpx.Client, code: str, now: datetime
+) -> TokenSet:
+    """Trade an authorization code for tokens; the answer must carry a refresh token."""
+    if settings.redirect_uri is None:
+        raise PermanentProviderError("no_redirect_uri", "the account has no redirect_uri")
+    tokens = _token_call(
+        settings,
+        client,
+        {
+            "grant_type": "authorization_code",
+            "client_id": settings.client_id,
+            "code": code,
+            "redirect_uri": settings.redirect_uri,
+        },
+        now,
+        None,
+    )
+    if tokens.refresh_token is None:
+        raise PermanentProviderError(
+            "bad_response", "the code exchange answered without a refresh_token"
+        )
+    return tokens
+
+
+def verify_token(
+    client: httpx.Client,
+    api_base: str,
+    access_token: Secret,
+    client_id: str | None,
+    timeout: float,
+) -> None:
+    """``GET {api_base}/accounts/self``: raises a typed error unless the token works."""
+    answer = send(
+        client,
+        "GET",
+        api_base.rstrip("/") + "/accounts/self",
+        headers={"Accept": "application/json", **api_headers(access_token.reveal(), client_id)},
+        timeout=timeout,
+    )
+    if 200 <= answer.status < 300:
+        return
+    error = error_from_status(answer.status, answer.body, answer.content_type, answer.retry_after)
+    if answer.status in (401, 403):
+        raise InvalidGrant(
+            error.code, f"the API refused the token: {error.description}", status=answer.status
+        )
+    raise error
+
+
+class FaxPlusProvider:
+    name: ClassVar[str] = "faxplus"
+    settings_model: ClassVar[type[AccountSettings]] = FaxPlusSettings
+
+    def __init__(self, account: str, settings: FaxPlusSettings) -> None:
+        self.account = account
+        self.settings = settings
+
+    @property
+    def needs_seed(self) -> bool:
+        return True
+
+    def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
+        if state.refresh_token is None:
+            raise InvalidGrant(
+                "no_refresh_token",
+                f"no refresh token stored; run: rotator authorize {self.account}",
+            )
+        tokens = _token_call(
+            self.settings,
+            client,
+            {"grant_type": "refresh_token", "refresh_token": state.refresh_token.reveal()},
+            now,
+            state.tokenset(),
+        )
+        return self._with_refresh_expiry(keep_refresh_token(tokens, state), state)
+
+    def _with_refresh_expiry(self, tokens: TokenSet, state: AccountState) -> TokenSet:
+        from dataclasses import replace
+
+        if not self.settings.enhanced_security:
+            return replace(tokens, refresh_expires_at=None)
+        if state.authorized_at is not None:
+            return replace(
+                tokens, refresh_expires_at=state.authorized_at + ENHANCED_SECURITY_LIFETIME
+            )
+        # Seeded by `rotator import`: we do not know when it was authorized. Keep an
+        # expiry we already had; never invent a later one.
+        _log.warning(
+            "enhanced security account without an authorization time; the 30-day expiry "
+            "cannot be computed",
+            account=self.account,
+            fix=f"run `rotator authorize {self.account}` to record it",
+        )
+        return replace(tokens, refresh_expires_at=state.refresh_expires_at)
+
+    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
+        view = base_view(self.account, self.name, tokens)
+        view["client_id"] = self.settings.client_id
+        view["headers"] = json.dumps(
+            api_headers(tokens.access_token.reveal(), self.settings.client_id), sort_keys=True
+        )
+        return view
+
+
+class FaxPlusPatProvider:
+    """A personal access token: published, checked, never refreshed.
+
+    Scheduling: each "refresh" re-reads the secret reference (so a token replaced
+    in the file or variable is picked up), checks it against ``/accounts/self``
+    and hands out a TokenSet whose ``expires_at`` is at most ``max_lifetime``
+    ahead: that is what the scheduler plans by, so the token is looked at again
+    after ``refresh_share`` of ``max_lifetime`` (about 40 minutes by default).
+    The consumer view carries the token's real expiry, so an unchanged token
+    rewrites nothing. ``refresh_expires_at`` is the real expiry: the refresh
+    token alerts (``refresh_token_warn``) fire before it.
+    """
+
+    name: ClassVar[str] = "faxplus-pat"
+    settings_model: ClassVar[type[AccountSettings]] = FaxPlusPatSettings
+
+    def __init__(self, account: str, settings: FaxPlusPatSettings) -> None:
+        self.account = account
+        self.settings = settings
+
+    @property
+    def needs_seed(self) -> bool:
+        return False
+
+    def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
+        s = self.settings
+        if s.expires_at <= now:
+            raise InvalidGrant(
+                "token_expired",
+                f"the personal access token expired at {format_time(s.expires_at)}; create a "
+                f"new one in Fax.Plus, put it in {s.token} and update expires_at",
+            )
+        token = resolve(s.token)
+        verify_token(client, s.api_base, token, None, s.timeout.total_seconds())
+        return TokenSet(
+            access_token=token,
+            token_type="Bearer",
+            issued_at=now,
+            expires_at=min(s.expires_at, now + s.max_lifetime),
+            refresh_token=None,
+            refresh_expires_at=s.expires_at,
+            scope=" ".join(s.scopes) or None,
+            extra={"pat_expires_at": format_time(s.expires_at)},
+        )
+
+    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
+        view = base_view(self.account, self.name, tokens)
+        view["expires_at"] = format_time(self.settings.expires_at)
+        view["headers"] = json.dumps(api_headers(tokens.access_token.reveal(), None))
+        return view

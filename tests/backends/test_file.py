@@ -1,0 +1,238 @@
+"""The file store (rotator/backends/file.py): atomic, private, compare-and-set."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from rotator.backends.base import ValidationStatus, WriteResult
+from rotator.backends.file import FileStore, render
+from rotator.errors import StoreConflict, StoreError, StorePermissionError
+from tests import leakcheck
+
+TOKEN = leakcheck.register("at-file-5e6f7a8b9c0d", "access token")
+VIEW = {
+    "access_token": TOKEN,
+    "token_type": "Bearer",
+    "expires_at": "2026-03-01T13:00:00Z",
+    "account": "idp-api",
+    "provider": "oauth2",
+}
+
+
+def store(directory: Path, mode: int = 0o600) -> FileStore:
+    return FileStore("files", SimpleNamespace(directory=directory, mode=mode))
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_write_then_read(tmp_path: Path) -> None:
+    files = store(tmp_path)
+    result = files.write("a/b/idp.json", VIEW, expected_version=None)
+    assert result.changed
+    record = files.read("a/b/idp.json")
+    assert record is not None
+    assert dict(record.data) == VIEW
+    assert record.version == result.version
+
+
+def test_read_missing_is_none(tmp_path: Path) -> None:
+    assert store(tmp_path).read("nothing.json") is None
+
+
+def test_files_are_0600_and_directories_0700(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    files = store(root)
+    old = os.umask(0o022)
+    try:
+        files.write("apps/fax/idp.json", VIEW, expected_version=None)
+    finally:
+        os.umask(old)
+    assert mode_of(root / "apps/fax/idp.json") == 0o600
+    assert mode_of(root / "apps/fax") == 0o700
+    assert mode_of(root / "apps") == 0o700
+
+
+def test_configured_mode_is_applied_whatever_the_umask(tmp_path: Path) -> None:
+    files = store(tmp_path, mode=0o640)
+    old = os.umask(0o077)
+    try:
+        files.write("idp.token", VIEW, expected_version=None, fmt="token")
+    finally:
+        os.umask(old)
+    assert mode_of(tmp_path / "idp.token") == 0o640
+
+
+def test_atomic_replace_leaves_no_temp_file(tmp_path: Path) -> None:
+    files = store(tmp_path)
+    first = files.write("idp.json", VIEW, expected_version=None)
+    inode = (tmp_path / "idp.json").stat().st_ino
+    files.write("idp.json", {**VIEW, "expires_at": "x"}, expected_version=first.version)
+    # A rename, not an in-place rewrite: readers see the old file or the new one.
+    assert (tmp_path / "idp.json").stat().st_ino != inode
+    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+    assert {p.name for p in tmp_path.iterdir()} == {"idp.json", ".idp.json.lock"}
+
+
+def test_json_format_exactly() -> None:
+    text = render(VIEW, "json").decode()
+    assert text.endswith("}\n")
+    assert json.loads(text) == VIEW
+    assert list(json.loads(text)) == list(VIEW)  # key order as given
+
+
+def test_token_format_exactly(tmp_path: Path) -> None:
+    assert render(VIEW, "token") == (TOKEN + "\n").encode()
+    files = store(tmp_path)
+    files.write("idp.token", VIEW, expected_version=None, fmt="token")
+    assert (tmp_path / "idp.token").read_bytes() == (TOKEN + "\n").encode()
+    record = files.read("idp.token", fmt="token")
+    assert record is not None
+    assert dict(record.data) == {"access_token": TOKEN}
+
+
+def test_env_format_exactly(tmp_path: Path) -> None:
+    expected = f"ACCESS_TOKEN={TOKEN}\nTOKEN_TYPE=Bearer\nEXPIRES_AT=2026-03-01T13:00:00Z\n"
+    assert render(VIEW, "env").decode() == expected
+    files = store(tmp_path)
+    files.write("idp.env", VIEW, expected_version=None, fmt="env")
+    record = files.read("idp.env", fmt="env")
+    assert record is not None
+    assert dict(record.data) == {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_at": "2026-03-01T13:00:00Z",
+    }
+
+
+def test_env_format_quotes_unsafe_values(tmp_path: Path) -> None:
+    odd = {**VIEW, "token_type": "Bearer x; rm -rf /"}
+    text = render(odd, "env").decode()
+    assert "TOKEN_TYPE='Bearer x; rm -rf /'\n" in text
+    files = store(tmp_path)
+    files.write("odd.env", odd, expected_version=None, fmt="env")
+    record = files.read("odd.env", fmt="env")
+    assert record is not None
+    assert record.data["token_type"] == "Bearer x; rm -rf /"
+
+
+def test_unchanged_write_does_not_rewrite(tmp_path: Path) -> None:
+    files = store(tmp_path)
+    first = files.write("idp.json", VIEW, expected_version=None)
+    path = tmp_path / "idp.json"
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = path.stat()
+    again = files.write("idp.json", VIEW, expected_version=first.version)
+    after = path.stat()
+    assert again == WriteResult(first.version, changed=False)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_unchanged_write_repairs_a_widened_mode(tmp_path: Path) -> None:
+    files = store(tmp_path)
+    first = files.write("idp.json", VIEW, expected_version=None)
+    os.chmod(tmp_path / "idp.json", 0o644)
+    assert not files.write("idp.json", VIEW, expected_version=first.version).changed
+    assert mode_of(tmp_path / "idp.json") == 0o600
+
+
+def test_compare_and_set(tmp_path: Path) -> None:
+    files = store(tmp_path)
+    first = files.write("idp.json", VIEW, expected_version=None)
+    # Creating what exists is a conflict.
+    with pytest.raises(StoreConflict, match="compare-and-set lost"):
+        files.write("idp.json", VIEW, expected_version=None)
+    second = files.write(
+        "idp.json", {**VIEW, "expires_at": "later"}, expected_version=first.version
+    )
+    # A writer still holding the first version loses and changes nothing.
+    with pytest.raises(StoreConflict) as caught:
+        files.write("idp.json", {**VIEW, "expires_at": "stale"}, expected_version=first.version)
+    assert caught.value.store == "files"
+    record = files.read("idp.json")
+    assert record is not None
+    assert record.data["expires_at"] == "later"
+    assert record.version == second.version
+    # Expecting a version of a file that does not exist is a conflict too.
+    with pytest.raises(StoreConflict):
+        files.write("other.json", VIEW, expected_version=first.version)
+
+
+def test_adopt_overwrites_a_file_rotator_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "legacy.token").write_text("old-token\n")
+    files = store(tmp_path)
+    with pytest.raises(StoreConflict):
+        files.write("legacy.token", VIEW, expected_version=None, fmt="token")
+    assert files.write("legacy.token", VIEW, expected_version=None, fmt="token", adopt=True).changed
+
+
+def test_delete(tmp_path: Path) -> None:
+    files = store(tmp_path)
+    files.write("idp.json", VIEW, expected_version=None)
+    files.delete("idp.json")
+    assert files.read("idp.json") is None
+    files.delete("idp.json")  # deleting what is gone is fine
+
+
+@pytest.mark.parametrize("bad", ["../escape.json", "/etc/passwd", "a/../../b", "", "."])
+def test_paths_escaping_the_directory_are_refused(tmp_path: Path, bad: str) -> None:
+    files = store(tmp_path / "store")
+    with pytest.raises(StoreError, match=r"must be relative to .* and stay inside it"):
+        files.write(bad, VIEW, expected_version=None)
+    with pytest.raises(StoreError, match="stay inside it"):
+        files.read(bad)
+    assert not (tmp_path / "escape.json").exists()
+
+
+def test_damaged_file_is_a_store_error_without_its_contents(tmp_path: Path) -> None:
+    (tmp_path / "idp.json").write_text(f"not json {TOKEN}")
+    with pytest.raises(StoreError, match="does not hold json data") as caught:
+        store(tmp_path).read("idp.json")
+    assert TOKEN not in str(caught.value)
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(StoreError, match="does not hold json data"):
+        store(tmp_path).read("list.json")
+
+
+def test_validate_ready(tmp_path: Path) -> None:
+    files = store(tmp_path / "new")
+    validation = files.validate()
+    assert validation.status is ValidationStatus.READY
+    assert "is writable" in validation.reason
+    assert [p.name for p in (tmp_path / "new").iterdir()] == []  # the probe is gone
+
+
+def test_validate_error_when_the_directory_cannot_exist(tmp_path: Path) -> None:
+    # Tests run as root, so permissions do not stop us: a regular file in the way does.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    validation = store(blocker / "sub").validate()
+    assert validation.status is ValidationStatus.ERROR
+    assert str(blocker / "sub") in validation.reason
+
+
+def test_write_under_a_regular_file_is_a_typed_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(StoreError) as caught:
+        store(blocker).write("idp.json", VIEW, expected_version=None)
+    assert caught.value.store == "files"
+    assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_directory_is_a_permission_error(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o500)
+    try:
+        with pytest.raises(StorePermissionError):
+            store(tmp_path).write("idp.json", VIEW, expected_version=None)
+    finally:
+        os.chmod(tmp_path, 0o700)
