@@ -27,8 +27,9 @@ os.environ[_PASSWORD_ENV] = leakcheck.register("faxmax-property-password", "pass
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 _error = st.fixed_dictionaries(
@@ -96,8 +97,11 @@ def test_refresh_returns_a_tokenset_or_a_typed_error(
         from rotator.secrets import Secret
 
         state = AccountState(
-            account="prop", provider="faxmax", access_token=Secret("session-xyz"),
-            issued_at=now, expires_at=now.replace(hour=13),
+            account="prop",
+            provider="faxmax",
+            access_token=Secret("session-xyz"),
+            issued_at=now,
+            expires_at=now.replace(hour=13),
         )
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
         try:
