@@ -246,9 +246,7 @@ def tokenset_from_payload(
         expires_at=requested_at + lifetime,
         refresh_token=Secret(refresh) if refresh else None,
         # Keycloak sends refresh_expires_in: 0 for offline tokens, which do not expire.
-        refresh_expires_at=(
-            requested_at + timedelta(seconds=refresh_in) if refresh_in else None
-        ),
+        refresh_expires_at=(requested_at + timedelta(seconds=refresh_in) if refresh_in else None),
         scope=scope if isinstance(scope, str) else None,
         extra=extra,
     )

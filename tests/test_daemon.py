@@ -204,12 +204,14 @@ def test_missing_config_exits_2(tmp_path: Path) -> None:
     assert env_proc.returncode == 2 and "x.yaml" in env_proc.stderr
 
 
-def test_import_records_when_the_grant_was_authorized(tmp_path: Path,
-                                                      server: OAuth2Emulator) -> None:
+def test_import_records_when_the_grant_was_authorized(
+    tmp_path: Path, server: OAuth2Emulator
+) -> None:
     config = write_config(tmp_path, server.url, accounts=("alpha",))
     grant = server.issue_grant("app")
-    bad = run_rotator(["import", "-c", str(config), "alpha", "--authorized-at", "yesterday"],
-                      stdin=grant)
+    bad = run_rotator(
+        ["import", "-c", str(config), "alpha", "--authorized-at", "yesterday"], stdin=grant
+    )
     assert bad.returncode == 2 and "--authorized-at 'yesterday'" in bad.stderr
     good = run_rotator(
         ["import", "-c", str(config), "alpha", "--authorized-at", "2026-11-01T10:00:00Z"],
