@@ -21,7 +21,8 @@ demo: $(VENV)/.installed
 	$(BIN)/rotator demo
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check rotator tests
+	$(BIN)/ruff check rotator tests bench
+	$(BIN)/ruff format --check rotator tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -133,9 +133,7 @@ class Daemon:
             replace_existing=True,
         )
 
-    def _job(
-        self, name: str, retry_failed: bool = False, planned: datetime | None = None
-    ) -> None:
+    def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts:
             return
         with self._in_flight_done:
