@@ -41,6 +41,8 @@ from rotator.backends.base import (
     Version,
     WriteResult,
     canonical_json,
+    reason,
+    require_json,
 )
 from rotator.errors import (
     StoreAuthError,
@@ -217,7 +219,7 @@ class AwsStore:
     # -- SecretStore -------------------------------------------------------------------
 
     def read(self, path: str, *, fmt: str = "json") -> Record | None:
-        _json_only(self, fmt, path)
+        require_json(self.name, "Secrets Manager", fmt, path)
         current = self._current(self._secret_name(path))
         if current is None:
             return None
@@ -232,7 +234,7 @@ class AwsStore:
         fmt: str = "json",
         adopt: bool = False,
     ) -> WriteResult:
-        _json_only(self, fmt, path)
+        require_json(self.name, "Secrets Manager", fmt, path)
         secret = self._secret_name(path)
         new = {str(k): str(v) for k, v in data.items()}
         body = canonical_json(new)
@@ -395,7 +397,7 @@ class AwsStore:
                     "(secretsmanager:CreateSecret and TagResource not checked)",
                 )
         except StoreError as exc:
-            return Validation(ValidationStatus.ERROR, _strip_store(exc, self.name))
+            return Validation(ValidationStatus.ERROR, reason(exc, self.name))
         tags = {t.get("Key"): t.get("Value") for t in described.get("Tags") or []}
         if tags.get(MANAGED_BY[0]) != MANAGED_BY[1]:
             return Validation(
@@ -406,7 +408,7 @@ class AwsStore:
         try:
             self._current(secret)
         except StoreError as exc:
-            return Validation(ValidationStatus.ERROR, _strip_store(exc, self.name))
+            return Validation(ValidationStatus.ERROR, reason(exc, self.name))
         return Validation(
             ValidationStatus.READY,
             f"credentials accepted; {secret} is readable and managed by rotator "
@@ -465,21 +467,6 @@ def _request_token(secret: str, expected: str | None, body: str) -> str:
     """The same logical write always gets the same token (idempotent retries)."""
     digest = hashlib.sha256(f"{secret}\0{expected or ''}\0{body}".encode()).hexdigest()
     return str(uuid.uuid5(_TOKEN_NAMESPACE, digest))
-
-
-def _json_only(store: AwsStore, fmt: str, path: str) -> None:
-    if fmt != "json":
-        raise StoreError(
-            f"format {fmt!r} applies to the file store only; Secrets Manager holds the json fields",
-            store=store.name,
-            path=path,
-        )
-
-
-def _strip_store(exc: StoreError, name: str) -> str:
-    text = str(exc)
-    prefix = f"{name}: "
-    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _mapped(exc: Exception, store: AwsStore, operation: str, secret: str) -> StoreError:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from rotator.errors import ConfigError
+from rotator.errors import ConfigError, StoreError
 
 __all__ = [
     "FORMATS",
@@ -40,6 +40,8 @@ __all__ = [
     "WriteResult",
     "canonical_json",
     "open_store",
+    "reason",
+    "require_json",
 ]
 
 Version = int | str
@@ -93,6 +95,23 @@ class SecretStore(Protocol):
     def validate(self, probe_path: str | None = None) -> Validation: ...
 
     def close(self) -> None: ...
+
+
+def require_json(store_name: str, holds: str, fmt: str, path: str) -> None:
+    """Only the file store renders ``token``/``env``; the others hold the json fields."""
+    if fmt != "json":
+        raise StoreError(
+            f"format {fmt!r} applies to the file store only; {holds} holds the json fields",
+            store=store_name,
+            path=path,
+        )
+
+
+def reason(exc: StoreError, store_name: str) -> str:
+    """An error's message without the ``store: `` prefix (a Validation names the store)."""
+    text = str(exc)
+    prefix = f"{store_name}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def canonical_json(data: Mapping[str, str]) -> str:

@@ -28,7 +28,15 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any, ClassVar, TypeVar
 
-from rotator.backends.base import Record, Validation, ValidationStatus, Version, WriteResult
+from rotator.backends.base import (
+    Record,
+    Validation,
+    ValidationStatus,
+    Version,
+    WriteResult,
+    reason,
+    require_json,
+)
 from rotator.errors import (
     SecretRefError,
     StoreAuthError,
@@ -370,7 +378,7 @@ class VaultStore:
         return {str(k): v if isinstance(v, str) else _json(v) for k, v in data.items()}, meta
 
     def read(self, path: str, *, fmt: str = "json") -> Record | None:
-        _json_only(self, fmt, path)
+        require_json(self.name, "a vault sink", fmt, path)
         full = self._full(path)
         data, meta = self._call("reading", self._data_path(full), lambda t: self._latest(t, full))
         if data is None or meta is None:
@@ -400,7 +408,7 @@ class VaultStore:
         fmt: str = "json",
         adopt: bool = False,
     ) -> WriteResult:
-        _json_only(self, fmt, path)
+        require_json(self.name, "a vault sink", fmt, path)
         full = self._full(path)
         new = {str(k): str(v) for k, v in data.items()}
 
@@ -561,10 +569,10 @@ class VaultStore:
                     f"so the policy on {data_path} was not checked",
                 )
         except StoreError as exc:
-            return Validation(ValidationStatus.ERROR, f"{_strip_store(exc, self.name)}")
+            return Validation(ValidationStatus.ERROR, reason(exc, self.name))
         except Exception as exc:
             mapped = _mapped(exc, self, action="validating", path="")
-            return Validation(ValidationStatus.ERROR, f"{_strip_store(mapped, self.name)}")
+            return Validation(ValidationStatus.ERROR, reason(mapped, self.name))
         caps = (answer or {}).get("data") or answer or {}
         data_caps = set(caps.get(data_path) or [])
         meta_caps = set(caps.get(meta_path) or [])
@@ -626,21 +634,6 @@ def _as_int(version: Version) -> int:
         return int(version)
     except ValueError:
         return -1
-
-
-def _json_only(store: VaultStore, fmt: str, path: str) -> None:
-    if fmt != "json":
-        raise StoreError(
-            f"format {fmt!r} applies to the file store only; vault sinks hold the json fields",
-            store=store.name,
-            path=path,
-        )
-
-
-def _strip_store(exc: StoreError, name: str) -> str:
-    text = str(exc)
-    prefix = f"{name}: "
-    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _short(errors: str) -> str:
