@@ -58,7 +58,10 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
     assert "<!-- run:latest -->" in text
     assert re.search(r"\| file \| 20 \| [\d.]+ \|", text), text
     assert re.search(r"\| vault \| 20 \| [\d.]+ \|", text), text
-    assert "vendor calls per account per lifetime | 1.000 (max 1)" in text, text
+    # The average is noise in a 4 s window (a job done after the last poll counts its
+    # call but not its lifetime); the per-account maximum is what proves no account
+    # was refreshed twice in one lifetime.
+    assert re.search(r"vendor calls per account per lifetime \| [\d.]+ \(max 1\)", text), text
     assert "`rotator --help` wall time" in text
     daemon_logs = sorted(logs.glob("daemon-*.log"))
     assert len(daemon_logs) == 3  # two bursts and the steady state
