@@ -190,9 +190,10 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _rotator(config: Config, *, spool: bool = True) -> Rotator:
+    from rotator.accounts import build_accounts
     from rotator.daemon import open_spool, open_stores
     from rotator.http import HttpClients
-    from rotator.rotation import Rotator, build_accounts
+    from rotator.rotation import Rotator
 
     stores = open_stores(config)
     return Rotator(
@@ -233,7 +234,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from rotator.errors import StoreError
-    from rotator.rotation import describe
+    from rotator.state import describe
 
     config = _load(args)
     rotator = _rotator(config, spool=False)  # status only reads

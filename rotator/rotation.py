@@ -17,21 +17,19 @@ rotated in the meantime, its result is adopted and the grant is alive.
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
+from rotator.accounts import Account, default_owner, owner_is_dead
 from rotator.backends.base import Record, SecretStore, Version
-from rotator.config import AccountSettings, Config, Sink, state_store, store_identity
+from rotator.config import Sink
 from rotator.errors import (
     InvalidGrant,
     LeaseHeld,
@@ -43,20 +41,18 @@ from rotator.errors import (
     StoreError,
 )
 from rotator.http import HttpClients
-from rotator.providers.base import Provider, provider_class
-from rotator.schedule import RefreshPolicy, is_due, next_refresh, retry_at
+from rotator.schedule import is_due, next_refresh, retry_at
 from rotator.secrets import Secret
 from rotator.spool import Spool
 from rotator.state import AccountState
 from rotator.tokens import TokenSet, format_time
 
 __all__ = [
-    "Account",
     "Observer",
     "Result",
     "RotationResult",
     "Rotator",
-    "build_accounts",
+    "publish",
     "utc_now",
 ]
 
@@ -106,75 +102,6 @@ class Observer(Protocol):
     """Told about every job run (metrics, alerts). Must not raise; must be quick."""
 
     def after_rotation(self, result: RotationResult) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """An account ready to rotate: built once per configuration load."""
-
-    name: str
-    settings: AccountSettings
-    provider: Provider
-    policy: RefreshPolicy
-    state_store: SecretStore
-    state_path: str
-    sinks: tuple[tuple[SecretStore, Sink], ...]
-    spool_key: str = ""
-
-
-def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[str, Account]:
-    accounts: dict[str, Account] = {}
-    for name, settings in config.accounts.items():
-        provider = provider_class(settings.provider)(name, settings)
-        state_store_name = state_store(config, name)
-        accounts[name] = Account(
-            name=name,
-            settings=settings,
-            provider=provider,
-            policy=RefreshPolicy.from_settings(settings),
-            state_store=stores[state_store_name],
-            state_path=settings.state_path(name),
-            sinks=tuple((stores[sink.store], sink) for sink in settings.sinks),
-            spool_key=Spool.entry_key(
-                store_identity(config.stores[state_store_name]), settings.state_path(name)
-            ),
-        )
-    return accounts
-
-
-def default_owner() -> str:
-    """``host/pid-namespace/pid:random``: unique, and says where to look for the holder."""
-    return f"{_process_home()}/{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _process_home() -> str:
-    """This host and PID namespace: where a lease owner's PID means something."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = "-"
-    return f"{socket.gethostname()}/{namespace}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True only when the lease owner provably died: a process of this host and
-    PID namespace whose PID no longer exists. Anything else (another host, an
-    older owner format, a live or foreign PID) is treated as alive: its lease
-    is left to expire."""
-    where, _, rest = owner.rpartition("/")
-    pid_text, sep, _ = rest.partition(":")
-    if where != _process_home() or not sep or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # EPERM: alive, someone else's
-    return False
 
 
 @dataclass
@@ -648,17 +575,6 @@ class Rotator:
                     )
         return replayed
 
-    def run_plan(self, name: str) -> datetime:
-        """When the account's job should first run after a start (now when due)."""
-        account = self.accounts[name]
-        state, _ = self.read_state(account)
-        now = self.clock()
-        if state.failed or is_due(
-            now, has_token=state.access_token is not None, next_refresh_at=state.next_refresh_at
-        ):
-            return now
-        return state.next_refresh_at or now
-
 
 def _superseded(current: AccountState, new: AccountState, spent: Secret | None) -> bool:
     """True when the stored state already holds ``new``'s grant or one that moved on.
@@ -711,28 +627,3 @@ def _fix_for(account: str, error: ProviderError) -> str:
     if error.code == "secret_ref":
         return "a secret reference cannot be read: fix it, then `systemctl reload rotator`"
     return f"fix the cause, then run `rotator refresh {account}` or reload the daemon"
-
-
-def describe(states: Iterable[AccountState]) -> list[dict[str, Any]]:
-    """Non-secret summaries of account states (for status and logs)."""
-    out = []
-    for state in states:
-        out.append(
-            {
-                "account": state.account,
-                "provider": state.provider,
-                "access_token_expires_at": _opt(state.expires_at),
-                "refresh_token_expires_at": _opt(state.refresh_expires_at),
-                "has_refresh_token": state.refresh_token is not None,
-                "last_success_at": _opt(state.last_success_at),
-                "next_refresh_at": _opt(state.next_refresh_at),
-                "consecutive_failures": state.consecutive_failures,
-                "failed": state.failed,
-                "last_error": state.last_error,
-            }
-        )
-    return out
-
-
-def _opt(moment: datetime | None) -> str | None:
-    return format_time(moment) if moment else None

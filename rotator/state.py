@@ -9,7 +9,7 @@ the lease, and the last outcome. It is a flat string map so every store
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from rotator.errors import StoreError
 from rotator.secrets import Secret
 from rotator.tokens import TokenSet, format_time, parse_time
 
-__all__ = ["STATE_FORMAT", "AccountState"]
+__all__ = ["STATE_FORMAT", "AccountState", "describe"]
 
 STATE_FORMAT = "1"
 
@@ -161,3 +161,28 @@ def _load_field(name: str, raw: str) -> Any:
 
 def _precise(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def describe(states: Iterable[AccountState]) -> list[dict[str, Any]]:
+    """Non-secret summaries of account states (for status and logs)."""
+    out = []
+    for state in states:
+        out.append(
+            {
+                "account": state.account,
+                "provider": state.provider,
+                "access_token_expires_at": _opt(state.expires_at),
+                "refresh_token_expires_at": _opt(state.refresh_expires_at),
+                "has_refresh_token": state.refresh_token is not None,
+                "last_success_at": _opt(state.last_success_at),
+                "next_refresh_at": _opt(state.next_refresh_at),
+                "consecutive_failures": state.consecutive_failures,
+                "failed": state.failed,
+                "last_error": state.last_error,
+            }
+        )
+    return out
+
+
+def _opt(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment else None

@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rotator.accounts import build_accounts
 from rotator.backends.base import SecretStore
 from rotator.config import Config, load_config
 from rotator.daemon import open_spool, open_stores
-from rotator.rotation import build_accounts
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from tests import leakcheck

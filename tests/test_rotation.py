@@ -12,12 +12,13 @@ from typing import Any, ClassVar
 
 import pytest
 
+from rotator.accounts import Account, build_accounts
 from rotator.backends.base import Record, SecretStore, Validation, Version, WriteResult
 from rotator.backends.file import FileStore
 from rotator.config import Config, parse_config
 from rotator.errors import LeaseHeld
 from rotator.http import HttpClients
-from rotator.rotation import Account, Result, RotationResult, Rotator, build_accounts
+from rotator.rotation import Result, RotationResult, Rotator
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from rotator.tokens import TokenSet

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from rotator.accounts import Account, build_accounts
 from rotator.backends.base import Version
 from rotator.config import load_config
 from rotator.daemon import open_spool, open_stores
 from rotator.http import HttpClients
-from rotator.rotation import Account, Result, Rotator, _superseded, build_accounts
+from rotator.rotation import Result, Rotator, _superseded
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from tests import leakcheck

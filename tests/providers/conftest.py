@@ -41,9 +41,10 @@ def _quiet_http_libraries() -> Iterator[None]:
 @pytest.fixture
 def rotator_for(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """A real Rotator over a file store for one account ``acct`` (sink ``acct.json``)."""
+    from rotator.accounts import build_accounts
     from rotator.daemon import open_stores
     from rotator.http import HttpClients
-    from rotator.rotation import Rotator, build_accounts
+    from rotator.rotation import Rotator
 
     made: list[Any] = []
 
