@@ -5,9 +5,12 @@ A :class:`Monitor` is attached to one :class:`~rotator.daemon.Daemon`:
 - as a rotation :class:`~rotator.rotation.Observer` it updates the metrics and
   hands the new state to the alert dispatcher (on a small worker pool of its own,
   so a slow webhook never holds up a rotation);
-- a periodic *sweep* (``alerts.sweep``, default 15 minutes, and once at start)
-  reads every account's state, so an account that is never refreshed (a personal
-  access token, a dead grant) still alerts and its gauges stay current;
+- a periodic *sweep* (``alerts.sweep``, default 15 minutes) reads every
+  account's state, so an account that is never refreshed (a personal access
+  token, a dead grant) still alerts and its gauges stay current. At start every
+  account's first job reads its state and hands it here, so the first sweep
+  waits one period (after a reload it runs at once: unchanged accounts get no
+  job, and the alert settings may have changed);
 - with ``server.listen`` set it serves ``/metrics``, ``/healthz`` and ``/readyz``;
 - under systemd it sends ``READY=1``, ``STATUS=``, ``RELOADING=1``,
   ``STOPPING=1`` and watchdog pings.
@@ -141,7 +144,7 @@ class Monitor:
     def on_start(self, daemon: Daemon) -> None:
         if self.server is not None:
             self.server.start()
-        self._schedule_sweep(daemon)
+        self._schedule_sweep(daemon, first=self.clock() + daemon.config.alerts.sweep)
         self.notifier.ready(self.status_line())
         self.watchdog.start()
 
@@ -173,7 +176,7 @@ class Monitor:
         if self.server is not None:
             self.server.stop()
 
-    def _schedule_sweep(self, daemon: Daemon) -> None:
+    def _schedule_sweep(self, daemon: Daemon, first: datetime | None = None) -> None:
         if daemon.scheduler is None:
             return
         daemon.scheduler.add_job(
@@ -182,7 +185,7 @@ class Monitor:
             seconds=daemon.config.alerts.sweep.total_seconds(),
             id=SWEEP_JOB,
             name="alert sweep",
-            next_run_time=self.clock(),
+            next_run_time=first or self.clock(),
             replace_existing=True,
         )
 

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -211,26 +212,18 @@ def test_a_taken_port_stops_the_start_with_exit_code_1(tmp_path: Path) -> None:
     assert f"server.listen: cannot listen on 127.0.0.1:{port}" in proc.stderr
 
 
-def test_the_sweep_alerts_for_an_account_that_is_never_refreshed(
-    tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No rotation runs (the daemon is not even started): the sweep alone alerts."""
-    from datetime import UTC, datetime, timedelta
-
+def seed_expiring_grants(tmp_path: Path, names: tuple[str, ...]) -> datetime:
+    """States whose refresh tokens expire in 6 days 10 hours (past the 7-day alert)."""
     from rotator.backends.file import FileStore
     from rotator.config import FileStoreSettings
-    from rotator.daemon import Daemon
     from rotator.secrets import Secret
     from rotator.state import AccountState
 
-    monkeypatch.setenv("NOTIFY_SOCKET", notify.path)
-    alert_out = tmp_path / "alerts.jsonl"
-    config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), alert_out)
     now = datetime.now(UTC).replace(microsecond=0)
     store = FileStore("files", FileStoreSettings(type="file", directory=tmp_path / "files"))
     access = leakcheck.register("sweep-access-token-0001", "access token")
     refresh = leakcheck.register("sweep-refresh-token-0001", "refresh token")
-    for name in ("alpha", "beta"):
+    for name in names:
         store.write(
             f"state/{name}",
             AccountState(
@@ -245,6 +238,50 @@ def test_the_sweep_alerts_for_an_account_that_is_never_refreshed(
             ).to_record(),
             expected_version=None,
         )
+    return now
+
+
+def test_start_evaluates_every_account_and_the_first_sweep_waits_a_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each account's first job reads its state and alerts; a sweep at start would
+    read every state a second time (10,000 reads in the benchmark's burst)."""
+    from rotator.daemon import Daemon
+    from rotator.monitor import SWEEP_JOB
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    alert_out = tmp_path / "alerts.jsonl"
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), alert_out)
+    seed_expiring_grants(tmp_path, ("alpha", "beta"))
+    daemon = Daemon(str(config))
+    swept: list[str] = []
+    sweep = daemon.monitor.sweep
+    monkeypatch.setattr(daemon.monitor, "sweep", lambda: (swept.append("sweep"), sweep()))
+    daemon.start()
+    try:
+        wait_for(lambda: len(alerts_in(alert_out)) == 2, timeout=20, what="alerts from the start")
+        assert sorted((a["account"], a["kind"]) for a in alerts_in(alert_out)) == [
+            ("alpha", "refresh_token_expiry"),
+            ("beta", "refresh_token_expiry"),
+        ]
+        job = daemon.scheduler.get_job(SWEEP_JOB)
+        waits = (job.next_run_time - datetime.now(UTC)).total_seconds()
+        assert 14 * 60 < waits <= 15 * 60  # alerts.sweep: 15m
+        assert swept == []
+    finally:
+        daemon.stop("test")
+
+
+def test_the_sweep_alerts_for_an_account_that_is_never_refreshed(
+    tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rotation runs (the daemon is not even started): the sweep alone alerts."""
+    from rotator.daemon import Daemon
+
+    monkeypatch.setenv("NOTIFY_SOCKET", notify.path)
+    alert_out = tmp_path / "alerts.jsonl"
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), alert_out)
+    now = seed_expiring_grants(tmp_path, ("alpha", "beta"))
     daemon = Daemon(str(config))
     monitor = daemon.monitor
     monitor.sweep()
