@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "SCRUB_ANY",
     "ConfigError",
     "InvalidClient",
     "InvalidGrant",
@@ -54,6 +55,14 @@ _SCRUB_PATTERNS = (
         r"client_secret|secret_id|secret)(\"?\s*[:=]\s*\"?)[^\s\"&,;}]+"
     ),
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+)
+#: matches wherever :func:`scrub` would change a string (a pattern, or whitespace it folds)
+SCRUB_ANY = re.compile(
+    "|".join(
+        f"(?i:{p.pattern.removeprefix('(?i)')})" if p.flags & re.IGNORECASE else f"(?:{p.pattern})"
+        for p in _SCRUB_PATTERNS
+    )
+    + r"|\s"
 )
 
 

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
+from rotator.errors import SCRUB_ANY, scrub
 from rotator.observability import configure_logging, redact
 from rotator.secrets import Secret
 from tests import leakcheck
@@ -101,6 +104,29 @@ def test_nested_fields_are_redacted() -> None:
 def test_exceptions_are_scrubbed() -> None:
     out = run(event="failed", error=RuntimeError(f"refresh_token={REFRESH} rejected"))
     assert out["error"] == "RuntimeError: refresh_token=*** rejected"
+
+
+_TRICKY = st.sampled_from(
+    [
+        *("Bearer ", "basic\t", "token=", "Refresh_Token: ", 'secret":"', "eyJ", "."),
+        *(" ", "\x1c", "\u00a0"),  # whitespace scrub() folds
+    ]
+)
+
+
+@given(st.lists(st.one_of(st.text(max_size=12), _TRICKY), max_size=8).map("".join))
+def test_the_fast_path_skips_only_strings_scrub_leaves_alone(text: str) -> None:
+    """redact() passes a string through untouched when SCRUB_ANY finds nothing in it."""
+    if SCRUB_ANY.search(text) is None:
+        assert scrub(text, limit=2000) == text
+        assert run(note=text)["note"] == text
+    else:
+        assert run(note=text)["note"] == scrub(text, limit=2000)
+
+
+def test_non_string_values_under_credential_names_are_masked() -> None:
+    out = run(code=123456, token=["a"], session={"id": 1}, error_code=7, note=None)
+    assert out == {"code": "***", "token": "***", "session": "***", "error_code": 7, "note": None}
 
 
 # -- configure_logging -------------------------------------------------------------------
