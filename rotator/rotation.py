@@ -439,7 +439,8 @@ class Rotator:
 
     def _forget_unsaved(self, account: Account, landed: AccountState) -> None:
         self._unsaved.pop(account.name, None)
-        if self.spool is not None:
+        # Only a state with a refresh token is ever spooled (see _refresh_with_lease).
+        if self.spool is not None and landed.refresh_token is not None:
             # Only our entry: a process sharing the spool may have spooled a newer
             # grant since, and it must stay until that one lands.
             mine = landed.access_token.reveal() if landed.access_token is not None else None

@@ -27,6 +27,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from rotator.backends.file import read_file
 from rotator.errors import ConfigError
 
 __all__ = ["Spool", "SpoolEntry", "default_spool_dir"]
@@ -130,7 +131,7 @@ class Spool:
 
     def get(self, key: str) -> SpoolEntry | None:
         try:
-            blob = self._path(key).read_bytes()
+            blob = read_file(str(self._path(key)))  # every job asks: no buffered layer
         except FileNotFoundError:
             return None
         return self._decode(key, blob)

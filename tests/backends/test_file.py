@@ -9,6 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rotator.backends.base import ValidationStatus, WriteResult
 from rotator.backends.file import FileStore, render
@@ -87,6 +89,25 @@ def test_json_format_exactly() -> None:
     assert text.endswith("}\n")
     assert json.loads(text) == VIEW
     assert list(json.loads(text)) == list(VIEW)  # key order as given
+
+
+@given(st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=6))
+def test_json_rendering_is_json_dumps_indent_2(data: dict[str, str]) -> None:
+    """The fast renderer writes exactly what json.dumps(indent=2) would (same bytes, so
+    files written by earlier versions compare equal and are not rewritten)."""
+    expected = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    assert render(data, "json") == expected.encode()
+
+
+def test_a_directory_removed_behind_the_store_is_created_again(tmp_path: Path) -> None:
+    import shutil
+
+    files = store(tmp_path / "root")
+    files.write("apps/idp.json", VIEW, expected_version=None)
+    shutil.rmtree(tmp_path / "root")
+    assert files.write("apps/idp.json", VIEW, expected_version=None).changed
+    assert mode_of(tmp_path / "root" / "apps") == 0o700
+    assert json.loads((tmp_path / "root/apps/idp.json").read_text()) == VIEW
 
 
 def test_token_format_exactly(tmp_path: Path) -> None:
