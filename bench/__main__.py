@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-logs", metavar="DIR", help="copy the daemon, baseline and emulator logs here"
     )
     parser.add_argument("--timeout", type=float, default=600, help="per phase (s)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each burst and its baseline this many times; report the median ratio",
+    )
     args = parser.parse_args(argv)
     sizes = [int(x) for x in (args.burst or ("1000" if args.quick else "1000,10000")).split(",")]
     seconds = args.steady_seconds or (60.0 if args.quick else 300.0)
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         with harness.openbao(env):
             for size in sizes:
                 for store in stores:
-                    bursts.append(harness.run_burst(env, store, size, args.timeout))
+                    bursts.append(harness.run_burst(env, store, size, args.timeout, args.rounds))
             if args.steady:
                 steady = harness.run_steady(env, args.steady, seconds)
         helps = harness.help_times(env)

@@ -36,6 +36,8 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
                 "bench",
                 "--burst",
                 "20",
+                "--rounds",
+                "2",
                 "--steady",
                 "20",
                 "--steady-seconds",
@@ -63,8 +65,10 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
     # was refreshed twice in one lifetime.
     assert re.search(r"vendor calls per account per lifetime \| [\d.]+ \(max 1\)", text), text
     assert "`rotator --help` wall time" in text
+    # two rounds per burst store: the ratio is the median of the rounds' ratios
+    assert re.search(r"burst file20: ratios of the 2 rounds [\d.]+, [\d.]+; median [\d.]+", text)
     daemon_logs = sorted(logs.glob("daemon-*.log"))
-    assert len(daemon_logs) == 3  # two bursts and the steady state
+    assert len(daemon_logs) == 5  # two rounds of two bursts, and the steady state
     for log in daemon_logs:
         content = log.read_text(encoding="utf-8")
         assert '"job done"' in content
