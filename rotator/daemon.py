@@ -97,7 +97,12 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=self.config.server.workers)},
+            executors={
+                "default": ThreadPoolExecutor(max_workers=self.config.server.workers),
+                # The tick only wakes the scheduler; behind 10,000 queued rotations in
+                # the default pool it would be skipped, with a warning, every 30 s.
+                _TICK: ThreadPoolExecutor(max_workers=1),
+            },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -105,7 +110,7 @@ class Daemon:
         if replayed:
             _log.info("replayed spooled grants", count=replayed)
         self.scheduler.start()
-        self.scheduler.add_job(lambda: None, "interval", seconds=30, id=_TICK)
+        self.scheduler.add_job(lambda: None, "interval", seconds=30, id=_TICK, executor=_TICK)
         now = datetime.now(UTC)
         for name in self.rotator.accounts:
             self._schedule(name, now)

@@ -237,3 +237,38 @@ def test_reload_keeps_unchanged_stores_and_replaces_changed_ones(tmp_path: Path)
         assert daemon.stores["state"] is before["state"]
         assert daemon.rotator.accounts["alpha"].sinks[0][0] is daemon.stores["files"]
         daemon.stop()
+
+
+def test_the_tick_runs_while_every_worker_is_busy(tmp_path: Path) -> None:
+    """A burst queues thousands of rotations in the worker pool; the 30 s tick has a
+    thread of its own, so it still runs (APScheduler would skip it with a warning)."""
+    import threading
+    from datetime import UTC, datetime
+
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
+
+    from rotator.daemon import _TICK, Daemon
+
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=("alpha",))
+    daemon = Daemon(str(config))
+    daemon.start()
+    release = threading.Event()
+    seen: list[tuple[str, int]] = []
+    ran = threading.Event()
+
+    def listen(event: object) -> None:
+        seen.append((event.job_id, event.code))  # type: ignore[attr-defined]
+        if event.job_id == _TICK:  # type: ignore[attr-defined]
+            ran.set()
+
+    try:
+        for n in range(daemon.config.server.workers + 2):  # every worker, and a queue
+            daemon.scheduler.add_job(release.wait, "date", id=f"busy-{n}", args=[20])
+        daemon.scheduler.add_listener(listen, EVENT_JOB_EXECUTED | EVENT_JOB_MAX_INSTANCES)
+        daemon.scheduler.get_job(_TICK).modify(next_run_time=datetime.now(UTC))
+        daemon.scheduler.wakeup()
+        assert ran.wait(10), seen
+        assert (_TICK, EVENT_JOB_EXECUTED) in seen
+    finally:
+        release.set()
+        daemon.stop("test")
