@@ -44,8 +44,7 @@ def report(
         f"{machine['date']}",
         "",
         f"Machine: {machine['cpus']} CPUs, {machine['memory']}, Python {machine['python']}, "
-        f"{machine['os']}; load average at start {args.load_start}, at end {machine['load']} "
-        "(other helpers' test suites share the machine).",
+        f"{machine['os']}; load average at start {args.load_start}, at end {machine['load']}.",
         "",
         "### Burst: every account due at once",
         "",

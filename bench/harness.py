@@ -220,6 +220,7 @@ def daemon(
 ) -> Iterator[tuple[subprocess.Popen[Any], JobLog, float]]:
     log_path = env.work / f"daemon-{phase}.log"
     log = open(log_path, "wb")  # noqa: SIM115
+    settle()
     spawned = time.time()
     proc = subprocess.Popen(
         [
@@ -244,6 +245,17 @@ def daemon(
     finally:
         _stop(proc)
         log.close()
+
+
+def settle(seconds: float = 2.0) -> None:
+    """Before a timed phase: flush what the previous phase left to the disk.
+
+    Each burst creates and then deletes ~40,000 files; on a virtual disk mounted
+    with ``discard`` their write-back and discards run for seconds afterwards and
+    would slow whichever side is timed next.
+    """
+    os.sync()
+    time.sleep(seconds)
 
 
 def _wait(predicate: Any, proc: subprocess.Popen[Any], timeout: float, what: str) -> None:
@@ -379,6 +391,7 @@ def run_baseline(
         argv += ["--state-dir", str(base / "state"), "--sink-dir", str(base / "sinks")]
     else:
         argv += ["--vault-url", env.vault_url, "--vault-prefix", f"bench/{name}"]
+    settle()
     started = time.time()
     with open(env.work / f"{name}.log", "wb") as log:
         finished = subprocess.run(
