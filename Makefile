@@ -26,7 +26,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-# The benchmark (bench/results.md): about 12 minutes; BENCH_ARGS=--quick for a shorter run.
+# The benchmark (bench/results.md): about 20 minutes; BENCH_ARGS=--quick for a shorter run.
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,6 +1,6 @@
 """``python -m bench`` (or ``make bench``): the whole benchmark in one run.
 
-    python -m bench                 # the documented full run (~12 minutes)
+    python -m bench                 # the documented full run (~20 minutes)
     python -m bench --quick         # shorter steady state, 1,000-account bursts only
     python -m bench --burst 20 --steady 20 --steady-seconds 5 --out /tmp/r.md   # smoke
 
@@ -67,7 +67,10 @@ def report(
         "exit, for the same token calls and the same three writes per account (the lease, "
         "the state, the sink) with the same store classes and "
         f"{harness.WORKERS} threads; the 2-write baseline leaves out the lease (the design's "
-        "one-refresher guarantee). CPU s / 1000 rotations includes the daemon's start.",
+        "one-refresher guarantee). CPU s / 1000 rotations includes the daemon's start. "
+        f"With {args.rounds} rounds, each burst and its baseline ran {args.rounds} times back "
+        "to back: the seconds are medians, the ratio is the median of the rounds' ratios "
+        "(each in the notes), and the 2-write baseline, RSS and CPU are from the first round.",
     ]
     if steady is not None:
         s = steady
@@ -159,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="run each burst and its baseline this many times; report the median ratio",
+        default=None,
+        help="run each burst and its baseline this many times and report the median ratio "
+        "(default 3, --quick 1)",
     )
     args = parser.parse_args(argv)
     sizes = [int(x) for x in (args.burst or ("1000" if args.quick else "1000,10000")).split(",")]
     seconds = args.steady_seconds or (60.0 if args.quick else 300.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     stores = [s for s in args.stores.split(",") if s]
     args.load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     started = time.time()
