@@ -251,8 +251,9 @@ def settle(seconds: float = 2.0) -> None:
     """Before a timed phase: flush what the previous phase left to the disk.
 
     Each burst creates and then deletes ~40,000 files; on a virtual disk mounted
-    with ``discard`` their write-back and discards run for seconds afterwards and
-    would slow whichever side is timed next.
+    with ``discard`` their write-back and discards can run on after the phase and
+    slow whichever side is timed next. (Measured: it did not remove the daemon's
+    slower later rounds; see bench/results.md.)
     """
     os.sync()
     time.sleep(seconds)
