@@ -43,6 +43,16 @@ def bao() -> Iterator[OpenBao]:
         yield server
 
 
+@pytest.fixture(params=["file", "openbao"])
+def state_bao(request: pytest.FixtureRequest) -> Iterator[OpenBao | None]:
+    """The guarantee proofs run twice: state in files (None), and in a fresh OpenBao."""
+    if request.param == "file":
+        yield None
+        return
+    with OpenBao() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoServer]:
     """moto's server (Secrets Manager and the rest) in a thread, for the session; its

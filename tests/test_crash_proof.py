@@ -87,15 +87,6 @@ def check_after_kill(rig: Rig, counts: Counter[str]) -> None:
             )
 
 
-@pytest.fixture(params=["file", "openbao"])
-def state_bao(request: pytest.FixtureRequest) -> Iterator[OpenBao | None]:
-    if request.param == "file":
-        yield None
-        return
-    with OpenBao() as server:
-        yield server
-
-
 @pytest.mark.slow
 def test_random_kills_never_cost_the_grant(tmp_path: Path, state_bao: OpenBao | None) -> None:
     started = time.monotonic()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ from tests.rig import CLIENT_ID, SECRET, Rig, report
 from tests.servers import OpenBao
 
 ROTATIONS = 200
-
-
-@pytest.fixture(params=["file", "openbao"])
-def state_bao(request: pytest.FixtureRequest) -> Iterator[OpenBao | None]:
-    if request.param == "file":
-        yield None
-        return
-    with OpenBao() as server:
-        yield server
 
 
 @pytest.mark.slow
