@@ -107,11 +107,6 @@ class _Emitter:
     def critical(self, message: str) -> None:
         self._emit(logging.CRITICAL, message)
 
-    msg = info
-    warn = warning
-    exception = error
-    fatal = critical
-
 
 def _emitter(*args: Any) -> _Emitter:
     return _Emitter(args[0] if args and isinstance(args[0], str) else "rotator")
