@@ -32,6 +32,19 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 __all__ = ["Grant", "Injected", "Sandbox"]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        # A client that went away mid-reply (a killed daemon, a timed-out call) is
+        # routine here; anything else still prints its traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 @dataclass
 class Grant:
     grant_id: str
@@ -127,8 +140,7 @@ class Sandbox:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), Handler)
         # A short poll interval: stop() waits for the loop to notice (0.5 s by default).
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="sandbox", daemon=True
