@@ -68,8 +68,8 @@ class Daemon:
         self.config = config or load_config(config_path)
         self.ready = threading.Event()
         self.stopping = threading.Event()
-        self._reload_requested = threading.Event()
-        self._wake = threading.Event()
+        self._stop_reason = ""
+        self._reload_pending = False
         self._in_flight = 0
         self._in_flight_done = threading.Condition()
         self.stores = open_stores(self.config)
@@ -303,26 +303,39 @@ class Daemon:
 
     def run_forever(self) -> int:
         """Install signal handlers, start, wait for SIGTERM/SIGINT; reload on SIGHUP."""
+        # The kernel may deliver a signal to any thread. CPython then only flags it for
+        # the main thread, which must wake to run the handler: a main thread blocked on
+        # a lock would sleep through it (a SIGTERM ignored until the next rotation
+        # never came). The wakeup fd is written from C in whichever thread caught the
+        # signal and wakes the main thread's read. The handlers only set attributes:
+        # taking a lock in a handler can deadlock against the interrupted code.
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
 
         def on_stop(signum: int, _frame: FrameType | None) -> None:
             self._stop_reason = signal.Signals(signum).name
-            self._wake.set()
 
         def on_hup(_signum: int, _frame: FrameType | None) -> None:
-            self._reload_requested.set()
-            self._wake.set()
+            self._reload_pending = True
 
         self._stop_reason = ""
+        self._reload_pending = False
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
-        self.start()
-        while not self._stop_reason:
-            self._wake.wait()
-            self._wake.clear()
-            if self._reload_requested.is_set() and not self._stop_reason:
-                self._reload_requested.clear()
-                self.reload()
+        try:
+            self.start()
+            while not self._stop_reason:
+                if self._reload_pending:
+                    self._reload_pending = False
+                    self.reload()
+                    continue
+                os.read(wake_r, 512)  # returns once any signal arrived; handlers ran
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            os.close(wake_r)
+            os.close(wake_w)
         clean = self.stop(self._stop_reason)
         if not clean:
             # Worker threads would hold the interpreter open; the state is safe.

@@ -272,3 +272,36 @@ def test_the_tick_runs_while_every_worker_is_busy(tmp_path: Path) -> None:
     finally:
         release.set()
         daemon.stop("test")
+
+
+def _signal_thread(pid: int, tid: int, signum: int) -> None:
+    """tgkill(2): the kernel may hand a process's signal to any of its threads."""
+    import ctypes
+    import os
+
+    numbers = {"x86_64": 234, "aarch64": 131}
+    machine = os.uname().machine
+    if machine not in numbers:
+        pytest.skip(f"no tgkill syscall number for {machine}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(numbers[machine], pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill {pid}/{tid}")
+
+
+def test_signals_delivered_to_a_worker_thread_are_handled(
+    tmp_path: Path, server: OAuth2Emulator
+) -> None:
+    # CI saw a daemon ignore SIGTERM for 30 s: the kernel gave the signal to a worker
+    # thread, and the main thread, blocked without a timeout, never ran the handler.
+    config = write_config(tmp_path, server.url, accounts=("alpha",))
+    seed(config, "alpha", server)
+    with DaemonProcess(config) as daemon:
+        daemon.wait_log('"event": "rotated"')
+        tasks = Path(f"/proc/{daemon.pid}/task")
+        workers = sorted(int(t.name) for t in tasks.iterdir() if int(t.name) != daemon.pid)
+        assert workers, "the daemon runs worker threads"
+        _signal_thread(daemon.pid, workers[-1], signal.SIGHUP)
+        daemon.wait_log('"event": "reloaded"', timeout=10)
+        _signal_thread(daemon.pid, workers[0], signal.SIGTERM)
+        assert daemon.proc.wait(timeout=10) == 0
+        assert '"reason": "SIGTERM"' in daemon.output()
