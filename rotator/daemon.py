@@ -73,7 +73,7 @@ class Daemon:
         self._in_flight = 0
         self._in_flight_done = threading.Condition()
         self.stores = open_stores(self.config)
-        self.http = HttpClients(max_connections=self.config.server.workers * 2)
+        self.http = HttpClients()
         self.rotator = rotator_factory(
             accounts=build_accounts(self.config, self.stores),
             http=self.http,
