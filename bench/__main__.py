@@ -66,8 +66,11 @@ def report(
         "written, every sink published). Baseline: from spawning `bench/baseline.py` to its "
         "exit, for the same token calls and the same three writes per account (the lease, "
         "the state, the sink) with the same store classes and "
-        f"{harness.WORKERS} threads; the 2-write baseline leaves out the lease (the design's "
+        f"{harness.WORKERS} threads sharing one pooled HTTP client (the daemon gives each "
+        "worker its own); the 2-write baseline leaves out the lease (the design's "
         "one-refresher guarantee). CPU s / 1000 rotations includes the daemon's start. "
+        "Each phase's files stay until the end of the run, so no timed phase follows a "
+        "deletion (ext4 is slower to allocate inodes for a minute after one). "
         f"With {args.rounds} rounds, each burst and its baseline ran {args.rounds} times back "
         "to back: the seconds are medians, the ratio is the median of the rounds' ratios "
         "(each in the notes), and the 2-write baseline, RSS and CPU are from the first round.",

@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -250,10 +249,12 @@ def daemon(
 def settle(seconds: float = 2.0) -> None:
     """Before a timed phase: flush what the previous phase left to the disk.
 
-    Each burst creates and then deletes ~40,000 files; on a virtual disk mounted
-    with ``discard`` their write-back and discards can run on after the phase and
-    slow whichever side is timed next. (Measured: it did not remove the daemon's
-    slower later rounds; see bench/results.md.)
+    Each burst creates ~30,000 files. They are not deleted between phases:
+    ext4 skips inodes freed in the last minute or so when it allocates new ones
+    (``recently_deleted`` and ``find_inode_bit`` were a third of the kernel
+    samples of a baseline that ran just after a burst's files were removed), so
+    whichever side ran after a deletion paid for it, by up to 50% more system
+    time. The whole work directory goes at the end of the run.
     """
     os.sync()
     time.sleep(seconds)
@@ -361,7 +362,7 @@ def _burst_round(env: Env, result: Burst, tag: str, *, timeout: float) -> tuple[
         result.vendor_calls += vendor_calls
         if vendor_calls != count:
             env.note(f"burst {tag}: {vendor_calls} vendor calls for {count} accounts")
-        shutil.rmtree(env.work / f"burst-{tag}", ignore_errors=True)
+        # The files stay until the end of the run: see settle().
         # the baselines: same emulator, same store, same concurrency, no daemon
         baseline_s = run_baseline(env, url, store, count, tag, writes=3, timeout=timeout)
         if first:
@@ -407,8 +408,7 @@ def run_baseline(
     elapsed = time.time() - started
     if finished.returncode != 0:
         raise RuntimeError(f"baseline {name} failed; see {log.name}")
-    shutil.rmtree(base, ignore_errors=True)
-    return elapsed
+    return elapsed  # its files stay until the end of the run: see settle()
 
 
 # -- steady state ----------------------------------------------------------------------
