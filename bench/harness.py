@@ -504,7 +504,10 @@ def run_steady(env: Env, count: int, seconds: float) -> Steady:
                 jobs.poll()
             usage = proc_stats(proc.pid)
             time.sleep(2)  # rotations in flight at the end of the window finish
-            jobs.poll()
+        # The vendor's call counts run to the daemon's exit, so its job lines must
+        # too: a rotation that started after the last poll and finished during the
+        # stop would otherwise count as a second call in one lifetime.
+        jobs.poll()
         calls = emulator_stats(stats_url)["per_client"]
     window = [j for j in jobs.successes() if first <= j["planned_at"] < window_end]
     late = sorted(float(j["late_ms"]) for j in window)
