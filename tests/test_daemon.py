@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,16 @@ def seed(config: Path, account: str, server: OAuth2Emulator) -> None:
 def read_state(tmp: Path, account: str) -> dict[str, str]:
     data: dict[str, str] = json.loads((tmp / "state" / "state" / account).read_text())
     return data
+
+
+@contextmanager
+def alpha_running(tmp: Path, server: OAuth2Emulator) -> Iterator[tuple[Path, DaemonProcess]]:
+    """One seeded account, ``alpha``, and a daemon that has rotated it once."""
+    config = write_config(tmp, server.url, accounts=("alpha",))
+    seed(config, "alpha", server)
+    with DaemonProcess(config) as daemon:
+        daemon.wait_log('"event": "rotated"')
+        yield config, daemon
 
 
 @pytest.fixture
@@ -122,10 +134,7 @@ def test_restart_keeps_the_stored_schedule(tmp_path: Path) -> None:
 def test_sighup_reloads_accounts_and_keeps_running_config_when_bad(
     tmp_path: Path, server: OAuth2Emulator
 ) -> None:
-    config = write_config(tmp_path, server.url, accounts=("alpha",))
-    seed(config, "alpha", server)
-    with DaemonProcess(config) as daemon:
-        daemon.wait_log('"event": "rotated"')
+    with alpha_running(tmp_path, server) as (config, daemon):
         # A bad configuration is refused; the running one stays.
         config.write_text(config.read_text().replace("provider: oauth2", "provider: oauth3"))
         daemon.signal(signal.SIGHUP)
@@ -293,10 +302,7 @@ def test_signals_delivered_to_a_worker_thread_are_handled(
 ) -> None:
     # CI saw a daemon ignore SIGTERM for 30 s: the kernel gave the signal to a worker
     # thread, and the main thread, blocked without a timeout, never ran the handler.
-    config = write_config(tmp_path, server.url, accounts=("alpha",))
-    seed(config, "alpha", server)
-    with DaemonProcess(config) as daemon:
-        daemon.wait_log('"event": "rotated"')
+    with alpha_running(tmp_path, server) as (_config, daemon):
         tasks = Path(f"/proc/{daemon.pid}/task")
         workers = sorted(int(t.name) for t in tasks.iterdir() if int(t.name) != daemon.pid)
         assert workers, "the daemon runs worker threads"
