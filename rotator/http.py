@@ -4,10 +4,11 @@ Each worker thread has its own clients, so a rotation never waits for another
 thread's turn on a shared connection pool, and the pool it uses holds only that
 thread's connections. httpcore checks every idle connection of a pool for a
 server-side close (one ``poll`` each) whenever it hands out or takes back a
-connection: with one pool shared by 16 workers that was about 30 system calls
-per token request, each a hand-over of the interpreter lock; now it is one or
-two. A thread does one request at a time, so its pool needs one connection per
-vendor host; the TLS context (CA certificates loaded once) is shared.
+connection: with one pool shared by 16 workers that was 30 ``poll`` calls per
+rotation, each a hand-over of the interpreter lock; now it is 5 (``strace -c``,
+2,000 rotations). A thread does one request at a time, so its pool needs one
+connection per vendor host; the TLS context (CA certificates loaded once) is
+shared.
 """
 
 from __future__ import annotations
