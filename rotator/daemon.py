@@ -319,8 +319,6 @@ class Daemon:
         def on_hup(_signum: int, _frame: FrameType | None) -> None:
             self._reload_pending = True
 
-        self._stop_reason = ""
-        self._reload_pending = False
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)

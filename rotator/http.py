@@ -17,16 +17,12 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
 if TYPE_CHECKING:
     import ssl
 
     import httpx
 
 __all__ = ["HttpClients"]
-
-_log = structlog.get_logger("rotator.http")
 
 #: keep-alive connections per thread: one per vendor host for this many hosts
 PER_THREAD_CONNECTIONS = 8

@@ -163,8 +163,8 @@ class FileStore:
             raise StoreUnavailable(f"{directory} is not a directory", store=self.name)
 
     def _open_lock(self, target: Path) -> int:
-        lock_path = os.path.join(os.path.dirname(target), f".{target.name}.lock")
-        parent = os.path.dirname(lock_path)
+        parent = os.path.dirname(target)
+        lock_path = os.path.join(parent, f".{target.name}.lock")
         if parent not in self._dirs:
             self._ensure_dir(target.parent)
             with self._dirs_guard:
