@@ -312,7 +312,7 @@ def run_burst(env: Env, store: str, count: int, timeout: float, rounds: int = 1)
     baseline_times: list[float] = []
     for round_no in range(rounds):
         rtag = tag if round_no == 0 else f"{tag}r{round_no}"
-        daemon_s, baseline_s = _burst_round(env, result, rtag, timeout=timeout)
+        daemon_s, baseline_s = _burst_round(env, result, rtag, timeout=timeout, first=round_no == 0)
         daemon_times.append(daemon_s)
         baseline_times.append(baseline_s)
         result.ratios.append(daemon_s / baseline_s)
@@ -327,10 +327,11 @@ def run_burst(env: Env, store: str, count: int, timeout: float, rounds: int = 1)
     return result
 
 
-def _burst_round(env: Env, result: Burst, tag: str, *, timeout: float) -> tuple[float, float]:
+def _burst_round(
+    env: Env, result: Burst, tag: str, *, timeout: float, first: bool
+) -> tuple[float, float]:
     """One daemon run and its baseline; the first round also fills in the resources."""
     store, count = result.store, result.accounts
-    first = result.vendor_calls == 0
     names = [f"bench-d{tag}-{i:05d}" for i in range(count)]
     state = "files" if store == "file" else "bao"
     sinks = ["sinks"] if store == "file" else ["bao"]
