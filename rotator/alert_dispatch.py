@@ -164,6 +164,16 @@ class Dispatcher:
         with self._guard:
             return self._locks.setdefault(account, threading.Lock())
 
+    def settled(self, state: AccountState, settings: AccountSettings) -> bool:
+        """True when :meth:`check` would do nothing: nothing sent and nothing holds.
+
+        No I/O and no lock, for the rotation's own thread: a healthy account's check
+        then costs no hand-off to another thread.
+        """
+        return state.account in self._quiet and not evaluate(
+            state, settings, self.alerts, self.clock()
+        )
+
     def check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
         """Evaluate one account and send what is due. Never raises; returns what was sent."""
         try:

@@ -276,3 +276,18 @@ def test_a_healthy_account_costs_one_read_then_none() -> None:
     loads = memory.loads
     assert d.check(state(), settings()) == []
     assert memory.loads == loads
+
+
+def test_settled_says_when_a_check_would_do_nothing() -> None:
+    memory = CountingMemory()
+    d = Dispatcher(alerts=ALERTS, channels=[], memory=memory, clock=Clock(T0), sleep=lambda s: None)
+    assert not d.settled(state(), settings())  # never looked: the record may hold a sent alert
+    assert d.check(state(), settings()) == []
+    assert d.settled(state(), settings())
+    assert memory.loads == 1  # settled() reads nothing
+    assert not d.settled(state(failed=True), settings())  # a condition holds: check it
+    [fired] = d.check(state(failed=True), settings())
+    assert not d.settled(state(), settings())  # something was sent: the resolution is due
+    [resolved] = d.check(state(), settings())
+    assert (fired.status, resolved.status) == ("firing", "resolved")
+    assert d.settled(state(), settings())

@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from rotator.monitor import _LatestFirst
 from tests import leakcheck
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.proc import DaemonProcess, run_rotator, wait_for
@@ -314,3 +316,51 @@ def test_the_sweep_alerts_for_an_account_that_is_never_refreshed(
     notify.wait("READY", "1")
     daemon.stop("test")
     notify.wait("STOPPING", "1")
+
+
+class Gated:
+    """Work that records each item and, while the gate is shut, waits at it."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, item: str) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+        if item == "bad":
+            raise RuntimeError("this check broke")
+        self.done.append(item)
+
+
+def test_alert_checks_keep_the_newest_item_per_key_in_arrival_order() -> None:
+    work = Gated()
+    queue = _LatestFirst(work, name="test-checks", threads=1)
+    queue.put("x", "x0")
+    assert work.entered.wait(5)  # the one thread holds x0 at the gate
+    for key, item in (("a", "a1"), ("b", "bad"), ("a", "a2"), ("c", "c1")):
+        queue.put(key, item)
+    work.gate.set()
+    wait_for(lambda: len(work.done) == 3, timeout=5, what="the queued checks")
+    # a2 replaced a1 in a's place; the failing check did not end the thread
+    assert work.done == ["x0", "a2", "c1"]
+    queue.put("d", "d1")
+    wait_for(lambda: work.done[-1:] == ["d1"], timeout=5, what="a check after the failure")
+    queue.close(timeout=5)
+
+
+def test_closing_the_alert_checks_drops_what_waits() -> None:
+    work = Gated()
+    queue = _LatestFirst(work, name="test-checks", threads=1)
+    queue.put("x", "x0")
+    assert work.entered.wait(5)
+    queue.put("y", "y0")
+    started = time.monotonic()
+    queue.close(timeout=0.2)  # x0 is still at the gate: close waits that long, no longer
+    assert 0.15 < time.monotonic() - started < 2
+    work.gate.set()
+    wait_for(lambda: work.done == ["x0"], timeout=5, what="the check in progress")
+    queue.put("z", "z0")  # after close: refused quietly
+    time.sleep(0.2)
+    assert work.done == ["x0"]
