@@ -1,9 +1,11 @@
 """The daemon's lifecycle: start, schedule, reload on SIGHUP, stop on SIGTERM.
 
-One APScheduler 3.11 ``BackgroundScheduler`` with a bounded thread pool runs one
+One APScheduler 3.11 ``BackgroundScheduler`` over a bounded thread pool runs one
 date job per account; each job rotates (or finds nothing to do) and schedules
-the account's next run. At start every account gets a job *now*: the job reads
-the stored state and only refreshes accounts whose token is missing or past its
+the account's next run. At start every account's first run goes straight to the
+pool (10,000 date jobs all due at once would first be added to the scheduler
+one by one, each waking its thread, before the first one ran): the run reads the
+stored state and only refreshes accounts whose token is missing or past its
 refresh point; the others keep their stored schedule, so a restart does not
 refresh every account. A 30-second tick keeps the scheduler's clock honest after
 a suspend or a clock jump (overdue jobs then run once, at once).
@@ -15,6 +17,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -53,6 +56,17 @@ def open_spool(config: Config) -> Spool:
     return Spool.open(config.server.spool_dir or default_spool_dir(), key)
 
 
+def _pool_executor(pool: ThreadPoolExecutor) -> Any:
+    """An APScheduler executor over ``pool``, which the daemon may also submit to."""
+    from apscheduler.executors.pool import BasePoolExecutor
+
+    class PoolExecutor(BasePoolExecutor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(pool)
+
+    return PoolExecutor()
+
+
 class Daemon:
     """Runs the scheduler for one configuration file. Testable without signals."""
 
@@ -81,6 +95,7 @@ class Daemon:
             spool=open_spool(self.config),
         )
         self.scheduler: Any = None
+        self._workers: ThreadPoolExecutor | None = None
         self.hooks_on_start: list[Callable[[Daemon], None]] = []
         self.hooks_on_reload: list[Callable[[Daemon], None]] = []
         self.hooks_on_stop: list[Callable[[Daemon], None]] = []
@@ -93,15 +108,17 @@ class Daemon:
     # -- scheduling ---------------------------------------------------------------------
 
     def start(self) -> None:
-        from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
+        self._workers = ThreadPoolExecutor(
+            max_workers=self.config.server.workers, thread_name_prefix="rotator-worker"
+        )
         self.scheduler = BackgroundScheduler(
             executors={
-                "default": ThreadPoolExecutor(max_workers=self.config.server.workers),
+                "default": _pool_executor(self._workers),
                 # The tick only wakes the scheduler; behind 10,000 queued rotations in
                 # the default pool it would be skipped, with a warning, every 30 s.
-                _TICK: ThreadPoolExecutor(max_workers=1),
+                _TICK: _pool_executor(ThreadPoolExecutor(max_workers=1)),
             },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
@@ -113,7 +130,7 @@ class Daemon:
         self.scheduler.add_job(lambda: None, "interval", seconds=30, id=_TICK, executor=_TICK)
         now = datetime.now(UTC)
         for name in self.rotator.accounts:
-            self._schedule(name, now)
+            self._workers.submit(self._first_run, name, now)
         self.ready.set()
         for hook in self.hooks_on_start:
             hook(self)
@@ -138,6 +155,12 @@ class Daemon:
             name=name,
             replace_existing=True,
         )
+
+    def _first_run(self, name: str, planned: datetime) -> None:
+        try:
+            self._job(name, planned=planned)
+        except Exception as exc:  # a future's exception would go unseen
+            _log.exception("first run crashed", account=name, error=repr(exc))
 
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts:
@@ -277,6 +300,9 @@ class Daemon:
             hook(self)
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self._workers is not None:
+            # first runs not started yet (a stop during the start's burst) are dropped
+            self._workers.shutdown(wait=False, cancel_futures=True)
         grace = self.config.server.shutdown_grace.total_seconds()
         deadline = threading.Event()
         timer = threading.Timer(grace, deadline.set)
