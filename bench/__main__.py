@@ -62,10 +62,10 @@ def report(
         )
     lines += [
         "",
-        "Daemon time: from spawning `rotator run` to the last account's `job done` (state "
-        "written, every sink published). Baseline: from spawning `bench/baseline.py` to its "
-        "exit, for the same token calls and the same three writes per account (the lease, "
-        "the state, the sink) with the same store classes and "
+        "Daemon time: from spawning `rotator run` (default log level) to the last account's "
+        "`rotated` line (state written, every sink published). Baseline: from spawning "
+        "`bench/baseline.py` to its exit, for the same token calls and the same three "
+        "writes per account (the lease, the state, the sink) with the same store classes and "
         f"{harness.WORKERS} threads sharing one pooled HTTP client (the daemon gives each "
         "worker its own); the 2-write baseline leaves out the lease (the design's "
         "one-refresher guarantee). CPU s / 1000 rotations includes the daemon's start. "

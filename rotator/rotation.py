@@ -271,6 +271,8 @@ class Rotator:
                 self.clock() + timedelta(seconds=self.state_write_delays[-1]),
                 state=new_state,
             )
+        result = self._sync_sinks(account, new_state, Result.SUCCESS, tokens=tokens)
+        # One line per rotation, once the state is saved and every sink was tried.
         _log.info(
             "rotated",
             account=account.name,
@@ -279,8 +281,11 @@ class Rotator:
             duration_ms=round((self.clock() - requested_at).total_seconds() * 1000),
             expires_at=format_time(tokens.expires_at),
             next_refresh_at=format_time(new_state.next_refresh_at or tokens.expires_at),
+            sinks_written=result.sinks_written,
+            sinks_unchanged=result.sinks_unchanged,
+            sinks_failed=result.sinks_failed,
         )
-        return self._sync_sinks(account, new_state, Result.SUCCESS, tokens=tokens)
+        return result
 
     def _success_state(
         self, account: Account, leased: AccountState, tokens: TokenSet
