@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     stores = [s for s in args.stores.split(",") if s]
     args.load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     started = time.time()
+    harness.compile_sources()
     env = harness.new_env()
     bursts: list[harness.Burst] = []
     steady = None

@@ -59,6 +59,20 @@ class Env:
         print(f"[bench] {line}", file=sys.stderr, flush=True)
 
 
+def compile_sources() -> None:
+    """Byte-compile rotator and the harness, as ``pip install`` does for a package.
+
+    A source checkout run with ``PYTHONDONTWRITEBYTECODE`` set (as on the CI
+    machines) is otherwise compiled again at every start: 30-60 ms of each
+    daemon's start, and a little of each baseline's. The ``__pycache__``
+    directories are ignored by git.
+    """
+    import compileall
+
+    for package in ("rotator", "bench"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
+
+
 # -- processes -------------------------------------------------------------------------
 
 
