@@ -39,6 +39,8 @@ class Account:
 
 def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[str, Account]:
     accounts: dict[str, Account] = {}
+    # a store's identity is a serialization of its settings: once per store, not per account
+    identities = {name: store_identity(settings) for name, settings in config.stores.items()}
     for name, settings in config.accounts.items():
         provider = provider_class(settings.provider)(name, settings)
         state_store_name = state_store(config, name)
@@ -50,9 +52,7 @@ def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[st
             state_store=stores[state_store_name],
             state_path=settings.state_path(name),
             sinks=tuple((stores[sink.store], sink) for sink in settings.sinks),
-            spool_key=Spool.entry_key(
-                store_identity(config.stores[state_store_name]), settings.state_path(name)
-            ),
+            spool_key=Spool.entry_key(identities[state_store_name], settings.state_path(name)),
         )
     return accounts
 

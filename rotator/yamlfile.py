@@ -30,6 +30,8 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
+_TAG_CACHE = 4096
 
 
 def load(text: str) -> Any:
@@ -63,6 +65,8 @@ class _Builder:
     def __init__(self, loader: Any) -> None:
         self.loader = loader
         self.anchors: dict[str, Any] = {}
+        #: plain scalar -> resolved tag: keys and shared values repeat once per account
+        self.plain_tags: dict[tuple[str, Any], str] = {}
 
     def value(self) -> Any:
         event: Any = self.loader.get_event()
@@ -99,7 +103,18 @@ class _Builder:
     def _scalar(self, event: Any) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+            if event.style is not None:
+                # quoted or block: a string whatever it says (implicit is (False, True))
+                tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+            else:
+                key = (event.value, event.implicit)
+                tag = self.plain_tags.get(key)
+                if tag is None:
+                    tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                    if len(self.plain_tags) < _TAG_CACHE:
+                        self.plain_tags[key] = tag
+        if tag == _STR:
+            return event.value  # what SafeLoader's str constructor returns, minus the node
         node = yaml.ScalarNode(
             tag, event.value, event.start_mark, event.end_mark, style=event.style
         )

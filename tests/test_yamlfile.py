@@ -28,6 +28,17 @@ def test_the_result_is_what_safe_load_returns(text: str) -> None:
     assert load(text) == yaml.safe_load(text)
 
 
+def test_repeated_scalars_keep_their_types() -> None:
+    # plain scalars' tags are cached per document; quoted ones are strings
+    text = (
+        "a: [1, 1, true, true, '1', 'true', \"1\", x, x, null, null, ~, 1.5, 1.5, 0600, 0600]\n"
+        "b:\n  1: one\n  '1': quoted\n  x: |\n    1\n"
+        "c: [1, true, null, 1.5, x]\n"
+    )
+    # repr, not ==: 1 == True and 1 == 1.0 in Python
+    assert repr(load(text)) == repr(yaml.safe_load(text))
+
+
 @pytest.mark.parametrize(
     ("text", "problem", "line"),
     [

@@ -66,9 +66,15 @@ def provider_class(name: str, *, path: str = "provider") -> type[Provider]:
             f"{name!r} is not a known provider (known: {', '.join(sorted(PROVIDERS))})",
             path=path,
         )
-    module_name, _, attr = spec.partition(":")
-    cls: type[Provider] = getattr(importlib.import_module(module_name), attr)
+    cls = _loaded.get(name)
+    if cls is None:
+        # once per provider: a 10,000-account configuration asks 20,000 times
+        module_name, _, attr = spec.partition(":")
+        cls = _loaded[name] = getattr(importlib.import_module(module_name), attr)
     return cls
+
+
+_loaded: dict[str, type[Provider]] = {}
 
 
 def base_view(account: str, provider: str, tokens: TokenSet) -> dict[str, str]:
