@@ -57,7 +57,7 @@ def open_spool(config: Config) -> Spool:
 
 
 def _pool_executor(pool: ThreadPoolExecutor) -> Any:
-    """An APScheduler executor over ``pool``, which the daemon may also submit to."""
+    """An APScheduler executor over ``pool``, which the daemon also submits first runs to."""
     from apscheduler.executors.pool import BasePoolExecutor
 
     class PoolExecutor(BasePoolExecutor):  # type: ignore[misc]
@@ -108,6 +108,7 @@ class Daemon:
     # -- scheduling ---------------------------------------------------------------------
 
     def start(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._workers = ThreadPoolExecutor(
@@ -118,7 +119,7 @@ class Daemon:
                 "default": _pool_executor(self._workers),
                 # The tick only wakes the scheduler; behind 10,000 queued rotations in
                 # the default pool it would be skipped, with a warning, every 30 s.
-                _TICK: _pool_executor(ThreadPoolExecutor(max_workers=1)),
+                _TICK: SchedulerThreads(max_workers=1),
             },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
