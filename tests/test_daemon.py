@@ -311,3 +311,33 @@ def test_signals_delivered_to_a_worker_thread_are_handled(
         _signal_thread(daemon.pid, workers[0], signal.SIGTERM)
         assert daemon.proc.wait(timeout=10) == 0
         assert '"reason": "SIGTERM"' in daemon.output()
+
+
+def test_a_job_due_after_the_tick_leaves_the_scheduler_asleep(tmp_path: Path) -> None:
+    """Adding a job wakes the scheduler's thread only for a job due before the next
+    tick: the thread looks at its jobs at least once per tick, so a later next run
+    (minutes away, as a rotation's usually is) needs no hand-off to it."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from rotator.daemon import _TICK_SECONDS, Daemon
+
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=())
+    daemon = Daemon(str(config))
+    daemon.start()
+    scheduler = daemon.scheduler
+    try:
+        soon = datetime.now(UTC) + timedelta(seconds=0.2)
+        scheduler.add_job_after_tick(lambda: None, "date", run_date=soon, id="asleep")
+        # a rotation's next run an hour away: added without waking the scheduler
+        daemon._schedule("later", datetime.now(UTC) + timedelta(hours=1))
+        time.sleep(1.0)
+        assert scheduler.get_job("asleep") is not None, "the scheduler was woken"
+        assert scheduler.get_job("later") is not None
+        # one due before the tick wakes it, and it runs what is due
+        daemon._schedule("gone", datetime.now(UTC) + timedelta(seconds=_TICK_SECONDS / 100))
+        wait_for(lambda: scheduler.get_job("asleep") is None, timeout=5)
+        wait_for(lambda: scheduler.get_job("gone") is None, timeout=5)
+        assert scheduler.get_job("later") is not None
+    finally:
+        daemon.stop("test")
