@@ -9,16 +9,11 @@ without a reload and never sits in a log line or an exception message.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
-import smtplib
 import ssl
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
 from rotator import __version__
@@ -26,6 +21,9 @@ from rotator.errors import RotatorError, scrub
 from rotator.secrets import resolve
 
 if TYPE_CHECKING:
+    import smtplib
+    from email.message import EmailMessage
+
     from rotator.alert_dispatch import Channel
     from rotator.alerts import Alert
     from rotator.config import CommandChannel, EmailChannel, WebhookChannel
@@ -72,6 +70,9 @@ class WebhookAlertChannel:
         self.settings = settings
 
     def send(self, alert: Alert) -> None:
+        import urllib.error  # here, not at the top: the daemon starts without them
+        import urllib.request
+
         url = resolve(self.settings.url).reveal()
         where = f"webhook {self.settings.url}"  # the reference, never the URL
         if not url.startswith(("https://", "http://")):
@@ -157,6 +158,9 @@ class EmailAlertChannel:
         self._ssl = ssl_context
 
     def message(self, alert: Alert) -> EmailMessage:
+        import email.utils  # here, not at the top: the daemon starts without them
+        from email.message import EmailMessage
+
         msg = EmailMessage()
         msg["Subject"] = f"[rotator] {alert.title}"
         msg["From"] = self.settings.sender
@@ -172,6 +176,8 @@ class EmailAlertChannel:
         return msg
 
     def send(self, alert: Alert) -> None:
+        import smtplib  # here, not at the top: the daemon starts without it
+
         s = self.settings
         timeout = s.timeout.total_seconds()
         context = self._ssl or ssl.create_default_context()

@@ -384,12 +384,9 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
 
     from rotator.providers.base import PROVIDERS, provider_class
 
-    known_keys: set[str] = set()
-    for name in PROVIDERS:
-        known_keys.update(provider_class(name).settings_model.model_fields)
-    for key in defaults:
-        if key not in known_keys:
-            raise ConfigError("is not an account key of any provider", path=f"defaults.{key}")
+    unknown = _unknown_defaults(defaults, accounts_raw)
+    if unknown is not None:
+        raise ConfigError("is not an account key of any provider", path=f"defaults.{unknown}")
 
     accounts: dict[str, AccountSettings] = {}
     for name, body in accounts_raw.items():
@@ -422,6 +419,28 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
     _check_references(config)
     _check_paths(config)
     return config
+
+
+def _unknown_defaults(defaults: dict[str, Any], accounts: dict[Any, Any]) -> str | None:
+    """The first key of ``defaults`` that no provider has, if any.
+
+    The providers the configuration names are asked first; the others are
+    imported only for a key none of those has (a mistake, or a key meant for
+    another provider's accounts).
+    """
+    from rotator.providers.base import PROVIDERS, provider_class
+
+    keys = [key for key in defaults if key not in AccountSettings.model_fields]
+    bodies = [defaults, *(body for body in accounts.values() if isinstance(body, dict))]
+    named = {name for body in bodies if isinstance(name := body.get("provider"), str)}
+    for providers in (sorted(PROVIDERS.keys() & named), sorted(PROVIDERS.keys() - named)):
+        if not keys:
+            return None
+        known: set[str] = set()
+        for name in providers:
+            known.update(provider_class(name).settings_model.model_fields)
+        keys = [key for key in keys if key not in known]
+    return keys[0] if keys else None
 
 
 def _check_references(config: Config) -> None:

@@ -22,13 +22,15 @@ import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.backends.file import read_file
 from rotator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["Spool", "SpoolEntry", "default_spool_dir"]
 
@@ -56,7 +58,18 @@ class SpoolEntry:
 class Spool:
     def __init__(self, directory: Path, key: bytes) -> None:
         self.directory = directory
-        self._aead = AESGCM(key)
+        self._key = key
+        self._cipher: AESGCM | None = None
+
+    @property
+    def _aead(self) -> AESGCM:
+        # cryptography is imported at the first entry written or read: a daemon
+        # whose accounts never spool (client credentials only) starts without it
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._key)
+        return self._cipher
 
     @classmethod
     def open(cls, directory: Path, secret: str | None = None) -> Spool:
@@ -89,7 +102,17 @@ class Spool:
                 handle.write(raw)
                 handle.flush()
                 os.fsync(handle.fileno())
-        return base64.b64decode(raw.strip())
+        try:
+            key = base64.b64decode(raw.strip(), validate=True)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ConfigError(
+                f"the spool key file {path} is damaged (it must hold 32 bytes in base64): "
+                "restore it, or remove it if the spool directory holds no .grant files",
+                path="server.spool_dir",
+            )
+        return key
 
     @staticmethod
     def entry_key(store_identity: str, state_path: str) -> str:
@@ -149,6 +172,8 @@ class Spool:
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 12 + 16:
             _log.error("spool entry is damaged; left in place", entry=key)
             return None
+        from cryptography.exceptions import InvalidTag
+
         nonce = blob[len(_MAGIC) : len(_MAGIC) + 12]
         try:
             payload = json.loads(self._aead.decrypt(nonce, blob[len(_MAGIC) + 12 :], key.encode()))

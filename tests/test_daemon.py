@@ -341,3 +341,34 @@ def test_a_job_due_after_the_tick_leaves_the_scheduler_asleep(tmp_path: Path) ->
         assert scheduler.get_job("later") is not None
     finally:
         daemon.stop("test")
+
+
+def test_a_daemon_loads_only_the_modules_its_configuration_needs(tmp_path: Path) -> None:
+    """Start-up time is mostly imports: the stores, providers, alert channels and the
+    spool's cipher a configuration does not use are not imported (file stores and an
+    OAuth2 client here, no alert channels, no refresh token to spool yet)."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, "http://127.0.0.1:9/token")
+    unused = [
+        "boto3",
+        "hvac",
+        "cryptography",
+        "smtplib",
+        "urllib.request",
+        "rotator.providers.faxplus",
+        "rotator.providers.bifit",
+        "rotator.providers.faxmax",
+    ]
+    code = (
+        "import sys\n"
+        "from rotator.daemon import Daemon\n"
+        f"Daemon({str(config)!r})\n"
+        f"print(' '.join(m for m in {unused!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

@@ -3,6 +3,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from rotator.errors import ConfigError
 from rotator.spool import Spool
 from tests import leakcheck
 
@@ -39,3 +42,13 @@ def test_entry_key_depends_on_store_and_path() -> None:
     assert a != Spool.entry_key('{"directory": "/b"}', "state/x")
     assert a != Spool.entry_key('{"directory": "/a"}', "state/y")
     assert os.sep not in a
+
+
+def test_a_damaged_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    Spool.open(tmp_path)
+    (tmp_path / "spool.key").write_bytes(b"not base64 at all!\n")
+    with pytest.raises(ConfigError, match=r"spool\.key is damaged .*32 bytes in base64"):
+        Spool.open(tmp_path)
+    (tmp_path / "spool.key").write_bytes(b"c2hvcnQ=\n")  # valid base64, 5 bytes
+    with pytest.raises(ConfigError, match="restore it, or remove it"):
+        Spool.open(tmp_path)
