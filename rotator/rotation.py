@@ -17,18 +17,19 @@ rotated in the meantime, its result is adopted and the grant is alive.
 
 from __future__ import annotations
 
+import enum
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 import structlog
 
 from rotator.accounts import Account, default_owner, owner_is_dead
-from rotator.backends.base import Record, SecretStore, Version
+from rotator.backends.base import Record, SecretStore, Version, WriteResult
 from rotator.config import Sink
 from rotator.errors import (
     InvalidGrant,
@@ -127,6 +128,14 @@ class Rotator:
     )
     #: consecutive publish runs with a failed sink, per account (for the backoff)
     _sink_failures: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    #: spool keys that may have an entry besides another process's rotation (see
+    #: _may_be_spooled); None until the start's replay looked: every job looks then
+    _spooled: set[str] | None = field(default=None, init=False, repr=False)
+    #: (store, path) -> the version this process last left a sink at: the next
+    #: publish writes against it without reading the sink first
+    _sink_versions: dict[tuple[str, str], Version] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -180,14 +189,15 @@ class Rotator:
         self, account: Account, *, force: bool, retry_failed: bool
     ) -> RotationResult:
         now = self.clock()
-        pending = self._pending(account)
+        state, version = self.read_state(account)
+        pending = self._pending(account, state)
         if pending is not None:
             landed = self._finish_unsaved(account, *pending)
             if not (force and landed.ok):
                 return landed
             # `rotator refresh` asked for a rotation: the pending grant has landed
             # (ours, or another process's in flight), so go on from the stored state.
-        state, version = self.read_state(account)
+            state, version = self.read_state(account)
         if state.failed and (force or retry_failed):
             force = True
         elif state.failed:
@@ -271,7 +281,13 @@ class Rotator:
                 self.clock() + timedelta(seconds=self.state_write_delays[-1]),
                 state=new_state,
             )
-        result = self._sync_sinks(account, new_state, Result.SUCCESS, tokens=tokens)
+        result = self._sync_sinks(
+            account,
+            new_state,
+            Result.SUCCESS,
+            tokens=tokens,
+            new_sinks=leased.access_token is None,  # the account's first token
+        )
         # One line per rotation, once the state is saved and every sink was tried.
         _log.info(
             "rotated",
@@ -450,6 +466,9 @@ class Rotator:
             # grant since, and it must stay until that one lands.
             mine = landed.access_token.reveal() if landed.access_token is not None else None
             self.spool.remove(account.spool_key, only_access_token=mine)
+            if self._spooled is not None:
+                # A newer entry of another process may stay: its lease says so.
+                self._spooled.discard(account.spool_key)
 
     def _spool_put(self, account: Account, state: AccountState, spent: Secret | None) -> None:
         if self.spool is None:
@@ -458,6 +477,8 @@ class Rotator:
         if spent is not None:
             record[_SPENT] = spent.reveal()
         try:
+            if self._spooled is not None:
+                self._spooled.add(account.spool_key)
             self.spool.put(account.spool_key, account.name, account.state_path, record)
         except OSError as exc:
             # The state write below is still attempted; we only lose the crash cover.
@@ -467,11 +488,13 @@ class Rotator:
                 error=exc.strerror or repr(exc),
             )
 
-    def _pending(self, account: Account) -> tuple[AccountState, Secret | None] | None:
+    def _pending(
+        self, account: Account, state: AccountState
+    ) -> tuple[AccountState, Secret | None] | None:
         """A rotated state that has not reached the state store yet (memory or spool),
-        with the refresh token it replaced."""
+        with the refresh token it replaced. ``state`` is what the store holds now."""
         pending = self._unsaved.get(account.name)
-        if pending is None and self.spool is not None:
+        if pending is None and self.spool is not None and self._may_be_spooled(account, state):
             entry = self.spool.get(account.spool_key)
             if entry is not None:
                 spent = entry.record.get(_SPENT)
@@ -480,6 +503,21 @@ class Rotator:
                     Secret(spent) if spent else None,
                 )
         return pending
+
+    def _may_be_spooled(self, account: Account, state: AccountState) -> bool:
+        """Whether the spool may hold a grant of the account that ``_unsaved`` does not.
+
+        What the start's replay left there and what this process spooled, and a
+        grant another process rotated (sharing the spool: ``rotator refresh``, a
+        process that died): it leased the account in the state store before asking
+        the vendor and only the write that lands its grant clears that lease, so
+        until then the state shows a lease that is not ours, live, expired or left
+        by a dead process. Any other job skips the look-up (a system call, and a
+        hand-over of the interpreter lock, per job).
+        """
+        if self._spooled is None or account.spool_key in self._spooled:
+            return True
+        return bool(state.lease_owner) and state.lease_owner != self.owner
 
     def _finish_unsaved(
         self, account: Account, pending: AccountState, spent: Secret | None
@@ -512,6 +550,7 @@ class Rotator:
         result: str,
         *,
         tokens: TokenSet | None = None,
+        new_sinks: bool = False,
     ) -> RotationResult:
         tokens = tokens or state.tokenset()
         next_run = state.next_refresh_at
@@ -520,12 +559,18 @@ class Rotator:
         view = account.provider.consumer_view(tokens)
         written = unchanged = failed = 0
         for store, sink in account.sinks:
+            key = (sink.store, sink.path)
             try:
-                if publish(store, sink, view):
+                # as this process last left it; a first token's sinks are new
+                known = self._sink_versions.get(key, None if new_sinks else UNREAD)
+                done = publish(store, sink, view, expected=known)
+                self._sink_versions[key] = done.version
+                if done.changed:
                     written += 1
                 else:
                     unchanged += 1
             except StoreError as exc:
+                self._sink_versions.pop(key, None)
                 failed += 1
                 _log.warning(
                     "publish failed",
@@ -558,9 +603,11 @@ class Rotator:
             return 0
         by_key = {account.spool_key: account for account in self.accounts.values()}
         replayed = 0
+        left: set[str] = set()
         for entry in self.spool.entries():
             account = by_key.get(entry.key)
             if account is None:
+                left.add(entry.key)  # an account a reload may add
                 _log.warning(
                     "spooled grant for an account not in this configuration; kept",
                     account=entry.account,
@@ -574,11 +621,13 @@ class Rotator:
                     self._finish_unsaved(account, pending, Secret(spent) if spent else None)
                     replayed += 1
                 except StoreError as exc:
+                    left.add(entry.key)
                     _log.warning(
                         "spool replay failed; the job retries it",
                         account=account.name,
                         error=str(exc),
                     )
+        self._spooled = left
         return replayed
 
 
@@ -604,22 +653,43 @@ def _superseded(current: AccountState, new: AccountState, spent: Secret | None) 
     )
 
 
-def publish(store: SecretStore, sink: Sink, view: Mapping[str, str], attempts: int = 3) -> bool:
-    """Write the consumer view to one sink; True if it changed. Retries a lost CAS."""
-    for attempt in range(attempts):
-        current = store.read(sink.path, fmt=sink.format)
+class _Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+#: for :func:`publish`: no version known, read the sink first
+UNREAD: Final = _Unread.UNREAD
+
+
+def publish(
+    store: SecretStore,
+    sink: Sink,
+    view: Mapping[str, str],
+    *,
+    expected: Version | _Unread | None = UNREAD,
+    attempts: int = 3,
+) -> WriteResult:
+    """Write the consumer view to one sink; retries a lost compare-and-set.
+
+    ``expected`` is the version the sink is believed to be at (None: absent), as
+    this process last left it; the write then goes against it without reading the
+    sink first. A wrong belief costs one lost compare-and-set and a read, as a
+    writer between a read and the write always did.
+    """
+    reads = 0  # a belief that proves wrong is not one of the attempts
+    while True:
+        if expected is UNREAD:
+            current = store.read(sink.path, fmt=sink.format)
+            expected = current.version if current else None
+            reads += 1
         try:
             return store.write(
-                sink.path,
-                view,
-                expected_version=current.version if current else None,
-                fmt=sink.format,
-                adopt=sink.adopt,
-            ).changed
+                sink.path, view, expected_version=expected, fmt=sink.format, adopt=sink.adopt
+            )
         except StoreConflict:
-            if attempt == attempts - 1:
+            if reads >= attempts:
                 raise
-    return False
+            expected = UNREAD
 
 
 def _fix_for(account: str, error: ProviderError) -> str:

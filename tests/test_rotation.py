@@ -16,7 +16,7 @@ from rotator.accounts import Account, build_accounts
 from rotator.backends.base import Record, SecretStore, Validation, Version, WriteResult
 from rotator.backends.file import FileStore
 from rotator.config import Config, parse_config
-from rotator.errors import LeaseHeld
+from rotator.errors import LeaseHeld, StoreConflict
 from rotator.http import HttpClients
 from rotator.rotation import Result, RotationResult, Rotator
 from rotator.secrets import Secret
@@ -51,11 +51,13 @@ class Recording:
     log: list[str]
     kind: ClassVar[str] = "file"
     name: str = field(init=False)
+    reads: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.name = self.inner.name
 
     def read(self, path: str, *, fmt: str = "json") -> Record | None:
+        self.reads.append(path)
         return self.inner.read(path, fmt=fmt)
 
     def write(
@@ -67,9 +69,13 @@ class Recording:
         fmt: str = "json",
         adopt: bool = False,
     ) -> WriteResult:
-        result = self.inner.write(
-            path, data, expected_version=expected_version, fmt=fmt, adopt=adopt
-        )
+        try:
+            result = self.inner.write(
+                path, data, expected_version=expected_version, fmt=fmt, adopt=adopt
+            )
+        except StoreConflict:
+            self.log.append(f"{self.name}:{path}:conflict")
+            raise
         self.log.append(f"{self.name}:{path}:{'written' if result.changed else 'unchanged'}")
         return result
 
@@ -249,6 +255,33 @@ def test_not_due_does_not_call_the_vendor_and_keeps_sinks_in_step(world: World) 
     world.clock.advance(timedelta(seconds=300))
     assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
     assert world.server.token_calls == 2
+
+
+def test_sinks_are_written_without_a_read_against_the_last_publish(world: World) -> None:
+    """A first token's sinks are created and later ones written against the version
+    this process left them at, with no read first; a sink changed behind its back
+    costs one lost compare-and-set and a read, then gets the view back."""
+    world.seed()
+    out = world.account.sinks[0][0]
+    assert isinstance(out, Recording)
+    assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
+    world.clock.advance(timedelta(seconds=300))
+    assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
+    assert out.reads == []
+    (world.tmp / "out" / "idp.json").write_text('{"access_token": "put there by hand"}\n')
+    world.writes.clear()
+    again = world.rotator.rotate(ACCOUNT)
+    assert again.result == Result.NOT_DUE
+    assert (again.sinks_written, again.sinks_unchanged) == (1, 1)
+    assert out.reads == ["idp.json"]
+    assert world.writes == [
+        "out:idp.json:conflict",
+        "out:idp.json:written",
+        "out:idp.token:unchanged",
+    ]
+    state = world.state()
+    assert state.access_token is not None
+    assert world.sink_json()["access_token"] == state.access_token.reveal()
 
 
 def test_invalid_grant_with_unchanged_state_fails_with_a_fix(

@@ -149,3 +149,31 @@ def test_landing_a_grant_leaves_a_newer_spool_entry_of_another_process(
     assert entry is not None and entry.record["refresh_token"] == R2.reveal()
     rotator._forget_unsaved(account, S2)
     assert rotator.spool.get(account.spool_key) is None
+
+
+def test_after_the_replay_only_a_foreign_lease_sends_a_job_to_the_spool(
+    setup: tuple[Rotator, Account, OAuth2Emulator],
+) -> None:
+    """Once the start's replay has looked, a job looks in the spool only when it may
+    hold a grant: left by the replay, spooled here, or rotated by another process,
+    whose lease the state then shows (here `rotator refresh`, which spooled its grant
+    and could not write the state, then exited)."""
+    rotator, account, _ = setup
+    assert rotator.spool is not None
+    assert rotator._may_be_spooled(account, S0)  # before the replay: always
+    assert rotator.replay_spool() == 0
+    assert not rotator._may_be_spooled(account, S0)
+    # another process leased the spent token, rotated, spooled, and could not save
+    cli = Rotator(accounts=rotator.accounts, http=rotator.http, spool=rotator.spool, owner="cli")
+    _put(replace(S0, lease_owner="cli", lease_until=T0 + timedelta(minutes=2)), account)
+    cli._spool_put(account, S1, R0)
+    leased = _stored(account)
+    assert rotator._may_be_spooled(account, leased)
+    assert rotator.rotate("acct").result == Result.SUCCESS  # lands the spooled grant
+    assert _stored(account).refresh_token == R1
+    assert rotator.spool.get(account.spool_key) is None
+    # what this process spools it looks for until it lands
+    rotator._spool_put(account, S2, R1)
+    assert rotator._may_be_spooled(account, S1)
+    rotator._forget_unsaved(account, S2)
+    assert not rotator._may_be_spooled(account, S1)
