@@ -8,7 +8,8 @@ one by one, each waking its thread, before the first one ran): the run reads the
 stored state and only refreshes accounts whose token is missing or past its
 refresh point; the others keep their stored schedule, so a restart does not
 refresh every account. A 30-second tick keeps the scheduler's clock honest after
-a suspend or a clock jump (overdue jobs then run once, at once).
+a suspend or a clock jump (overdue jobs then run once, at once), and bounds its
+sleep: a next run due after the tick is added without waking it.
 """
 
 from __future__ import annotations
