@@ -33,8 +33,8 @@ def open_store(args: argparse.Namespace, role: str) -> Any:
 
         directory = args.state_dir if role == "state" else args.sink_dir
         return FileStore(role, SimpleNamespace(directory=directory, mode=0o600))
-    from rotator.backends.vault import VaultStore
-    from rotator.config import VaultStoreSettings
+    from rotator.backends.vault.store import VaultStore
+    from rotator.config.models import VaultStoreSettings
 
     settings = VaultStoreSettings.model_validate(
         {

@@ -1,4 +1,4 @@
-"""The benchmark's token endpoint: a :class:`rotator.sandbox.Sandbox` in its own process.
+"""The benchmark's token endpoint: a :class:`rotator.demo.sandbox.Sandbox` in its own process.
 
 ``python -m bench.emulator --ttl 60`` serves the sandbox on a free loopback
 port and prints one JSON line ``{"url": ..., "stats": ...}`` on stdout when it
@@ -26,7 +26,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from rotator.sandbox import Sandbox
+from rotator.demo.sandbox import Sandbox
 
 __all__ = ["BenchSandbox", "main"]
 

@@ -458,12 +458,12 @@ TTL = 60.0
 def seed_steady(config: Path, names: list[str], first: float, spread: float) -> None:
     """Give every account a token whose refresh is planned in [first, first + spread),
     evenly spaced, and publish it, so the daemon starts with everything in step."""
-    from rotator.accounts import build_accounts
     from rotator.backends.base import SecretStore
-    from rotator.config import load_config
-    from rotator.daemon import open_stores
-    from rotator.rotation import publish
+    from rotator.config.models import load_config
+    from rotator.rotation.accounts import build_accounts
+    from rotator.rotation.rotator import publish
     from rotator.secrets import Secret
+    from rotator.service.daemon import open_stores
     from rotator.state import AccountState
     from rotator.tokens import TokenSet
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rotator.config import Config
-    from rotator.rotation import Rotator
+    from rotator.config.models import Config
+    from rotator.rotation.rotator import Rotator
 
 __all__ = ["main"]
 
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from rotator.errors import ConfigError, RotatorError
-    from rotator.observability import configure_logging
+    from rotator.service.logs import configure_logging
 
     configure_logging(fmt=args.log_format, level=args.log_level)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -184,16 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    from rotator.config import config_path, load_config
+    from rotator.config.models import config_path, load_config
 
     return load_config(config_path(args.config))
 
 
 def _rotator(config: Config, *, spool: bool = True) -> Rotator:
-    from rotator.accounts import build_accounts
-    from rotator.daemon import open_spool, open_stores
     from rotator.http import HttpClients
-    from rotator.rotation import Rotator
+    from rotator.rotation.accounts import build_accounts
+    from rotator.rotation.rotator import Rotator
+    from rotator.service.daemon import open_spool, open_stores
 
     stores = open_stores(config)
     return Rotator(
@@ -213,8 +213,8 @@ def _account(config: Config, name: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rotator.config import config_path
-    from rotator.daemon import Daemon
+    from rotator.config.models import config_path
+    from rotator.service.daemon import Daemon
 
     return Daemon(config_path(args.config)).run_forever()
 
@@ -227,7 +227,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     if not args.online:
         return EXIT_OK
-    from rotator.online import check_online
+    from rotator.commands.online import check_online
 
     return check_online(config)
 
@@ -302,7 +302,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def cmd_refresh(args: argparse.Namespace) -> int:
     import time
 
-    from rotator.rotation import Result
+    from rotator.rotation.rotator import Result
 
     config = _load(args)
     _account(config, args.account)
@@ -343,7 +343,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from rotator.errors import StoreConflict
-    from rotator.rotation import utc_now
+    from rotator.rotation.rotator import utc_now
     from rotator.secrets import Secret
 
     config = _load(args)
@@ -403,7 +403,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             )
         except StoreConflict:
             continue
-        from rotator.config import state_store
+        from rotator.config.models import state_store
 
         where = f"{state_store(config, args.account)}:{account.state_path}"
         print(
@@ -416,7 +416,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_authorize(args: argparse.Namespace) -> int:
-    from rotator.authorize import authorize
+    from rotator.commands.authorize import authorize
 
     config = _load(args)
     _account(config, args.account)
@@ -431,7 +431,7 @@ def cmd_authorize(args: argparse.Namespace) -> int:
 
 
 def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
-    from rotator.providers.faxmax import faxmax_login_url
+    from rotator.providers.faxmax.provider import faxmax_login_url
 
     config = _load(args)
     _account(config, args.account)
@@ -446,7 +446,7 @@ def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from rotator.demo import run_demo
+    from rotator.demo.run import run_demo
 
     return run_demo(directory=args.directory, lifetime=args.lifetime)
 

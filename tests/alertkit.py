@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from rotator.alert_channels import AlertChannelError
-from rotator.alerts import Alert, Kind, Severity
-from rotator.config import AccountSettings, AlertsSettings, Sink
+from rotator.alerts.channels import AlertChannelError
+from rotator.alerts.rules import Alert, Kind, Severity
+from rotator.config.models import AccountSettings, AlertsSettings, Sink
 from rotator.secrets import Secret
 from rotator.state import AccountState
 

@@ -14,7 +14,7 @@ from tests.servers import MotoServer, OpenBao, openbao
 @pytest.fixture(scope="session", autouse=True)
 def _no_secret_in_any_log() -> Iterator[None]:
     """Capture every in-process log line to LOG_DIR; at the end, scan it all for secrets."""
-    from rotator.observability import configure_logging
+    from rotator.service.logs import configure_logging
 
     # structlog's default configuration prints to stdout, past the stdlib root logger;
     # route it through stdlib (as the daemon does) so the file handler below sees it.

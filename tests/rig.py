@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotator.accounts import build_accounts
 from rotator.backends.base import SecretStore
-from rotator.config import Config, load_config
-from rotator.daemon import open_spool, open_stores
+from rotator.config.models import Config, load_config
+from rotator.rotation.accounts import build_accounts
 from rotator.secrets import Secret
+from rotator.service.daemon import open_spool, open_stores
 from rotator.state import AccountState
 from tests import leakcheck
 from tests.fakes.oauth2 import OAuth2Emulator

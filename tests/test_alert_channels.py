@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from rotator.alert_channels import (
+from rotator.alerts.channels import (
     AlertChannelError,
     CommandAlertChannel,
     EmailAlertChannel,
     WebhookAlertChannel,
 )
-from rotator.alerts import Severity
-from rotator.config import CommandChannel, EmailChannel, WebhookChannel
+from rotator.alerts.rules import Severity
+from rotator.config.models import CommandChannel, EmailChannel, WebhookChannel
 from tests import leakcheck
 from tests.alertkit import Hook, firing, free_port, hook
 

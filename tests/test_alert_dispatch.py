@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from rotator.alert_channels import build_channels
-from rotator.alert_dispatch import (
+from rotator.alerts.channels import build_channels
+from rotator.alerts.dispatch import (
     Dispatcher,
     MemoryAlertMemory,
     StoreAlertMemory,
     alert_record_path,
 )
-from rotator.alerts import Alert, Kind, Sent, Severity
+from rotator.alerts.rules import Alert, Kind, Sent, Severity
 from rotator.backends.file import FileStore
-from rotator.config import AlertsSettings, CommandChannel, FileStoreSettings, WebhookChannel
+from rotator.config.models import AlertsSettings, CommandChannel, FileStoreSettings, WebhookChannel
 from tests.alertkit import ALERTS, T0, Clock, Hook, Recorder, hook, settings, state
 
 __all__ = ["hook"]  # the fixture, imported so pytest finds it here

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from rotator.alerts import Kind, Severity, evaluate, human_duration
+from rotator.alerts.rules import Kind, Severity, evaluate, human_duration
 from tests.alertkit import ALERTS, T0, settings, state
 
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 import yaml
 
-from rotator.authorize import AuthorizeError, parse_pasted_code
-from rotator.config import load_config
-from rotator.daemon import open_stores
+from rotator.commands.authorize import AuthorizeError, parse_pasted_code
+from rotator.config.models import load_config
 from rotator.secrets import Secret
+from rotator.service.daemon import open_stores
 from rotator.state import AccountState
 from rotator.tokens import format_time
 from tests import leakcheck
@@ -310,7 +310,7 @@ def test_authorize_waits_for_a_rotation_in_flight_before_spending_the_code(
 ) -> None:
     """The exchange runs under the account's lease: a daemon rotating right now would
     otherwise write its older grant over the new one."""
-    from rotator.authorize import authorize
+    from rotator.commands.authorize import authorize
 
     monkeypatch.setenv("FAXPLUS_SECRET", vendor.clients[vendor.client_id])
     config_path = write_config(tmp_path, vendor, "https://app.example.com/cb")

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rotator.config import (
+from rotator.config.models import (
     Config,
     config_path,
     load_config,

@@ -231,7 +231,7 @@ def test_import_records_when_the_grant_was_authorized(
 
 
 def test_reload_keeps_unchanged_stores_and_replaces_changed_ones(tmp_path: Path) -> None:
-    from rotator.daemon import Daemon
+    from rotator.service.daemon import Daemon
 
     with emulator(clients={"app": SECRET}) as server:
         config = write_config(tmp_path, server.url, accounts=("alpha",))
@@ -256,7 +256,7 @@ def test_the_tick_runs_while_every_worker_is_busy(tmp_path: Path) -> None:
 
     from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
 
-    from rotator.daemon import _TICK, Daemon
+    from rotator.service.daemon import _TICK, Daemon
 
     config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=("alpha",))
     daemon = Daemon(str(config))
@@ -320,7 +320,7 @@ def test_a_job_due_after_the_tick_leaves_the_scheduler_asleep(tmp_path: Path) ->
     import time
     from datetime import UTC, datetime, timedelta
 
-    from rotator.daemon import _TICK_SECONDS, Daemon
+    from rotator.service.daemon import _TICK_SECONDS, Daemon
 
     config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=())
     daemon = Daemon(str(config))
@@ -360,11 +360,11 @@ def test_a_daemon_loads_only_the_modules_its_configuration_needs(tmp_path: Path)
         "urllib.request",
         "rotator.providers.faxplus",
         "rotator.providers.bifit",
-        "rotator.providers.faxmax",
+        "rotator.providers.faxmax.provider",
     ]
     code = (
         "import sys\n"
-        "from rotator.daemon import Daemon\n"
+        "from rotator.service.daemon import Daemon\n"
         f"Daemon({str(config)!r})\n"
         f"print(' '.join(m for m in {unused!r} if m in sys.modules))\n"
     )

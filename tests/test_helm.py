@@ -20,9 +20,9 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from rotator.config import load_config
-from rotator.rotation import Result
-from rotator.spool import default_spool_dir
+from rotator.config.models import load_config
+from rotator.rotation.rotator import Result
+from rotator.rotation.spool import default_spool_dir
 from tests import leakcheck
 from tests.proc import run_rotator
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rotator.daemon import Daemon
-from rotator.rotation import Observer, RotationResult
+from rotator.rotation.rotator import Observer, RotationResult
+from rotator.service.daemon import Daemon
 from tests.fakes.oauth2 import emulator
 from tests.proc import DaemonProcess, wait_for
 from tests.rig import CLIENT_ID, SECRET, Rig, report

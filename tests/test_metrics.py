@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import __version__
-from rotator.metrics import CachedProbe, HealthServer, Metrics, Probe
 from rotator.secrets import Secret
+from rotator.service.metrics import CachedProbe, HealthServer, Metrics, Probe
 from rotator.state import AccountState
 from tests import leakcheck
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.monitor import _LatestFirst
+from rotator.service.monitor import _LatestFirst
 from tests import leakcheck
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.proc import DaemonProcess, run_rotator, wait_for
@@ -217,7 +217,7 @@ def test_a_taken_port_stops_the_start_with_exit_code_1(tmp_path: Path) -> None:
 def seed_expiring_grants(tmp_path: Path, names: tuple[str, ...]) -> datetime:
     """States whose refresh tokens expire in 6 days 10 hours (past the 7-day alert)."""
     from rotator.backends.file import FileStore
-    from rotator.config import FileStoreSettings
+    from rotator.config.models import FileStoreSettings
     from rotator.secrets import Secret
     from rotator.state import AccountState
 
@@ -248,8 +248,8 @@ def test_start_evaluates_every_account_and_the_first_sweep_waits_a_period(
 ) -> None:
     """Each account's first job reads its state and alerts; a sweep at start would
     read every state a second time (10,000 reads in the benchmark's burst)."""
-    from rotator.daemon import Daemon
-    from rotator.monitor import SWEEP_JOB
+    from rotator.service.daemon import Daemon
+    from rotator.service.monitor import SWEEP_JOB
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     alert_out = tmp_path / "alerts.jsonl"
@@ -278,7 +278,7 @@ def test_the_sweep_alerts_for_an_account_that_is_never_refreshed(
     tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No rotation runs (the daemon is not even started): the sweep alone alerts."""
-    from rotator.daemon import Daemon
+    from rotator.service.daemon import Daemon
 
     monkeypatch.setenv("NOTIFY_SOCKET", notify.path)
     alert_out = tmp_path / "alerts.jsonl"

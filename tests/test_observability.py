@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rotator.errors import SCRUB_ANY, scrub
-from rotator.observability import configure_logging, redact
 from rotator.secrets import Secret
+from rotator.service.logs import configure_logging, redact
 from tests import leakcheck
 
 TOKEN = leakcheck.register("at-obs-6c5d4e3f2a1b", "access token")

@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rotator.accounts import Account, build_accounts
 from rotator.backends.base import Record, SecretStore, Validation, Version, WriteResult
 from rotator.backends.file import FileStore
-from rotator.config import Config, parse_config
+from rotator.config.models import Config, parse_config
 from rotator.errors import LeaseHeld, StoreConflict
 from rotator.http import HttpClients
-from rotator.rotation import Result, RotationResult, Rotator
+from rotator.rotation.accounts import Account, build_accounts
+from rotator.rotation.rotator import Result, RotationResult, Rotator
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from rotator.tokens import TokenSet

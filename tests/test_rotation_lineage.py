@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from rotator.accounts import Account, build_accounts
 from rotator.backends.base import Version
-from rotator.config import load_config
-from rotator.daemon import open_spool, open_stores
+from rotator.config.models import load_config
 from rotator.http import HttpClients
-from rotator.rotation import Result, Rotator, _superseded
+from rotator.rotation.accounts import Account, build_accounts
+from rotator.rotation.rotator import Result, Rotator, _superseded
 from rotator.secrets import Secret
+from rotator.service.daemon import open_spool, open_stores
 from rotator.state import AccountState
 from tests import leakcheck
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
@@ -164,7 +164,12 @@ def test_after_the_replay_only_a_foreign_lease_sends_a_job_to_the_spool(
     assert rotator.replay_spool() == 0
     assert not rotator._may_be_spooled(account, S0)
     # another process leased the spent token, rotated, spooled, and could not save
-    cli = Rotator(accounts=rotator.accounts, http=rotator.http, spool=rotator.spool, owner="cli")
+    cli = Rotator(
+        accounts=rotator.accounts,
+        http=rotator.http,
+        spool=rotator.spool,
+        owner="cli",
+    )
     _put(replace(S0, lease_owner="cli", lease_until=T0 + timedelta(minutes=2)), account)
     cli._spool_put(account, S1, R0)
     leased = _stored(account)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.sdnotify import Notifier, Watchdog
+from rotator.service.sdnotify import Notifier, Watchdog
 
 
 @pytest.fixture

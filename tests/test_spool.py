@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rotator.errors import ConfigError
-from rotator.spool import Spool
+from rotator.rotation.spool import Spool
 from tests import leakcheck
 
 

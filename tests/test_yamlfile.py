@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from rotator.yamlfile import load
+from rotator.config.yamlfile import load
 
 SAME_AS_SAFE_LOAD = [
     "",

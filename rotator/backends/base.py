@@ -122,13 +122,13 @@ def canonical_json(data: Mapping[str, str]) -> str:
 # `rotator --help` never pays for hvac or boto3.
 STORE_TYPES: dict[str, str] = {
     "file": "rotator.backends.file:FileStore",
-    "vault": "rotator.backends.vault:VaultStore",
+    "vault": "rotator.backends.vault.store:VaultStore",
     "aws": "rotator.backends.aws:AwsStore",
 }
 
 
 def open_store(name: str, settings: Any) -> SecretStore:
-    """Build the store ``name`` from its validated settings (see rotator.config)."""
+    """Build the store ``name`` from its validated settings (see rotator.config.models)."""
     spec = STORE_TYPES.get(settings.type)
     if spec is None:
         raise ConfigError(

@@ -20,7 +20,7 @@ from rotator.tokens import MAX_RESPONSE_BYTES, TokenSet, format_time
 if TYPE_CHECKING:
     import httpx
 
-    from rotator.config import AccountSettings
+    from rotator.config.models import AccountSettings
     from rotator.state import AccountState
 
 __all__ = [
@@ -55,7 +55,7 @@ PROVIDERS: dict[str, str] = {
     "faxplus": "rotator.providers.faxplus:FaxPlusProvider",
     "faxplus-pat": "rotator.providers.faxplus:FaxPlusPatProvider",
     "bifit": "rotator.providers.bifit:BifitProvider",
-    "faxmax": "rotator.providers.faxmax:FaxmaxProvider",
+    "faxmax": "rotator.providers.faxmax.provider:FaxmaxProvider",
 }
 
 

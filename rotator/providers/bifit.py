@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import structlog
 from pydantic import Field
 
-from rotator.config import AccountSettings, Duration, HttpUrl, Ref
+from rotator.config.models import AccountSettings, Duration, HttpUrl, Ref
 from rotator.errors import InvalidClient, InvalidGrant, PermanentProviderError, ProviderError
 from rotator.providers.base import HttpAnswer, base_view, send
 from rotator.secrets import Secret, resolve

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import structlog
 from pydantic import Field, PlainValidator
 
-from rotator.config import AccountSettings, HttpUrl, Ref
+from rotator.config.models import AccountSettings, HttpUrl, Ref
 from rotator.errors import InvalidGrant, PermanentProviderError
 from rotator.providers.base import base_view, send
 from rotator.providers.oauth2 import basic_auth_header, keep_refresh_token, token_request

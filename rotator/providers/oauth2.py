@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from pydantic import Field, model_validator
 
-from rotator.config import AccountSettings, HttpUrl, Ref
+from rotator.config.models import AccountSettings, HttpUrl, Ref
 from rotator.errors import InvalidGrant
 from rotator.providers.base import base_view, send
 from rotator.secrets import Secret, resolve

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from rotator.backends import aws as aws_backend
-from rotator.config import AwsStoreSettings, VaultStoreSettings
+from rotator.config.models import AwsStoreSettings, VaultStoreSettings
 from tests import leakcheck
 from tests.servers import MotoServer, OpenBao
 

@@ -14,8 +14,8 @@ import pytest
 from rotator.backends.aws import AwsStore
 from rotator.backends.base import SecretStore
 from rotator.backends.file import FileStore
-from rotator.backends.vault import VaultStore
-from rotator.config import FileStoreSettings
+from rotator.backends.vault.store import VaultStore
+from rotator.config.models import FileStoreSettings
 from rotator.errors import (
     StoreAuthError,
     StoreConflict,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rotator.backends.file import FileStore
-from rotator.config import FileStoreSettings
+from rotator.config.models import FileStoreSettings
 from rotator.errors import StoreUnavailable
 
 

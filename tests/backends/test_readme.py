@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from rotator.config import AwsStoreSettings, VaultStoreSettings
+from rotator.config.models import AwsStoreSettings, VaultStoreSettings
 from tests.backends.conftest import AWS_DAEMON_ACTIONS, CONSUMER_POLICY, DAEMON_POLICY
 from tests.proc import ROOT
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from rotator.backends.base import ValidationStatus
-from rotator.backends.vault import VaultStore
+from rotator.backends.vault.store import VaultStore
 from rotator.errors import (
     StoreAuthError,
     StoreConflict,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rotator.providers.faxmax_cipher import decrypt
+from rotator.providers.faxmax.cipher import decrypt
 from tests import leakcheck
 from tests.fakes.vendorhttp import Reply, Request, VendorServer
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rotator.sandbox import Grant, Sandbox
+from rotator.demo.sandbox import Grant, Sandbox
 from tests import leakcheck
 
 __all__ = ["Grant", "OAuth2Emulator", "emulator"]

@@ -157,7 +157,7 @@ def running(server: ServerT) -> Iterator[ServerT]:
 
 @contextmanager
 def quiet_http_libraries() -> Iterator[None]:
-    """As in production (rotator.observability): httpx logs URLs, which may carry tokens."""
+    """As in production (rotator.service.logs): httpx logs URLs, which may carry tokens."""
     import logging
 
     saved = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}

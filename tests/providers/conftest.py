@@ -8,7 +8,7 @@ import httpx
 import pytest
 import yaml
 
-from rotator.config import AccountSettings, parse_config
+from rotator.config.models import AccountSettings, parse_config
 from tests.fakes.vendorhttp import quiet_http_libraries
 
 
@@ -41,10 +41,10 @@ def _quiet_http_libraries() -> Iterator[None]:
 @pytest.fixture
 def rotator_for(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """A real Rotator over a file store for one account ``acct`` (sink ``acct.json``)."""
-    from rotator.accounts import build_accounts
-    from rotator.daemon import open_stores
     from rotator.http import HttpClients
-    from rotator.rotation import Rotator
+    from rotator.rotation.accounts import build_accounts
+    from rotator.rotation.rotator import Rotator
+    from rotator.service.daemon import open_stores
 
     made: list[Any] = []
 

@@ -12,14 +12,15 @@ import httpx
 import pytest
 import yaml
 
-from rotator.config import load_config
+from rotator.config.models import load_config
 from rotator.errors import (
     ConfigError,
     InvalidGrant,
     PermanentProviderError,
     TransientProviderError,
 )
-from rotator.providers.faxmax import (
+from rotator.providers.faxmax.cipher import decrypt, encrypt
+from rotator.providers.faxmax.provider import (
     FaxmaxProvider,
     JsonRpcFault,
     JsonRpcRefused,
@@ -28,7 +29,6 @@ from rotator.providers.faxmax import (
     login_payload,
     login_url,
 )
-from rotator.providers.faxmax_cipher import decrypt, encrypt
 from rotator.state import AccountState
 from tests import leakcheck
 from tests.fakes.faxmax import FaxmaxEmulator

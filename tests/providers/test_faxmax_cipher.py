@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotator.errors import ConfigError
-from rotator.providers.faxmax_cipher import BUILTIN, check_name, decrypt, encrypt, load_cipher
+from rotator.providers.faxmax.cipher import BUILTIN, check_name, decrypt, encrypt, load_cipher
 
 PASSWORD = "api-pw-Zt8#mL1q"
 

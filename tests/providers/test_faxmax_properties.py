@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.errors import ProviderError
-from rotator.providers.faxmax import FaxmaxProvider, FaxmaxSettings
+from rotator.providers.faxmax.provider import FaxmaxProvider, FaxmaxSettings
 from rotator.state import AccountState
 from rotator.tokens import TokenSet
 from tests import leakcheck

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from rotator import yamlfile
+from rotator.config import yamlfile
 from rotator.errors import ConfigError
 from rotator.secrets import SecretRef, parse_ref
 

@@ -1,8 +1,8 @@
 """What the daemon tells the outside world: alerts, metrics, health, systemd.
 
-A :class:`Monitor` is attached to one :class:`~rotator.daemon.Daemon`:
+A :class:`Monitor` is attached to one :class:`~rotator.service.daemon.Daemon`:
 
-- as a rotation :class:`~rotator.rotation.Observer` it updates the metrics and
+- as a rotation :class:`~rotator.rotation.rotator.Observer` it updates the metrics and
   hands the new state to the alert dispatcher, on two threads of its own (so a
   slow webhook never holds up a rotation) when a check could do anything: a
   healthy account with nothing sent is settled in the rotation's own thread;
@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from rotator.alert_channels import build_channels
-from rotator.alert_dispatch import Dispatcher, StoreAlertMemory
+from rotator.alerts.channels import build_channels
+from rotator.alerts.dispatch import Dispatcher, StoreAlertMemory
 from rotator.errors import RotatorError
-from rotator.sdnotify import Notifier, Watchdog
+from rotator.service.sdnotify import Notifier, Watchdog
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
-    from rotator.daemon import Daemon
-    from rotator.metrics import HealthServer, Metrics, Probe
-    from rotator.rotation import RotationResult
+    from rotator.rotation.rotator import RotationResult
+    from rotator.service.daemon import Daemon
+    from rotator.service.metrics import HealthServer, Metrics, Probe
     from rotator.state import AccountState
 
 __all__ = ["SWEEP_JOB", "Monitor"]
@@ -75,7 +75,7 @@ class Monitor:
         self._listen = daemon.config.server.listen
         if self._listen:
             # Bound now, so a taken port fails the start before anything runs.
-            from rotator.metrics import CachedProbe, HealthServer, Metrics
+            from rotator.service.metrics import CachedProbe, HealthServer, Metrics
 
             self.metrics = Metrics()
             self.server = HealthServer(
@@ -120,7 +120,7 @@ class Monitor:
         )
 
     def _healthz(self) -> Probe:
-        from rotator.metrics import Probe
+        from rotator.service.metrics import Probe
 
         if self.alive():
             return Probe(True, "scheduler running")
@@ -128,7 +128,7 @@ class Monitor:
 
     def _readyz(self) -> Probe:
         from rotator.backends.base import ValidationStatus
-        from rotator.metrics import Probe
+        from rotator.service.metrics import Probe
 
         if not self.daemon.ready.is_set():
             return Probe(False, "starting")

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rotator.backends.base import ValidationStatus, open_store
-from rotator.config import Config, state_store
+from rotator.config.models import Config, state_store
 from rotator.errors import RotatorError, SecretRefError
 from rotator.secrets import SecretRef, resolve
 

@@ -8,8 +8,8 @@ expiry threshold is a new alert) and the text that tells the operator what to do
 
 :func:`plan` compares those conditions with what was already sent and decides
 what goes out now: new and escalated alerts, reminders every ``alerts.repeat``,
-and resolved notices. Sending and remembering are :mod:`rotator.alert_dispatch`;
-the channels are :mod:`rotator.alert_channels`.
+and resolved notices. Sending and remembering are :mod:`rotator.alerts.dispatch`;
+the channels are :mod:`rotator.alerts.channels`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rotator.tokens import format_time, parse_time
 
 if TYPE_CHECKING:
-    from rotator.config import AccountSettings, AlertsSettings
+    from rotator.config.models import AccountSettings, AlertsSettings
     from rotator.state import AccountState
 
 __all__ = [

@@ -32,7 +32,7 @@ from rotator.errors import ConfigError, RotatorError, StoreConflict
 from rotator.tokens import format_time
 
 if TYPE_CHECKING:
-    from rotator.config import Config
+    from rotator.config.models import Config
     from rotator.providers.faxplus import FaxPlusSettings
     from rotator.tokens import TokenSet
 
@@ -222,10 +222,10 @@ def authorize(
     when another worker holds the lease, it waits up to ``lease_wait`` (default:
     the account's ``lease_ttl``) before the code is spent.
     """
-    from rotator.config import state_store
-    from rotator.daemon import open_stores
+    from rotator.config.models import state_store
     from rotator.http import HttpClients
     from rotator.providers.faxplus import authorization_url, exchange_code
+    from rotator.service.daemon import open_stores
 
     stdout = out or sys.stdout
     settings = _faxplus_settings(config, account)

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rotator.backends.base import SecretStore
-from rotator.config import AccountSettings, Config, Sink, state_store, store_identity
+from rotator.config.models import AccountSettings, Config, Sink, state_store, store_identity
 from rotator.providers.base import Provider, provider_class
+from rotator.rotation.spool import Spool
 from rotator.schedule import RefreshPolicy
-from rotator.spool import Spool
 
 __all__ = ["Account", "build_accounts", "default_owner", "owner_is_dead"]
 

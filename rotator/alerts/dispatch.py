@@ -1,9 +1,9 @@
 """Sending alerts, once: the dispatcher and its memory of what was sent.
 
-:class:`Dispatcher` evaluates an account (:func:`rotator.alerts.evaluate`),
-decides against what was already sent (:func:`rotator.alerts.plan`), and sends
+:class:`Dispatcher` evaluates an account (:func:`rotator.alerts.rules.evaluate`),
+decides against what was already sent (:func:`rotator.alerts.rules.plan`), and sends
 new, repeated and resolved alerts to the log and every channel
-(:mod:`rotator.alert_channels`), retrying a failing channel.
+(:mod:`rotator.alerts.channels`), retrying a failing channel.
 
 What was sent is an :class:`AlertMemory`. The daemon keeps it in the account's
 state store under ``alerts/<account>`` (:class:`StoreAlertMemory`), so a restart
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from rotator.alerts import Alert, Sent, Severity, evaluate, plan
+from rotator.alerts.rules import Alert, Sent, Severity, evaluate, plan
 from rotator.errors import StoreConflict, StoreError
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
-    from rotator.config import AccountSettings, AlertsSettings
+    from rotator.config.models import AccountSettings, AlertsSettings
     from rotator.state import AccountState
 
 __all__ = [

@@ -14,9 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from rotator.daemon import Daemon
-from rotator.sandbox import Sandbox
+from rotator.demo.sandbox import Sandbox
 from rotator.secrets import Secret
+from rotator.service.daemon import Daemon
 from rotator.state import AccountState
 
 __all__ = ["run_demo"]

@@ -25,15 +25,15 @@ from typing import Any
 
 import structlog
 
-from rotator.accounts import build_accounts
 from rotator.backends.base import SecretStore, open_store
-from rotator.config import Config, load_config, state_store
+from rotator.config.models import Config, load_config, state_store
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
-from rotator.monitor import attach as attach_monitor
-from rotator.rotation import Observer, Result, RotationResult, Rotator
+from rotator.rotation.accounts import build_accounts
+from rotator.rotation.rotator import Observer, Result, RotationResult, Rotator
+from rotator.rotation.spool import Spool, default_spool_dir
 from rotator.secrets import resolve
-from rotator.spool import Spool, default_spool_dir
+from rotator.service.monitor import attach as attach_monitor
 
 __all__ = ["Daemon", "open_spool", "open_stores"]
 

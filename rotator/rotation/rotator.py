@@ -28,9 +28,8 @@ from typing import Final, Protocol
 
 import structlog
 
-from rotator.accounts import Account, default_owner, owner_is_dead
 from rotator.backends.base import Record, SecretStore, Version, WriteResult
-from rotator.config import Sink
+from rotator.config.models import Sink
 from rotator.errors import (
     InvalidGrant,
     LeaseHeld,
@@ -42,9 +41,10 @@ from rotator.errors import (
     StoreError,
 )
 from rotator.http import HttpClients
+from rotator.rotation.accounts import Account, default_owner, owner_is_dead
+from rotator.rotation.spool import Spool
 from rotator.schedule import is_due, next_refresh, retry_at
 from rotator.secrets import Secret
-from rotator.spool import Spool
 from rotator.state import AccountState
 from rotator.tokens import TokenSet, format_time
 

@@ -1,7 +1,7 @@
 """Alert channels: webhook (JSON or Slack), command (JSON on stdin), e-mail over SMTP.
 
 Each channel has one method, ``send(alert)``, which raises on failure; the
-:class:`~rotator.alerts.Dispatcher` retries and logs. Credentials (the webhook
+:class:`~rotator.alerts.dispatch.Dispatcher` retries and logs. Credentials (the webhook
 URL, which for Slack *is* the credential, and the SMTP password) are secret
 references resolved at the moment of sending, so a rotated value is picked up
 without a reload and never sits in a log line or an exception message.
@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     import smtplib
     from email.message import EmailMessage
 
-    from rotator.alert_dispatch import Channel
-    from rotator.alerts import Alert
-    from rotator.config import CommandChannel, EmailChannel, WebhookChannel
+    from rotator.alerts.dispatch import Channel
+    from rotator.alerts.rules import Alert
+    from rotator.config.models import CommandChannel, EmailChannel, WebhookChannel
 
 __all__ = [
     "AlertChannelError",
@@ -218,7 +218,7 @@ def build_channels(
     settings: Sequence[WebhookChannel | CommandChannel | EmailChannel],
 ) -> list[Channel]:
     """One channel object per configured channel, named ``<type>`` or ``<type>-<n>``."""
-    from rotator.config import CommandChannel, EmailChannel, WebhookChannel
+    from rotator.config.models import CommandChannel, EmailChannel, WebhookChannel
 
     counts: dict[str, int] = {}
     for item in settings:

@@ -10,7 +10,7 @@ A session starts with either
 - ``Core.login`` ``{username, password}`` when ``password`` is configured, or
 - passwordless login: ``{"username", "exp": now + 3 s, "remote_ip"}`` encrypted
   with the domain's API password (``cipher:``, see
-  :mod:`rotator.providers.faxmax_cipher`) and sent with the API code to the
+  :mod:`rotator.providers.faxmax.cipher`) and sent with the API code to the
   ``login_method`` (``Core.login_token``) as ``token_`` and ``code_``.
 
 The result's ``token`` is the session token; consumers get it as the access
@@ -33,7 +33,7 @@ from urllib.parse import quote
 import structlog
 from pydantic import Field, field_validator, model_validator
 
-from rotator.config import AccountSettings, Duration, HttpUrl, Ref
+from rotator.config.models import AccountSettings, Duration, HttpUrl, Ref
 from rotator.errors import (
     ConfigError,
     InvalidGrant,
@@ -42,14 +42,14 @@ from rotator.errors import (
     TransientProviderError,
 )
 from rotator.providers.base import base_view, send
-from rotator.providers.faxmax_cipher import check_name, load_cipher
+from rotator.providers.faxmax.cipher import check_name, load_cipher
 from rotator.secrets import Secret, resolve
 from rotator.tokens import TokenSet, error_from_status, format_time
 
 if TYPE_CHECKING:
     import httpx
 
-    from rotator.config import Config
+    from rotator.config.models import Config
     from rotator.state import AccountState
 
 __all__ = [

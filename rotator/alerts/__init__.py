@@ -1,0 +1,1 @@
+"""Alerts: the rules (pure), dispatch (once per threshold, restart-safe), the channels."""

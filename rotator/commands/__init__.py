@@ -1,0 +1,1 @@
+"""The commands beside the daemon: authorize, import, status, check --online."""

@@ -1,0 +1,1 @@
+"""The configuration: YAML -> frozen, validated models; key-path error messages."""

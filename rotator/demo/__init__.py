@@ -1,0 +1,1 @@
+"""The embedded sandbox token server and `rotator demo` (also used by tests and the bench)."""

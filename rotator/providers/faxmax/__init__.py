@@ -1,0 +1,1 @@
+"""FaxMAX: JSON-RPC login and keep-alive, and the pluggable login-token cipher."""

@@ -1,0 +1,1 @@
+"""The daemon as a service: wiring, lifecycle, monitor, metrics and health, logs, sd_notify."""
