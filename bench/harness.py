@@ -2,7 +2,7 @@
 
 Everything runs as separate processes on loopback: the token emulator
 (``bench.emulator``), OpenBao (``bao server -dev``, started and stopped by PID
-through ``tests.servers.OpenBao``), the daemon (``python -m rotator run``) and
+through ``tests.support.servers.OpenBao``), the daemon (``python -m rotator run``) and
 the baseline (``bench.baseline``). A burst runs the daemon at its default log
 level and times each account by its ``rotated`` line (written once the state is
 saved and every sink was tried); the steady state runs it with ``--log-level
@@ -116,7 +116,7 @@ def emulator_stats(stats_url: str) -> dict[str, Any]:
 @contextmanager
 def openbao(env: Env) -> Iterator[None]:
     sys.path.insert(0, str(ROOT))
-    from tests.servers import OpenBao
+    from tests.support.servers import OpenBao
 
     server = OpenBao()
     server.start()
@@ -463,7 +463,7 @@ def seed_steady(config: Path, names: list[str], first: float, spread: float) -> 
     from rotator.rotation.accounts import build_accounts
     from rotator.rotation.rotator import publish
     from rotator.secrets import Secret
-    from rotator.service.daemon import open_stores
+    from rotator.service.app import open_stores
     from rotator.state import AccountState
     from rotator.tokens import TokenSet
 

@@ -193,7 +193,7 @@ def _rotator(config: Config, *, spool: bool = True) -> Rotator:
     from rotator.http import HttpClients
     from rotator.rotation.accounts import build_accounts
     from rotator.rotation.rotator import Rotator
-    from rotator.service.daemon import open_spool, open_stores
+    from rotator.service.app import open_spool, open_stores
 
     stores = open_stores(config)
     return Rotator(

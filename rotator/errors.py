@@ -26,6 +26,7 @@ and the vendor's own error description (scrubbed by :func:`scrub`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = [
     "SCRUB_ANY",
@@ -45,6 +46,7 @@ __all__ = [
     "StoreUnavailable",
     "TransientProviderError",
     "scrub",
+    "scrub_values",
 ]
 
 # Values that look like credentials inside a vendor's free-text answer.
@@ -73,6 +75,19 @@ def scrub(text: str, limit: int = 300) -> str:
     text = _SCRUB_PATTERNS[2].sub("***", text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def scrub_values(text: str, values: Iterable[str | None]) -> str:
+    """Replace every occurrence of each known secret value in *text* with ``***``.
+
+    Scrubbing by value, for every secret an account knows (its refresh and
+    access tokens, client secret, password, API code, the refresh token just
+    spent), is what keeps a vendor that echoes a secret in free text from
+    publishing it; patterns only catch the shapes someone thought of.
+    """
+    for value in sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
 
 
 class RotatorError(Exception):

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests import leakcheck
-from tests.servers import MotoServer, OpenBao, openbao
+from tests.support import leakcheck
+from tests.support.servers import MotoServer, OpenBao, openbao
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,7 +32,7 @@ def _no_secret_in_any_log() -> Iterator[None]:
         pytest.fail("secret values reached captured output:\n" + "\n".join(leaks), pytrace=False)
 
 
-# --- real store servers (tests/servers.py), shared by the whole session --------------
+# --- real store servers (tests/support/servers.py), shared by the whole session --------------
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def moto() -> Iterator[MotoServer]:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """What the guarantee proofs reached (rotations, kills, grace uses)."""
-    rig = sys.modules.get("tests.rig")
+    rig = sys.modules.get("tests.support.rig")
     counts = getattr(rig, "PROOF_COUNTS", None)
     if counts:
         terminalreporter.write_sep("-", "proof counts")

@@ -13,7 +13,7 @@ import pytest
 
 from rotator.errors import SecretRefError
 from rotator.secrets import Secret, SecretRef, parse_ref, resolve
-from tests import leakcheck
+from tests.support import leakcheck
 
 VALUE = leakcheck.register("s3cr3t-value-8d1e2f", "client secret")
 

@@ -12,7 +12,7 @@ from rotator.errors import StoreError
 from rotator.secrets import Secret
 from rotator.state import STATE_FORMAT, AccountState
 from rotator.tokens import TokenSet
-from tests import leakcheck
+from tests.support import leakcheck
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ACCESS = leakcheck.register("at-state-1f2e3d4c5b", "access token")

@@ -26,7 +26,7 @@ from rotator.tokens import (
     parse_time,
     parse_token_response,
 )
-from tests import leakcheck
+from tests.support import leakcheck
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

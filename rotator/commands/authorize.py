@@ -225,7 +225,7 @@ def authorize(
     from rotator.config.models import state_store
     from rotator.http import HttpClients
     from rotator.providers.faxplus import authorization_url, exchange_code
-    from rotator.service.daemon import open_stores
+    from rotator.service.app import open_stores
 
     stdout = out or sys.stdout
     settings = _faxplus_settings(config, account)

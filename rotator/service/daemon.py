@@ -26,37 +26,21 @@ from typing import Any
 import structlog
 
 from rotator.backends.base import SecretStore, open_store
-from rotator.config.models import Config, load_config, state_store
+from rotator.config.models import Config, load_config
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import build_accounts
 from rotator.rotation.rotator import Observer, Result, RotationResult, Rotator
-from rotator.rotation.spool import Spool, default_spool_dir
-from rotator.secrets import resolve
+from rotator.service.app import open_spool, open_stores, store_settings_of
 from rotator.service.monitor import attach as attach_monitor
 
-__all__ = ["Daemon", "open_spool", "open_stores"]
+__all__ = ["Daemon"]
 
 _log = structlog.get_logger("rotator.daemon")
 _TICK = "__rotator_tick__"
 #: the tick's interval: the scheduler looks at its jobs at least this often
 _TICK_SECONDS = 30
 _FALLBACK_RECHECK = timedelta(seconds=60)
-
-
-def _store_settings(config: Config, account: str) -> list[Any]:
-    """The settings of every store an account touches (its state store and sinks)."""
-    names = {state_store(config, account)} | {s.store for s in config.accounts[account].sinks}
-    return [config.stores[n] for n in sorted(names)]
-
-
-def open_stores(config: Config) -> dict[str, SecretStore]:
-    return {name: open_store(name, settings) for name, settings in config.stores.items()}
-
-
-def open_spool(config: Config) -> Spool:
-    key = resolve(config.server.spool_key).reveal() if config.server.spool_key else None
-    return Spool.open(config.server.spool_dir or default_spool_dir(), key)
 
 
 def _pool_executor(pool: ThreadPoolExecutor) -> Any:
@@ -287,7 +271,7 @@ class Daemon:
             n
             for n in set(new_accounts) & set(old_accounts)
             if new_config.accounts[n] != old.accounts[n]
-            or _store_settings(new_config, n) != _store_settings(old, n)
+            or store_settings_of(new_config, n) != store_settings_of(old, n)
         )
         for name in removed:
             if self.scheduler is not None and self.scheduler.get_job(name):

@@ -21,8 +21,8 @@ import pytest
 
 from rotator.backends import aws as aws_backend
 from rotator.config.models import AwsStoreSettings, VaultStoreSettings
-from tests import leakcheck
-from tests.servers import MotoServer, OpenBao
+from tests.support import leakcheck
+from tests.support.servers import MotoServer, OpenBao
 
 REGION = "eu-central-1"
 

@@ -26,9 +26,9 @@ from rotator.errors import (
     StorePermissionError,
     StoreUnavailable,
 )
-from tests import leakcheck
 from tests.backends.conftest import MotoIam, aws_settings, unique
-from tests.servers import AwsFaultProxy, MotoServer
+from tests.support import leakcheck
+from tests.support.servers import AwsFaultProxy, MotoServer
 
 VIEW = {"access_token": "tok-aws", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
 VIEW2 = {**VIEW, "access_token": "tok-aws-2"}

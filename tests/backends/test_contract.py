@@ -22,7 +22,6 @@ from rotator.errors import (
     StorePermissionError,
     StoreUnavailable,
 )
-from tests import leakcheck
 from tests.backends.conftest import (
     MotoIam,
     aws_settings,
@@ -30,7 +29,8 @@ from tests.backends.conftest import (
     unique,
     vault_settings,
 )
-from tests.servers import MotoServer, OpenBao, free_port
+from tests.support import leakcheck
+from tests.support.servers import MotoServer, OpenBao, free_port
 
 
 @dataclass

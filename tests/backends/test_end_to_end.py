@@ -11,11 +11,11 @@ from typing import Any
 import hvac
 import pytest
 
-from tests import leakcheck
 from tests.backends.conftest import REGION, unique
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
-from tests.proc import DaemonProcess, run_rotator, wait_for
-from tests.servers import MotoServer, OpenBao
+from tests.support import leakcheck
+from tests.support.proc import DaemonProcess, run_rotator, wait_for
+from tests.support.servers import MotoServer, OpenBao
 
 SECRET = leakcheck.register("e2e-cl!ent-secret-" + unique(), "client secret")
 ROTATIONS = 3

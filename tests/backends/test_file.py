@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rotator.backends.base import ValidationStatus, WriteResult
 from rotator.backends.file import FileStore, render
 from rotator.errors import StoreConflict, StoreError, StorePermissionError
-from tests import leakcheck
+from tests.support import leakcheck
 
 TOKEN = leakcheck.register("at-file-5e6f7a8b9c0d", "access token")
 VIEW = {

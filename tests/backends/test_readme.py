@@ -8,7 +8,7 @@ import re
 
 from rotator.config.models import AwsStoreSettings, VaultStoreSettings
 from tests.backends.conftest import AWS_DAEMON_ACTIONS, CONSUMER_POLICY, DAEMON_POLICY
-from tests.proc import ROOT
+from tests.support.proc import ROOT
 
 
 def stores_section() -> str:

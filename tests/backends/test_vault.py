@@ -20,10 +20,10 @@ from rotator.errors import (
     StorePermissionError,
     StoreUnavailable,
 )
-from tests import leakcheck
 from tests.backends.conftest import DAEMON_POLICY, token_env, unique, vault_settings
 from tests.fakes.kubernetes import FakeKubernetes
-from tests.servers import OpenBao, free_port
+from tests.support import leakcheck
+from tests.support.servers import OpenBao, free_port
 
 VIEW = {"access_token": "tok-vault", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
 VIEW2 = {**VIEW, "access_token": "tok-vault-2"}

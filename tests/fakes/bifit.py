@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests import leakcheck
 from tests.fakes.vendorhttp import Reply, Request, VendorServer
+from tests.support import leakcheck
 
 __all__ = ["TOKEN_PATH", "BifitEmulator"]
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rotator.providers.faxmax.cipher import decrypt
-from tests import leakcheck
 from tests.fakes.vendorhttp import Reply, Request, VendorServer
+from tests.support import leakcheck
 
 __all__ = ["FaxmaxEmulator"]
 

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from tests import leakcheck
 from tests.fakes.vendorhttp import Reply, Request, VendorServer
+from tests.support import leakcheck
 
 __all__ = ["FaxPlusEmulator"]
 

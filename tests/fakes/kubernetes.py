@@ -23,7 +23,7 @@ import secrets
 import threading
 from typing import Any
 
-from tests import leakcheck
+from tests.support import leakcheck
 
 __all__ = ["FakeKubernetes", "service_account_jwt"]
 

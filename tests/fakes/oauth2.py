@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rotator.demo.sandbox import Grant, Sandbox
-from tests import leakcheck
+from tests.support import leakcheck
 
 __all__ = ["Grant", "OAuth2Emulator", "emulator"]
 

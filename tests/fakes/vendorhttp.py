@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from tests import leakcheck
+from tests.support import leakcheck
 
 __all__ = ["Reply", "Request", "VendorServer", "quiet_http_libraries", "running"]
 

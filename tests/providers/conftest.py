@@ -44,7 +44,7 @@ def rotator_for(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     from rotator.http import HttpClients
     from rotator.rotation.accounts import build_accounts
     from rotator.rotation.rotator import Rotator
-    from rotator.service.daemon import open_stores
+    from rotator.service.app import open_stores
 
     made: list[Any] = []
 

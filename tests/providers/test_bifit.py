@@ -21,9 +21,9 @@ from rotator.errors import (
 from rotator.providers.bifit import BifitProvider, UnexpectedLoginAnswer, hash_password
 from rotator.secrets import Secret
 from rotator.state import AccountState
-from tests import leakcheck
 from tests.fakes.bifit import BifitEmulator
 from tests.fakes.vendorhttp import Reply, running
+from tests.support import leakcheck
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 PASSWORD = "Kassa-pa$$wörd+1"

@@ -21,9 +21,9 @@ from rotator.providers.faxplus import (
 )
 from rotator.secrets import Secret
 from rotator.state import AccountState
-from tests import leakcheck
 from tests.fakes.faxplus import FaxPlusEmulator
 from tests.fakes.vendorhttp import Reply, running
+from tests.support import leakcheck
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 

@@ -22,8 +22,8 @@ from rotator.providers.oauth2 import OAuth2Provider, OAuth2Settings, basic_auth_
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from rotator.tokens import MAX_RESPONSE_BYTES
-from tests import leakcheck
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
+from tests.support import leakcheck
 
 CLIENT_ID = "svc client"  # a space: it must be form-encoded too
 SECRET = leakcheck.register("p+ss:w/rd%-9b8a7c6d", "client secret")

@@ -1,0 +1,79 @@
+"""Smoke test of the benchmark harness at a tiny size, so it cannot rot.
+
+Not a performance test: nothing here is timed against a target. It runs
+``python -m bench`` end to end (emulator process, OpenBao, daemon, baseline,
+steady state) with 20 accounts and checks that every phase produced its numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import leakcheck
+from tests.support.proc import ROOT, env_for
+
+pytestmark = pytest.mark.slow
+
+_TOKEN = re.compile(r"(access|seed)-[A-Za-z0-9_-]{16,}")
+
+
+def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
+    client_secret = leakcheck.register("bench-" + secrets.token_urlsafe(24), "bench client secret")
+    out = tmp_path / "results.md"
+    logs = tmp_path / "logs"
+    captured = leakcheck.log_file("bench")
+    with open(captured, "wb") as handle:
+        finished = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "--burst",
+                "20",
+                "--rounds",
+                "2",
+                "--steady",
+                "20",
+                "--steady-seconds",
+                "4",
+                "--out",
+                str(out),
+                "--keep-logs",
+                str(logs),
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            timeout=240,
+            check=False,
+            env=env_for({"BENCH_CLIENT_SECRET": client_secret}),
+        )
+    output = captured.read_text(encoding="utf-8")
+    assert finished.returncode == 0, output[-3000:]
+    text = out.read_text(encoding="utf-8")
+    assert "<!-- run:latest -->" in text
+    assert re.search(r"\| file \| 20 \| [\d.]+ \|", text), text
+    assert re.search(r"\| vault \| 20 \| [\d.]+ \|", text), text
+    # The average is noise in a 4 s window (a job done after the last poll counts its
+    # call but not its lifetime); the per-account maximum is what proves no account
+    # was refreshed twice in one lifetime.
+    assert re.search(r"vendor calls per account per lifetime \| [\d.]+ \(max 1\)", text), text
+    assert "`rotator --help` wall time" in text
+    # two rounds per burst store: the ratio is the median of the rounds' ratios
+    assert re.search(r"burst file20: ratios of the 2 rounds [\d.]+, [\d.]+; median [\d.]+", text)
+    daemon_logs = sorted(logs.glob("daemon-*.log"))
+    assert len(daemon_logs) == 5  # two rounds of two bursts, and the steady state
+    for log in daemon_logs:
+        content = log.read_text(encoding="utf-8")
+        # bursts run at the default level (one line per rotation); the steady state at debug
+        assert '"event": "rotated"' in content
+        assert ('"job done"' in content) == log.name.endswith("steady.log"), log.name
+        assert client_secret not in content
+        assert not _TOKEN.search(content), f"a token appears in {log.name}"
+    assert not _TOKEN.search(output)

@@ -1,0 +1,99 @@
+"""Proof: stopping and waking up never cost a grant.
+
+- SIGTERM while a rotation is in flight: scheduling stops, the rotation
+  finishes within ``server.shutdown_grace``, its state and sinks land, exit 0.
+- After a suspend (the scheduler frozen past the accounts' refresh points, as a
+  laptop lid or a paused VM does), overdue accounts are refreshed once, at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from rotator.rotation.rotator import Observer, RotationResult
+from rotator.service.daemon import Daemon
+from tests.fakes.oauth2 import emulator
+from tests.support.proc import DaemonProcess, wait_for
+from tests.support.rig import CLIENT_ID, SECRET, Rig, report
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_rotation_in_flight_finish(tmp_path: Path) -> None:
+    with emulator(clients={CLIENT_ID: SECRET}, access_ttl=4.0) as server:
+        rig = Rig(tmp_path, server, accounts=("term",))
+        rig.seed_all()
+        with DaemonProcess(rig.config_path) as daemon:
+            daemon.wait_log('"event": "rotated"')
+            before = rig.sink_token("term")
+            server.delay = 2.0  # the next call (due in ~2 s) is in flight for 2 s
+            wait_for(lambda: server.in_flight == 1, 20, what="a vendor call in flight")
+            refreshes = rig.rotations()
+            stopped_at = time.monotonic()
+            assert daemon.stop(timeout=10) == 0  # shutdown_grace is 5 s
+            took = time.monotonic() - stopped_at
+            out = daemon.output()
+        assert '"reason": "SIGTERM"' in out and '"clean": true' in out
+        assert rig.rotations() == refreshes + 1
+        # the rotation finished: state and sinks hold its result
+        rig.assert_grants_alive()
+        after = rig.sink_token("term")
+        assert after is not None and after != before and server.access_valid(after)
+        state = rig.states()["term"]
+        assert state.access_token is not None and state.access_token.reveal() == after
+        assert rig.spooled() == {}
+        report(f"\nSIGTERM with a rotation in flight: exit 0 after {took:.1f}s")
+
+
+class _Recorder(Observer):
+    def __init__(self) -> None:
+        self.results: list[tuple[float, RotationResult]] = []
+
+    def after_rotation(self, result: RotationResult) -> None:
+        self.results.append((time.monotonic(), result))
+
+
+@pytest.mark.slow
+def test_after_a_suspend_overdue_accounts_refresh_once_at_once(tmp_path: Path) -> None:
+    with emulator(clients={CLIENT_ID: SECRET}, access_ttl=6.0) as server:
+        rig = Rig(tmp_path, server, accounts=("s0", "s1", "s2"))
+        rig.seed_all()
+        recorder = _Recorder()
+        daemon = Daemon(str(rig.config_path), observers=[recorder])
+        daemon.start()
+        try:
+            wait_for(
+                lambda: (
+                    {r.account for _, r in recorder.results if r.result == "success"}
+                    == {"s0", "s1", "s2"}
+                ),
+                20,
+                what="the first rotation of each, state written",
+            )
+            daemon.scheduler.pause()  # suspended: nothing runs, time goes on
+            planned = {name: s.next_refresh_at for name, s in rig.states().items()}
+            latest = max(p for p in planned.values() if p is not None)
+            wait_for(
+                lambda: time.time() > latest.timestamp() + 1.0,
+                10,
+                what="every refresh point to pass",
+            )
+            before = rig.rotations()
+            resumed = time.monotonic()
+            daemon.scheduler.resume()
+            wait_for(lambda: rig.rotations() == before + 3, 10, what="the overdue refreshes")
+            at_once = time.monotonic() - resumed
+            # once: the fresh tokens (6 s) are not due again for ~2.7 s
+            wait_for(lambda: time.monotonic() - resumed > 1.5, 5, what="a quiet moment")
+            assert rig.rotations() == before + 3
+        finally:
+            daemon.stop()
+        ran = [r for t, r in recorder.results if t >= resumed]
+        per_account = {name: [r.result for r in ran if r.account == name] for name in planned}
+        assert all(results[:1] == ["success"] for results in per_account.values()), per_account
+        assert at_once < 2.0
+        rig.assert_grants_alive()
+        assert server.reuse_detected == 0
+        report(f"\nsuspend: 3 overdue accounts refreshed once, {at_once:.2f}s after the resume")

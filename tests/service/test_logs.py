@@ -1,0 +1,191 @@
+"""Logging and redaction (rotator/observability.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rotator.errors import SCRUB_ANY, scrub
+from rotator.secrets import Secret
+from rotator.service.logs import configure_logging, redact
+from tests.support import leakcheck
+
+TOKEN = leakcheck.register("at-obs-6c5d4e3f2a1b", "access token")
+REFRESH = leakcheck.register("rt-obs-1a2b3c4d5e6f", "refresh token")
+
+
+def run(**fields: Any) -> dict[str, Any]:
+    return dict(redact(None, "info", dict(fields)))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "access_token",
+        "refresh_token",
+        "token",
+        "client_secret",
+        "secret",
+        "password",
+        "authorization",
+        "Authorization",
+        "code",
+        "auth_code",
+        "cookie",
+        "api_key",
+        "session",
+    ],
+)
+def test_credential_fields_are_masked(key: str) -> None:
+    assert run(event="x", **{key: TOKEN})[key] == "***"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("token_url", "https://idp.example/oauth/token"),
+        ("token_type", "Bearer"),
+        ("expires_at", "2026-03-01T12:00:00Z"),
+        ("refresh_token_expires_at", "2026-03-30T12:00:00Z"),
+        ("error_code", "invalid_grant"),
+        ("last_error_code", "invalid_client"),
+        ("status_code", 400),
+        ("account", "idp-api"),
+        ("consecutive_failures", 3),
+    ],
+)
+def test_descriptive_fields_are_kept(key: str, value: object) -> None:
+    assert run(event="x", **{key: value})[key] == value
+
+
+def test_empty_credential_fields_stay_empty() -> None:
+    assert run(event="x", password="", token=None) == {"event": "x", "password": "", "token": None}
+
+
+def test_secret_values_are_masked_whatever_the_field_name() -> None:
+    assert run(event="x", value=Secret(TOKEN))["value"] == "***"
+
+
+def test_credentials_inside_strings_are_scrubbed() -> None:
+    out = run(
+        event=f"sent refresh_token={REFRESH}",
+        error=f"401 for Authorization: Bearer {TOKEN}",
+        url=f"https://accounts.example/token?grant_type=refresh_token&refresh_token={REFRESH}",
+    )
+    text = json.dumps(out)
+    assert TOKEN not in text
+    assert REFRESH not in text
+    assert "Bearer ***" in out["error"]
+    assert "refresh_token=***" in out["url"]
+    assert out["event"] == "sent refresh_token=***"
+
+
+def test_nested_fields_are_redacted() -> None:
+    out = run(
+        event="request",
+        headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"},
+        params=[{"refresh_token": REFRESH}, f"password={REFRESH}"],
+    )
+    text = json.dumps(out)
+    assert TOKEN not in text
+    assert REFRESH not in text
+    assert out["headers"]["Accept"] == "application/json"
+    assert out["headers"]["Authorization"] == "***"
+
+
+def test_exceptions_are_scrubbed() -> None:
+    out = run(event="failed", error=RuntimeError(f"refresh_token={REFRESH} rejected"))
+    assert out["error"] == "RuntimeError: refresh_token=*** rejected"
+
+
+_TRICKY = st.sampled_from(
+    [
+        *("Bearer ", "basic\t", "token=", "Refresh_Token: ", 'secret":"', "eyJ", "."),
+        *(" ", "\x1c", "\u00a0"),  # whitespace scrub() folds
+    ]
+)
+
+
+@given(st.lists(st.one_of(st.text(max_size=12), _TRICKY), max_size=8).map("".join))
+def test_the_fast_path_skips_only_strings_scrub_leaves_alone(text: str) -> None:
+    """redact() passes a string through untouched when SCRUB_ANY finds nothing in it."""
+    if SCRUB_ANY.search(text) is None:
+        assert scrub(text, limit=2000) == text
+        assert run(note=text)["note"] == text
+    else:
+        assert run(note=text)["note"] == scrub(text, limit=2000)
+
+
+def test_non_string_values_under_credential_names_are_masked() -> None:
+    out = run(code=123456, token=["a"], session={"id": 1}, error_code=7, note=None)
+    assert out == {"code": "***", "token": "***", "session": "***", "error_code": 7, "note": None}
+
+
+# -- configure_logging -------------------------------------------------------------------
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    configure_logging(fmt="auto", level="info", stream=out)
+    try:
+        yield out
+    finally:
+        # Back to what conftest set up for the rest of the suite.
+        configure_logging(fmt="json", level="debug")
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def test_json_lines_when_the_stream_is_not_a_terminal(stream: io.StringIO) -> None:
+    log = structlog.get_logger("rotator.test")
+    log.info("rotated", account="idp-api", access_token=TOKEN, expires_at="2026-03-01T12:00:00Z")
+    log.warning("failed", error=f"Bearer {TOKEN}", client=Secret(REFRESH))
+    log.debug("not shown at info")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["rotated", "failed"]
+    first, second = lines
+    assert first["account"] == "idp-api"
+    assert first["access_token"] == "***"
+    assert first["expires_at"] == "2026-03-01T12:00:00Z"
+    assert first["level"] == "info"
+    assert first["timestamp"].endswith("Z")
+    assert second["error"] == "Bearer ***"
+    assert second["client"] == "***"
+    assert TOKEN not in stream.getvalue()
+    assert REFRESH not in stream.getvalue()
+
+
+def test_tracebacks_are_scrubbed(stream: io.StringIO) -> None:
+    log = structlog.get_logger("rotator.test")
+    try:
+        raise ValueError(f"https://idp/token?refresh_token={REFRESH}")
+    except ValueError:
+        log.exception("boom")
+    (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert "ValueError" in line["exception"]
+    assert "Traceback" in line["exception"]
+    assert REFRESH not in stream.getvalue()
+
+
+def test_console_lines_when_asked(stream: io.StringIO) -> None:
+    out = io.StringIO()
+    configure_logging(fmt="console", level="info", stream=out)
+    structlog.get_logger("rotator.test").info("rotated", account="idp-api", token=TOKEN)
+    text = out.getvalue()
+    assert "rotated" in text
+    assert "account=idp-api" in text
+    assert not text.lstrip().startswith("{")
+    assert TOKEN not in text
+
+
+def test_noisy_libraries_are_quieted(stream: io.StringIO) -> None:
+    assert logging.getLogger("httpx").level == logging.WARNING
+    assert logging.getLogger("apscheduler").level == logging.WARNING

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator import __version__
+from rotator.secrets import Secret
+from rotator.service.metrics import CachedProbe, HealthServer, Metrics, Probe
+from rotator.state import AccountState
+from tests.support import leakcheck
+
+T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+class Health:
+    def __init__(self) -> None:
+        self.alive = Probe(True, "scheduler running")
+        self.ready = Probe(False, "stores not validated yet")
+        self.calls = 0
+
+    def healthz(self) -> Probe:
+        self.calls += 1
+        return self.alive
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Metrics, Health, str]]:
+    metrics = Metrics()
+    health = Health()
+    server = HealthServer(
+        "127.0.0.1:0",
+        metrics,
+        healthz=CachedProbe(health.healthz, ttl=0),
+        readyz=CachedProbe(lambda: health.ready, ttl=0),
+    )
+    server.start()
+    host, port = server.address
+    yield metrics, health, f"http://{host}:{port}"
+    server.stop()
+
+
+def test_metrics_scraped_and_parsed(served: tuple[Metrics, Health, str]) -> None:
+    metrics, _, base = served
+    access = leakcheck.register("access-token-metrics-test-1", "access token")
+    refresh = leakcheck.register("refresh-token-metrics-test-1", "refresh token")
+    state = AccountState(
+        account="acme-fax",
+        provider="faxplus",
+        access_token=Secret(access),
+        issued_at=T0,
+        expires_at=T0 + timedelta(hours=1),
+        refresh_token=Secret(refresh),
+        refresh_expires_at=T0 + timedelta(days=30),
+        last_success_at=T0,
+    )
+    metrics.observe_state(state, T0)
+    metrics.observe_rotation("acme-fax", "success", 0.3)
+    metrics.observe_rotation("acme-fax", "failure", 1.5)
+    metrics.observe_rotation("acme-fax", "success", None)
+    metrics.alert_sent("webhook", "refresh_token_expiry")
+    pat = AccountState(
+        account="pat",
+        provider="faxplus-pat",
+        access_token=Secret(access),
+        issued_at=T0,
+        expires_at=T0 + timedelta(hours=1),
+        refresh_expires_at=T0 + timedelta(days=5),
+        failed=True,
+    )
+    metrics.observe_state(pat, T0)
+
+    status, text = get(f"{base}/metrics")
+    assert status == 200
+    assert access not in text and refresh not in text
+    got = samples(text)
+    acme = (("account", "acme-fax"),)
+    assert (
+        got[("rotator_access_token_expiry_timestamp_seconds", acme)]
+        == (T0 + timedelta(hours=1)).timestamp()
+    )
+    assert (
+        got[("rotator_refresh_token_expiry_timestamp_seconds", acme)]
+        == (T0 + timedelta(days=30)).timestamp()
+    )
+    assert got[("rotator_last_success_timestamp_seconds", acme)] == T0.timestamp()
+    assert got[("rotator_account_ready", acme)] == 1
+    assert got[("rotator_rotations_total", (("account", "acme-fax"), ("result", "success")))] == 2
+    assert got[("rotator_rotations_total", (("account", "acme-fax"), ("result", "failure")))] == 1
+    assert got[("rotator_rotation_duration_seconds_count", ())] == 2
+    assert got[("rotator_rotation_duration_seconds_sum", ())] == pytest.approx(1.8)
+    assert got[("rotator_rotation_duration_seconds_bucket", (("le", "0.5"),))] == 1
+    assert (
+        got[
+            (
+                "rotator_alerts_sent_total",
+                (("channel", "webhook"), ("kind", "refresh_token_expiry")),
+            )
+        ]
+        == 1
+    )
+    info = [k for k in got if k[0] == "rotator_build_info"]
+    assert len(info) == 1 and ("version", __version__) in info[0][1]
+    # a personal access token's expiry date is the end of the grant
+    assert (
+        got[("rotator_refresh_token_expiry_timestamp_seconds", (("account", "pat"),))]
+        == (T0 + timedelta(days=5)).timestamp()
+    )
+    assert got[("rotator_account_ready", (("account", "pat"),))] == 0
+
+    # an expired token is not ready; a removed account leaves no series behind
+    metrics.observe_state(state, T0 + timedelta(hours=2))
+    metrics.forget("pat")
+    got = samples(get(f"{base}/metrics")[1])
+    assert got[("rotator_account_ready", acme)] == 0
+    assert not [k for k in got if ("account", "pat") in k[1]]
+
+
+def test_health_and_readiness(served: tuple[Metrics, Health, str]) -> None:
+    _, health, base = served
+    assert get(f"{base}/healthz") == (200, "ok: scheduler running\n")
+    assert get(f"{base}/readyz") == (503, "not ok: stores not validated yet\n")
+    health.ready = Probe(True)
+    assert get(f"{base}/readyz") == (200, "ok\n")
+    health.alive = Probe(False, "scheduler stopped")
+    assert get(f"{base}/healthz") == (503, "not ok: scheduler stopped\n")
+    assert get(f"{base}/nope")[0] == 404
+
+
+def test_probe_answers_are_cached() -> None:
+    now = [100.0]
+    calls: list[int] = []
+
+    def check() -> Probe:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return Probe(True)
+
+    probe = CachedProbe(check, ttl=5, monotonic=lambda: now[0])
+    assert probe().ok and probe().ok and len(calls) == 1
+    now[0] += 5
+    assert probe().ok and len(calls) == 2
+    now[0] += 5
+    assert probe() == Probe(False, "probe failed: RuntimeError")
+
+
+def test_a_taken_port_is_a_clear_error(served: tuple[Metrics, Health, str]) -> None:
+    from rotator.errors import RotatorError
+
+    _, _, base = served
+    taken = base.removeprefix("http://")
+    with pytest.raises(RotatorError, match=f"server.listen: cannot listen on {taken}"):
+        HealthServer(taken, Metrics(), healthz=lambda: Probe(True), readyz=lambda: Probe(True))
+
+
+def test_serves_on_ipv6_loopback() -> None:
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this environment")
+    try:
+        server = HealthServer(
+            "[::1]:0", Metrics(), healthz=lambda: Probe(True), readyz=lambda: Probe(True)
+        )
+    except Exception as exc:  # an IPv6-less container
+        pytest.skip(f"cannot bind ::1: {exc}")
+    server.start()
+    try:
+        port = server.address[1]
+        assert get(f"http://[::1]:{port}/healthz") == (200, "ok\n")
+    finally:
+        server.stop()
