@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from tests.support import leakcheck
+from tests.support.net import wait_until
 
 __all__ = ["ROOT", "DaemonProcess", "env_for", "run_rotator", "wait_for"]
 
@@ -54,17 +54,10 @@ def run_rotator(
 def wait_for(
     predicate: Callable[[], Any],
     timeout: float = 30,
-    interval: float = 0.05,
+    interval: float = 0.05,  # kept for callers; the one wait backs off on its own
     what: str = "condition",
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout=timeout, what=what)
 
 
 class DaemonProcess:

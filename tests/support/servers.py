@@ -25,12 +25,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from typing import Any
 import httpx
 
 from tests.support import leakcheck
+from tests.support.net import free_port, wait_until
 
 __all__ = [
     "AwsFaultProxy",
@@ -48,25 +47,6 @@ __all__ = [
     "openbao",
     "wait_until",
 ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Any, *, timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``predicate`` (a few ms apart) until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
 
 
 def bao_binary() -> str:
