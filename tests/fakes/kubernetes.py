@@ -24,6 +24,7 @@ import threading
 from typing import Any
 
 from tests.support import leakcheck
+from tests.support.net import LoopbackHTTPServer
 
 __all__ = ["FakeKubernetes", "service_account_jwt"]
 
@@ -127,9 +128,8 @@ class FakeKubernetes:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LoopbackHTTPServer(Handler)
+        self.url = self._http.url
 
     def issue(self, namespace: str, name: str) -> str:
         uid = f"uid-{secrets.token_hex(4)}"
@@ -139,10 +139,8 @@ class FakeKubernetes:
         return jwt
 
     def __enter__(self) -> FakeKubernetes:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()

@@ -8,11 +8,13 @@ fails the same way everywhere (``AssertionError`` naming what it waited for).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 
-__all__ = ["free_port", "wait_until"]
+__all__ = ["LoopbackHTTPServer", "free_port", "wait_until"]
 
 T = TypeVar("T")
 
@@ -42,3 +44,37 @@ def wait_until(
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
+
+
+class LoopbackHTTPServer:
+    """An HTTP server of the suite's own: ``handler`` on 127.0.0.1 at a free port, served by a
+    daemon thread from :meth:`start` (or ``with``) until :meth:`stop`, which joins the thread.
+
+    The vendor emulators, the Kubernetes token reviewer, the alert receivers and the fault
+    proxies are each one of these with their own handler.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name=f"loopback-{self.port}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join(timeout=5)
+        self.server.server_close()
+
+    def __enter__(self) -> LoopbackHTTPServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

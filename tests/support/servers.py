@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from tests.support import leakcheck
-from tests.support.net import free_port, wait_until
+from tests.support.net import LoopbackHTTPServer, free_port, wait_until
 
 __all__ = [
     "AwsFaultProxy",
@@ -487,9 +487,8 @@ class AwsFaultProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LoopbackHTTPServer(Handler)
+        self.endpoint_url = self._http.url
 
     def lose_response(self, op: str) -> None:
         with self._lock:
@@ -508,13 +507,11 @@ class AwsFaultProxy:
             return self.requests.count(op)
 
     def __enter__(self) -> AwsFaultProxy:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
 
 
 _HOP_HEADERS = (
