@@ -6,12 +6,8 @@ import threading
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as hs
 
 from rotator.alerts.channels import build_channels
 from rotator.alerts.dispatch import (
@@ -20,28 +16,23 @@ from rotator.alerts.dispatch import (
     StoreAlertMemory,
     alert_record_path,
 )
-from rotator.alerts.rules import Alert, Kind, Sent, Severity, evaluate
+from rotator.alerts.rules import Alert, Kind, Sent, Severity
 from rotator.backends.file import FileStore
 from rotator.config.models import AlertsSettings, CommandChannel, FileStoreSettings, WebhookChannel
-from rotator.state import AccountState
 from rotator.waits import Waiter
-from tests.support.alertkit import ALERTS, T0, Clock, Hook, Recorder, hook, settings, state
+from tests.support.alertkit import (
+    ALERTS,
+    T0,
+    Clock,
+    Hook,
+    Recorder,
+    dispatcher,
+    hook,
+    settings,
+    state,
+)
 
 __all__ = ["hook"]  # the fixture, imported so pytest finds it here
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    return FileStore("files", FileStoreSettings(type="file", directory=tmp_path / "state"))
-
-
-def dispatcher(store: FileStore, clock: Clock, *channels: Any) -> Dispatcher:
-    return Dispatcher(
-        alerts=ALERTS,
-        channels=list(channels),
-        memory=StoreAlertMemory(lambda account: store),
-        clock=clock,
-    )
 
 
 def test_each_threshold_fires_once_repeats_resolves_and_survives_restart(
@@ -317,96 +308,3 @@ def test_settled_says_when_a_check_would_do_nothing() -> None:
     [resolved] = d.check(state(), settings())
     assert (fired.status, resolved.status) == ("firing", "resolved")
     assert d.settled(state(), settings())
-
-
-# --- a renewed grant is alerted again when it crosses a threshold again --------------
-
-
-WARNED_7D = "refresh token of acme-fax expires in 7 days"
-WARNED_3D = "refresh token of acme-fax expires in 3 days"
-
-
-def _new_alerts(sent: list[Alert]) -> list[str]:
-    return [a.summary.split(" (")[0] for a in sent if a.status == "firing" and not a.repeat]
-
-
-def test_a_renewal_resolves_and_the_renewed_grant_warns_again_at_7_days(store: FileStore) -> None:
-    clock, rec = Clock(T0), Recorder()
-    d = dispatcher(store, clock, rec)
-    grant = state(refresh_expires_at=T0 + timedelta(days=7))
-    assert _new_alerts(d.check(grant, settings())) == [WARNED_7D]
-    clock.advance(hours=1)
-    grant = replace(grant, refresh_expires_at=clock.now + timedelta(days=30))  # renewed
-    [resolved] = d.check(grant, settings())
-    assert resolved.status == "resolved"
-    clock.now = grant.refresh_expires_at - timedelta(days=7)  # 23 days later
-    assert _new_alerts(d.check(grant, settings())) == [WARNED_7D]
-
-
-def test_a_renewal_inside_a_threshold_lowers_the_level_so_the_next_crossing_is_told(
-    store: FileStore,
-) -> None:
-    """3 days left (told), renewed to 5 days (still inside 7d: no resolution, nothing to
-    tell), 2 days later 3 days are left again: a new alert, not silence until a reminder."""
-    clock, rec = Clock(T0), Recorder()
-    d = Dispatcher(
-        alerts=AlertsSettings(repeat=timedelta(days=60)),
-        channels=[rec],
-        memory=StoreAlertMemory(lambda a: store),
-        clock=clock,
-    )
-    grant = state(refresh_expires_at=T0 + timedelta(days=3))
-    assert _new_alerts(d.check(grant, settings())) == [WARNED_3D]
-    clock.advance(hours=1)
-    grant = replace(grant, refresh_expires_at=clock.now + timedelta(days=5))
-    assert d.check(grant, settings()) == []
-    clock.advance(days=2)
-    assert _new_alerts(d.check(grant, settings())) == [WARNED_3D]
-    # and a restarted daemon remembers the level it was told last, not the renewal's
-    assert dispatcher(store, clock, rec).check(grant, settings()) == []
-
-
-def _level(sent_for: Dispatcher, grant: AccountState) -> int:
-    conditions = evaluate(grant, settings(), sent_for.alerts, sent_for.clock())
-    return max((c.level for c in conditions if c.kind is Kind.REFRESH_TOKEN_EXPIRY), default=0)
-
-
-_STEPS = hs.lists(
-    hs.one_of(
-        hs.tuples(hs.just("wait"), hs.floats(min_value=0.5, max_value=24 * 9)),
-        hs.tuples(hs.just("renew"), hs.floats(min_value=0.0, max_value=24 * 40)),
-    ),
-    min_size=1,
-    max_size=25,
-)
-
-
-@hypothesis_settings(max_examples=150, deadline=None)
-@given(first=hs.floats(min_value=0.0, max_value=24 * 40), steps=_STEPS)
-def test_every_crossing_is_told_once_whatever_the_renewals(
-    first: float, steps: list[tuple[str, float]]
-) -> None:
-    """Checked after every step (time passing, or a renewal to a new end), a new alert goes
-    out exactly when the grant is in a worse band than at the previous check, and a
-    resolution exactly when it left the last band; no reminder falls in this span."""
-    clock = Clock(T0)
-    d = Dispatcher(
-        alerts=AlertsSettings(repeat=timedelta(days=3650)),
-        channels=[Recorder()],
-        memory=MemoryAlertMemory(),
-        clock=clock,
-    )
-    grant = state(refresh_expires_at=T0 + timedelta(hours=first))
-    before = 0
-    for what, hours in [("check", 0.0), *steps]:
-        if what == "wait":
-            clock.advance(hours=hours)
-        elif what == "renew":
-            grant = replace(grant, refresh_expires_at=clock.now + timedelta(hours=hours))
-        sent = d.check(grant, settings())
-        now = _level(d, grant)
-        assert (bool(_new_alerts(sent)), any(a.status == "resolved" for a in sent)) == (
-            now > before,
-            before > 0 and now == 0,
-        ), f"level {before} -> {now}"
-        before = now

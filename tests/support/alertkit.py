@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 
 from rotator.alerts.channels import AlertChannelError
+from rotator.alerts.dispatch import Dispatcher, StoreAlertMemory
 from rotator.alerts.rules import Alert, Kind, Severity
+from rotator.backends.base import SecretStore
 from rotator.config.models import AccountSettings, AlertsSettings, Sink
 from rotator.secrets import Secret
 from rotator.state import AccountState
@@ -31,6 +33,16 @@ from tests.support import leakcheck
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 ALERTS = AlertsSettings()  # warn at 7d, 3d, 1d; repeat 24h; 3 failures
+
+
+def dispatcher(store: SecretStore, clock: Clock, *channels: Any) -> Dispatcher:
+    """A dispatcher remembering in ``store`` (as the daemon does), with default alerts."""
+    return Dispatcher(
+        alerts=ALERTS,
+        channels=list(channels),
+        memory=StoreAlertMemory(lambda account: store),
+        clock=clock,
+    )
 
 
 def settings(provider: str = "oauth2", **kw: Any) -> AccountSettings:
