@@ -15,9 +15,10 @@ from rotator.config.models import FileStoreSettings
 
 @pytest.fixture(autouse=True)
 def _no_waiting() -> Iterator[None]:
+    before = waits.is_testing()  # a suite-wide switch set elsewhere stays as it was
     waits.set_testing(True)
     yield
-    waits.set_testing(False)
+    waits.set_testing(before)
 
 
 @pytest.fixture
