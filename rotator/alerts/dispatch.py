@@ -18,7 +18,6 @@ it goes out once.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,8 +25,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from rotator.alerts.channels.base import Channel
 from rotator.alerts.rules import Alert, Sent, Severity, evaluate, plan
 from rotator.errors import StoreConflict, StoreError
+from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
@@ -127,20 +128,15 @@ class StoreAlertMemory:
 # --- dispatch -------------------------------------------------------------------------
 
 
-class Channel(Protocol):
-    """Somewhere alerts go. ``send`` raises on failure; the dispatcher retries."""
-
-    name: str
-
-    def send(self, alert: Alert) -> None: ...
-
-
 @dataclass
 class Dispatcher:
     """Evaluates, decides against memory, sends. Thread-safe per account.
 
-    ``sleep`` is the pause between attempts of a failing channel; tests pass a
-    no-op. ``on_sent(channel, kind)`` feeds ``rotator_alerts_sent_total``.
+    ``waiter`` pauses between attempts of a failing channel: the daemon gives it
+    its stop event, so a stop ends the retries at once (each remaining channel
+    still gets its one attempt: the alert is claimed, and one attempt is no wait);
+    tests call :func:`rotator.waits.set_testing`. ``on_sent(channel, kind)`` feeds
+    ``rotator_alerts_sent_total``.
     """
 
     alerts: AlertsSettings
@@ -149,7 +145,7 @@ class Dispatcher:
     clock: Clock = _utcnow
     attempts: int = 3
     backoff: float = 2.0
-    sleep: Callable[[float], object] = time.sleep
+    waiter: Waiter = field(default_factory=Waiter)
     on_sent: Callable[[str, str], None] | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -290,10 +286,10 @@ class Dispatcher:
                         attempts=self.attempts,
                         error=f"{type(exc).__name__}: {exc}",
                     )
-                    if attempt < self.attempts:
-                        self.sleep(delay)
+                    if attempt < self.attempts and self.waiter.sleep(delay):
                         delay *= self.backoff
-                    continue
+                        continue
+                    break
                 self._count(channel.name, alert)
                 delivered = True
                 break

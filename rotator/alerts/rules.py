@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from rotator.errors import scrub_values
 from rotator.tokens import format_time, parse_time
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ def evaluate(
                     expires_at=end,
                 )
             )
-    error = f" (last error: {state.last_error})" if state.last_error else ""
+    error = f" (last error: {_error_text(state)})" if state.last_error else ""
     if state.failed:
         code = state.last_error_code
         if code == "invalid_client":
@@ -281,6 +282,18 @@ def evaluate(
 _DEAD_GRANT_CODES = frozenset(
     {"invalid_grant", "unauthorized_client", "access_denied", "invalid_token", "no_refresh_token"}
 )
+
+
+def _error_text(state: AccountState) -> str:
+    """``last_error`` without any token of the state in it.
+
+    The text is a vendor's, and vendors echo what they were sent (an
+    ``invalid_grant`` naming the refresh token it refused). Rotation scrubs it
+    before saving; it goes into every channel, the log and a child's stdin from
+    here, so it is scrubbed again, by value, with every token the state holds.
+    """
+    tokens = (state.refresh_token, state.access_token)
+    return scrub_values(state.last_error, (t.reveal() for t in tokens if t is not None))
 
 
 def _replace_pat(account: str) -> str:

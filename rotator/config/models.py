@@ -240,9 +240,32 @@ class WebhookChannel(Model):
 
 
 class CommandChannel(Model):
+    """``argv`` run with the alert on stdin, in a minimal environment.
+
+    The command sees PATH, HOME, LANG, LC_ALL and TZ (when set), the alert's
+    ROTATOR_ALERT_* variables, and only those of the daemon's other variables that
+    ``pass_env`` names: the daemon's environment holds its credentials.
+    """
+
     type: Literal["command"]
     argv: list[str] = Field(min_length=1)
     timeout: Duration = timedelta(seconds=30)
+    pass_env: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_pass_env(self) -> CommandChannel:
+        for index, name in enumerate(self.pass_env):
+            where = f"pass_env[{index}] {name!r}"
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(
+                    f"{where} is not an environment variable name "
+                    "(letters, digits and _, not starting with a digit)"
+                )
+            if name.startswith("ROTATOR_ALERT_"):
+                raise ValueError(f"{where}: ROTATOR_ALERT_* are set by rotator for each alert")
+            if name in {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"}:
+                raise ValueError(f"{where}: the command must not speak to systemd for rotator")
+        return self
 
 
 class EmailChannel(Model):

@@ -31,6 +31,7 @@ from rotator.alerts.channels import build_channels
 from rotator.alerts.dispatch import Dispatcher, StoreAlertMemory
 from rotator.errors import RotatorError
 from rotator.service.sdnotify import Notifier, Watchdog
+from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
@@ -93,7 +94,7 @@ class Monitor:
             memory=StoreAlertMemory(self._state_store),
             clock=self._now,
             # pauses between attempts of a failing channel end when the daemon stops
-            sleep=self.daemon.stopping.wait,
+            waiter=Waiter(self.daemon.stopping),
             on_sent=self._alert_sent,
         )
 

@@ -1,25 +1,19 @@
+"""The webhook and e-mail channels against real receivers (the command: test_command.py)."""
+
 from __future__ import annotations
 
 import email
 import email.policy
-import json
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rotator.alerts.channels import (
-    AlertChannelError,
-    CommandAlertChannel,
-    EmailAlertChannel,
-    WebhookAlertChannel,
-)
+from rotator.alerts.channels import AlertChannelError, EmailAlertChannel, WebhookAlertChannel
 from rotator.alerts.rules import Severity
-from rotator.config.models import CommandChannel, EmailChannel, WebhookChannel
+from rotator.config.models import EmailChannel, WebhookChannel
 from tests.support import leakcheck
-from tests.support.alertkit import Hook, firing, free_port, hook
+from tests.support.alertkit import Hook, Mailbox, firing, free_port, hook
 
 __all__ = ["hook"]  # the fixture, imported so pytest finds it here
 
@@ -64,48 +58,6 @@ def test_webhook_slack_and_a_refusal_that_names_no_secret(
         channel.send(firing())
     assert "env:ROTATOR_TEST_SLACK answered HTTP 500" in str(caught.value)
     assert secret_path not in str(caught.value)
-
-
-def test_command_gets_the_json_on_stdin(tmp_path: Path) -> None:
-    out = tmp_path / "alert.json"
-    script = f"import sys, pathlib; pathlib.Path({str(out)!r}).write_bytes(sys.stdin.buffer.read())"
-    channel = CommandAlertChannel(
-        CommandChannel(type="command", argv=[sys.executable, "-c", script])
-    )
-    channel.send(firing())
-    assert json.loads(out.read_text()) == firing().payload()
-
-
-def test_command_failure_and_timeout_are_reported() -> None:
-    failing = CommandAlertChannel(
-        CommandChannel(
-            type="command", argv=[sys.executable, "-c", "import sys; sys.exit('pager down')"]
-        )
-    )
-    with pytest.raises(AlertChannelError, match="exited with 1: pager down"):
-        failing.send(firing())
-    slow = CommandAlertChannel(
-        CommandChannel(
-            type="command", argv=[sys.executable, "-c", "import time; time.sleep(30)"], timeout="1s"
-        )
-    )
-    with pytest.raises(AlertChannelError, match="did not finish within 1s"):
-        slow.send(firing())
-    missing = CommandAlertChannel(CommandChannel(type="command", argv=["/nonexistent/pager"]))
-    with pytest.raises(AlertChannelError, match="not found"):
-        missing.send(firing())
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self.logins: list[tuple[str, str]] = []
-        self.event = threading.Event()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope)
-        self.event.set()
-        return "250 OK"
 
 
 def test_email_reaches_a_local_smtp_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,6 @@ import threading
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,24 +19,20 @@ from rotator.alerts.dispatch import (
 from rotator.alerts.rules import Alert, Kind, Sent, Severity
 from rotator.backends.file import FileStore
 from rotator.config.models import AlertsSettings, CommandChannel, FileStoreSettings, WebhookChannel
-from tests.support.alertkit import ALERTS, T0, Clock, Hook, Recorder, hook, settings, state
+from rotator.waits import Waiter
+from tests.support.alertkit import (
+    ALERTS,
+    T0,
+    Clock,
+    Hook,
+    Recorder,
+    dispatcher,
+    hook,
+    settings,
+    state,
+)
 
 __all__ = ["hook"]  # the fixture, imported so pytest finds it here
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    return FileStore("files", FileStoreSettings(type="file", directory=tmp_path / "state"))
-
-
-def dispatcher(store: FileStore, clock: Clock, *channels: Any) -> Dispatcher:
-    return Dispatcher(
-        alerts=ALERTS,
-        channels=list(channels),
-        memory=StoreAlertMemory(lambda account: store),
-        clock=clock,
-        sleep=lambda seconds: None,
-    )
 
 
 def test_each_threshold_fires_once_repeats_resolves_and_survives_restart(
@@ -107,7 +102,6 @@ def test_thresholds_fire_exactly_once_each_over_a_month(store: FileStore) -> Non
         channels=[rec],
         memory=StoreAlertMemory(lambda a: store),
         clock=clock,
-        sleep=lambda s: None,
     )
     while clock.now < T0 + timedelta(days=31):
         d.check(st, settings())
@@ -145,17 +139,17 @@ def test_failing_channel_is_retried_and_sends_again_later(store: FileStore) -> N
     clock = Clock(T0)
     broken = Recorder("broken", fail=100)
     flaky = Recorder("flaky", fail=2)
-    pauses: list[float] = []
+    waiter = CountingWaiter()
     d = Dispatcher(
         alerts=ALERTS,
         channels=[broken, flaky],
         memory=StoreAlertMemory(lambda a: store),
         clock=clock,
-        sleep=pauses.append,
+        waiter=waiter,
     )
     st = state(failed=True)
     assert len(d.check(st, settings())) == 1
-    assert len(flaky.got) == 1 and pauses == [1.0, 2.0, 1.0, 2.0]
+    assert len(flaky.got) == 1 and waiter.pauses == [1.0, 2.0, 1.0, 2.0]
     # one channel took it: remembered, no resend
     assert d.check(st, settings()) == []
 
@@ -164,7 +158,6 @@ def test_failing_channel_is_retried_and_sends_again_later(store: FileStore) -> N
         channels=[broken],
         memory=MemoryAlertMemory(),
         clock=clock,
-        sleep=lambda s: None,
     )
     assert len(only_broken.check(st, settings())) == 1
     broken.fail = 0
@@ -172,6 +165,31 @@ def test_failing_channel_is_retried_and_sends_again_later(store: FileStore) -> N
     # nothing took it the first time, so the next sweep sends it again
     [again] = only_broken.check(st, settings())
     assert not again.repeat and broken.got == [again]
+
+
+class CountingWaiter(Waiter):
+    """A waiter that remembers the pauses asked of it (set_testing makes them instant)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def sleep(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        return super().sleep(seconds)
+
+
+def test_a_stop_ends_the_retries_but_each_channel_still_gets_its_attempt() -> None:
+    broken, later = Recorder("broken", fail=100), Recorder("later")
+    waiter = CountingWaiter()
+    waiter.stop()  # the daemon is stopping
+    d = Dispatcher(
+        alerts=ALERTS, channels=[broken, later], memory=MemoryAlertMemory(), waiter=waiter
+    )
+    [sent] = d.check(state(failed=True), settings())
+    assert broken.fail == 99  # one attempt, no retry
+    assert waiter.pauses == [1.0]  # asked once, told "stopped"
+    assert later.got == [sent]
 
 
 def test_a_store_outage_still_alerts_once_and_is_recorded_after(tmp_path: Path) -> None:
@@ -236,7 +254,6 @@ def test_dispatcher_over_real_channels_counts_what_was_sent(
         channels=channels,
         memory=StoreAlertMemory(lambda a: store),
         clock=Clock(T0),
-        sleep=lambda s: None,
         on_sent=lambda c, k: counted.append((c, k)),
     )
     [sent] = d.check(state(failed=True, last_error_code="invalid_grant"), settings())
@@ -266,7 +283,7 @@ class CountingMemory(MemoryAlertMemory):
 def test_a_healthy_account_costs_one_read_then_none() -> None:
     memory = CountingMemory()
     clock = Clock(T0)
-    d = Dispatcher(alerts=ALERTS, channels=[], memory=memory, clock=clock, sleep=lambda s: None)
+    d = Dispatcher(alerts=ALERTS, channels=[], memory=memory, clock=clock)
     for _ in range(5):
         assert d.check(state(), settings()) == []
     assert memory.loads == 1
@@ -280,7 +297,7 @@ def test_a_healthy_account_costs_one_read_then_none() -> None:
 
 def test_settled_says_when_a_check_would_do_nothing() -> None:
     memory = CountingMemory()
-    d = Dispatcher(alerts=ALERTS, channels=[], memory=memory, clock=Clock(T0), sleep=lambda s: None)
+    d = Dispatcher(alerts=ALERTS, channels=[], memory=memory, clock=Clock(T0))
     assert not d.settled(state(), settings())  # never looked: the record may hold a sent alert
     assert d.check(state(), settings()) == []
     assert d.settled(state(), settings())

@@ -4,8 +4,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from rotator.alerts.rules import Kind, Severity, evaluate, human_duration
+from rotator.secrets import Secret
 from tests.support.alertkit import ALERTS, T0, settings, state
 
 
@@ -117,3 +121,33 @@ def test_human_duration() -> None:
     assert human_duration(timedelta(seconds=1)) == "1 second"
     assert human_duration(timedelta(days=2, seconds=-1)) == "2 days"
     assert human_duration(timedelta(hours=2, seconds=-1)) == "2 hours"
+
+
+_TOKENS = st.builds(lambda h: f"tok-{h}", st.text("0123456789abcdef", min_size=8, max_size=40))
+
+
+@hypothesis_settings(max_examples=200)
+@given(
+    refresh=_TOKENS,
+    access=_TOKENS,
+    around=st.lists(st.text(max_size=30), min_size=3, max_size=3),
+    failed=st.booleans(),
+)
+def test_no_token_of_the_state_reaches_a_summary_whatever_the_vendor_echoed(
+    refresh: str, access: str, around: list[str], failed: bool
+) -> None:
+    """The error text is the vendor's; one that echoes the tokens it was sent (before,
+    between, after any text) yields a summary without them, for dead grants and failures."""
+    echo = f"{around[0]}{refresh}{around[1]}{access}{around[2]}"
+    st_ = state(
+        refresh_token=Secret(refresh),
+        access_token=Secret(access),
+        failed=failed,
+        consecutive_failures=5,
+        last_error=echo,
+        last_error_code="invalid_grant",
+    )
+    [cond] = [c for c in evaluate(st_, settings(), ALERTS, T0) if c.kind is not Kind.LAPSE]
+    assert cond.kind is (Kind.DEAD if failed else Kind.FAILURES)
+    assert refresh not in cond.summary and access not in cond.summary
+    assert "(last error: " in cond.summary

@@ -1,0 +1,103 @@
+"""The command alert channel: run the operator's program with the alert on stdin.
+
+The program gets a *minimal* environment, not the daemon's: the daemon's holds
+the client secrets, ``VAULT_TOKEN``, ``AWS_SECRET_ACCESS_KEY`` and whatever a
+Helm ``envFromSecrets`` put there, and a pager script has no business with any
+of it. It gets :data:`BASE_ENV` (when set), the alert's own ``ROTATOR_ALERT_*``
+variables, and the names the channel's ``pass_env`` allow-lists. ``HOME`` is in
+the base set on purpose: it is a directory, not a secret; the child runs as the
+daemon's user and could read the same files anyway; and the tools pager scripts
+call (curl's ``.netrc``, ssh, cloud CLIs, Python's user site) look there and fail
+confusingly without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from rotator.alerts.channels.base import AlertChannelError
+from rotator.errors import scrub, scrub_values
+
+if TYPE_CHECKING:
+    from rotator.alerts.rules import Alert
+    from rotator.config.models import CommandChannel
+
+__all__ = ["BASE_ENV", "CommandAlertChannel", "alert_environment", "child_environment"]
+
+#: taken from the daemon's environment when set: where programs are, the language
+#: and time zone their output is in, and the home directory (see the docstring)
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+#: never handed on, even when allow-listed: the child must not speak to systemd in
+#: our name (the configuration refuses these names too; this is the second line)
+_SYSTEMD_ONLY = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"})
+
+
+def alert_environment(alert: Alert) -> dict[str, str]:
+    """The ``ROTATOR_ALERT_*`` variables: the alert's routing fields, none free text."""
+    return {
+        "ROTATOR_ALERT_STATUS": alert.status,
+        "ROTATOR_ALERT_KIND": str(alert.kind),
+        "ROTATOR_ALERT_SEVERITY": str(alert.severity),
+        "ROTATOR_ALERT_ACCOUNT": alert.account,
+        "ROTATOR_ALERT_PROVIDER": alert.provider,
+        "ROTATOR_ALERT_REPEAT": "true" if alert.repeat else "false",
+    }
+
+
+def child_environment(
+    alert: Alert, pass_env: Iterable[str], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The command's whole environment: :data:`BASE_ENV` and ``pass_env`` names that
+    are set in ``environ``, then the alert's variables. Pure."""
+    env = {
+        name: environ[name]
+        for name in (*BASE_ENV, *pass_env)
+        if name in environ and name not in _SYSTEMD_ONLY
+    }
+    # Without PATH, exec would fall back to a default anyway; saying it keeps the
+    # child's view the same whichever way it looks programs up.
+    env.setdefault("PATH", os.defpath)
+    env.update(alert_environment(alert))
+    return env
+
+
+class CommandAlertChannel:
+    """Run ``argv`` with the alert JSON on stdin; a non-zero exit or a timeout is a failure."""
+
+    def __init__(self, settings: CommandChannel, *, name: str = "command") -> None:
+        self.name = name
+        self.settings = settings
+
+    def send(self, alert: Alert) -> None:
+        argv = list(self.settings.argv)
+        env = child_environment(alert, self.settings.pass_env, os.environ)
+        try:
+            done = subprocess.run(  # noqa: S603 - argv comes from the operator's configuration
+                argv,
+                input=json.dumps(alert.payload()).encode(),
+                capture_output=True,
+                timeout=self.settings.timeout.total_seconds(),
+                check=False,
+                env=env,
+            )
+        except FileNotFoundError:
+            raise AlertChannelError(f"alert command {argv[0]!r} not found") from None
+        except PermissionError:
+            raise AlertChannelError(f"alert command {argv[0]!r} is not executable") from None
+        except subprocess.TimeoutExpired:
+            raise AlertChannelError(
+                f"alert command {argv[0]!r} did not finish within "
+                f"{self.settings.timeout.total_seconds():g}s"
+            ) from None
+        if done.returncode != 0:
+            # An allow-listed variable may well be a credential (a pager's API key);
+            # a script that echoes it on failure must not put it in our log.
+            passed = [env[name] for name in self.settings.pass_env if name in env]
+            stderr = scrub(scrub_values(done.stderr.decode("utf-8", "replace"), passed), 200)
+            raise AlertChannelError(
+                f"alert command {argv[0]!r} exited with {done.returncode}: {stderr}"
+            )

@@ -1,0 +1,79 @@
+"""The webhook alert channel: the alert as JSON, or as a Slack incoming-webhook message.
+
+The URL is a secret reference resolved at the moment of sending (for Slack the
+URL *is* the credential), so a rotated value is picked up without a reload and
+never sits in a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from rotator import __version__
+from rotator.alerts.channels.base import AlertChannelError
+from rotator.errors import scrub
+from rotator.secrets import resolve
+
+if TYPE_CHECKING:
+    from rotator.alerts.rules import Alert
+    from rotator.config.models import WebhookChannel
+
+__all__ = ["WebhookAlertChannel", "slack_payload"]
+
+
+_SLACK_ICONS = {
+    "critical": ":rotating_light:",
+    "warning": ":warning:",
+    "info": ":white_check_mark:",
+}
+
+
+def slack_payload(alert: Alert) -> dict[str, Any]:
+    """A Slack incoming-webhook message: one line of text, markdown."""
+    icon = _SLACK_ICONS.get(str(alert.severity), "")
+    text = f"{icon} *{alert.title}*"
+    if alert.repeat:
+        text += " _(reminder)_"
+    return {"text": text}
+
+
+class WebhookAlertChannel:
+    """POST the alert as JSON (``format: json``) or as a Slack message (``format: slack``).
+
+    Sent with the standard library rather than httpx on purpose: httpx logs every
+    request URL at INFO, and a webhook URL (Slack's above all) is a credential.
+    """
+
+    def __init__(self, settings: WebhookChannel, *, name: str = "webhook") -> None:
+        self.name = name
+        self.settings = settings
+
+    def send(self, alert: Alert) -> None:
+        import urllib.error  # here, not at the top: the daemon starts without them
+        import urllib.request
+
+        url = resolve(self.settings.url).reveal()
+        where = f"webhook {self.settings.url}"  # the reference, never the URL
+        if not url.startswith(("https://", "http://")):
+            raise AlertChannelError(f"{where} does not hold an http:// or https:// URL")
+        body = slack_payload(alert) if self.settings.format == "slack" else alert.payload()
+        request = urllib.request.Request(  # noqa: S310 - scheme checked above
+            url,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "User-Agent": f"rotator/{__version__}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - scheme checked above
+                request, timeout=self.settings.timeout.total_seconds()
+            ) as response:
+                response.read(4096)
+        except urllib.error.HTTPError as exc:
+            text = exc.read(512).decode("utf-8", "replace")
+            raise AlertChannelError(
+                f"{where} answered HTTP {exc.code}: {scrub(text, 120)}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AlertChannelError(f"{where} did not answer: {type(reason).__name__}") from None
