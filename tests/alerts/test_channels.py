@@ -13,7 +13,8 @@ from rotator.alerts.channels import AlertChannelError, EmailAlertChannel, Webhoo
 from rotator.alerts.rules import Severity
 from rotator.config.models import EmailChannel, WebhookChannel
 from tests.support import leakcheck
-from tests.support.alertkit import Hook, Mailbox, firing, free_port, hook
+from tests.support.alertkit import Hook, Mailbox, firing, hook
+from tests.support.net import free_port
 
 __all__ = ["hook"]  # the fixture, imported so pytest finds it here
 

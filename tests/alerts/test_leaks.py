@@ -27,12 +27,12 @@ from tests.support.alertkit import (
     Clock,
     Hook,
     Mailbox,
-    free_port,
     hook,
     mail_text,
 )
 from tests.support.alertkit import settings as account_settings
 from tests.support.alertkit import state as account_state
+from tests.support.net import free_port
 
 __all__ = ["hook"]  # the fixture, imported so pytest finds it here
 

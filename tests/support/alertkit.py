@@ -11,12 +11,11 @@ log lines.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from rotator.config.models import AccountSettings, AlertsSettings, Sink
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from tests.support import leakcheck
+from tests.support.net import LoopbackHTTPServer
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 ALERTS = AlertsSettings()  # warn at 7d, 3d, 1d; repeat 24h; 3 failures
@@ -138,13 +138,12 @@ class Hook:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._http = LoopbackHTTPServer(Handler)
+        self.port = self._http.port
+        self._http.start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
 
 
 @pytest.fixture
@@ -152,12 +151,6 @@ def hook() -> Iterator[Hook]:
     h = Hook()
     yield h
     h.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mail_text(content: bytes) -> str:
