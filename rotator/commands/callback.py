@@ -25,7 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
-from rotator.errors import ConfigError, RotatorError
+from rotator.commands.common import UsageError
+from rotator.errors import RotatorError
 
 __all__ = [
     "AuthorizeError",
@@ -89,7 +90,7 @@ def parse_pasted_code(value: str) -> Callback:
 def read_code(value: str, stdin: TextIO | None = None) -> str:
     """The ``--code`` argument, or, for ``-``, the first non-empty line of standard input.
 
-    Raises ConfigError (exit 2) when standard input holds nothing.
+    Raises UsageError (exit 2) when standard input holds nothing.
     """
     if value != "-":
         return value
@@ -103,7 +104,7 @@ def read_code(value: str, stdin: TextIO | None = None) -> str:
     for line in source:
         if line.strip():
             return line.strip()
-    raise ConfigError(
+    raise UsageError(
         "--code - read nothing from standard input; pipe in the code or the redirect "
         "address (e.g. `pbpaste | rotator authorize ACCOUNT --code -`)"
     )
@@ -125,7 +126,7 @@ def listen_address(listen: str | None, redirect_uri: str) -> tuple[str, int] | N
     if listen is not None:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8765)")
+            raise UsageError(f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8765)")
         return host, int(port)
     split = urlsplit(redirect_uri)
     if split.scheme == "http" and is_loopback(split.hostname or ""):
