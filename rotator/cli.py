@@ -166,16 +166,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (ConfigError, UsageError) as exc:
-        print(
-            f"rotator: config: {exc}" if isinstance(exc, ConfigError) else f"rotator: {exc}",
-            file=sys.stderr,
-        )
+        prefix = "rotator: config: " if isinstance(exc, ConfigError) else "rotator: "
+        _refuse(prefix + str(exc))
         return EXIT_USAGE
     except RotatorError as exc:
-        print(f"rotator: {exc}", file=sys.stderr)
+        _refuse(f"rotator: {exc}")  # may carry a vendor's or a store's text
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def _refuse(message: str) -> None:
+    from rotator.commands.terminal import fit, printable
+
+    print(fit(printable(message), sys.stderr), file=sys.stderr)
 
 
 # --- commands: each parses nothing and decides nothing; rotator/commands/ does the work -----

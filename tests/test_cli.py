@@ -19,6 +19,8 @@ import structlog
 import yaml
 
 from rotator.cli import main
+from rotator.commands.terminal import printable
+from tests.fakes.vendorhttp import Reply, Request, VendorServer, running
 from tests.support import leakcheck
 from tests.support.proc import env_for, run_rotator
 
@@ -48,7 +50,7 @@ def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
 UNREACHABLE = "http://127.0.0.1:9/token"  # the discard port: nothing answers
 
 
-def write_config(tmp_path: Path, **store: Any) -> Path:
+def write_config(tmp_path: Path, token_url: str = UNREACHABLE, **store: Any) -> Path:
     """Two accounts (an OAuth2 client and a Fax.Plus app) over one file store."""
     config = {
         "stores": {
@@ -58,7 +60,7 @@ def write_config(tmp_path: Path, **store: Any) -> Path:
             "idp-api": {
                 "provider": "oauth2",
                 "grant": "client_credentials",
-                "token_url": UNREACHABLE,
+                "token_url": token_url,
                 "client_id": "svc",
                 "client_secret": "env:CLI_TEST_SECRET",
                 "sinks": [{"store": "files", "path": "idp.json"}],
@@ -280,6 +282,36 @@ def test_a_runtime_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 1
     assert "error: idp-api: files: cannot read" in err and "Not a directory" in err
     assert out.startswith("ACCOUNT")
+
+
+# --- text from outside reaches the terminal escaped ------------------------------------------
+
+TERMINAL_TRICKS = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202e\r"
+
+
+class HostileVendor(VendorServer):
+    """A token endpoint whose error description is full of terminal control sequences."""
+
+    def route(self, request: Request) -> Reply:
+        return Reply(400, {"error": "invalid_scope", "error_description": TERMINAL_TRICKS})
+
+
+def test_error_messages_reach_the_terminal_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running(HostileVendor()) as vendor:
+        config = write_config(tmp_path, token_url=vendor.base_url + "/token")
+        code, out, err = run_main(["refresh", "idp-api", "-c", str(config)], capsys)
+    assert code == 1 and out == ""
+    assert vendor.requests, "the vendor was asked"
+    assert all(line == printable(line) for line in err.split("\n")), err
+    assert "\\x1b]0;owned\\x07" in err
+    # a runtime error raised through main() (the config file name is the operator's, but
+    # the same path prints every RotatorError, vendor text included)
+    odd = tmp_path / "rotator\x1b[2J.yaml"
+    code, _, err = run_main(["check", "-c", str(odd)], capsys)
+    assert code == 2 and "rotator\\x1b[2J.yaml does not exist" in err
+    assert "\x1b" not in err
 
 
 # --- real processes ----------------------------------------------------------------------------

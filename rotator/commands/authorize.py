@@ -36,6 +36,7 @@ from rotator.commands.callback import (
     same_state,
     warn_if_exposed,
 )
+from rotator.commands.terminal import printable
 from rotator.errors import ConfigError, RotatorError, StoreConflict
 from rotator.tokens import format_time
 from rotator.waits import Waiter
@@ -219,7 +220,7 @@ def authorize(
                     settings.timeout.total_seconds(),
                 )
             except ProviderError as exc:
-                say(f"{account}: stored, but GET /accounts/self failed: {exc}")
+                say(f"{account}: stored, but GET /accounts/self failed: {printable(str(exc))}")
                 return 1
             say(f"{account}: verified: GET {settings.api_base}/accounts/self answered OK")
         say(

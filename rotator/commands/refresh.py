@@ -36,6 +36,7 @@ def refresh(
     ``lease_ttl``).
     """
     from rotator.commands.common import open_rotator
+    from rotator.commands.terminal import printable
     from rotator.rotation.rotator import Result
     from rotator.tokens import format_time
 
@@ -74,5 +75,6 @@ def refresh(
             file=stderr,
         )
         return 1
-    print(f"{account_name}: {result.result}: {result.error}", file=stderr)
+    # the error text is the vendor's: shown escaped, never obeyed by the terminal
+    print(f"{account_name}: {result.result}: {printable(str(result.error))}", file=stderr)
     return 1

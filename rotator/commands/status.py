@@ -19,13 +19,14 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from rotator.commands.terminal import fit, printable
 from rotator.errors import RotatorError, StoreError, scrub_values
 
 if TYPE_CHECKING:
     from rotator.config.models import AccountSettings, Config
     from rotator.state import AccountState
 
-__all__ = ["HEADERS", "printable", "render_table", "status"]
+__all__ = ["HEADERS", "render_table", "status"]
 
 HEADERS = (
     "ACCOUNT",
@@ -39,27 +40,6 @@ HEADERS = (
 )
 #: how much of a last error the table shows (--json has all of it)
 ERROR_WIDTH = 80
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would not simply show replaced by its escape.
-
-    A space stays a space; tabs, newlines and every other non-printable character
-    (``str.isprintable``: Cc, Cf, Cs, Co, Cn, Zl, Zp and the other Zs) become
-    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``, as Python writes them.
-    """
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
 
 
 def _health(row: Mapping[str, Any]) -> str:
@@ -117,12 +97,6 @@ def _scrubbed(row: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
     return {k: scrub_values(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
 
 
-def _fit(text: str, stream: TextIO) -> str:
-    """Text the stream can encode: a printable character it cannot is escaped, not an error."""
-    encoding = getattr(stream, "encoding", None) or "utf-8"
-    return text.encode(encoding, "backslashreplace").decode(encoding)
-
-
 def status(
     config: Config,
     *,
@@ -157,7 +131,7 @@ def status(
         )
     else:
         for line in render_table(rows):
-            print(_fit(line, stdout), file=stdout)
+            print(fit(line, stdout), file=stdout)
         for line in problems:
-            print(_fit(f"error: {printable(line)}", stderr), file=stderr)
+            print(fit(f"error: {printable(line)}", stderr), file=stderr)
     return 1 if problems else 0

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.cli import main
-from rotator.commands.status import printable, render_table, status
+from rotator.commands.status import render_table, status
+from rotator.commands.terminal import printable
 from rotator.config.models import Config, load_config
 from rotator.secrets import Secret
 from rotator.service.app import open_stores
