@@ -438,3 +438,27 @@ def test_code_from_stdin_keeps_it_off_the_command_line(
     assert "refresh token stored in files:state/acme-fax" in done.stdout
     assert code_of(location) not in done.stdout + done.stderr
     assert stored_state(config).refresh_token is not None
+
+
+def test_a_stopped_waiter_ends_the_wait_for_a_lease_at_once(
+    tmp_path: Path, vendor: FaxPlusEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rotator.commands.authorize import authorize
+    from rotator.waits import Waiter
+
+    monkeypatch.setenv("FAXPLUS_SECRET", vendor.clients[vendor.client_id])
+    config = load_config(str(write_config(tmp_path, vendor, "https://app.example.com/cb")))
+    held = AccountState(
+        "acme-fax",
+        provider="faxplus",
+        lease_owner="daemon-host:1234",
+        lease_until=datetime.now(UTC) + timedelta(hours=1),
+    )
+    open_stores(config)["files"].write("state/acme-fax", held.to_record(), expected_version=None)
+    waiter = Waiter()
+    waiter.stop()
+    started = time.monotonic()
+    with pytest.raises(AuthorizeError, match="is rotating acme-fax right now"):
+        authorize(config, "acme-fax", code="never-sent", lease_wait=60, waiter=waiter)
+    assert time.monotonic() - started < 10
+    assert vendor.requests == []
