@@ -4,11 +4,12 @@ The flow (DESIGN.md, issue 4):
 
 1. print the authorization URL, with a random ``state``;
 2. get the code back: listen on the loopback ``redirect_uri`` (or ``--listen``)
-   and catch the browser's redirect, or take ``--code`` pasted by the user.
-   Without either, the ``state`` is kept in the account's state (``extra``) so
-   that a later ``--code 'https://.../callback?code=...&state=...'`` can be
-   checked against it;
-3. check ``state``; exchange the code (query string, HTTP Basic);
+   and catch the browser's redirect (the listener, in callback.py, accepts only
+   the request carrying that ``state``), or take ``--code`` pasted by the user
+   (``--code -``: from standard input). Without either, the ``state`` is kept
+   in the account's state (``extra``) so that a later
+   ``--code 'https://.../callback?code=...&state=...'`` can be checked against it;
+3. check ``state`` (in constant time); exchange the code (query string, HTTP Basic);
 4. write the refresh token and ``authorized_at`` to the state store with
    compare-and-set, clearing a ``failed`` flag;
 5. optionally check the token with ``GET {api_base}/accounts/self``.
