@@ -8,22 +8,15 @@ the command that needs it, so ``rotator --help`` answers at once.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from rotator.config.models import Config
-    from rotator.rotation.rotator import Rotator
+from rotator.commands.common import UsageError, load, require_account
 
-__all__ = ["main"]
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad usage that argparse could not catch (exit 2)."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -94,12 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument(
         "--code",
         metavar="CODE",
-        help="the code, or the whole redirect address, pasted from the browser",
+        help="the code, or the whole redirect address, pasted from the browser; "
+        "'-' reads it from standard input (keeps it out of ps and shell history)",
     )
     how.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="catch the redirect here (default: the loopback redirect_uri)",
+        help="catch the redirect here (default: the loopback redirect_uri); a non-loopback "
+        "address is reachable from other machines and draws a warning",
     )
     p.add_argument(
         "--no-verify",
@@ -171,45 +166,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (ConfigError, UsageError) as exc:
-        print(
-            f"rotator: config: {exc}" if isinstance(exc, ConfigError) else f"rotator: {exc}",
-            file=sys.stderr,
-        )
+        prefix = "rotator: config: " if isinstance(exc, ConfigError) else "rotator: "
+        _refuse(prefix + str(exc))
         return EXIT_USAGE
     except RotatorError as exc:
-        print(f"rotator: {exc}", file=sys.stderr)
+        _refuse(f"rotator: {exc}")  # may carry a vendor's or a store's text
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
 
-def _load(args: argparse.Namespace) -> Config:
-    from rotator.config.models import config_path, load_config
+def _refuse(message: str) -> None:
+    from rotator.commands.terminal import fit, printable
 
-    return load_config(config_path(args.config))
-
-
-def _rotator(config: Config, *, spool: bool = True) -> Rotator:
-    from rotator.http import HttpClients
-    from rotator.rotation.accounts import build_accounts
-    from rotator.rotation.rotator import Rotator
-    from rotator.service.app import open_spool, open_stores
-
-    stores = open_stores(config)
-    return Rotator(
-        accounts=build_accounts(config, stores),
-        http=HttpClients(max_connections=4),
-        spool=open_spool(config) if spool else None,
-    )
+    print(fit(printable(message), sys.stderr), file=sys.stderr)
 
 
-def _account(config: Config, name: str) -> None:
-    if name not in config.accounts:
-        known = ", ".join(sorted(config.accounts)) or "none"
-        raise UsageError(f"no account {name!r} in {config.source} (accounts: {known})")
-
-
-# --- commands ---------------------------------------------------------------------------
+# --- commands: each parses nothing and decides nothing; rotator/commands/ does the work -----
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -220,210 +193,50 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args)
-    print(
-        f"{config.source}: configuration OK: {len(config.accounts)} accounts, "
-        f"{len(config.stores)} stores"
-    )
-    if not args.online:
-        return EXIT_OK
-    from rotator.commands.online import check_online
+    from rotator.commands.check import check
 
-    return check_online(config)
+    return check(load(args.config), online=args.online)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rotator.errors import StoreError
-    from rotator.state import describe
+    from rotator.commands.status import status
 
-    config = _load(args)
-    rotator = _rotator(config, spool=False)  # status only reads
-    states = []
-    problems: list[str] = []
-    for name, account in rotator.accounts.items():
-        try:
-            state, _ = rotator.read_state(account)
-        except StoreError as exc:
-            problems.append(f"{name}: {exc}")
-            continue
-        states.append(state)
-    rows = describe(states)
-    if args.json:
-        print(json.dumps({"accounts": rows, "errors": problems}, indent=2))
-    else:
-        _print_table(rows)
-        for line in problems:
-            print(f"error: {line}", file=sys.stderr)
-    return EXIT_FAILURE if problems else EXIT_OK
-
-
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    headers = (
-        "ACCOUNT",
-        "PROVIDER",
-        "STATE",
-        "ACCESS EXPIRES",
-        "REFRESH EXPIRES",
-        "LAST SUCCESS",
-        "NEXT REFRESH",
-        "LAST ERROR",
-    )
-    table = []
-    for row in rows:
-        if row["failed"]:
-            health = "FAILED"
-        elif row["consecutive_failures"]:
-            health = f"RETRYING({row['consecutive_failures']})"
-        elif row["access_token_expires_at"]:
-            health = "OK"
-        else:
-            health = "NO TOKEN"
-        table.append(
-            (
-                row["account"],
-                row["provider"] or "-",
-                health,
-                row["access_token_expires_at"] or "-",
-                row["refresh_token_expires_at"] or ("never" if row["has_refresh_token"] else "-"),
-                row["last_success_at"] or "-",
-                row["next_refresh_at"] or "-",
-                (row["last_error"] or "")[:80],
-            )
-        )
-    widths = [max(len(str(r[i])) for r in [headers, *table]) for i in range(len(headers))]
-    for line in [headers, *table]:
-        print(
-            "  ".join(
-                str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
-            ).rstrip()
-        )
+    return status(load(args.config), as_json=args.json)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    import time
+    from rotator.commands.refresh import refresh
 
-    from rotator.rotation.rotator import Result
-
-    config = _load(args)
-    _account(config, args.account)
-    rotator = _rotator(config)
-    wait = (
-        args.wait
-        if args.wait is not None
-        else config.accounts[args.account].lease_ttl.total_seconds()
-    )
-    deadline = time.monotonic() + wait
-    while True:
-        result = rotator.rotate(args.account, force=True)
-        if result.result != Result.BUSY or time.monotonic() >= deadline:
-            break
-        time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-    rotator.http.close()
-    state = result.state
-    if result.result == Result.SUCCESS and state is not None and state.expires_at:
-        from rotator.tokens import format_time
-
-        print(
-            f"{args.account}: rotated; access token expires {format_time(state.expires_at)}; "
-            f"sinks written {result.sinks_written}, unchanged {result.sinks_unchanged}, "
-            f"failed {result.sinks_failed}"
-        )
-        return EXIT_FAILURE if result.sinks_failed else EXIT_OK
-    if result.result == Result.ADOPTED:
-        print(f"{args.account}: another worker had just rotated; its token is current")
-        return EXIT_OK
-    if result.result == Result.BUSY:
-        print(f"{args.account}: another worker holds the lease; try again later", file=sys.stderr)
-        return EXIT_FAILURE
-    print(f"{args.account}: {result.result}: {result.error}", file=sys.stderr)
-    return EXIT_FAILURE
+    if args.wait is not None and args.wait < 0:
+        raise UsageError(f"--wait {args.wait:g} is negative; give SECONDS >= 0 (e.g. --wait 30)")
+    config = load(args.config)
+    require_account(config, args.account)
+    return refresh(config, args.account, wait=args.wait)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from rotator.commands.seed import parse_authorized_at, read_token, seed
 
-    from rotator.errors import StoreConflict
-    from rotator.rotation.rotator import utc_now
-    from rotator.secrets import Secret
-
-    config = _load(args)
-    _account(config, args.account)
-    if args.file:
-        try:
-            with open(args.file, encoding="utf-8") as handle:
-                raw = handle.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-    else:
-        if sys.stdin.isatty():
-            print("paste the refresh token, then press Enter and Ctrl-D:", file=sys.stderr)
-        raw = sys.stdin.read()
-    token = raw.strip()
-    if not token or any(c.isspace() for c in token):
-        raise UsageError("the refresh token must be one non-empty line without spaces")
-    authorized_at = None
-    if args.authorized_at:
-        from rotator.tokens import parse_time
-
-        try:
-            authorized_at = parse_time(args.authorized_at)
-        except ValueError:
-            raise UsageError(
-                f"--authorized-at {args.authorized_at!r} is not an ISO 8601 time "
-                "(e.g. 2026-11-20T10:00:00Z)"
-            ) from None
-    rotator = _rotator(config)
-    account = rotator.accounts[args.account]
-    for _ in range(5):
-        state, version = rotator.read_state(account)
-        if state.lease_held_by_other("import", utc_now()):
-            print(
-                f"{args.account}: a worker is rotating it right now; try again in a moment",
-                file=sys.stderr,
-            )
-            return EXIT_FAILURE
-        seeded = replace(
-            state,
-            provider=account.settings.provider,
-            authorized_at=authorized_at,
-            refresh_token=Secret(token),
-            refresh_expires_at=None,
-            access_token=None,
-            issued_at=None,
-            expires_at=None,
-            next_refresh_at=None,
-            failed=False,
-            consecutive_failures=0,
-            last_error="",
-            last_error_code="",
-        )
-        try:
-            account.state_store.write(
-                account.state_path, seeded.to_record(), expected_version=version
-            )
-        except StoreConflict:
-            continue
-        from rotator.config.models import state_store
-
-        where = f"{state_store(config, args.account)}:{account.state_path}"
-        print(
-            f"{args.account}: refresh token imported into {where}; the daemon refreshes it "
-            f"at its next look (or now: rotator refresh {args.account})"
-        )
-        return EXIT_OK
-    print(f"{args.account}: the state kept changing; try again", file=sys.stderr)
-    return EXIT_FAILURE
+    authorized_at = parse_authorized_at(args.authorized_at)
+    config = load(args.config)
+    require_account(config, args.account)
+    return seed(config, args.account, read_token(args.file), authorized_at=authorized_at)
 
 
 def cmd_authorize(args: argparse.Namespace) -> int:
     from rotator.commands.authorize import authorize
+    from rotator.commands.callback import read_code
 
-    config = _load(args)
-    _account(config, args.account)
+    if args.timeout <= 0:
+        raise UsageError(
+            f"--timeout {args.timeout:g} is not positive; give SECONDS > 0 (e.g. --timeout 300)"
+        )
+    config = load(args.config)
+    require_account(config, args.account)
     return authorize(
         config,
         args.account,
-        code=args.code,
+        code=read_code(args.code) if args.code is not None else None,
         listen=args.listen,
         verify=not args.no_verify,
         timeout=args.timeout,
@@ -431,23 +244,20 @@ def cmd_authorize(args: argparse.Namespace) -> int:
 
 
 def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
-    from rotator.providers.faxmax.provider import faxmax_login_url
+    from rotator.commands.faxmax import login_url
 
-    config = _load(args)
-    _account(config, args.account)
-    print(
-        faxmax_login_url(
-            config, args.account, user=args.user, remote_ip=args.remote_ip, page=args.page
-        ),
-        flush=True,
-    )
-    print("valid for 3 seconds: open it now", file=sys.stderr)
-    return EXIT_OK
+    config = load(args.config)
+    require_account(config, args.account)
+    return login_url(config, args.account, user=args.user, remote_ip=args.remote_ip, page=args.page)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from rotator.demo.run import run_demo
 
+    if args.lifetime <= 0:
+        raise UsageError(
+            f"--lifetime {args.lifetime:g} is not positive; give SECONDS > 0 (e.g. --lifetime 20)"
+        )
     return run_demo(directory=args.directory, lifetime=args.lifetime)
 
 

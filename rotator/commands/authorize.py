@@ -4,11 +4,12 @@ The flow (DESIGN.md, issue 4):
 
 1. print the authorization URL, with a random ``state``;
 2. get the code back: listen on the loopback ``redirect_uri`` (or ``--listen``)
-   and catch the browser's redirect, or take ``--code`` pasted by the user.
-   Without either, the ``state`` is kept in the account's state (``extra``) so
-   that a later ``--code 'https://.../callback?code=...&state=...'`` can be
-   checked against it;
-3. check ``state``; exchange the code (query string, HTTP Basic);
+   and catch the browser's redirect (the listener, in callback.py, accepts only
+   the request carrying that ``state``), or take ``--code`` pasted by the user
+   (``--code -``: from standard input). Without either, the ``state`` is kept
+   in the account's state (``extra``) so that a later
+   ``--code 'https://.../callback?code=...&state=...'`` can be checked against it;
+3. check ``state`` (in constant time); exchange the code (query string, HTTP Basic);
 4. write the refresh token and ``authorized_at`` to the state store with
    compare-and-set, clearing a ``failed`` flag;
 5. optionally check the token with ``GET {api_base}/accounts/self``.
@@ -20,16 +21,26 @@ from __future__ import annotations
 
 import secrets
 import sys
-import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
+from rotator.commands.callback import (
+    AuthorizeError,
+    Callback,
+    CallbackListener,
+    listen_address,
+    parse_pasted_code,
+    same_state,
+    warn_if_exposed,
+)
+from rotator.commands.terminal import printable
 from rotator.errors import ConfigError, RotatorError, StoreConflict
 from rotator.tokens import format_time
+from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.config.models import Config
@@ -48,134 +59,12 @@ PENDING_STATE = "authorize_state"
 PENDING_SINCE = "authorize_started_at"
 #: how long a printed authorization URL's state is accepted by a later --code
 PENDING_TTL = timedelta(hours=1)
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-class AuthorizeError(RotatorError):
-    """The authorization did not complete (exit 1); the message says why."""
+#: how often a wait for another worker's lease looks again
+LEASE_POLL = 0.2
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-# --- the code coming back -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    code: str | None
-    state: str | None
-    error: str | None = None
-
-
-def parse_pasted_code(value: str) -> Callback:
-    """``--code`` takes a bare code, or the whole redirect URL (or its query string)."""
-    value = value.strip()
-    query = urlsplit(value).query if "://" in value else value.lstrip("?")
-    if "=" not in query:
-        return Callback(code=value or None, state=None)
-    params = dict(parse_qsl(query, keep_blank_values=True))
-    return Callback(
-        code=params.get("code") or None,
-        state=params.get("state"),
-        error=params.get("error_description") or params.get("error"),
-    )
-
-
-class CallbackListener:
-    """A one-shot HTTP listener for the OAuth redirect on ``host:port`` ``path``."""
-
-    def __init__(self, host: str, port: int, path: str) -> None:
-        self.path = path or "/"
-        self.result: Callback | None = None
-        self._done = threading.Event()
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                split = urlsplit(self.path)
-                if split.path != listener.path:
-                    self._reply(404, "Not the redirect URI rotator is waiting on.")
-                    return
-                params = dict(parse_qsl(split.query, keep_blank_values=True))
-                if "code" not in params and "error" not in params:
-                    self._reply(400, "No code in this request.")
-                    return
-                listener.result = Callback(
-                    code=params.get("code") or None,
-                    state=params.get("state"),
-                    error=params.get("error_description") or params.get("error"),
-                )
-                if listener.result.error:
-                    self._reply(400, "The authorization was not granted. See the terminal.")
-                else:
-                    self._reply(200, "rotator received the authorization. You can close this.")
-                listener._done.set()
-
-            def _reply(self, status: int, text: str) -> None:
-                body = f"<!doctype html><title>rotator</title><p>{text}</p>\n".encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None  # the request line carries the code
-
-        bind = host.strip("[]")
-        if bind == "localhost":
-            bind = "127.0.0.1"
-        server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer
-        if ":" in bind:
-            import socket
-
-            class _V6(ThreadingHTTPServer):
-                address_family = socket.AF_INET6
-
-            server_class = _V6
-        try:
-            self._server = server_class((bind, port), Handler)
-        except OSError as exc:
-            raise AuthorizeError(
-                f"cannot listen on {host}:{port} for the redirect: {exc.strerror} "
-                "(use --listen HOST:PORT, or --code)"
-            ) from None
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.1,), name="authorize", daemon=True
-        )
-
-    def __enter__(self) -> CallbackListener:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def wait(self, timeout: float) -> Callback:
-        if not self._done.wait(timeout):
-            raise AuthorizeError(
-                f"no redirect arrived within {timeout:g}s; open the URL above, or run again "
-                "with --code"
-            )
-        assert self.result is not None  # noqa: S101 - set before the event
-        return self.result
-
-
-def _listen_address(listen: str | None, redirect_uri: str) -> tuple[str, int] | None:
-    if listen is not None:
-        host, sep, port = listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8765)")
-        return host, int(port)
-    split = urlsplit(redirect_uri)
-    if split.scheme == "http" and (split.hostname or "") in _LOOPBACK:
-        return split.hostname or "127.0.0.1", split.port or 80
-    return None
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -213,6 +102,7 @@ def authorize(
     timeout: float = 300.0,
     lease_wait: float | None = None,
     out: TextIO | None = None,
+    waiter: Waiter | None = None,
     clock: Callable[[], datetime] = _utc_now,
 ) -> int:
     """Run the bootstrap; returns the exit code. Raises ConfigError / RotatorError.
@@ -228,6 +118,7 @@ def authorize(
     from rotator.service.app import open_stores
 
     stdout = out or sys.stdout
+    waiter = waiter or Waiter()
     settings = _faxplus_settings(config, account)
     redirect_uri = settings.redirect_uri or ""
     store_name = state_store(config, account)
@@ -247,7 +138,7 @@ def authorize(
     else:
         state_value = secrets.token_urlsafe(24)
         url = authorization_url(settings, state_value)
-        address = _listen_address(listen, redirect_uri)
+        address = listen_address(listen, redirect_uri)
         if address is None:
             _when_free(
                 store,
@@ -255,6 +146,7 @@ def authorize(
                 path=path,
                 clock=clock,
                 wait=wait,
+                waiter=waiter,
                 change=lambda state, now: replace(
                     state,
                     provider=state.provider or settings.provider,
@@ -271,15 +163,15 @@ def authorize(
                 f"and run:\n\n  rotator authorize {account} --code '<the address>'\n"
             )
             return 0
-        with CallbackListener(address[0], address[1], urlsplit(redirect_uri).path) as listener:
+        if listen is not None:
+            warn_if_exposed(*address)
+        # the listener accepts only the redirect carrying state_value: nothing else ends the wait
+        with CallbackListener(
+            address[0], address[1], urlsplit(redirect_uri).path, state_value
+        ) as listener:
             say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
             say(f"Waiting for the redirect on {address[0]}:{address[1]} ...")
             callback = listener.wait(timeout)
-        if callback.state != state_value:
-            raise AuthorizeError(
-                "the redirect's state does not match the URL printed here; nothing was stored "
-                "(start again)"
-            )
     if callback.error:
         raise AuthorizeError(f"Fax.Plus did not grant access: {callback.error}")
     if not callback.code:
@@ -291,6 +183,7 @@ def authorize(
         path=path,
         clock=clock,
         wait=wait,
+        waiter=waiter,
         change=lambda state, now: replace(
             state, lease_owner=owner, lease_until=now + settings.lease_ttl
         ),
@@ -328,7 +221,7 @@ def authorize(
                     settings.timeout.total_seconds(),
                 )
             except ProviderError as exc:
-                say(f"{account}: stored, but GET /accounts/self failed: {exc}")
+                say(f"{account}: stored, but GET /accounts/self failed: {printable(str(exc))}")
                 return 1
             say(f"{account}: verified: GET {settings.api_base}/accounts/self answered OK")
         say(
@@ -370,7 +263,7 @@ def _check_pasted_state(callback: Callback, state: Any, now: datetime) -> None:
             "the pasted address has a state, but no authorization was started for this account "
             "(run `rotator authorize ACCOUNT` without --code first)"
         )
-    if not secrets.compare_digest(pending, callback.state):
+    if not same_state(pending, callback.state):
         raise AuthorizeError(
             "the pasted address's state does not match the URL printed by the last "
             "`rotator authorize`; nothing was stored"
@@ -388,22 +281,22 @@ def _when_free(
     path: str,
     clock: Callable[[], datetime],
     wait: float,
+    waiter: Waiter,
     change: Callable[[Any, datetime], Any],
 ) -> None:
     """Write ``change(state)`` with compare-and-set once no other worker holds the lease."""
-    import time
-
     deadline = time.monotonic() + wait
     while True:
         state, version = _read(store, account, path)
         now = clock()
         if state.lease_held_by_other("", now):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or not waiter.sleep(
+                min(LEASE_POLL, max(0.0, deadline - time.monotonic()))
+            ):
                 raise AuthorizeError(
                     f"a worker ({state.lease_owner}) is rotating {account} right now; "
                     "try again in a moment (nothing was spent)"
                 )
-            time.sleep(0.2)
             continue
         try:
             store.write(path, change(state, now).to_record(), expected_version=version)

@@ -1,4 +1,8 @@
-"""``rotator check --online``: resolve every secret reference, validate every store."""
+"""``rotator check --online``: resolve every secret reference, validate every store.
+
+What a store answers is printed through :func:`~rotator.commands.terminal.printable`:
+it is the store's text, not ours, and reaches the operator's terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rotator.backends.base import ValidationStatus, open_store
+from rotator.commands.terminal import printable
 from rotator.config.models import Config, state_store
 from rotator.errors import RotatorError, SecretRefError
 from rotator.secrets import SecretRef, resolve
@@ -50,7 +55,7 @@ def check_online(config: Config) -> int:
             resolve(ref)
         except SecretRefError as exc:
             broken += 1
-            print(f"{path}: ERROR {exc}")
+            print(f"{path}: ERROR {printable(str(exc))}")
     print(f"secret references: {len(refs) - broken} of {len(refs)} resolve")
     probes = _probe_paths(config)
     for name, settings in config.stores.items():
@@ -61,10 +66,11 @@ def check_online(config: Config) -> int:
             finally:
                 store.close()
         except RotatorError as exc:
-            print(f"store {name}: ERROR {exc}")
+            print(f"store {name}: ERROR {printable(str(exc))}")
             broken += 1
             continue
-        print(f"store {name}: {validation.status.value} {validation.reason}".rstrip())
+        reason = printable(validation.reason)  # the store's own words
+        print(f"store {name}: {validation.status.value} {reason}".rstrip())
         if validation.status is ValidationStatus.ERROR:
             broken += 1
     return 1 if broken else 0

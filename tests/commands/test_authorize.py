@@ -362,3 +362,103 @@ def test_authorize_waits_for_a_rotation_in_flight_before_spending_the_code(
     state = stored_state(config_path)
     assert state.refresh_token is not None and state.lease_owner == ""
     assert "refresh token stored" in out.read_text()
+
+
+def test_listener_ignores_forged_redirects_and_warns_off_loopback(
+    tmp_path: Path, vendor: FaxPlusEmulator
+) -> None:
+    """Strangers' requests to the listener (here bound to every interface, with the
+    warning that draws) are refused and do not end the wait: the real redirect,
+    which comes after them, completes the authorization."""
+    port = free_port()
+    vendor.redirect_uris[vendor.client_id] = f"http://127.0.0.1:{port}/callback"
+    config = write_config(tmp_path, vendor, f"http://127.0.0.1:{port}/callback")
+    log = leakcheck.log_file("cli-authorize-forged")
+    with open(log, "w+b") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "rotator", "authorize", "acme-fax", "-c", str(config)),
+                *("--listen", f"0.0.0.0:{port}", "--timeout", "60", "--no-verify"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env_for(secret_env(vendor)),
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while "Waiting for the redirect" not in log.read_text():
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.05)
+            url = authorization_url(log.read_text())
+            listener = f"http://127.0.0.1:{port}"
+            with httpx.Client(timeout=10) as stranger:
+                for query in (
+                    "code=forged&state=guess",
+                    "code=forged",
+                    "error=access_denied&state=guess",
+                    "error=access_denied",
+                ) * 10:
+                    assert stranger.get(f"{listener}/callback?{query}").status_code == 400
+                    assert stranger.get(f"{listener}/other?{query}").status_code == 400
+            assert proc.poll() is None  # still waiting
+            with httpx.Client(follow_redirects=True) as browser:
+                page = browser.get(url)
+            assert page.status_code == 200 and "You can close this" in page.text
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = log.read_text()
+    assert f"warning: --listen 0.0.0.0:{port} is not a loopback address" in output
+    assert f"--listen 127.0.0.1:{port}" in output
+    assert "acme-fax: authorized at" in output
+    exchanges = [r for r in vendor.requests if r.path == "/token"]
+    assert len(exchanges) == 1 and "forged" not in str(exchanges[0].query)
+    assert stored_state(config).refresh_token is not None
+
+
+def test_code_from_stdin_keeps_it_off_the_command_line(
+    tmp_path: Path, vendor: FaxPlusEmulator
+) -> None:
+    redirect = "https://app.example.com/faxplus/callback"
+    config = write_config(tmp_path, vendor, redirect)
+    env = secret_env(vendor)
+    first = run_rotator(["authorize", "acme-fax", "-c", str(config)], env=env)
+    assert first.returncode == 0, first.stderr
+    with httpx.Client() as browser:
+        location = browser.get(authorization_url(first.stdout)).headers["location"]
+    # run_rotator logs its argv for the leak check: the code is not in it, only in stdin
+    done = run_rotator(
+        ["authorize", "acme-fax", "-c", str(config), "--code", "-", "--no-verify"],
+        env=env,
+        stdin=f"\n{location}\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refresh token stored in files:state/acme-fax" in done.stdout
+    assert code_of(location) not in done.stdout + done.stderr
+    assert stored_state(config).refresh_token is not None
+
+
+def test_a_stopped_waiter_ends_the_wait_for_a_lease_at_once(
+    tmp_path: Path, vendor: FaxPlusEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rotator.commands.authorize import authorize
+    from rotator.waits import Waiter
+
+    monkeypatch.setenv("FAXPLUS_SECRET", vendor.clients[vendor.client_id])
+    config = load_config(str(write_config(tmp_path, vendor, "https://app.example.com/cb")))
+    held = AccountState(
+        "acme-fax",
+        provider="faxplus",
+        lease_owner="daemon-host:1234",
+        lease_until=datetime.now(UTC) + timedelta(hours=1),
+    )
+    open_stores(config)["files"].write("state/acme-fax", held.to_record(), expected_version=None)
+    waiter = Waiter()
+    waiter.stop()
+    started = time.monotonic()
+    with pytest.raises(AuthorizeError, match="is rotating acme-fax right now"):
+        authorize(config, "acme-fax", code="never-sent", lease_wait=60, waiter=waiter)
+    assert time.monotonic() - started < 10
+    assert vendor.requests == []

@@ -1,0 +1,25 @@
+"""``rotator check [--online]``: validate the configuration, and with --online what it names."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rotator.config.models import Config
+
+__all__ = ["check"]
+
+
+def check(config: Config, *, online: bool = False, out: TextIO | None = None) -> int:
+    """Say the (already validated) configuration is OK; --online resolves and probes."""
+    print(
+        f"{config.source}: configuration OK: {len(config.accounts)} accounts, "
+        f"{len(config.stores)} stores",
+        file=out or sys.stdout,
+    )
+    if not online:
+        return 0
+    from rotator.commands.online import check_online
+
+    return check_online(config)

@@ -1,0 +1,137 @@
+"""``rotator status``: every account's expiries, last success and last error.
+
+The text shown comes partly from vendors (``last_error`` is their error
+description) and from whatever the state store holds, so none of it is
+trusted with the operator's terminal: every character that a terminal could
+act on or that cannot be seen (C0 and C1 controls, DEL, format characters
+such as bidi overrides, line separators, lone surrogates, unassigned code
+points) is printed as its escape (``\\x1b``), never sent raw. ``--json`` is
+printed with ``ensure_ascii``, which escapes the same characters inside valid
+JSON. And before anything is printed, every secret value the account knows
+(its tokens, its resolvable client secret and password) is replaced by
+``***``: status reads the state store, which holds them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from rotator.commands.terminal import fit, printable
+from rotator.errors import RotatorError, StoreError, scrub_values
+
+if TYPE_CHECKING:
+    from rotator.config.models import AccountSettings, Config
+    from rotator.state import AccountState
+
+__all__ = ["HEADERS", "render_table", "status"]
+
+HEADERS = (
+    "ACCOUNT",
+    "PROVIDER",
+    "STATE",
+    "ACCESS EXPIRES",
+    "REFRESH EXPIRES",
+    "LAST SUCCESS",
+    "NEXT REFRESH",
+    "LAST ERROR",
+)
+#: how much of a last error the table shows (--json has all of it)
+ERROR_WIDTH = 80
+
+
+def _health(row: Mapping[str, Any]) -> str:
+    if row["failed"]:
+        return "FAILED"
+    if row["consecutive_failures"]:
+        return f"RETRYING({row['consecutive_failures']})"
+    if row["access_token_expires_at"]:
+        return "OK"
+    return "NO TOKEN"
+
+
+def render_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The status table's lines; every cell made :func:`printable`."""
+    table = [
+        tuple(
+            printable(str(cell))
+            for cell in (
+                row["account"],
+                row["provider"] or "-",
+                _health(row),
+                row["access_token_expires_at"] or "-",
+                row["refresh_token_expires_at"] or ("never" if row["has_refresh_token"] else "-"),
+                row["last_success_at"] or "-",
+                row["next_refresh_at"] or "-",
+                (row["last_error"] or "")[:ERROR_WIDTH],
+            )
+        )
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in [HEADERS, *table]) for i in range(len(HEADERS))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [HEADERS, *table]
+    ]
+
+
+def _known_secrets(settings: AccountSettings, state: AccountState | None) -> list[str]:
+    """Every secret value of one account that status can know without the network."""
+    from rotator.commands.online import secret_refs
+    from rotator.secrets import resolve
+
+    values = []
+    if state is not None:
+        values += [s.reveal() for s in (state.refresh_token, state.access_token) if s is not None]
+    for _, ref in secret_refs(settings):
+        try:
+            values.append(resolve(ref).reveal())
+        except RotatorError:
+            continue  # an unresolvable reference has no value to leak
+    return values
+
+
+def _scrubbed(row: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
+    return {k: scrub_values(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
+
+
+def status(
+    config: Config,
+    *,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Print every account's status; 1 when a state could not be read, else 0."""
+    from rotator.commands.common import open_rotator
+    from rotator.state import describe
+
+    stdout, stderr = out or sys.stdout, err or sys.stderr
+    rotator = open_rotator(config, spool=False)  # status only reads
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    try:
+        for name, account in rotator.accounts.items():
+            try:
+                state, _ = rotator.read_state(account)
+            except StoreError as exc:
+                secrets = _known_secrets(account.settings, None)
+                problems.append(scrub_values(f"{name}: {exc}", secrets))
+                continue
+            secrets = _known_secrets(account.settings, state)
+            rows.append(_scrubbed(describe([state])[0], secrets))
+    finally:
+        rotator.http.close()
+    if as_json:
+        print(
+            json.dumps({"accounts": rows, "errors": problems}, indent=2, ensure_ascii=True),
+            file=stdout,
+        )
+    else:
+        for line in render_table(rows):
+            print(fit(line, stdout), file=stdout)
+        for line in problems:
+            print(fit(f"error: {printable(line)}", stderr), file=stderr)
+    return 1 if problems else 0
