@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from rotator.tokens import format_time
 from tests.fakes.faxplus import FaxPlusEmulator
 from tests.fakes.vendorhttp import quiet_http_libraries, running
 from tests.support import leakcheck
+from tests.support.net import free_port
 from tests.support.proc import env_for, run_rotator
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,13 +56,6 @@ def run_with_code(args: list[str], code: str, env: dict[str, str]) -> Any:
 
 def code_of(location: str) -> str:
     return httpx.URL(location).params["code"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
