@@ -79,6 +79,8 @@ BAD_PATHS = {
     "empty": "",
     "dot": ".",
     "slashes only": "//",
+    "another path's lock file": "a/.b.json.lock",
+    "a temp file": ".b.json.tmp-1-ab-0",
 }
 
 
@@ -94,7 +96,7 @@ def test_a_path_leaving_the_store_or_unprintable_is_refused(tmp_path: Path, bad:
         with pytest.raises(StoreError) as caught:
             operation()
         message = str(caught.value)
-        assert "stay inside it" in message or "control character" in message
+        assert any(rule in message for rule in ("stay inside it", "control", "lock or temp"))
         assert "\x00" not in message and "\n" not in message  # shown escaped
     assert sorted(os.listdir(tmp_path)) == []  # not even the store's directory
 
@@ -314,3 +316,21 @@ def test_a_read_only_file_system_is_a_permission_error(read_only_mount: tuple[Pa
     assert reader.validate().status is ValidationStatus.ERROR
     after = store(source).read("apps/acct.json")
     assert after is not None and after.version == first.version
+
+
+# -- special files where the store's files go -------------------------------------------
+
+
+def test_a_fifo_where_the_file_goes_neither_blocks_nor_is_followed(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "acct.json")
+    files = store(tmp_path)
+    with pytest.raises(StoreError):  # read as empty: not json
+        files.read("acct.json")
+    with pytest.raises(StoreError, match="not written by rotator"):
+        files.write("acct.json", VIEW, expected_version=None)
+
+
+def test_a_fifo_where_the_lock_goes_is_a_store_error(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".acct.json.lock")
+    with pytest.raises(StoreError, match=r"cannot lock .*\.acct\.json\.lock"):
+        store(tmp_path).write("acct.json", VIEW, expected_version=None)

@@ -197,3 +197,12 @@ def test_damaged_state_is_never_rewritten_from_nothing(tmp_path: Path) -> None:
     with pytest.raises(StoreConflict):
         files.write("state/acct", {"lease_owner": "x"}, expected_version=first.version)
     assert (tmp_path / "state" / "acct").read_bytes() == damaged
+
+
+def test_a_line_injected_into_an_env_sink_is_gone_after_the_next_publish(tmp_path: Path) -> None:
+    files = store(tmp_path)
+    publish(files, sink("env"), VIEW)
+    target = tmp_path / NAMES["env"]
+    target.write_bytes(target.read_bytes() + b"LD_PRELOAD=/tmp/evil.so\n")
+    assert publish(files, sink("env"), VIEW).changed
+    assert target.read_bytes() == render(VIEW, "env")

@@ -70,6 +70,15 @@ class Tree:
                 f"must be relative to {self.directory} and stay inside it "
                 "(no leading /, no '..' even percent-encoded, not empty)",
             )
+        last = parts[-1]
+        if last.startswith(".") and (
+            last.endswith(".lock") or ".tmp-" in last or last.startswith(".rotator-probe-")
+        ):
+            raise self._bad(
+                path,
+                "is named like the store's own lock or temp files (.NAME.lock, .NAME.tmp-*); "
+                "choose another name",
+            )
         return parts
 
     def _bad(self, shown: str, rule: str) -> StoreError:

@@ -103,8 +103,12 @@ class FileStore:
         try:
             lock_fd, existed = self._open_lock(dir_fd, parts)
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
-                marker = os.pread(lock_fd, 64, 0) if existed else b""
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                    marker = os.pread(lock_fd, 64, 0) if existed else b""
+                except OSError as exc:  # a FIFO or a socket where the lock file goes
+                    where = self._tree.show((*parts[:-1], f".{parts[-1]}.lock"))
+                    raise self._tree.error(exc, "lock", where) from None
                 yield _Held(dir_fd, parts[-1], lock_fd, existed, marker)
             finally:
                 os.close(lock_fd)  # closing releases the lock
@@ -147,7 +151,9 @@ class FileStore:
 
     def _open_target(self, dir_fd: int, parts: tuple[str, ...]) -> int | None:
         try:
-            return os.open(parts[-1], os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
+            # O_NONBLOCK: a FIFO put where the file goes reads as empty instead of
+            # blocking the job forever (regular files ignore the flag)
+            return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | _FILE_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
