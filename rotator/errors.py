@@ -15,7 +15,8 @@
     │   ├── StoreAuthError           the store refused our credentials
     │   ├── StorePermissionError     authenticated, but the policy does not allow it
     │   ├── StoreConflict            compare-and-set lost: someone else wrote first
-    │   └── StoreNotManaged          the path exists and was not written by rotator
+    │   ├── StoreNotManaged          the path exists and was not written by rotator
+    │   └── StoreDamaged             the path holds something unreadable (its version given)
     └── LeaseHeld                    another worker is rotating this account now
 
 Every message says what was wrong and, where we know it, what would be right.
@@ -40,6 +41,7 @@ __all__ = [
     "SecretRefError",
     "StoreAuthError",
     "StoreConflict",
+    "StoreDamaged",
     "StoreError",
     "StoreNotManaged",
     "StorePermissionError",
@@ -188,6 +190,21 @@ class StoreConflict(StoreError):
 
 class StoreNotManaged(StoreError):
     """The path holds a secret rotator did not write; set ``adopt: true`` to take it over."""
+
+
+class StoreDamaged(StoreError):
+    """The path holds data that cannot be read in the expected format.
+
+    ``version`` is the version of what is there: a writer that will replace it
+    anyway (a sink, rendered from the state) writes against it; a reader that
+    needs its contents (the state) stops.
+    """
+
+    def __init__(
+        self, message: str, *, store: str = "", path: str = "", version: int | str
+    ) -> None:
+        super().__init__(message, store=store, path=path)
+        self.version = version
 
 
 class LeaseHeld(RotatorError):

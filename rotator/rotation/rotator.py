@@ -38,6 +38,7 @@ from rotator.errors import (
     RotatorError,
     SecretRefError,
     StoreConflict,
+    StoreDamaged,
     StoreError,
 )
 from rotator.http import HttpClients
@@ -679,8 +680,13 @@ def publish(
     reads = 0  # a belief that proves wrong is not one of the attempts
     while True:
         if expected is UNREAD:
-            current = store.read(sink.path, fmt=sink.format)
-            expected = current.version if current else None
+            try:
+                current = store.read(sink.path, fmt=sink.format)
+                expected = current.version if current else None
+            except StoreDamaged as exc:
+                # a sink is rendered from the state: replace what cannot be read (the
+                # store refuses unless rotator owns it or the sink says adopt)
+                expected = exc.version
             reads += 1
         try:
             return store.write(

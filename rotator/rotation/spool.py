@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from rotator.backends.file import read_file
 from rotator.errors import ConfigError
+from rotator.fileio import read_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class Harness:
     read_only: Callable[[], tuple[SecretStore, Callable[[], SecretStore]]] | None
 
 
-def _file_harness(tmp_path: Path) -> Harness:
+def _file_harness(tmp_path: Path, cleanup: Callable[[Callable[[], object]], None]) -> Harness:
     settings = FileStoreSettings(type="file", directory=tmp_path / "store")
     store = FileStore("files", settings)
 
@@ -61,15 +62,30 @@ def _file_harness(tmp_path: Path) -> Harness:
             return None
 
     def read_only() -> tuple[SecretStore, Callable[[], SecretStore]]:
-        if os.geteuid() == 0:
-            pytest.skip("root ignores file permissions")
         ro_settings = FileStoreSettings(type="file", directory=tmp_path / "ro")
+        if os.geteuid() != 0:
 
-        def reader() -> SecretStore:
-            ro_settings.directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
-            return FileStore("files", ro_settings)
+            def reader() -> SecretStore:
+                ro_settings.directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+                return FileStore("files", ro_settings)
 
-        return FileStore("files", ro_settings), reader
+            return FileStore("files", ro_settings), reader
+        # root ignores file modes: the reader sees the directory through a read-only
+        # bind mount (tests/backends/test_file_faults.py also drops root with setpriv)
+        view = tmp_path / "ro-view"
+        ro_settings.directory.mkdir()
+        view.mkdir()
+        for argv in (
+            ["mount", "--bind", ro_settings.directory, view],
+            ["mount", "-o", "remount,bind,ro", view],
+        ):
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                subprocess.run(["umount", view], capture_output=True, check=False)
+                pytest.skip(f"cannot make a read-only bind mount here: {done.stderr.strip()}")
+        cleanup(lambda: subprocess.run(["umount", view], check=True))
+        view_settings = FileStoreSettings(type="file", directory=view)
+        return FileStore("files", ro_settings), lambda: FileStore("files", view_settings)
 
     return Harness("file", store, fingerprint, None, None, read_only)
 
@@ -137,7 +153,7 @@ def harness(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
     if request.param == "file":
-        made = _file_harness(tmp_path)
+        made = _file_harness(tmp_path, request.addfinalizer)
     elif request.param == "vault":
         made = _vault_harness(request.getfixturevalue("bao"), monkeypatch)
     else:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from rotator.backends.base import ValidationStatus, WriteResult
 from rotator.backends.file import FileStore, render
-from rotator.errors import StoreConflict, StoreError, StorePermissionError
+from rotator.errors import StoreConflict, StoreDamaged, StoreError, StoreNotManaged
 from tests.support import leakcheck
 
 TOKEN = leakcheck.register("at-file-5e6f7a8b9c0d", "access token")
@@ -190,9 +190,10 @@ def test_compare_and_set(tmp_path: Path) -> None:
 def test_adopt_overwrites_a_file_rotator_did_not_write(tmp_path: Path) -> None:
     (tmp_path / "legacy.token").write_text("old-token\n")
     files = store(tmp_path)
-    with pytest.raises(StoreConflict):
+    with pytest.raises(StoreNotManaged, match="set adopt: true on the sink"):
         files.write("legacy.token", VIEW, expected_version=None, fmt="token")
     assert files.write("legacy.token", VIEW, expected_version=None, fmt="token", adopt=True).changed
+    assert (tmp_path / "legacy.token").read_bytes() == (TOKEN + "\n").encode()
 
 
 def test_delete(tmp_path: Path) -> None:
@@ -203,21 +204,12 @@ def test_delete(tmp_path: Path) -> None:
     files.delete("idp.json")  # deleting what is gone is fine
 
 
-@pytest.mark.parametrize("bad", ["../escape.json", "/etc/passwd", "a/../../b", "", "."])
-def test_paths_escaping_the_directory_are_refused(tmp_path: Path, bad: str) -> None:
-    files = store(tmp_path / "store")
-    with pytest.raises(StoreError, match=r"must be relative to .* and stay inside it"):
-        files.write(bad, VIEW, expected_version=None)
-    with pytest.raises(StoreError, match="stay inside it"):
-        files.read(bad)
-    assert not (tmp_path / "escape.json").exists()
-
-
 def test_damaged_file_is_a_store_error_without_its_contents(tmp_path: Path) -> None:
     (tmp_path / "idp.json").write_text(f"not json {TOKEN}")
-    with pytest.raises(StoreError, match="does not hold json data") as caught:
+    with pytest.raises(StoreDamaged, match="does not hold json data") as caught:
         store(tmp_path).read("idp.json")
     assert TOKEN not in str(caught.value)
+    assert caught.value.version  # what a sink writer replaces it against
     (tmp_path / "list.json").write_text("[1]")
     with pytest.raises(StoreError, match="does not hold json data"):
         store(tmp_path).read("list.json")
@@ -247,13 +239,3 @@ def test_write_under_a_regular_file_is_a_typed_error(tmp_path: Path) -> None:
         store(blocker).write("idp.json", VIEW, expected_version=None)
     assert caught.value.store == "files"
     assert TOKEN not in str(caught.value)
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_directory_is_a_permission_error(tmp_path: Path) -> None:
-    os.chmod(tmp_path, 0o500)
-    try:
-        with pytest.raises(StorePermissionError):
-            store(tmp_path).write("idp.json", VIEW, expected_version=None)
-    finally:
-        os.chmod(tmp_path, 0o700)

@@ -1,0 +1,316 @@
+"""The file store: one file per path under a directory.
+
+Writes are atomic and durable: a temp file in the same directory, fsync of the
+file, rename over the target, fsync of the directory. Compare-and-set holds an
+exclusive ``flock`` on a sibling lock file (``.NAME.lock``) while it compares
+the version (a hash of the current contents) and renames, so two processes on
+one host cannot both win. Files are 0600 (configurable), directories the store
+creates 0700.
+
+Ownership, as Vault's metadata and Secrets Manager's tags: the lock file holds
+``managed-by: rotator`` once rotator has written the path, so the consumer's
+file keeps its exact bytes. An existing file without that marker (an app's
+``app.json``, ``resolv.conf``) is refused with StoreNotManaged unless the sink
+says ``adopt: true``. A file written by a rotator from before the marker (an
+empty lock file beside it, contents exactly as rotator renders them) counts as
+rotator's and gets the marker on its next write.
+
+Every path is checked and walked by :mod:`.paths`: no symbolic link below the
+directory is followed, for reads, writes, locks, temp files and renames.
+
+The hot path is counted in system calls (each one releases and retakes the GIL
+under 16 workers): reads are ``open``/``read``/``close`` without the buffered
+layer's ``fstat``/``ioctl``/``lseek``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import logging
+import os
+import secrets as _random
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rotator.backends.base import Record, Validation, ValidationStatus, Version, WriteResult
+from rotator.backends.file.formats import canonical, parse, render, version
+from rotator.backends.file.paths import Tree
+from rotator.errors import StoreConflict, StoreDamaged, StoreError, StoreNotManaged
+from rotator.fileio import read_fd, write_all
+
+__all__ = ["MARKER", "FileStore"]
+
+_log = logging.getLogger("rotator.backends.file")
+
+#: what the lock file holds once rotator wrote the path (NOT_MANAGED: refused or deleted)
+MARKER = b"managed-by: rotator\n"
+NOT_MANAGED = b"managed-by: none\n"
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: temp file names: a per-process prefix (pid and a random tag: a restarted
+#: container reuses its PID, and a crash can leave a temp file behind) and a counter
+_tmp_seq = itertools.count()
+_tmp = {"tag": f"{os.getpid()}-{_random.token_hex(4)}"}
+
+
+def _after_fork() -> None:
+    _tmp["tag"] = f"{os.getpid()}-{_random.token_hex(4)}"
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+@dataclass
+class _Held:
+    """One path under its lock: the directory, the lock file and what it said."""
+
+    dir_fd: int
+    name: str
+    lock_fd: int
+    #: the lock file existed before this call (a fresh one proves nothing)
+    lock_existed: bool
+    marker: bytes
+
+
+def _readable(raw: bytes, fmt: str) -> bool:
+    try:
+        parse(raw, fmt)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+class FileStore:
+    kind: ClassVar[str] = "file"
+
+    def __init__(self, name: str, settings: Any) -> None:
+        self.name = name
+        self.directory = Path(settings.directory)
+        self.mode: int = settings.mode
+        self._tree = Tree(self.directory, name)
+
+    # -- locking and ownership -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, parts: tuple[str, ...]) -> Iterator[_Held]:
+        dir_fd = self._tree.parent(parts, create=True)
+        try:
+            lock_fd, existed = self._open_lock(dir_fd, parts)
+            try:
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                    marker = os.pread(lock_fd, 64, 0) if existed else b""
+                except OSError as exc:  # a FIFO or a socket where the lock file goes
+                    where = self._tree.show((*parts[:-1], f".{parts[-1]}.lock"))
+                    raise self._tree.error(exc, "lock", where) from None
+                yield _Held(dir_fd, parts[-1], lock_fd, existed, marker)
+            finally:
+                os.close(lock_fd)  # closing releases the lock
+        finally:
+            os.close(dir_fd)
+
+    def _open_lock(self, dir_fd: int, parts: tuple[str, ...]) -> tuple[int, bool]:
+        lock = f".{parts[-1]}.lock"
+        shown = (*parts[:-1], lock)
+        flags = os.O_RDWR | _FILE_FLAGS
+        for _ in range(3):  # created, or removed, by someone else in between: look again
+            try:
+                return os.open(lock, flags, dir_fd=dir_fd), True
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
+            try:
+                return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd), False
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
+        raise self._tree.error(OSError(errno.EAGAIN, "the lock file keeps changing"), "lock", lock)
+
+    def _owned(self, held: _Held, current: bytes, fmt: str) -> bool:
+        if held.marker == MARKER:
+            return True
+        # before the marker existed, rotator still always left an (empty) lock file
+        return held.lock_existed and held.marker == b"" and canonical(current, fmt)
+
+    @staticmethod
+    def _mark(held: _Held, marker: bytes) -> None:
+        if held.marker != marker:
+            os.pwrite(held.lock_fd, marker, 0)
+            os.ftruncate(held.lock_fd, len(marker))
+            held.marker = marker
+
+    # -- reading -------------------------------------------------------------------
+
+    def _open_target(self, dir_fd: int, parts: tuple[str, ...]) -> int | None:
+        try:
+            # O_NONBLOCK: a FIFO put where the file goes reads as empty instead of
+            # blocking the job forever (regular files ignore the flag)
+            return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | _FILE_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._tree.refusal(exc, dir_fd, parts[-1], "read", parts) from None
+
+    def _read_fd(self, fd: int, parts: tuple[str, ...]) -> bytes:
+        try:
+            return read_fd(fd)
+        except OSError as exc:
+            raise self._tree.error(exc, "read", self._tree.show(parts)) from None
+
+    def read(self, path: str, *, fmt: str = "json") -> Record | None:
+        parts = self._tree.parts(path)
+        try:
+            dir_fd = self._tree.parent(parts, create=False)
+        except FileNotFoundError:
+            return None
+        try:
+            fd = self._open_target(dir_fd, parts)
+        finally:
+            os.close(dir_fd)
+        if fd is None:
+            return None
+        try:
+            raw = self._read_fd(fd, parts)
+        finally:
+            os.close(fd)
+        try:
+            data = parse(raw, fmt)
+        except (ValueError, UnicodeDecodeError):
+            raise StoreDamaged(
+                f"{self._tree.show(parts)} does not hold {fmt} data (damaged, or written by "
+                "something else)",
+                store=self.name,
+                path=path,
+                version=version(raw),
+            ) from None
+        return Record(data=data, version=version(raw))
+
+    # -- writing -------------------------------------------------------------------
+
+    def write(
+        self,
+        path: str,
+        data: Mapping[str, str],
+        *,
+        expected_version: Version | None,
+        fmt: str = "json",
+        adopt: bool = False,
+    ) -> WriteResult:
+        parts = self._tree.parts(path)
+        new = render(data, fmt)
+        with self._locked(parts) as held:
+            fd = self._open_target(held.dir_fd, parts)
+            try:
+                current = self._read_fd(fd, parts) if fd is not None else None
+                if current is not None and not self._owned(held, current, fmt) and not adopt:
+                    self._mark(held, NOT_MANAGED)  # an empty lock must not pass for an old one
+                    raise StoreNotManaged(
+                        f"{self._tree.show(parts)} exists and was not written by rotator (its "
+                        f"lock file .{parts[-1]}.lock does not say {MARKER.decode().strip()}); "
+                        "set adopt: true on the sink to take it over",
+                        store=self.name,
+                        path=path,
+                    )
+                current_version = version(current) if current is not None else None
+                if current_version != expected_version and not (adopt and expected_version is None):
+                    raise StoreConflict(
+                        f"{path} changed since it was read (compare-and-set lost)",
+                        store=self.name,
+                        path=path,
+                    )
+                if current is not None and current == new and fd is not None:
+                    self._mark(held, MARKER)
+                    if (os.fstat(fd).st_mode & 0o777) != self.mode:
+                        os.fchmod(fd, self.mode)
+                    return WriteResult(version(current), changed=False)
+            except OSError as exc:
+                raise self._tree.error(exc, "write", self._tree.show(parts)) from None
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            if current is not None and not _readable(current, fmt):
+                # a file of ours that a human or a crash left unreadable: we own it, so
+                # the sink is rewritten from the state instead of failing every cycle
+                _log.warning(
+                    "file store %s: rewriting %s, which held unreadable %s data",
+                    self.name,
+                    self._tree.show(parts),
+                    fmt,
+                )
+            try:
+                # before the data: a crash in between leaves a marked path, never an
+                # unmarked file that rotator wrote
+                self._mark(held, MARKER)
+            except OSError as exc:
+                raise self._tree.error(exc, "write", self._tree.show(parts)) from None
+            self._replace(held.dir_fd, parts, new)
+            return WriteResult(version(new), changed=True)
+
+    def _replace(self, dir_fd: int, parts: tuple[str, ...], content: bytes) -> None:
+        tmp = f".{parts[-1]}.tmp-{_tmp['tag']}-{next(_tmp_seq)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+        try:
+            fd = os.open(tmp, flags, self.mode, dir_fd=dir_fd)
+        except OSError as exc:
+            raise self._tree.refusal(exc, dir_fd, tmp, "write", (*parts[:-1], tmp)) from None
+        created = True
+        try:
+            try:
+                os.fchmod(fd, self.mode)  # the umask must not widen or narrow it
+                write_all(fd, content)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # rename replaces a link rather than following it, but the target was
+            # opened with O_NOFOLLOW under the lock, so it is no link here
+            os.replace(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            created = False
+            os.fsync(dir_fd)
+        except OSError as exc:
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            raise self._tree.error(exc, "write", self._tree.show(parts)) from None
+
+    def delete(self, path: str) -> None:
+        parts = self._tree.parts(path)
+        with self._locked(parts) as held:
+            try:
+                found = os.stat(parts[-1], dir_fd=held.dir_fd, follow_symlinks=False)
+                if stat.S_ISLNK(found.st_mode):
+                    # unlinking would follow nothing, but a link is never rotator's file
+                    raise self._tree.link_refused("delete", parts)
+                os.unlink(parts[-1], dir_fd=held.dir_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._tree.error(exc, "delete", self._tree.show(parts)) from None
+            # as Vault drops the metadata: a file someone creates here later is not ours
+            with contextlib.suppress(OSError):
+                self._mark(held, NOT_MANAGED)
+
+    def validate(self, probe_path: str | None = None) -> Validation:
+        probe = (f".rotator-probe-{os.getpid()}",)
+        try:
+            dir_fd = self._tree.parent(probe, create=True)
+            try:
+                self._replace(dir_fd, probe, b"probe\n")
+                os.unlink(probe[0], dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+        except StoreError as exc:
+            return Validation(ValidationStatus.ERROR, str(exc))
+        except OSError as exc:
+            return Validation(ValidationStatus.ERROR, str(self._tree.error(exc, "write", probe)))
+        return Validation(ValidationStatus.READY, f"directory {self.directory} is writable")
+
+    def close(self) -> None:
+        return None
