@@ -214,9 +214,9 @@ def _account(config: Config, name: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rotator.config.models import config_path
-    from rotator.service.daemon import Daemon
+    from rotator.service.app import build_daemon
 
-    return Daemon(config_path(args.config)).run_forever()
+    return build_daemon(config_path(args.config)).run_forever()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rotator.rotation.rotator import Observer, RotationResult
-from rotator.service.daemon import Daemon
+from rotator.service.app import build_daemon
 from tests.fakes.oauth2 import emulator
 from tests.support.proc import DaemonProcess, wait_for
 from tests.support.rig import CLIENT_ID, SECRET, Rig, report
@@ -61,7 +61,7 @@ def test_after_a_suspend_overdue_accounts_refresh_once_at_once(tmp_path: Path) -
         rig = Rig(tmp_path, server, accounts=("s0", "s1", "s2"))
         rig.seed_all()
         recorder = _Recorder()
-        daemon = Daemon(str(rig.config_path), observers=[recorder])
+        daemon = build_daemon(str(rig.config_path), observers=[recorder])
         daemon.start()
         try:
             wait_for(
