@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from rotator.backends.base import SecretStore, open_store
 from rotator.config.models import Config, load_config, state_store
 from rotator.errors import scrub_values
@@ -37,6 +39,8 @@ __all__ = [
     "rewire",
     "store_settings_of",
 ]
+
+_log = structlog.get_logger("rotator.daemon")
 
 
 def open_stores(config: Config) -> dict[str, SecretStore]:
@@ -98,11 +102,18 @@ def build_service(
 ) -> Service:
     """The daemon for ``config_path``, its monitor attached (the port bound, if any)."""
     from rotator.http import HttpClients
-    from rotator.service.coredump import forbid_core_dumps
+    from rotator.service.coredump import core_dumps_forbidden, forbid_core_dumps
     from rotator.service.daemon import Daemon
     from rotator.service.monitor import Monitor
 
     forbid_core_dumps()  # the daemon holds every account's secrets
+    if core_dumps_forbidden():
+        _log.info("core dumps off", dumpable=False, core_limit=0)
+    else:
+        _log.warning(
+            "core dumps could not be switched off",
+            fix="set LimitCORE=0 (systemd) or ulimit -c 0 before starting rotator",
+        )
     config = config if config is not None else load_config(config_path)
     stores = open_stores(config)
     http = HttpClients()

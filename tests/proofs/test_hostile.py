@@ -5,7 +5,10 @@
   its answer a byte at a time, and a store that accepts and never answers;
 - ``tls_verify: false`` is logged as a warning at start;
 - files and directories the daemon creates are 0600/0700 whatever the umask;
-  a ``file:`` secret readable by other users draws a warning.
+  a ``file:`` secret readable by other users draws a warning;
+- SIGHUP with a hostile configuration (``timeout: .inf``, huge numbers, deep
+  nesting, an alias bomb, binary garbage, a vanished file, a directory) is
+  refused with its reason, and the daemon keeps rotating on the running one.
 
 (Property tests over token responses and configuration files live in
 tests/test_tokens.py and tests/config/test_models.py.)
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import threading
@@ -204,3 +208,62 @@ def test_created_files_are_private_whatever_the_umask(
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path}: {oct(mode)}"
     assert created >= 5
+
+
+HOSTILE_CONFIGS: dict[str, bytes | None] = {
+    # None: the file vanished; b"<dir>": a directory where the file was
+    "infinite timeout": b"accounts:\n  x:\n    provider: oauth2\n    timeout: .inf\n",
+    "huge number": b"server: {workers: 1" + b"0" * 5000 + b"}\n",
+    "huge duration": b"server: {shutdown_grace: 99999999999999999999999999d}\n",
+    "deep nesting": b"server: " + b"[" * 20_000 + b"]" * 20_000 + b"\n",
+    "alias bomb": b"".join(
+        f"l{n}: &l{n} [{', '.join([f'*l{n - 1}' if n else '[lol]'] * 9)}]\n".encode()
+        for n in range(9)
+    ),
+    "binary garbage": bytes(range(256)) * 64,
+    "not a mapping": b"- just\n- a list\n",
+    "vanished": None,
+    "a directory": b"<dir>",
+}
+
+
+@pytest.mark.slow
+def test_sighup_with_hostile_configurations_keeps_the_daemon_rotating(
+    tmp_path: Path,
+) -> None:
+    with emulator(clients={CLIENT_ID: SECRET}, access_ttl=2.0) as server:
+        rig = Rig(tmp_path, server, accounts=("steady",))
+        rig.seed_all()
+        good = rig.config_path.read_bytes()
+        with DaemonProcess(rig.config_path) as daemon:
+            daemon.wait_log('"event": "rotated"')
+            for n, (name, content) in enumerate(HOSTILE_CONFIGS.items(), start=1):
+                if rig.config_path.is_dir():
+                    rig.config_path.rmdir()
+                else:
+                    rig.config_path.unlink(missing_ok=True)
+                if content == b"<dir>":
+                    rig.config_path.mkdir()
+                elif content is not None:
+                    rig.config_path.write_bytes(content)
+                before = rig.rotations()
+                daemon.signal(signal.SIGHUP)
+                daemon.wait_log("reload refused", count=n)
+                assert daemon.proc.poll() is None, f"{name}: the daemon died"
+                # still rotating on the running configuration
+                wait_for(lambda b=before: rig.rotations() > b, 20, what=f"a rotation after {name}")
+            if rig.config_path.is_dir():
+                rig.config_path.rmdir()
+            rig.config_path.write_bytes(good)
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_log('"event": "reloaded"')
+            assert daemon.stop() == 0
+            out = daemon.output()
+        refusals = [json.loads(line) for line in out.splitlines() if "reload refused" in line]
+        assert len(refusals) == len(HOSTILE_CONFIGS)
+        for refusal in refusals:
+            assert refusal["level"] == "error" and refusal["error"]
+            assert len(refusal["error"]) <= 300  # bounded, whatever the file held
+        assert "Traceback" not in out
+        rig.assert_grants_alive()
+        assert server.reuse_detected == 0

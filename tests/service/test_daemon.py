@@ -113,6 +113,18 @@ def test_run_rotates_two_accounts_and_stops_cleanly(tmp_path: Path, server: OAut
     assert leftovers == []
 
 
+def test_the_daemon_process_dumps_no_core(tmp_path: Path, server: OAuth2Emulator) -> None:
+    """A core of the daemon would hold its tokens and client secret."""
+    with alpha_running(tmp_path, server) as (_config, daemon):
+        limits = Path(f"/proc/{daemon.pid}/limits").read_text()
+        [core] = [line for line in limits.splitlines() if line.startswith("Max core file size")]
+        assert core.split()[4:6] == ["0", "0"], core
+        # PR_GET_DUMPABLE, read by the daemon itself (as root /proc shows no difference)
+        daemon.wait_log('"event": "core dumps off"')
+        assert daemon.stop() == 0
+        assert '"dumpable": false' in daemon.output()
+
+
 def test_restart_keeps_the_stored_schedule(tmp_path: Path) -> None:
     with emulator(clients={"app": SECRET}, access_ttl=600.0) as server:
         config = write_config(tmp_path, server.url)
