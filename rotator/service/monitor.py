@@ -36,6 +36,7 @@ from rotator.alerts.dispatch import Dispatcher, StoreAlertMemory
 from rotator.errors import RotatorError
 from rotator.service.health import CachedProbe, HealthServer, Probe
 from rotator.service.sdnotify import Notifier, Watchdog
+from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
@@ -128,7 +129,7 @@ class Monitor:
             memory=StoreAlertMemory(self._state_store),
             clock=self._now,
             # pauses between attempts of a failing channel end when the daemon stops
-            sleep=self.daemon.stopping.wait,
+            sleep=Waiter(self.daemon.stopping).sleep,
             on_sent=self._alert_sent,
         )
 

@@ -364,3 +364,77 @@ def test_closing_the_alert_checks_drops_what_waits() -> None:
     queue.put("z", "z0")  # after close: refused quietly, no thread started for it
     assert queue._threads == [thread] and not queue._pending
     assert work.done == ["x0"]
+
+
+def test_alert_retries_wait_through_the_daemons_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing channel's pauses go through a Waiter on the stop event: instant under
+    ``set_testing()``, ended at once by a stop."""
+    import rotator.service.monitor as monitor_module
+    from rotator.service.app import build_service
+    from rotator.waits import Waiter, set_testing
+
+    waited: list[float] = []
+
+    class Recording(Waiter):
+        __slots__ = ()
+
+        def sleep(self, seconds: float) -> bool:
+            waited.append(seconds)
+            return super().sleep(seconds)
+
+    monkeypatch.setattr(monitor_module, "Waiter", Recording)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    attempts = tmp_path / "attempts"
+    failing = f"open({str(attempts)!r}, 'a').write('x'); raise SystemExit(1)"
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), tmp_path / "a")
+    text = config.read_text()
+    start = text.index("    - {type: command")
+    end = text.index("\n", start)
+    config.write_text(
+        text[:start]
+        + f"    - {{type: command, argv: [{sys.executable}, -c, {json.dumps(failing)}]}}"
+        + text[end:]
+    )
+    seed_expiring_grants(tmp_path, ("alpha", "beta"))
+    service = build_service(str(config))
+    set_testing(True)
+    try:
+        service.monitor.sweep()
+    finally:
+        set_testing(False)
+        service.daemon.stop("test")
+    assert attempts.read_text() == "x" * 6  # three attempts for each account's alert
+    assert waited == [1.0, 2.0, 1.0, 2.0]  # the backoff, through the waiter
+    # once the daemon stops, a pause ends at once (and every later one is refused)
+    waiter = Recording(service.daemon.stopping)
+    assert waiter.sleep(3600) is False
+
+
+def test_idle_and_slow_clients_cannot_fail_the_daemons_liveness_probe(
+    tmp_path: Path, server: OAuth2Emulator
+) -> None:
+    """400 idle connections once held 406 threads; 34 under a task limit failed /healthz."""
+    port = free_port()
+    config = write_config(tmp_path, server.url, port, tmp_path / "alerts.jsonl")
+    base = f"http://127.0.0.1:{port}"
+    with DaemonProcess(config) as daemon:
+        wait_for(lambda: get(f"{base}/healthz")[0] == 200, what="the health server")
+        tasks = Path(f"/proc/{daemon.pid}/task")
+        threads_before = len(list(tasks.iterdir()))
+        clients = []
+        try:
+            for n in range(120):  # well over the server's cap of 32
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if n % 2:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+                clients.append(sock)
+            for _ in range(5):
+                assert get(f"{base}/healthz") == (200, "ok: scheduler running\n")
+            # the answering pool (4) may have grown; nothing per connection
+            assert len(list(tasks.iterdir())) <= threads_before + 4
+        finally:
+            for sock in clients:
+                sock.close()
+        assert daemon.stop() == 0
