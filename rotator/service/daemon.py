@@ -239,13 +239,11 @@ class Daemon:
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one fails at all."""
-        for hook in self.hooks_before_reload:
-            hook()
+        _call_hooks(self.hooks_before_reload, "before reload")
         try:
             return self._reload()
         finally:
-            for hook in self.hooks_after_reload:
-                hook()
+            _call_hooks(self.hooks_after_reload, "after reload")
 
     def _reload(self) -> bool:
         try:
@@ -283,8 +281,7 @@ class Daemon:
                 self._schedule(name, now, retry_failed=True)
             else:
                 self._schedule_failed_retry(name, now)
-        for hook in self.hooks_on_reload:
-            hook()
+        _call_hooks(self.hooks_on_reload, "on reload")
         _log.info(
             "reloaded", added=added, removed=removed, changed=changed, accounts=len(new.accounts)
         )
@@ -320,8 +317,7 @@ class Daemon:
             return True
         self.stopping.set()
         _log.info("stopping", reason=reason)
-        for hook in self.hooks_on_stop:
-            hook()
+        _call_hooks(self.hooks_on_stop, "on stop")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         if self._workers is not None:
@@ -389,6 +385,15 @@ class Daemon:
             # Worker threads would hold the interpreter open; the state is safe.
             os._exit(0)
         return 0
+
+
+def _call_hooks(hooks: list[Callable[[], None]], stage: str) -> None:
+    """Run every hook; one that fails is logged and must not end a reload or a stop."""
+    for hook in hooks:
+        try:
+            hook()
+        except Exception as exc:
+            _log.error("lifecycle hook failed", stage=stage, error=refusal_reason(exc))
 
 
 def refusal_reason(exc: BaseException) -> str:

@@ -182,7 +182,12 @@ class Monitor:
     def after_reload(self) -> None:
         """After every reload, applied or refused: systemd waits for READY=1."""
         daemon = self.daemon
-        self.dispatcher = self._dispatcher()
+        try:
+            self.dispatcher = self._dispatcher()
+        except Exception as exc:  # READY=1 must still follow RELOADING=1
+            _log.error(
+                "alert channels not rebuilt; keeping the previous ones", error=type(exc).__name__
+            )
         if daemon.config.server.listen != self._listen:
             _log.warning(
                 "server.listen changed; it takes effect at the next restart",

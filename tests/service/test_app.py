@@ -185,3 +185,21 @@ def test_run_makes_the_process_not_dumpable() -> None:
     )
     assert "forbidden True" in done.stdout, done.stderr
     assert run_rotator(["--version"]).returncode == 0
+
+
+def test_a_failing_lifecycle_hook_ends_neither_a_reload_nor_a_stop(service: Service) -> None:
+    daemon = service.daemon
+    ran: list[str] = []
+
+    def broken() -> None:
+        ran.append("broken")
+        raise RuntimeError("a hook broke")
+
+    for hooks in (daemon.hooks_before_reload, daemon.hooks_on_reload, daemon.hooks_after_reload):
+        hooks.insert(0, broken)
+    daemon.hooks_on_stop.insert(0, broken)
+    assert daemon.reload() is True
+    assert ran == ["broken"] * 3
+    assert daemon.stop("test") is True
+    assert ran == ["broken"] * 4
+    assert daemon.stopping.is_set()
