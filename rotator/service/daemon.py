@@ -291,7 +291,7 @@ class Daemon:
     def _schedule_failed_retry(self, name: str, now: datetime) -> None:
         try:
             state, _ = self.rotator.read_state(self.rotator.accounts[name])
-        except RotatorError:
+        except Exception:  # unreadable now: its own job or the next reload looks again
             return
         if state.failed:
             self._schedule(name, now, retry_failed=True)
@@ -373,7 +373,10 @@ class Daemon:
             while not self._stop_reason:
                 if self._reload_pending:
                     self._reload_pending = False
-                    self.reload()
+                    try:
+                        self.reload()
+                    except Exception as exc:  # a SIGHUP must never end the daemon
+                        _log.error("reload failed", error=refusal_reason(exc))
                     continue
                 os.read(wake_r, 512)  # returns once any signal arrived; handlers ran
         finally:
