@@ -40,7 +40,7 @@ from rotator.rotation.rotator import Result, RotationResult, Rotator
 from rotator.service.scheduling import pool_executor, scheduler
 from rotator.state import AccountState
 
-__all__ = ["Daemon", "ReloadRefused", "Rewire", "Rewired"]
+__all__ = ["Daemon", "ReloadRefused", "Rewire", "Rewired", "refusal_reason"]
 
 _log = structlog.get_logger("rotator.daemon")
 _TICK = "__rotator_tick__"
