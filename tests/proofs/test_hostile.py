@@ -70,7 +70,8 @@ class _Trickler:
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/oauth/token"
         self.stop = threading.Event()
         self.answers_completed = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         self.sock.settimeout(0.2)
@@ -79,6 +80,8 @@ class _Trickler:
                 conn, _ = self.sock.accept()
             except TimeoutError:
                 continue
+            except OSError:  # the listening socket is gone
+                return
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
@@ -99,6 +102,7 @@ class _Trickler:
 
     def close(self) -> None:
         self.stop.set()
+        self._thread.join(5)
         self.sock.close()
 
 
