@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import resource
 import sys
 
@@ -27,7 +26,8 @@ def _prctl() -> ctypes._NamedFuncPointer | None:
     if not sys.platform.startswith("linux"):
         return None
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the process's own symbols: libc is loaded already (find_library would run ldconfig)
+        libc = ctypes.CDLL(None, use_errno=True)
         func: ctypes._NamedFuncPointer = libc.prctl
         func.restype = ctypes.c_int
         return func
