@@ -203,3 +203,26 @@ def test_a_failing_lifecycle_hook_ends_neither_a_reload_nor_a_stop(service: Serv
     assert daemon.stop("test") is True
     assert ran == ["broken"] * 4
     assert daemon.stopping.is_set()
+
+
+def test_forbidding_core_dumps_changes_a_dumpable_process() -> None:
+    """The check is not vacuous: a fresh process is dumpable, and forbidding changes that."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "import rotator.service.coredump as c\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_CORE)\n"
+        "if hard != 0:\n"
+        "    resource.setrlimit(resource.RLIMIT_CORE, (min(hard, 1 << 20), hard))\n"
+        "print(c.core_dumps_forbidden())\n"
+        "c.forbid_core_dumps()\n"
+        "c.forbid_core_dumps()  # idempotent\n"
+        "print(c.core_dumps_forbidden(), resource.getrlimit(resource.RLIMIT_CORE))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False", "True (0, 0)"]
