@@ -1,3 +1,5 @@
+"""``python -m rotator``: the command line (which makes the process not dumpable first)."""
+
 from __future__ import annotations
 
 import sys

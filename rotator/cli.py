@@ -146,6 +146,11 @@ _EXTRA_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Every command handles secrets: no core file may ever hold them, so before anything
+    # else the process is made not dumpable (the daemon checks it again and logs it).
+    from rotator.coredump import forbid_core_dumps
+
+    forbid_core_dumps()
     parser = build_parser()
     args = parser.parse_args(argv)
     from rotator.errors import ConfigError, RotatorError
@@ -187,9 +192,9 @@ def _refuse(message: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rotator.config.models import config_path
-    from rotator.service.daemon import Daemon
+    from rotator.service.app import build_daemon
 
-    return Daemon(config_path(args.config)).run_forever()
+    return build_daemon(config_path(args.config)).run_forever()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -280,7 +280,7 @@ def test_a_runtime_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
     config = write_config(tmp_path, directory=str(blocker / "sub"))
     code, out, err = run_main(["status", "-c", str(config)], capsys)
     assert code == 1
-    assert "error: idp-api: files: cannot read" in err and "Not a directory" in err
+    assert "error: idp-api: files: cannot" in err and "Not a directory" in err
     assert out.startswith("ACCOUNT")
 
 

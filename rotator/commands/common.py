@@ -35,14 +35,6 @@ def require_account(config: Config, name: str) -> None:
 
 def open_rotator(config: Config, *, spool: bool = True) -> Rotator:
     """A Rotator over the configured stores; ``spool=False`` for commands that only read."""
-    from rotator.http import HttpClients
-    from rotator.rotation.accounts import build_accounts
-    from rotator.rotation.rotator import Rotator
-    from rotator.service.app import open_spool, open_stores
+    from rotator.service.app import build_rotator
 
-    stores = open_stores(config)
-    return Rotator(
-        accounts=build_accounts(config, stores),
-        http=HttpClients(max_connections=4),
-        spool=open_spool(config) if spool else None,
-    )
+    return build_rotator(config, spool=spool)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rotator.demo.sandbox import Sandbox
 from rotator.secrets import Secret
-from rotator.service.daemon import Daemon
+from rotator.service.app import build_daemon
 from rotator.state import AccountState
 
 __all__ = ["run_demo"]
@@ -79,7 +79,7 @@ def run_demo(*, directory: str = "rotator-demo", lifetime: float = 20.0) -> int:
         encoding="utf-8",
     )
     config_file.chmod(0o600)
-    daemon = Daemon(str(config_file))
+    daemon = build_daemon(str(config_file))
     account = daemon.rotator.accounts["demo-refresh"]
     seeded = AccountState(
         account="demo-refresh",

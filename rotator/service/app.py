@@ -1,20 +1,46 @@
 """The one place that wires a configuration into running parts.
 
-config -> stores -> spool -> accounts -> rotator (-> daemon -> monitor). The
-commands (``refresh``, ``import``, ``authorize``, ``status``) and the daemon
-build their parts here, so each of them opens stores and the spool the same way.
+config -> stores -> spool -> accounts -> rotator -> daemon -> monitor. The
+commands (``refresh``, ``import``, ``authorize``, ``status``) build their rotator
+with :func:`build_rotator`, ``rotator run`` its daemon with :func:`build_daemon`,
+so each of them opens stores and the spool the same way; the daemon itself is
+lifecycle only and gets :func:`rewire` to rebuild its parts on SIGHUP. The
+daemon and the monitor never import each other: the monitor sees the daemon
+through :class:`~rotator.service.monitor.Supervised` and is hooked in here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from rotator.backends.base import SecretStore, open_store
-from rotator.config.models import Config, state_store
+from rotator.config.models import Config, load_config, state_store
+from rotator.errors import scrub_values
 from rotator.rotation.spool import Spool, default_spool_dir
-from rotator.secrets import resolve
+from rotator.secrets import SecretRef, resolve
 
-__all__ = ["open_spool", "open_stores", "store_settings_of"]
+if TYPE_CHECKING:
+    from rotator.http import HttpClients
+    from rotator.rotation.rotator import Observer, Rotator
+    from rotator.service.daemon import Daemon, Rewired
+    from rotator.service.monitor import Monitor
+
+__all__ = [
+    "Service",
+    "build_daemon",
+    "build_rotator",
+    "build_service",
+    "open_spool",
+    "open_stores",
+    "rewire",
+    "store_settings_of",
+]
+
+_log = structlog.get_logger("rotator.daemon")
 
 
 def open_stores(config: Config) -> dict[str, SecretStore]:
@@ -32,3 +58,143 @@ def store_settings_of(config: Config, account: str) -> list[Any]:
     """The settings of every store an account touches (its state store and sinks)."""
     names = {state_store(config, account)} | {s.store for s in config.accounts[account].sinks}
     return [config.stores[n] for n in sorted(names)]
+
+
+def build_rotator(
+    config: Config,
+    *,
+    stores: dict[str, SecretStore] | None = None,
+    http: HttpClients | None = None,
+    spool: bool = True,
+    observers: Sequence[Observer] = (),
+) -> Rotator:
+    """A rotator over ``config``'s accounts (``spool=False``: read-only use, no spool)."""
+    from rotator.http import HttpClients
+    from rotator.rotation.accounts import build_accounts
+    from rotator.rotation.rotator import Rotator
+
+    stores = open_stores(config) if stores is None else stores
+    return Rotator(
+        accounts=build_accounts(config, stores),
+        http=http if http is not None else HttpClients(max_connections=4),
+        observers=list(observers),
+        spool=open_spool(config) if spool else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A daemon and the monitor hooked into it."""
+
+    daemon: Daemon
+    monitor: Monitor
+
+    def run_forever(self) -> int:
+        return self.daemon.run_forever()
+
+
+def build_service(
+    config_path: str,
+    *,
+    config: Config | None = None,
+    observers: Sequence[Observer] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Service:
+    """The daemon for ``config_path``, its monitor attached (the port bound, if any)."""
+    from rotator.coredump import core_dumps_forbidden, forbid_core_dumps
+    from rotator.http import HttpClients
+    from rotator.service.daemon import Daemon
+    from rotator.service.monitor import Monitor
+
+    forbid_core_dumps()  # the daemon holds every account's secrets
+    if core_dumps_forbidden():
+        _log.info("core dumps off", dumpable=False, core_limit=0)
+    else:
+        _log.warning(
+            "core dumps could not be switched off",
+            fix="set LimitCORE=0 (systemd) or ulimit -c 0 before starting rotator",
+        )
+    config = config if config is not None else load_config(config_path)
+    stores = open_stores(config)
+    http = HttpClients()
+    rotator = build_rotator(config, stores=stores, http=http, observers=observers)
+    daemon = Daemon(
+        config_path, config=config, stores=stores, rotator=rotator, http=http, rewire=rewire
+    )
+    # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
+    monitor = Monitor(daemon, environ=environ)
+    rotator.observers.append(monitor)
+    daemon.hooks_on_start.append(monitor.on_start)
+    daemon.hooks_before_reload.append(monitor.before_reload)
+    daemon.hooks_after_reload.append(monitor.after_reload)
+    daemon.hooks_on_stop.append(monitor.on_stop)
+    return Service(daemon, monitor)
+
+
+def build_daemon(config_path: str, **kwargs: Any) -> Daemon:
+    """:func:`build_service`'s daemon (``rotator run``: ``build_daemon(path).run_forever()``)."""
+    return build_service(config_path, **kwargs).daemon
+
+
+def rewire(config_path: str, running: Config, running_stores: Mapping[str, SecretStore]) -> Rewired:
+    """The parts of the configuration now in ``config_path``, for a reload.
+
+    Unchanged stores are kept (their login, pool and keep-alive carry on); only
+    new or changed ones are opened, and closed again if the reload fails. Any
+    failure at all (a bad file, ``timeout: .inf`` overflowing, a store that does
+    not open, an account that does not build) is a ``ReloadRefused`` whose
+    message is bounded and holds no secret the running configuration knows.
+    """
+    from rotator.rotation.accounts import build_accounts
+    from rotator.service.daemon import ReloadRefused, Rewired, refusal_reason
+
+    opened: dict[str, SecretStore] = {}
+    try:
+        config = load_config(config_path)
+        stores: dict[str, SecretStore] = {}
+        for name, settings in config.stores.items():
+            if name in running_stores and running.stores.get(name) == settings:
+                stores[name] = running_stores[name]
+            else:
+                opened[name] = stores[name] = open_store(name, settings)
+        accounts = build_accounts(config, stores)
+        changed = tuple(
+            n
+            for n in set(accounts) & set(running.accounts)
+            if config.accounts[n] != running.accounts[n]
+            or store_settings_of(config, n) != store_settings_of(running, n)
+        )
+    except Exception as exc:
+        for store in opened.values():
+            store.close()
+        reason = scrub_values(refusal_reason(exc), _local_secret_values(running))
+        raise ReloadRefused(reason) from None
+    return Rewired(config, stores, accounts, tuple(opened.values()), changed)
+
+
+def _local_secret_values(config: Config) -> list[str]:
+    """The values of the configuration's env/file/cred references (no network)."""
+    values = []
+    for ref in _refs(config):
+        if ref.scheme in ("env", "file", "cred"):
+            try:
+                values.append(resolve(ref).reveal())
+            except Exception:  # noqa: S112 - an unreadable ref holds nothing to scrub
+                continue
+    return values
+
+
+def _refs(value: object, depth: int = 0) -> Iterator[SecretRef]:
+    if depth > 8:
+        return
+    if isinstance(value, SecretRef):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _refs(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _refs(item, depth + 1)
+    elif hasattr(value, "__pydantic_fields__"):
+        for name in type(value).__pydantic_fields__:
+            yield from _refs(getattr(value, name, None), depth + 1)

@@ -10,6 +10,11 @@ refresh point; the others keep their stored schedule, so a restart does not
 refresh every account. A 30-second tick keeps the scheduler's clock honest after
 a suspend or a clock jump (overdue jobs then run once, at once), and bounds its
 sleep: a next run due after the tick is added without waking it.
+
+This module is the lifecycle only: :mod:`rotator.service.app` builds the parts
+(stores, spool, accounts, rotator, monitor) and hands them in, with the function
+that rebuilds them on SIGHUP. A reload that fails for any reason keeps the
+running configuration.
 """
 
 from __future__ import annotations
@@ -17,72 +22,53 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
 import structlog
 
-from rotator.backends.base import SecretStore, open_store
-from rotator.config.models import Config, load_config
-from rotator.errors import ConfigError, RotatorError
+from rotator.backends.base import SecretStore
+from rotator.config.models import Config
+from rotator.errors import RotatorError
 from rotator.http import HttpClients
-from rotator.rotation.accounts import build_accounts
-from rotator.rotation.rotator import Observer, Result, RotationResult, Rotator
-from rotator.service.app import open_spool, open_stores, store_settings_of
-from rotator.service.monitor import attach as attach_monitor
+from rotator.rotation.accounts import Account
+from rotator.rotation.rotator import Result, RotationResult, Rotator
+from rotator.service.scheduling import pool_executor, scheduler
+from rotator.state import AccountState
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "ReloadRefused", "Rewire", "Rewired", "refusal_reason"]
 
 _log = structlog.get_logger("rotator.daemon")
 _TICK = "__rotator_tick__"
 #: the tick's interval: the scheduler looks at its jobs at least this often
 _TICK_SECONDS = 30
 _FALLBACK_RECHECK = timedelta(seconds=60)
+#: a refused reload's reason is logged at most this long (a hostile file can be huge)
+_REASON_MAX = 300
 
 
-def _pool_executor(pool: ThreadPoolExecutor) -> Any:
-    """An APScheduler executor over ``pool``, which the daemon also submits first runs to."""
-    from apscheduler.executors.pool import BasePoolExecutor
-
-    class PoolExecutor(BasePoolExecutor):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(pool)
-
-    return PoolExecutor()
+class ReloadRefused(RotatorError):
+    """A new configuration cannot be used; the message says why, scrubbed and bounded."""
 
 
-def _scheduler(**options: Any) -> Any:
-    """A ``BackgroundScheduler`` that :meth:`add_job` can leave asleep.
+@dataclass(frozen=True, slots=True)
+class Rewired:
+    """The parts built from a new configuration; ``opened`` are the stores it opened."""
 
-    Every ``add_job`` wakes the scheduler's thread to look at its jobs again. A
-    job due after the next tick does not need that: the thread looks at its jobs
-    at least once per tick, and from then on waits for the new job too. Adding a
-    rotation's next run (usually minutes away) then costs no thread hand-off, in
-    a burst of 10,000 rotations as much as in the steady state.
-    """
-    from apscheduler.schedulers.background import BackgroundScheduler
+    config: Config
+    stores: dict[str, SecretStore]
+    accounts: dict[str, Account]
+    opened: tuple[SecretStore, ...]
+    #: accounts whose settings or stores changed (rotated at once, failed ones retried)
+    changed: tuple[str, ...]
 
-    class Scheduler(BackgroundScheduler):  # type: ignore[misc]
-        def __init__(self, **kwargs: Any) -> None:
-            self._asleep = threading.local()
-            super().__init__(**kwargs)
 
-        def add_job_after_tick(self, *args: Any, **kwargs: Any) -> Any:
-            """``add_job`` for a job due more than a tick from now: no wake-up."""
-            self._asleep.on = True
-            try:
-                return self.add_job(*args, **kwargs)
-            finally:
-                self._asleep.on = False
-
-        def wakeup(self) -> None:
-            if not getattr(self._asleep, "on", False):
-                super().wakeup()
-
-    return Scheduler(**options)
+#: (config path, running config, running stores) -> the new parts, or ReloadRefused
+Rewire = Callable[[str, Config, Mapping[str, SecretStore]], Rewired]
 
 
 class Daemon:
@@ -92,36 +78,67 @@ class Daemon:
         self,
         config_path: str,
         *,
-        config: Config | None = None,
-        observers: list[Observer] | None = None,
-        rotator_factory: Callable[..., Rotator] = Rotator,
+        config: Config,
+        stores: dict[str, SecretStore],
+        rotator: Rotator,
+        http: HttpClients,
+        rewire: Rewire,
     ) -> None:
         self.config_path = config_path
-        self.config = config or load_config(config_path)
+        self.config = config
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self._stop_reason = ""
         self._reload_pending = False
         self._in_flight = 0
         self._in_flight_done = threading.Condition()
-        self.stores = open_stores(self.config)
-        self.http = HttpClients()
-        self.rotator = rotator_factory(
-            accounts=build_accounts(self.config, self.stores),
-            http=self.http,
-            observers=list(observers or []),
-            spool=open_spool(self.config),
-        )
+        self.stores = stores
+        self.http = http
+        self.rotator = rotator
+        self._rewire = rewire
         self.scheduler: Any = None
         self._workers: ThreadPoolExecutor | None = None
-        self.hooks_on_start: list[Callable[[Daemon], None]] = []
-        self.hooks_on_reload: list[Callable[[Daemon], None]] = []
-        self.hooks_on_stop: list[Callable[[Daemon], None]] = []
+        self.hooks_on_start: list[Callable[[], None]] = []
+        self.hooks_on_reload: list[Callable[[], None]] = []
+        self.hooks_on_stop: list[Callable[[], None]] = []
         #: around every reload, applied or refused (systemd's RELOADING=1 ... READY=1)
-        self.hooks_before_reload: list[Callable[[Daemon], None]] = []
-        self.hooks_after_reload: list[Callable[[Daemon], None]] = []
-        # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
-        self.monitor = attach_monitor(self)
+        self.hooks_before_reload: list[Callable[[], None]] = []
+        self.hooks_after_reload: list[Callable[[], None]] = []
+
+    # -- what the monitor sees (rotator.service.monitor.Supervised) -------------------------
+
+    @property
+    def accounts(self) -> Mapping[str, Account]:
+        return self.rotator.accounts
+
+    def read_state(self, account: Account) -> tuple[AccountState, Any]:
+        return self.rotator.read_state(account)
+
+    def alive(self) -> bool:
+        scheduler = self.scheduler
+        thread = getattr(scheduler, "_thread", None)
+        return bool(
+            scheduler is not None
+            and scheduler.running
+            and not self.stopping.is_set()
+            and (thread is None or thread.is_alive())
+        )
+
+    def every(
+        self, job_id: str, func: Callable[[], None], period: timedelta, first: datetime
+    ) -> bool:
+        if self.scheduler is None:
+            return False
+        self.scheduler.add_job(
+            func,
+            "interval",
+            seconds=period.total_seconds(),
+            id=job_id,
+            name=job_id,
+            next_run_time=first,
+            replace_existing=True,
+        )
+        return True
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -131,9 +148,9 @@ class Daemon:
         self._workers = ThreadPoolExecutor(
             max_workers=self.config.server.workers, thread_name_prefix="rotator-worker"
         )
-        self.scheduler = _scheduler(
+        self.scheduler = scheduler(
             executors={
-                "default": _pool_executor(self._workers),
+                "default": pool_executor(self._workers),
                 # The tick only wakes the scheduler; behind 10,000 queued rotations in
                 # the default pool it would be skipped, with a warning, every 30 s.
                 _TICK: SchedulerThreads(max_workers=1),
@@ -153,7 +170,7 @@ class Daemon:
             self._workers.submit(self._first_run, name, now)
         self.ready.set()
         for hook in self.hooks_on_start:
-            hook(self)
+            hook()
         _log.info(
             "started",
             accounts=len(self.rotator.accounts),
@@ -221,79 +238,60 @@ class Daemon:
     # -- reload ---------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Re-read the configuration; keep the running one if the new one is bad."""
-        for hook in self.hooks_before_reload:
-            hook(self)
+        """Re-read the configuration; keep the running one if the new one fails at all."""
+        _call_hooks(self.hooks_before_reload, "before reload")
         try:
             return self._reload()
         finally:
-            for hook in self.hooks_after_reload:
-                hook(self)
+            _call_hooks(self.hooks_after_reload, "after reload")
 
     def _reload(self) -> bool:
-        opened: dict[str, SecretStore] = {}
         try:
-            new_config = load_config(self.config_path)
-            # Unchanged stores are kept (their login, pool and keep-alive carry on);
-            # only new or changed ones are opened.
-            new_stores: dict[str, SecretStore] = {}
-            for name, settings in new_config.stores.items():
-                if name in self.stores and self.config.stores.get(name) == settings:
-                    new_stores[name] = self.stores[name]
-                else:
-                    opened[name] = new_stores[name] = open_store(name, settings)
-            new_accounts = build_accounts(new_config, new_stores)
-        except (ConfigError, RotatorError) as exc:
-            for store in opened.values():
-                store.close()
-            _log.error("reload refused; keeping the running configuration", error=str(exc))
+            new = self._rewire(self.config_path, self.config, self.stores)
+        except Exception as exc:  # any failure at all: the running configuration stays
+            _log.error(
+                "reload refused; keeping the running configuration", error=refusal_reason(exc)
+            )
             return False
-        old = self.config
         old_accounts = self.rotator.accounts
-        retired = [s for name, s in self.stores.items() if new_stores.get(name) is not s]
-        self.config = new_config
-        self.stores = new_stores
-        self.rotator.accounts = new_accounts
+        retired = [s for name, s in self.stores.items() if new.stores.get(name) is not s]
+        self.config = new.config
+        self.stores = new.stores
+        self.rotator.accounts = new.accounts
         if retired:
             # Rotations in flight may still hold them: close after the grace period.
             def close_retired() -> None:
                 for store in retired:
                     store.close()
 
-            grace = new_config.server.shutdown_grace.total_seconds()
+            grace = new.config.server.shutdown_grace.total_seconds()
             closer = threading.Timer(grace, close_retired)
             closer.daemon = True
             closer.start()
         now = datetime.now(UTC)
-        removed = sorted(set(old_accounts) - set(new_accounts))
-        added = sorted(set(new_accounts) - set(old_accounts))
-        changed = sorted(
-            n
-            for n in set(new_accounts) & set(old_accounts)
-            if new_config.accounts[n] != old.accounts[n]
-            or store_settings_of(new_config, n) != store_settings_of(old, n)
-        )
+        removed = sorted(set(old_accounts) - set(new.accounts))
+        added = sorted(set(new.accounts) - set(old_accounts))
+        changed = sorted(new.changed)
         for name in removed:
             if self.scheduler is not None and self.scheduler.get_job(name):
                 self.scheduler.remove_job(name)
-        for name in new_accounts:
+        for name in new.accounts:
             # A reload is the operator's "try again": failed accounts get one attempt.
             if name in added or name in changed:
                 self._schedule(name, now, retry_failed=True)
             else:
                 self._schedule_failed_retry(name, now)
-        for hook in self.hooks_on_reload:
-            hook(self)
+        _call_hooks(self.hooks_on_reload, "on reload")
         _log.info(
-            "reloaded", added=added, removed=removed, changed=changed, accounts=len(new_accounts)
+            "reloaded", added=added, removed=removed, changed=changed, accounts=len(new.accounts)
         )
-        self._warn_insecure(new_config)
+        self._warn_insecure(new.config)
         return True
 
     def _schedule_failed_retry(self, name: str, now: datetime) -> None:
         try:
             state, _ = self.rotator.read_state(self.rotator.accounts[name])
-        except RotatorError:
+        except Exception:  # unreadable now: its own job or the next reload looks again
             return
         if state.failed:
             self._schedule(name, now, retry_failed=True)
@@ -319,8 +317,7 @@ class Daemon:
             return True
         self.stopping.set()
         _log.info("stopping", reason=reason)
-        for hook in self.hooks_on_stop:
-            hook(self)
+        _call_hooks(self.hooks_on_stop, "on stop")
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         if self._workers is not None:
@@ -376,7 +373,10 @@ class Daemon:
             while not self._stop_reason:
                 if self._reload_pending:
                     self._reload_pending = False
-                    self.reload()
+                    try:
+                        self.reload()
+                    except Exception as exc:  # a SIGHUP must never end the daemon
+                        _log.error("reload failed", error=refusal_reason(exc))
                     continue
                 os.read(wake_r, 512)  # returns once any signal arrived; handlers ran
         finally:
@@ -388,3 +388,32 @@ class Daemon:
             # Worker threads would hold the interpreter open; the state is safe.
             os._exit(0)
         return 0
+
+
+def _call_hooks(hooks: list[Callable[[], None]], stage: str) -> None:
+    """Run every hook; one that fails is logged and must not end a reload or a stop."""
+    for hook in hooks:
+        try:
+            hook()
+        except Exception as exc:
+            _log.error("lifecycle hook failed", stage=stage, error=refusal_reason(exc))
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Why a reload was refused, one bounded line.
+
+    Rotator's own errors carry a message written for the operator (and scrubbed
+    where they are raised); anything else (an ``OverflowError`` from
+    ``timeout: .inf``, a ``RecursionError`` from deep nesting) is named by its
+    type and its first line, since its text was never reviewed for secrets
+    beyond that.
+    """
+    if isinstance(exc, RotatorError):
+        text = str(exc)
+    else:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    text = " ".join(text.split())
+    if len(text) > _REASON_MAX:
+        text = text[: _REASON_MAX - 1] + "\u2026"
+    return text

@@ -1,13 +1,15 @@
-"""Prometheus metrics and the health endpoints, on ``server.listen``.
+"""Prometheus metrics, and the HTTP handler that serves them with the probes.
 
 The metrics live in a private ``CollectorRegistry`` (nothing global, so tests
-and two daemons in one process never collide). Labels are account names,
-results, channel names and alert kinds: never a token, URL or error text.
+and two daemons in one process never collide), with the standard ``process_*``
+and ``python_info`` collectors registered on it (the systemd unit's memory and
+file-descriptor advice reads them). Labels are account names, results, channel
+names and alert kinds: never a token, URL or error text.
 
-``/healthz`` answers whether the process and its scheduler are alive,
-``/readyz`` whether the configuration is loaded and the stores validated. Both
-call a function the daemon supplies and cache the answer for a few seconds
-(:class:`CachedProbe`), so an aggressive prober does not hammer Vault.
+``/metrics`` is prometheus_client's own exposition handler, subclassed: it
+negotiates OpenMetrics through ``Accept``, gzips when asked, filters with
+``name[]``; the subclass adds ``HEAD`` and routes ``/healthz`` and ``/readyz``
+to the probes of :mod:`rotator.service.health`.
 
 This module imports prometheus_client; import it only when the server is
 configured (``rotator --help`` never pays for it).
@@ -16,33 +18,31 @@ configured (``rotator --help`` never pays for it).
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import io
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import structlog
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
+from prometheus_client.exposition import MetricsHandler
 
 from rotator import __version__
+from rotator.service.health import Probe, probe_answer
 
 if TYPE_CHECKING:
     from rotator.state import AccountState
 
-__all__ = ["CachedProbe", "HealthServer", "Metrics", "Probe"]
-
-_log = structlog.get_logger("rotator.metrics")
+__all__ = ["Metrics", "exposition_handler"]
 
 
 class Metrics:
@@ -51,6 +51,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
+        PlatformCollector(registry=r)  # python_info
         self.access_expiry = Gauge(
             "rotator_access_token_expiry_timestamp_seconds",
             "When the current access token expires (unix time).",
@@ -149,116 +151,53 @@ def _remove(metric: Gauge, *labels: str) -> None:
         metric.remove(*labels)
 
 
-# --- health ------------------------------------------------------------------------
+class _Discard(io.BufferedIOBase):
+    """Where a HEAD answer's body goes."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return len(data)
 
 
-@dataclass(frozen=True, slots=True)
-class Probe:
-    ok: bool
-    reason: str = ""
+def exposition_handler(
+    metrics: Metrics, probes: Mapping[str, Callable[[], Probe]]
+) -> type[BaseHTTPRequestHandler]:
+    """The request handler for ``server.listen``: ``/metrics`` and the ``probes`` by path."""
 
+    class Handler(MetricsHandler):
+        registry = metrics.registry
+        server_version = f"rotator/{__version__}"
+        _head_only = False
 
-class CachedProbe:
-    """Call ``check`` at most once per ``ttl`` seconds; a raising check is a failed probe."""
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            if path == "/metrics":
+                super().do_GET()
+                return
+            probe = probes.get(path)
+            if probe is None:
+                status, body = 404, b"not found: try /metrics, /healthz or /readyz\n"
+            else:
+                status, body = probe_answer(probe())
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def __init__(
-        self,
-        check: Callable[[], Probe],
-        *,
-        ttl: float = 5.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._check = check
-        self._ttl = ttl
-        self._monotonic = monotonic
-        self._lock = threading.Lock()
-        self._answer: Probe | None = None
-        self._at = 0.0
+        def do_HEAD(self) -> None:
+            # The GET answer's status and headers, without its body.
+            self._head_only = True
+            self.do_GET()
 
-    def __call__(self) -> Probe:
-        with self._lock:
-            now = self._monotonic()
-            if self._answer is None or now - self._at >= self._ttl:
-                try:
-                    self._answer = self._check()
-                except Exception as exc:
-                    self._answer = Probe(False, f"probe failed: {type(exc).__name__}")
-                self._at = now
-            return self._answer
+        def end_headers(self) -> None:
+            super().end_headers()
+            if self._head_only:
+                self.wfile = _Discard()
 
+        def log_message(self, format: str, *args: Any) -> None:
+            return None  # probes every few seconds would drown the log
 
-class HealthServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` over HTTP in a background thread."""
-
-    def __init__(
-        self,
-        listen: str,
-        metrics: Metrics,
-        *,
-        healthz: Callable[[], Probe],
-        readyz: Callable[[], Probe],
-    ) -> None:
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-        routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
-            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.render()),
-            "/healthz": lambda: _probe_answer(healthz()),
-            "/readyz": lambda: _probe_answer(readyz()),
-        }
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = f"rotator/{__version__}"
-
-            def do_GET(self) -> None:
-                route = routes.get(self.path.split("?", 1)[0])
-                if route is None:
-                    status, ctype, body = 404, "text/plain", b"not found: try /metrics\n"
-                else:
-                    status, ctype, body = route()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None  # probes every few seconds would drown the log
-
-        server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
-        try:
-            self._server = server_class((host, int(port)), Handler)
-        except OSError as exc:
-            from rotator.errors import RotatorError
-
-            raise RotatorError(
-                f"server.listen: cannot listen on {listen}: {exc.strerror or exc} "
-                "(another process on that port? choose another port)"
-            ) from None
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="rotator-http", daemon=True
-        )
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        self._thread.start()
-        _log.info("serving metrics and health", listen="{}:{}".format(*self.address))
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
-
-
-class _HTTPServer6(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
-def _probe_answer(probe: Probe) -> tuple[int, str, bytes]:
-    text = ("ok" if probe.ok else "not ok") + (f": {probe.reason}" if probe.reason else "")
-    return (200 if probe.ok else 503), "text/plain; charset=utf-8", (text + "\n").encode()
+    return Handler

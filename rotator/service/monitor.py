@@ -1,6 +1,10 @@
 """What the daemon tells the outside world: alerts, metrics, health, systemd.
 
-A :class:`Monitor` is attached to one :class:`~rotator.service.daemon.Daemon`:
+A :class:`Monitor` watches one running service through the narrow
+:class:`Supervised` view (its configuration, accounts and stores, its ready and
+stopping flags, a way to schedule a periodic job); the daemon satisfies it
+without either module importing the other, and :mod:`rotator.service.app` wires
+the two together:
 
 - as a rotation :class:`~rotator.rotation.rotator.Observer` it updates the metrics and
   hands the new state to the alert dispatcher, on two threads of its own (so a
@@ -22,25 +26,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from rotator.alerts.channels import build_channels
 from rotator.alerts.dispatch import Dispatcher, StoreAlertMemory
 from rotator.errors import RotatorError
+from rotator.service.health import CachedProbe, HealthServer, Probe
 from rotator.service.sdnotify import Notifier, Watchdog
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
+    from rotator.config.models import Config
+    from rotator.rotation.accounts import Account
     from rotator.rotation.rotator import RotationResult
-    from rotator.service.daemon import Daemon
-    from rotator.service.metrics import HealthServer, Metrics, Probe
+    from rotator.service.metrics import Metrics
     from rotator.state import AccountState
 
-__all__ = ["SWEEP_JOB", "Monitor"]
+__all__ = ["SWEEP_JOB", "Monitor", "Supervised"]
 
 _log = structlog.get_logger("rotator.monitor")
 SWEEP_JOB = "__rotator_alert_sweep__"
@@ -53,10 +59,40 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class Supervised(Protocol):
+    """What the monitor needs of the service it watches (the daemon is one)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def accounts(self) -> Mapping[str, Account]: ...
+    @property
+    def stores(self) -> Mapping[str, SecretStore]: ...
+    @property
+    def ready(self) -> threading.Event: ...
+    @property
+    def stopping(self) -> threading.Event: ...
+
+    def alive(self) -> bool:
+        """True while the scheduler runs and no stop was asked."""
+        ...
+
+    def read_state(self, account: Account) -> tuple[AccountState, Any]: ...
+
+    def every(
+        self, job_id: str, func: Callable[[], None], period: timedelta, first: datetime
+    ) -> bool:
+        """Run ``func`` every ``period`` from ``first``, replacing ``job_id``.
+
+        False when the scheduler does not run (before the start).
+        """
+        ...
+
+
 class Monitor:
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: Supervised,
         *,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = _utcnow,
@@ -68,7 +104,7 @@ class Monitor:
         self.metrics: Metrics | None = None
         self.server: HealthServer | None = None
         self._failing: set[str] = set()
-        self._accounts = set(daemon.rotator.accounts)
+        self._accounts = set(daemon.accounts)
         self._status = ""
         self._status_lock = threading.Lock()
         self._checks = _LatestFirst(self._check, name="rotator-alerts")
@@ -76,15 +112,14 @@ class Monitor:
         self._listen = daemon.config.server.listen
         if self._listen:
             # Bound now, so a taken port fails the start before anything runs.
-            from rotator.service.metrics import CachedProbe, HealthServer, Metrics
+            from rotator.service.metrics import Metrics, exposition_handler
 
             self.metrics = Metrics()
-            self.server = HealthServer(
-                self._listen,
-                self.metrics,
-                healthz=CachedProbe(self._healthz, ttl=2),
-                readyz=CachedProbe(self._readyz, ttl=10),
-            )
+            probes = {
+                "/healthz": CachedProbe(self._healthz, ttl=2),
+                "/readyz": CachedProbe(self._readyz, ttl=10),
+            }
+            self.server = HealthServer(self._listen, exposition_handler(self.metrics, probes))
 
     def _dispatcher(self) -> Dispatcher:
         config = self.daemon.config
@@ -102,7 +137,7 @@ class Monitor:
         return self.clock()  # looked up on each call: tests move the monitor's clock
 
     def _state_store(self, account: str) -> SecretStore:
-        return self.daemon.rotator.accounts[account].state_store
+        return self.daemon.accounts[account].state_store
 
     def _alert_sent(self, channel: str, kind: str) -> None:
         if self.metrics is not None:
@@ -111,25 +146,15 @@ class Monitor:
     # -- liveness and readiness ----------------------------------------------------------
 
     def alive(self) -> bool:
-        scheduler = self.daemon.scheduler
-        thread = getattr(scheduler, "_thread", None)
-        return bool(
-            scheduler is not None
-            and scheduler.running
-            and not self.daemon.stopping.is_set()
-            and (thread is None or thread.is_alive())
-        )
+        return self.daemon.alive()
 
     def _healthz(self) -> Probe:
-        from rotator.service.metrics import Probe
-
         if self.alive():
             return Probe(True, "scheduler running")
         return Probe(False, "stopping" if self.daemon.stopping.is_set() else "scheduler stopped")
 
     def _readyz(self) -> Probe:
         from rotator.backends.base import ValidationStatus
-        from rotator.service.metrics import Probe
 
         if not self.daemon.ready.is_set():
             return Probe(False, "starting")
@@ -140,56 +165,57 @@ class Monitor:
                 problems.append(f"store {name}: {validation.reason}")
         if problems:
             return Probe(False, "; ".join(problems))
-        return Probe(True, f"{len(self.daemon.rotator.accounts)} accounts, stores validated")
+        return Probe(True, f"{len(self.daemon.accounts)} accounts, stores validated")
 
     # -- lifecycle hooks (Daemon.hooks_on_*) -------------------------------------------------
 
-    def on_start(self, daemon: Daemon) -> None:
+    def on_start(self) -> None:
         if self.server is not None:
             self.server.start()
-        self._schedule_sweep(daemon, first=self.clock() + daemon.config.alerts.sweep)
+        self._schedule_sweep(first=self.clock() + self.daemon.config.alerts.sweep)
         self.notifier.ready(self.status_line())
         self.watchdog.start()
 
-    def before_reload(self, daemon: Daemon) -> None:
+    def before_reload(self) -> None:
         self.notifier.reloading()
 
-    def after_reload(self, daemon: Daemon) -> None:
+    def after_reload(self) -> None:
         """After every reload, applied or refused: systemd waits for READY=1."""
-        self.dispatcher = self._dispatcher()
+        daemon = self.daemon
+        try:
+            self.dispatcher = self._dispatcher()
+        except Exception as exc:  # READY=1 must still follow RELOADING=1
+            _log.error(
+                "alert channels not rebuilt; keeping the previous ones", error=type(exc).__name__
+            )
         if daemon.config.server.listen != self._listen:
             _log.warning(
                 "server.listen changed; it takes effect at the next restart",
                 listening=self._listen,
                 configured=daemon.config.server.listen,
             )
-        accounts = set(daemon.rotator.accounts)
+        accounts = set(daemon.accounts)
         for name in self._accounts - accounts:
             self._failing.discard(name)
             if self.metrics is not None:
                 self.metrics.forget(name)
         self._accounts = accounts
-        self._schedule_sweep(daemon)
+        self._schedule_sweep()
         self.notifier.ready(self.status_line())
 
-    def on_stop(self, daemon: Daemon) -> None:
+    def on_stop(self) -> None:
         self.notifier.stopping()
         self.watchdog.stop()
         self._checks.close(timeout=_ALERT_STOP_WAIT)
         if self.server is not None:
             self.server.stop()
 
-    def _schedule_sweep(self, daemon: Daemon, first: datetime | None = None) -> None:
-        if daemon.scheduler is None:
-            return
-        daemon.scheduler.add_job(
+    def _schedule_sweep(self, first: datetime | None = None) -> None:
+        self.daemon.every(
+            SWEEP_JOB,
             self.sweep,
-            "interval",
-            seconds=daemon.config.alerts.sweep.total_seconds(),
-            id=SWEEP_JOB,
-            name="alert sweep",
-            next_run_time=first or self.clock(),
-            replace_existing=True,
+            self.daemon.config.alerts.sweep,
+            first or self.clock(),
         )
 
     # -- the observer ------------------------------------------------------------------------
@@ -199,7 +225,7 @@ class Monitor:
             self.metrics.observe_rotation(result.account, result.result, result.duration)
         self._set_failing(result.account, result.result in _FAILING)
         state = result.state
-        account = self.daemon.rotator.accounts.get(result.account)
+        account = self.daemon.accounts.get(result.account)
         if state is None or account is None:
             return
         if self.metrics is not None:
@@ -210,11 +236,11 @@ class Monitor:
 
     def sweep(self) -> None:
         """Every account: read the state, refresh the gauges, check alerts."""
-        for name, account in list(self.daemon.rotator.accounts.items()):
+        for name, account in list(self.daemon.accounts.items()):
             if self.daemon.stopping.is_set():
                 return
             try:
-                state, _ = self.daemon.rotator.read_state(account)
+                state, _ = self.daemon.read_state(account)
             except RotatorError as exc:
                 _log.warning("alert sweep cannot read the state", account=name, error=str(exc))
                 continue
@@ -228,14 +254,14 @@ class Monitor:
         self._check(state)
 
     def _check(self, state: AccountState) -> None:
-        account = self.daemon.rotator.accounts.get(state.account)
+        account = self.daemon.accounts.get(state.account)
         if account is not None:
             self.dispatcher.check(state, account.settings)
 
     # -- systemd status ------------------------------------------------------------------------
 
     def status_line(self) -> str:
-        total = len(self.daemon.rotator.accounts)
+        total = len(self.daemon.accounts)
         return f"{total} account{'' if total == 1 else 's'}, {len(self._failing)} failing"
 
     def _set_failing(self, account: str, failing: bool) -> None:
@@ -312,14 +338,3 @@ class _LatestFirst:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def attach(daemon: Daemon, **kwargs: Any) -> Monitor:
-    """Create a monitor and hook it into the daemon's rotation and lifecycle."""
-    monitor = Monitor(daemon, **kwargs)
-    daemon.rotator.observers.append(monitor)
-    daemon.hooks_on_start.append(monitor.on_start)
-    daemon.hooks_before_reload.append(monitor.before_reload)
-    daemon.hooks_after_reload.append(monitor.after_reload)
-    daemon.hooks_on_stop.append(monitor.on_stop)
-    return monitor

@@ -82,10 +82,18 @@ class Watchdog:
     after ``WatchdogSec``: a wedged scheduler is not hidden by a healthy thread.
     """
 
-    def __init__(self, notifier: Notifier, alive: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        alive: Callable[[], bool],
+        *,
+        pause: Callable[[threading.Event, float], bool] | None = None,
+    ) -> None:
         self._notifier = notifier
         self._alive = alive
         self._stop = threading.Event()
+        #: waits between pings; True when stopped (tests pass one that counts)
+        self._pause = pause or threading.Event.wait
         self._thread: threading.Thread | None = None
 
     def start(self) -> bool:
@@ -110,7 +118,7 @@ class Watchdog:
             elif was_alive:
                 _log.error("not pinging the systemd watchdog: the daemon is not healthy")
             was_alive = alive
-            if self._stop.wait(period):
+            if self._pause(self._stop, period):
                 return
 
     def stop(self) -> None:

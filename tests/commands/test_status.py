@@ -278,6 +278,6 @@ def test_a_store_error_is_printed_escaped_and_exits_1(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     out, err = io.StringIO(), io.StringIO()
     assert status(load_config(str(path)), out=out, err=err) == 1
-    assert "error: idp-api: files: cannot read" in err.getvalue()
+    assert "error: idp-api: files: cannot" in err.getvalue()
     assert "blocker\\x1b[2J" in err.getvalue()
     assert_terminal_safe(err.getvalue())

@@ -181,6 +181,8 @@ def test_unit_has_the_service_contract() -> None:
     assert values("ProtectSystem") == ["strict"]
     assert values("NoNewPrivileges") == ["yes"]
     assert values("CapabilityBoundingSet") == [""]
+    # the watchdog's SIGABRT must not write the daemon's secrets to a core file
+    assert values("LimitCORE") == ["0"]
 
 
 def test_example_config_fits_the_unit() -> None:

@@ -113,6 +113,18 @@ def test_run_rotates_two_accounts_and_stops_cleanly(tmp_path: Path, server: OAut
     assert leftovers == []
 
 
+def test_the_daemon_process_dumps_no_core(tmp_path: Path, server: OAuth2Emulator) -> None:
+    """A core of the daemon would hold its tokens and client secret."""
+    with alpha_running(tmp_path, server) as (_config, daemon):
+        limits = Path(f"/proc/{daemon.pid}/limits").read_text()
+        [core] = [line for line in limits.splitlines() if line.startswith("Max core file size")]
+        assert core.split()[4:6] == ["0", "0"], core
+        # PR_GET_DUMPABLE, read by the daemon itself (as root /proc shows no difference)
+        daemon.wait_log('"event": "core dumps off"')
+        assert daemon.stop() == 0
+        assert '"dumpable": false' in daemon.output()
+
+
 def test_restart_keeps_the_stored_schedule(tmp_path: Path) -> None:
     with emulator(clients={"app": SECRET}, access_ttl=600.0) as server:
         config = write_config(tmp_path, server.url)
@@ -231,11 +243,11 @@ def test_import_records_when_the_grant_was_authorized(
 
 
 def test_reload_keeps_unchanged_stores_and_replaces_changed_ones(tmp_path: Path) -> None:
-    from rotator.service.daemon import Daemon
+    from rotator.service.app import build_daemon
 
     with emulator(clients={"app": SECRET}) as server:
         config = write_config(tmp_path, server.url, accounts=("alpha",))
-        daemon = Daemon(str(config))
+        daemon = build_daemon(str(config))
         before = dict(daemon.stores)
         assert daemon.reload()
         assert daemon.stores["files"] is before["files"]
@@ -256,10 +268,11 @@ def test_the_tick_runs_while_every_worker_is_busy(tmp_path: Path) -> None:
 
     from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
 
-    from rotator.service.daemon import _TICK, Daemon
+    from rotator.service.app import build_daemon
+    from rotator.service.daemon import _TICK
 
     config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=("alpha",))
-    daemon = Daemon(str(config))
+    daemon = build_daemon(str(config))
     daemon.start()
     release = threading.Event()
     seen: list[tuple[str, int]] = []
@@ -313,32 +326,44 @@ def test_signals_delivered_to_a_worker_thread_are_handled(
         assert '"reason": "SIGTERM"' in daemon.output()
 
 
-def test_a_job_due_after_the_tick_leaves_the_scheduler_asleep(tmp_path: Path) -> None:
+def test_a_job_due_after_the_tick_leaves_the_scheduler_asleep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Adding a job wakes the scheduler's thread only for a job due before the next
     tick: the thread looks at its jobs at least once per tick, so a later next run
     (minutes away, as a rotation's usually is) needs no hand-off to it."""
-    import time
     from datetime import UTC, datetime, timedelta
 
-    from rotator.service.daemon import _TICK_SECONDS, Daemon
+    from apscheduler.schedulers.blocking import BlockingScheduler
 
+    from rotator.service.app import build_daemon
+    from rotator.service.daemon import _TICK_SECONDS
+
+    wakeups: list[str] = []
+    wakeup = BlockingScheduler.wakeup
+
+    def counted(self: BlockingScheduler) -> None:
+        wakeups.append("wakeup")
+        wakeup(self)
+
+    monkeypatch.setattr(BlockingScheduler, "wakeup", counted)
     config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=())
-    daemon = Daemon(str(config))
+    daemon = build_daemon(str(config))
     daemon.start()
     scheduler = daemon.scheduler
     try:
-        time.sleep(1.0)  # the start's own wake-ups (the tick, the sweep) are behind it
-        soon = datetime.now(UTC) + timedelta(seconds=0.2)
-        scheduler.add_job_after_tick(lambda: None, "date", run_date=soon, id="asleep")
+        woken = len(wakeups)
+        far = datetime.now(UTC) + timedelta(seconds=_TICK_SECONDS + 60)
+        scheduler.add_job_after_tick(lambda: None, "date", run_date=far, id="asleep")
         # a rotation's next run an hour away: added without waking the scheduler
         daemon._schedule("later", datetime.now(UTC) + timedelta(hours=1))
-        time.sleep(1.0)
-        assert scheduler.get_job("asleep") is not None, "the scheduler was woken"
+        assert len(wakeups) == woken, "the scheduler was woken"
+        assert scheduler.get_job("asleep") is not None
         assert scheduler.get_job("later") is not None
         # one due before the tick wakes it, and it runs what is due
-        daemon._schedule("gone", datetime.now(UTC) + timedelta(seconds=_TICK_SECONDS / 100))
-        wait_for(lambda: scheduler.get_job("asleep") is None, timeout=5)
-        wait_for(lambda: scheduler.get_job("gone") is None, timeout=5)
+        daemon._schedule("gone", datetime.now(UTC))
+        assert len(wakeups) == woken + 1
+        wait_for(lambda: scheduler.get_job("gone") is None, timeout=10, what="the due job")
         assert scheduler.get_job("later") is not None
     finally:
         daemon.stop("test")
@@ -364,12 +389,12 @@ def test_a_daemon_loads_only_the_modules_its_configuration_needs(tmp_path: Path)
     ]
     code = (
         "import sys\n"
-        "from rotator.service.daemon import Daemon\n"
-        f"Daemon({str(config)!r})\n"
-        f"print(' '.join(m for m in {unused!r} if m in sys.modules))\n"
+        "from rotator.service.app import build_daemon\n"
+        f"build_daemon({str(config)!r})\n"
+        f"print('loaded:', *(m for m in {unused!r} if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == []
+    assert done.stdout.splitlines()[-1].split() == ["loaded:"]

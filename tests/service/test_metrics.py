@@ -1,5 +1,8 @@
+"""Metrics and their exposition: names, labels, no secret, and prometheus_client's protocol."""
+
 from __future__ import annotations
 
+import gzip
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -10,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import __version__
 from rotator.secrets import Secret
-from rotator.service.metrics import CachedProbe, HealthServer, Metrics, Probe
+from rotator.service.health import CachedProbe, HealthServer, Probe
+from rotator.service.metrics import Metrics, exposition_handler
 from rotator.state import AccountState
 from tests.support import leakcheck
 
@@ -23,6 +27,25 @@ def get(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def request(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=5) as response:  # noqa: S310
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def serve(
+    metrics: Metrics, *, healthz: object = None, readyz: object = None, listen: str = "127.0.0.1:0"
+) -> HealthServer:
+    ok = lambda: Probe(True)  # noqa: E731
+    probes = {"/healthz": healthz or ok, "/readyz": readyz or ok}
+    return HealthServer(listen, exposition_handler(metrics, probes))  # type: ignore[arg-type]
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -48,8 +71,7 @@ class Health:
 def served() -> Iterator[tuple[Metrics, Health, str]]:
     metrics = Metrics()
     health = Health()
-    server = HealthServer(
-        "127.0.0.1:0",
+    server = serve(
         metrics,
         healthz=CachedProbe(health.healthz, ttl=0),
         readyz=CachedProbe(lambda: health.ready, ttl=0),
@@ -171,7 +193,7 @@ def test_a_taken_port_is_a_clear_error(served: tuple[Metrics, Health, str]) -> N
     _, _, base = served
     taken = base.removeprefix("http://")
     with pytest.raises(RotatorError, match=f"server.listen: cannot listen on {taken}"):
-        HealthServer(taken, Metrics(), healthz=lambda: Probe(True), readyz=lambda: Probe(True))
+        serve(Metrics(), listen=taken)
 
 
 def test_serves_on_ipv6_loopback() -> None:
@@ -180,9 +202,7 @@ def test_serves_on_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 in this environment")
     try:
-        server = HealthServer(
-            "[::1]:0", Metrics(), healthz=lambda: Probe(True), readyz=lambda: Probe(True)
-        )
+        server = serve(Metrics(), listen="[::1]:0")
     except Exception as exc:  # an IPv6-less container
         pytest.skip(f"cannot bind ::1: {exc}")
     server.start()
@@ -191,3 +211,76 @@ def test_serves_on_ipv6_loopback() -> None:
         assert get(f"http://[::1]:{port}/healthz") == (200, "ok\n")
     finally:
         server.stop()
+
+
+def test_the_exposition_is_prometheus_clients_own(
+    served: tuple[Metrics, Health, str],
+) -> None:
+    """Content negotiation, gzip, ``name[]`` filtering and HEAD, as Prometheus scrapes."""
+    metrics, _, base = served
+    metrics.observe_rotation("acme-fax", "success", 0.3)
+    # the classic text format by default
+    status, headers, body = request(f"{base}/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    # the process is described too (a private registry once hid process_* metrics)
+    for name in ("process_resident_memory_bytes", "process_open_fds", "python_info"):
+        assert f"\n{name}" in text, name
+    # OpenMetrics when the scraper asks for it
+    status, headers, body = request(
+        f"{base}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.decode().endswith("# EOF\n")
+    # gzip when accepted
+    status, headers, body = request(f"{base}/metrics", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert "rotator_rotations_total" in gzip.decompress(body).decode()
+    # name[] filters
+    status, _, body = request(f"{base}/metrics?name[]=rotator_rotations_total")
+    names = {s[0] for s in samples(body.decode())}
+    assert names == {"rotator_rotations_total"}
+    # HEAD answers GET's status and headers without a body, on every route
+    for path, code in (("/metrics", 200), ("/healthz", 200), ("/readyz", 503), ("/x", 404)):
+        status, headers, body = request(f"{base}{path}", method="HEAD")
+        assert (status, body) == (code, b""), path
+        assert headers["Content-Type"].startswith("text/plain"), path
+
+
+def test_every_metric_name_and_label_is_kept() -> None:
+    """Dashboards and alert rules depend on these names and labels."""
+    metrics = Metrics()
+    described = {
+        family.name: {label for sample in family.samples for label in sample.labels}
+        for family in metrics.registry.collect()
+    }
+    metrics.observe_rotation("a", "success", 0.1)
+    metrics.alert_sent("c", "dead")
+    metrics.observe_state(
+        AccountState(
+            account="a",
+            provider="oauth2",
+            access_token=Secret(leakcheck.register("names-test-access-token", "access token")),
+            expires_at=T0 + timedelta(hours=1),
+            refresh_expires_at=T0 + timedelta(days=1),
+            last_success_at=T0,
+        ),
+        T0,
+    )
+    labelled = {
+        family.name: {label for sample in family.samples for label in sample.labels}
+        for family in metrics.registry.collect()
+    }
+    expected = {
+        "rotator_access_token_expiry_timestamp_seconds": {"account"},
+        "rotator_refresh_token_expiry_timestamp_seconds": {"account"},
+        "rotator_rotations": {"account", "result"},
+        "rotator_rotation_duration_seconds": {"le"},
+        "rotator_last_success_timestamp_seconds": {"account"},
+        "rotator_account_ready": {"account"},
+        "rotator_alerts_sent": {"channel", "kind"},
+        "rotator_build_info": {"version", "python"},
+    }
+    for name, labels in expected.items():
+        assert labelled[name] == labels, name
+    assert "rotator_build_info" in described

@@ -137,13 +137,11 @@ def test_daemon_serves_metrics_health_and_notifies_systemd(
     assert seeded.returncode == 0, seeded.stderr
     base = f"http://127.0.0.1:{port}"
     env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"}
-    started = time.monotonic()
     with DaemonProcess(config, env=env) as daemon:
         ready = notify.wait("READY", "1")
         assert ready["STATUS"].startswith("2 accounts, ")
         notify.wait("STATUS", "2 accounts, 1 failing")
         notify.wait("WATCHDOG", "1")
-        ready_at = time.monotonic() - started
 
         assert get(f"{base}/healthz") == (200, "ok: scheduler running\n")
         assert get(f"{base}/readyz") == (200, "ok: 2 accounts, stores validated\n")
@@ -200,7 +198,6 @@ def test_daemon_serves_metrics_health_and_notifies_systemd(
         notify.wait("STOPPING", "1", after=mark)
     assert len(alerts_in(alert_out)) == 2
     assert get(f"{base}/healthz")[0] == 0  # the server is gone with the process
-    assert ready_at < 20
 
 
 def test_a_taken_port_stops_the_start_with_exit_code_1(tmp_path: Path) -> None:
@@ -248,17 +245,18 @@ def test_start_evaluates_every_account_and_the_first_sweep_waits_a_period(
 ) -> None:
     """Each account's first job reads its state and alerts; a sweep at start would
     read every state a second time (10,000 reads in the benchmark's burst)."""
-    from rotator.service.daemon import Daemon
+    from rotator.service.app import build_service
     from rotator.service.monitor import SWEEP_JOB
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     alert_out = tmp_path / "alerts.jsonl"
     config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), alert_out)
     seed_expiring_grants(tmp_path, ("alpha", "beta"))
-    daemon = Daemon(str(config))
+    service = build_service(str(config))
+    daemon = service.daemon
     swept: list[str] = []
-    sweep = daemon.monitor.sweep
-    monkeypatch.setattr(daemon.monitor, "sweep", lambda: (swept.append("sweep"), sweep()))
+    sweep = service.monitor.sweep
+    monkeypatch.setattr(service.monitor, "sweep", lambda: (swept.append("sweep"), sweep()))
     daemon.start()
     try:
         wait_for(lambda: len(alerts_in(alert_out)) == 2, timeout=20, what="alerts from the start")
@@ -278,14 +276,14 @@ def test_the_sweep_alerts_for_an_account_that_is_never_refreshed(
     tmp_path: Path, notify: NotifySocket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No rotation runs (the daemon is not even started): the sweep alone alerts."""
-    from rotator.service.daemon import Daemon
+    from rotator.service.app import build_service
 
     monkeypatch.setenv("NOTIFY_SOCKET", notify.path)
     alert_out = tmp_path / "alerts.jsonl"
     config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), alert_out)
     now = seed_expiring_grants(tmp_path, ("alpha", "beta"))
-    daemon = Daemon(str(config))
-    monitor = daemon.monitor
+    service = build_service(str(config))
+    daemon, monitor = service.daemon, service.monitor
     monitor.sweep()
     sent = alerts_in(alert_out)
     assert sorted((a["account"], a["kind"], a["repeat"]) for a in sent) == [
@@ -356,11 +354,87 @@ def test_closing_the_alert_checks_drops_what_waits() -> None:
     queue.put("x", "x0")
     assert work.entered.wait(5)
     queue.put("y", "y0")
-    started = time.monotonic()
-    queue.close(timeout=0.2)  # x0 is still at the gate: close waits that long, no longer
-    assert 0.15 < time.monotonic() - started < 2
+    [thread] = queue._threads
+    queue.close(timeout=0)  # x0 is still at the gate: close does not wait for it
+    assert thread.is_alive() and work.done == []
     work.gate.set()
-    wait_for(lambda: work.done == ["x0"], timeout=5, what="the check in progress")
-    queue.put("z", "z0")  # after close: refused quietly
-    time.sleep(0.2)
+    thread.join(10)
+    assert not thread.is_alive()  # it finished x0 and ended: y0 was dropped
     assert work.done == ["x0"]
+    queue.put("z", "z0")  # after close: refused quietly, no thread started for it
+    assert queue._threads == [thread] and not queue._pending
+    assert work.done == ["x0"]
+
+
+def test_alert_retries_wait_through_the_daemons_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing channel's pauses go through a Waiter on the stop event: instant under
+    ``set_testing()``, ended at once by a stop."""
+    import rotator.service.monitor as monitor_module
+    from rotator.service.app import build_service
+    from rotator.waits import Waiter, set_testing
+
+    waited: list[float] = []
+
+    class Recording(Waiter):
+        __slots__ = ()
+
+        def sleep(self, seconds: float) -> bool:
+            waited.append(seconds)
+            return super().sleep(seconds)
+
+    monkeypatch.setattr(monitor_module, "Waiter", Recording)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    attempts = tmp_path / "attempts"
+    failing = f"open({str(attempts)!r}, 'a').write('x'); raise SystemExit(1)"
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", free_port(), tmp_path / "a")
+    text = config.read_text()
+    start = text.index("    - {type: command")
+    end = text.index("\n", start)
+    config.write_text(
+        text[:start]
+        + f"    - {{type: command, argv: [{sys.executable}, -c, {json.dumps(failing)}]}}"
+        + text[end:]
+    )
+    seed_expiring_grants(tmp_path, ("alpha", "beta"))
+    service = build_service(str(config))
+    set_testing(True)
+    try:
+        service.monitor.sweep()
+    finally:
+        set_testing(False)
+        service.daemon.stop("test")
+    assert attempts.read_text() == "x" * 6  # three attempts for each account's alert
+    assert waited == [1.0, 2.0, 1.0, 2.0]  # the backoff, through the waiter
+    # once the daemon stops, a pause ends at once (and every later one is refused)
+    waiter = Recording(service.daemon.stopping)
+    assert waiter.sleep(3600) is False
+
+
+def test_idle_and_slow_clients_cannot_fail_the_daemons_liveness_probe(
+    tmp_path: Path, server: OAuth2Emulator
+) -> None:
+    """400 idle connections once held 406 threads; 34 under a task limit failed /healthz."""
+    port = free_port()
+    config = write_config(tmp_path, server.url, port, tmp_path / "alerts.jsonl")
+    base = f"http://127.0.0.1:{port}"
+    with DaemonProcess(config) as daemon:
+        wait_for(lambda: get(f"{base}/healthz")[0] == 200, what="the health server")
+        tasks = Path(f"/proc/{daemon.pid}/task")
+        threads_before = len(list(tasks.iterdir()))
+        clients = []
+        try:
+            for n in range(120):  # well over the server's cap of 32
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if n % 2:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+                clients.append(sock)
+            for _ in range(5):
+                assert get(f"{base}/healthz") == (200, "ok: scheduler running\n")
+            # the answering pool (4) may have grown; nothing per connection
+            assert len(list(tasks.iterdir())) <= threads_before + 4
+        finally:
+            for sock in clients:
+                sock.close()
+        assert daemon.stop() == 0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,14 +75,19 @@ def test_watchdog_pings_at_half_the_interval_while_alive(
     notifier = Notifier(env)
     assert notifier.watchdog_interval == pytest.approx(0.2)
     alive = [True]
-    dog = Watchdog(notifier, lambda: alive[0])
+    pauses: list[float] = []
+
+    def pause(stop: threading.Event, seconds: float) -> bool:
+        pauses.append(seconds)
+        return stop.wait(seconds)
+
+    dog = Watchdog(notifier, lambda: alive[0], pause=pause)
     assert dog.start()
     try:
-        started = time.monotonic()
         for _ in range(3):
             assert received(sock) == {"WATCHDOG": "1"}
-        # three pings at 0.1 s apart: the first at once, then two periods
-        assert time.monotonic() - started >= 0.18
+        # the first ping at once, then one every half interval
+        assert pauses[:2] == [pytest.approx(0.1)] * 2
         alive[0] = False
         sock.settimeout(0.2)  # flush a ping already in flight, then expect silence
         try:
