@@ -20,7 +20,7 @@ import httpx
 import pytest
 from hypothesis import strategies as st
 
-from rotator.backends import aws as aws_backend
+from rotator import waits
 from rotator.config.models import AwsStoreSettings, VaultStoreSettings
 from tests.support import leakcheck
 from tests.support.servers import MotoServer, OpenBao
@@ -82,9 +82,10 @@ AWS_READER_POLICY = {
 
 @pytest.fixture(scope="session", autouse=True)
 def _instant_backoff() -> Iterator[None]:
-    aws_backend.set_testing(True)
+    """Retry waits (botocore's throttling backoff goes through rotator.waits) return at once."""
+    waits.set_testing(True)
     yield
-    aws_backend.set_testing(False)
+    waits.set_testing(False)
 
 
 @pytest.fixture(scope="session")
