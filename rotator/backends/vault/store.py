@@ -187,9 +187,8 @@ class VaultStore:
                     # A new path: the marker first, as below. Someone creating the path
                     # since our read makes the data write fail (cas=0), as it would
                     # if they created it between a GET here and this POST.
-                    self._client.write_metadata(
-                        self._metadata_path(full), dict([MANAGED_BY]), token
-                    )
+                    marker = {MANAGED_BY[0]: MANAGED_BY[1]}
+                    self._client.write_metadata(self._metadata_path(full), marker, token)
                 return WriteResult(
                     self._client.write_data(self._data_path(full), new, cas, token), True
                 )
