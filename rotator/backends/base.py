@@ -22,16 +22,18 @@ Contract (tests/backends/test_contract.py runs it against every store):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import unicodedata
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from rotator.errors import ConfigError, StoreError
+from rotator.errors import StoreError
 
 __all__ = [
     "FORMATS",
-    "STORE_TYPES",
+    "PATH_RULE",
     "Record",
     "SecretStore",
     "Validation",
@@ -39,6 +41,7 @@ __all__ = [
     "Version",
     "WriteResult",
     "canonical_json",
+    "checked_path",
     "open_store",
     "reason",
     "require_json",
@@ -118,25 +121,46 @@ def canonical_json(data: Mapping[str, str]) -> str:
     return json.dumps(dict(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-# The registry: store type -> "module:factory". Imported on first use so that
-# `rotator --help` never pays for hvac or boto3.
-STORE_TYPES: dict[str, str] = {
-    "file": "rotator.backends.file:FileStore",
-    "vault": "rotator.backends.vault.store:VaultStore",
-    "aws": "rotator.backends.aws:AwsStore",
-}
+#: what every store path must be; Vault and AWS enforce it themselves (issue
+#: "hardening" #11: ``apps/%2e%2e/%2e%2e/team-b/victim`` left Vault's prefix, because
+#: the server decodes what the client sent as opaque text)
+PATH_RULE = (
+    "a store path is relative to the store's prefix, has no '.' or '..' segment "
+    "(percent-encoded or not) and no control character"
+)
+#: enough rounds to undo any encoding a config file could plausibly stack (%252e...)
+_DECODE_ROUNDS = 4
+
+
+def checked_path(path: str, *, store: str) -> str:
+    """``path`` when it keeps to :data:`PATH_RULE`; a :class:`StoreError` naming the rule
+    and what broke it otherwise. Checked on every percent-decoded form of the path, since
+    a server may decode once more than its client encoded."""
+    forms = [path]
+    for _ in range(_DECODE_ROUNDS):
+        decoded = urllib.parse.unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    why = ""
+    if not path.strip("/"):
+        why = "is empty"
+    elif any(unicodedata.category(ch) == "Cc" for form in forms for ch in form):
+        why = "holds a control character"
+    elif any(form.startswith("/") for form in forms):
+        why = "is absolute"
+    elif any(part in (".", "..") for form in forms for part in form.split("/")):
+        why = "has a '.' or '..' segment" + (" once percent-decoded" if len(forms) > 1 else "")
+    if why:
+        raise StoreError(f"path {path!r} {why}; {PATH_RULE}", store=store, path=path)
+    return path
 
 
 def open_store(name: str, settings: Any) -> SecretStore:
-    """Build the store ``name`` from its validated settings (see rotator.config.models)."""
-    spec = STORE_TYPES.get(settings.type)
-    if spec is None:
-        raise ConfigError(
-            f"unknown store type {settings.type!r} (known: {', '.join(sorted(STORE_TYPES))})",
-            path=f"stores.{name}.type",
-        )
-    module_name, _, attr = spec.partition(":")
-    import importlib
+    """Build the store ``name`` from its validated settings (see rotator.config.models).
 
-    factory: Callable[..., SecretStore] = getattr(importlib.import_module(module_name), attr)
-    return factory(name, settings)
+    Kept here for the callers that import it from base; the registry is
+    :data:`rotator.backends.registry.STORES`."""
+    from rotator.backends.registry import open_store as open_registered
+
+    return open_registered(name, settings)

@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import strategies as st
 
-from rotator.backends import aws as aws_backend
+from rotator import waits
 from rotator.config.models import AwsStoreSettings, VaultStoreSettings
 from tests.support import leakcheck
 from tests.support.servers import MotoServer, OpenBao
@@ -81,9 +82,10 @@ AWS_READER_POLICY = {
 
 @pytest.fixture(scope="session", autouse=True)
 def _instant_backoff() -> Iterator[None]:
-    aws_backend.set_testing(True)
+    """Retry waits (botocore's throttling backoff goes through rotator.waits) return at once."""
+    waits.set_testing(True)
     yield
-    aws_backend.set_testing(False)
+    waits.set_testing(False)
 
 
 @pytest.fixture(scope="session")
@@ -191,3 +193,37 @@ def aws_settings(endpoint_url: str, **extra: Any) -> AwsStoreSettings:
             **extra,
         }
     )
+
+
+# -- hostile paths (issue "hardening" #11) ------------------------------------------------
+
+#: segments that climb, or climb once a server percent-decodes them (once or twice)
+CLIMBING = ["..", ".", "%2e%2e", "%2E%2e", ".%2e", "%2e.", "%2e", "%252e%252e", "%25%32%65."]
+#: segments every store accepts (Secrets Manager names allow no '%' or space, and
+#: the AWS store refuses '..' anywhere in a name, not only as a segment)
+PLAIN = ["apps", "team-b", "victim", "v1.2", "x_y"]
+#: control characters, raw and percent-encoded
+CONTROL = ["\n", "\t", "\x00", "\x7f", "%0a", "%00", "%250d"]
+
+
+@st.composite
+def hostile_paths(draw: st.DrawFn) -> str:
+    """A path that breaks the path rule: a climbing segment, an absolute start or a
+    control character, each possibly percent-encoded, among plain segments."""
+    segments = draw(st.lists(st.sampled_from(PLAIN), min_size=1, max_size=4))
+    flaw = draw(st.sampled_from(["climb", "absolute", "control"]))
+    if flaw == "climb":
+        segments.insert(draw(st.integers(0, len(segments))), draw(st.sampled_from(CLIMBING)))
+        start = ""
+    elif flaw == "absolute":
+        start = draw(st.sampled_from(["/", "%2f", "%2F", "%252f"]))
+    else:
+        index = draw(st.integers(0, len(segments) - 1))
+        segments[index] += draw(st.sampled_from(CONTROL))
+        start = ""
+    return start + "/".join(segments)
+
+
+def plain_paths(*extra: str) -> st.SearchStrategy[str]:
+    """Paths of plain segments (and ``extra`` ones) that keep to the path rule."""
+    return st.lists(st.sampled_from([*PLAIN, *extra]), min_size=1, max_size=4).map("/".join)

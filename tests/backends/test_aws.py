@@ -10,14 +10,17 @@ fixture works around it otherwise.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
 
-from rotator.backends import aws as aws_backend
 from rotator.backends.aws import AwsStore
-from rotator.backends.base import ValidationStatus
+from rotator.backends.aws_client import ATTEMPTS, SecretsManager, build_client
+from rotator.backends.base import PATH_RULE, ValidationStatus
 from rotator.errors import (
     StoreAuthError,
     StoreConflict,
@@ -26,7 +29,14 @@ from rotator.errors import (
     StorePermissionError,
     StoreUnavailable,
 )
-from tests.backends.conftest import MotoIam, aws_settings, unique
+from rotator.waits import Waiter
+from tests.backends.conftest import (
+    MotoIam,
+    aws_settings,
+    hostile_paths,
+    plain_paths,
+    unique,
+)
 from tests.support import leakcheck
 from tests.support.servers import AwsFaultProxy, MotoServer
 
@@ -138,30 +148,68 @@ def test_a_write_retried_after_a_failure_midway_is_idempotent(
     assert current(client, secret) == (VIEW2, result.version)
 
 
-def test_throttling_is_retried_with_backoff(moto: MotoServer, proxy: AwsFaultProxy) -> None:
-    delays: list[float] = []
-    aws_backend.set_testing(False)
-    try:
-        store = AwsStore("aws", aws_settings(proxy.endpoint_url), sleep=delays.append)
-        path = f"apps/{unique()}"
-        proxy.throttle = 3
-        result = store.write(path, VIEW, expected_version=None)
-    finally:
-        aws_backend.set_testing(True)
+class RecordingWaiter(Waiter):
+    """A Waiter that notes each wait it is asked for (and, like set_testing, waits none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return super().sleep(seconds)
+
+
+def test_throttling_is_retried_with_backoff_on_the_stores_waiter(
+    moto: MotoServer, proxy: AwsFaultProxy
+) -> None:
+    waiter = RecordingWaiter()
+    store = AwsStore("aws", aws_settings(proxy.endpoint_url), waiter=waiter)
+    path = f"apps/{unique()}"
+    proxy.throttle = 3
+    result = store.write(path, VIEW, expected_version=None)
     assert result.changed and proxy.throttled == 3
-    assert len(delays) == 3
-    for attempt, delay in enumerate(delays):
-        assert 0 <= delay <= 0.2 * 2**attempt
+    # botocore's standard mode: jittered, doubling from 1s for throttling
+    assert len(waiter.waits) == 3
+    for attempt, delay in enumerate(waiter.waits):
+        assert 0 <= delay <= 2**attempt
     assert current(moto.client(), f"rotator/{path}")[0] == VIEW
 
 
 def test_throttling_that_does_not_stop_is_unavailable(proxy: AwsFaultProxy) -> None:
     store = AwsStore("aws", aws_settings(proxy.endpoint_url))
-    proxy.throttle = aws_backend.ATTEMPTS
+    proxy.throttle = ATTEMPTS
     with pytest.raises(StoreUnavailable, match="ThrottlingException") as caught:
         store.read(f"apps/{unique()}")
     assert caught.value.transient
-    assert proxy.throttled == aws_backend.ATTEMPTS
+    assert proxy.throttled == ATTEMPTS
+
+
+def test_a_closed_store_stops_retrying_at_once(proxy: AwsFaultProxy) -> None:
+    """close() (the daemon stopping) ends a throttling backoff: no more attempts."""
+    waiter = RecordingWaiter()
+    store = AwsStore("aws", aws_settings(proxy.endpoint_url), waiter=waiter)
+    waiter.stop()
+    proxy.throttle = ATTEMPTS
+    with pytest.raises(StoreUnavailable, match="ThrottlingException"):
+        store.read(f"apps/{unique()}")
+    assert proxy.throttled == 1 and len(waiter.waits) == 1
+
+
+def test_a_server_that_does_not_answer_in_time_is_reported_at_once() -> None:
+    """A read timeout is not retried six times: the account's lease would be held
+    for six timeouts; rotation retries on its own schedule."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        waiter = RecordingWaiter()
+        store = AwsStore("aws", aws_settings(url, timeout="1s"), waiter=waiter)
+        with pytest.raises(StoreUnavailable, match="ReadTimeoutError"):
+            store.read(f"apps/{unique()}")
+        assert waiter.waits == []
 
 
 def test_created_secrets_are_tagged_and_foreign_ones_refused(moto: MotoServer) -> None:
@@ -223,6 +271,80 @@ def test_invalid_names_are_refused_before_any_call(moto: MotoServer) -> None:
     store = AwsStore("aws", aws_settings(moto.endpoint_url))
     with pytest.raises(StoreError, match="not valid for Secrets Manager"):
         store.read("apps/with space")
+
+
+class CountingClient:
+    """A SecretsManager client that lists the operations it forwards (injected)."""
+
+    def __init__(self, inner: SecretsManager) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture(scope="module")
+def counted(moto: MotoServer) -> Iterator[tuple[AwsStore, CountingClient]]:
+    with pytest.MonkeyPatch.context() as patch:  # aws_env is function-scoped
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        settings = aws_settings(moto.endpoint_url)
+        client = CountingClient(build_client(settings, "aws", Waiter()))
+        store = AwsStore("aws", settings, client=client)
+        yield store, client
+        store.close()
+
+
+def test_the_percent_encoded_escape_of_issue_11_is_refused(
+    moto: MotoServer, counted: tuple[AwsStore, CountingClient]
+) -> None:
+    store, client = counted
+    client.calls.clear()
+    victim = f"team-b/{unique('victim')}"
+    hostile = f"apps/%2e%2e/%2e%2e/{victim}"
+    with pytest.raises(StoreError, match=re.escape(PATH_RULE)):
+        store.write(hostile, VIEW, expected_version=None, adopt=True)
+    with pytest.raises(StoreError, match=re.escape(PATH_RULE)):
+        store.read(hostile)
+    with pytest.raises(StoreError, match=re.escape(PATH_RULE)):
+        store.delete(hostile)
+    refused = store.validate(hostile)
+    assert refused.status is ValidationStatus.ERROR and PATH_RULE in refused.reason
+    assert client.calls == []
+    names = [s["Name"] for s in moto.client().list_secrets()["SecretList"]]
+    assert not any(victim in name for name in names)
+
+
+@examples(max_examples=40, deadline=None)
+@given(path=hostile_paths())
+def test_every_hostile_path_is_refused_before_any_request(
+    counted: tuple[AwsStore, CountingClient], path: str
+) -> None:
+    store, client = counted
+    client.calls.clear()
+    with pytest.raises(StoreError, match=re.escape(PATH_RULE)):
+        store.write(path, VIEW, expected_version=None, adopt=True)
+    with pytest.raises(StoreError, match=re.escape(PATH_RULE)):
+        store.read(path)
+    assert client.calls == []
+
+
+@examples(max_examples=15, deadline=None)
+@given(path=plain_paths())
+def test_plain_paths_land_under_the_prefix(
+    moto: MotoServer, counted: tuple[AwsStore, CountingClient], path: str
+) -> None:
+    store, _ = counted
+    full = f"{unique()}/{path}"
+    written = store.write(full, VIEW, expected_version=None)
+    assert current(moto.client(), f"rotator/{full}") == (VIEW, written.version)
 
 
 def test_validate(moto: MotoServer, moto_iam: MotoIam, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,14 +3,20 @@ the managed-by marker, validation and error mapping."""
 
 from __future__ import annotations
 
+import os
+import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 
-from rotator.backends.base import ValidationStatus
+from rotator.backends.base import PATH_RULE, ValidationStatus
+from rotator.backends.vault.client import HvacClient, VaultClient
 from rotator.backends.vault.store import VaultStore
 from rotator.errors import (
     StoreAuthError,
@@ -20,7 +26,14 @@ from rotator.errors import (
     StorePermissionError,
     StoreUnavailable,
 )
-from tests.backends.conftest import DAEMON_POLICY, token_env, unique, vault_settings
+from tests.backends.conftest import (
+    DAEMON_POLICY,
+    hostile_paths,
+    plain_paths,
+    token_env,
+    unique,
+    vault_settings,
+)
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.support import leakcheck
 from tests.support.servers import OpenBao, free_port
@@ -35,6 +48,23 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class CountingClient:
+    """A VaultClient that lists the calls it forwards to the real one (injected)."""
+
+    def __init__(self, inner: VaultClient) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
 
 
 def token_store(
@@ -226,11 +256,11 @@ def test_a_token_that_cannot_be_renewed_is_replaced_by_a_new_login(
     store = approle_store(bao, monkeypatch, role_id, secret_id, clock=clock, keepalive=False)
     try:
         store.read("apps/x")
-        first = store._token
+        first = store.auth.token
         assert first is not None and not first.renewable
         clock.now += 500
         store.renew_if_due()
-        second = store._token
+        second = store.auth.token
         assert second is not None and second.generation == first.generation + 1
         assert second.secret != first.secret
         store.write(f"apps/{unique()}", VIEW, expected_version=None)  # the new one works
@@ -246,12 +276,14 @@ def test_a_revoked_token_triggers_one_relogin(
     try:
         path = f"apps/{unique()}"
         store.write(path, VIEW, expected_version=None)
-        current = store._token
+        current = store.auth.token
         assert current is not None
         bao.call("POST", "auth/token/revoke", {"token": current.secret.reveal()})
         record = store.read(path)  # 403, log in again, retry once
         assert record is not None and dict(record.data) == VIEW
-        assert store._token is not None and store._token.generation == current.generation + 1
+        assert (
+            store.auth.token is not None and store.auth.token.generation == current.generation + 1
+        )
     finally:
         store.close()
 
@@ -280,7 +312,7 @@ def test_one_login_is_shared_by_all_threads(
         for thread in threads:
             thread.join(timeout=60)
         assert errors == []
-        assert store._token is not None and store._token.generation == 1
+        assert store.auth.token is not None and store.auth.token.generation == 1
         assert "Connection pool is full" not in caplog.text
         for path in paths:
             record = store.read(path)
@@ -511,10 +543,80 @@ def test_paths_cannot_climb_out_of_the_prefix(
 ) -> None:
     store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
     try:
-        with pytest.raises(StoreError, match=r"without '\.\.'"):
+        with pytest.raises(StoreError, match=r"'\.\.' segment"):
             store.read("../outside")
     finally:
         store.close()
+
+
+def test_the_percent_encoded_escape_of_issue_11_is_refused(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``apps/%2e%2e/%2e%2e/team-b/victim`` once reached secret/team-b/victim: with a
+    root token (no policy to stop it) the store itself refuses, and nothing lands."""
+    settings = vault_settings(
+        bao.url, {"method": "token", "token": token_env(monkeypatch, bao.root_token)}
+    )
+    client = CountingClient(HvacClient(settings))
+    store = VaultStore("vault", settings, client=client, keepalive=False)
+    victim = f"team-b/{unique('victim')}"
+    try:
+        for write in (
+            lambda p: store.write(p, VIEW, expected_version=None),
+            lambda p: store.write(p, VIEW, expected_version=1, adopt=True),
+            store.read,
+            store.delete,
+        ):
+            with pytest.raises(StoreError, match=re.escape(PATH_RULE)) as caught:
+                write(f"apps/%2e%2e/%2e%2e/{victim}")
+            assert "percent-decoded" in str(caught.value)
+        refused = store.validate(f"apps/%2e%2e/%2e%2e/{victim}")
+        assert refused.status is ValidationStatus.ERROR and PATH_RULE in refused.reason
+        assert client.calls == []  # refused before any request
+        assert bao.kv_versions(victim) == 0
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def root_store(bao: OpenBao) -> Iterator[tuple[VaultStore, CountingClient]]:
+    reference = f"ROTATOR_TEST_ROOT_{unique().upper().replace('-', '_')}"
+    os.environ[reference] = bao.root_token
+    settings = vault_settings(bao.url, {"method": "token", "token": f"env:{reference}"})
+    client = CountingClient(HvacClient(settings))
+    store = VaultStore("vault", settings, client=client, keepalive=False)
+    yield store, client
+    store.close()
+    del os.environ[reference]
+
+
+@examples(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(path=hostile_paths())
+def test_every_hostile_path_is_refused_before_any_request(
+    root_store: tuple[VaultStore, CountingClient], path: str
+) -> None:
+    store, client = root_store
+    client.calls.clear()
+    with pytest.raises(StoreError, match=re.escape(PATH_RULE)):
+        store.write(path, VIEW, expected_version=None, adopt=True)
+    with pytest.raises(StoreError, match=re.escape(PATH_RULE)):
+        store.read(path)
+    assert client.calls == []
+
+
+@examples(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(path=plain_paths("a..b", "a b"))
+def test_plain_paths_land_under_the_prefix(
+    bao: OpenBao, root_store: tuple[VaultStore, CountingClient], path: str
+) -> None:
+    store, _ = root_store
+    full = f"{unique()}/{path}"
+    store.write(full, VIEW, expected_version=None)
+    assert bao.kv_versions(f"rotator/{full}") == 1
 
 
 def test_the_store_never_reads_vault_token_from_the_environment(
@@ -563,7 +665,7 @@ def test_a_failed_relogin_keeps_the_still_valid_token(monkeypatch: pytest.Monkey
         store = approle_store(server, monkeypatch, role_id, secret_id, clock=clock, keepalive=False)
         try:
             store.write("apps/x", VIEW, expected_version=None)
-            first = store._token
+            first = store.auth.token
             assert first is not None
             # the AppRole secret_id is gone: a new login fails, the batch token still works
             server.call(
@@ -571,7 +673,7 @@ def test_a_failed_relogin_keeps_the_still_valid_token(monkeypatch: pytest.Monkey
             )
             clock.now += 500
             store.renew_if_due()
-            assert store._token is first
+            assert store.auth.token is first
             record = store.read("apps/x")
             assert record is not None and dict(record.data) == VIEW
             clock.now += 200  # past its expiry: now the failure is reported
@@ -628,22 +730,19 @@ def test_a_write_at_a_version_we_saw_skips_the_read_and_still_loses_a_moved_cas(
 ) -> None:
     """The store skips its GET when it last saw the path at the expected version;
     the server's check-and-set still refuses a version someone moved past."""
-    store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
-    requests: list[str] = []
-    original = store._request
-
-    def counting(method: str, api_path: str, token: Any, json: Any = None) -> Any:
-        requests.append(method)
-        return original(method, api_path, token, json=json)
-
-    monkeypatch.setattr(store, "_request", counting)
+    settings = vault_settings(
+        bao.url, {"method": "token", "token": token_env(monkeypatch, bao.create_token(["rotator"]))}
+    )
+    client = CountingClient(HvacClient(settings))
+    store = VaultStore("vault", settings, client=client)
+    requests = client.calls
     try:
         path = f"apps/{unique()}"
         first = store.write(path, VIEW, expected_version=None)
         requests.clear()
         second = store.write(path, VIEW2, expected_version=first.version)
         assert second.changed and second.version == 2
-        assert requests == ["POST"]  # no GET: the version we wrote is the one expected
+        assert requests == ["write_data"]  # no read: the version we wrote is the one expected
         assert store.write(path, VIEW2, expected_version=2).changed is False  # a no-op
         bao.call(
             "POST", f"secret/data/rotator/{path}", {"options": {"cas": 2}, "data": {"x": "other"}}
