@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    from rotator.config.models import config_path, load_config
+    from rotator.config import config_path, load_config
 
     return load_config(config_path(args.config))
 
@@ -213,7 +213,7 @@ def _account(config: Config, name: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rotator.config.models import config_path
+    from rotator.config import config_path
     from rotator.service.daemon import Daemon
 
     return Daemon(config_path(args.config)).run_forever()

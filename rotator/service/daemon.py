@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from rotator.backends.base import SecretStore, open_store
-from rotator.config.models import Config, load_config
+from rotator.config import Config, load_config
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import build_accounts

@@ -1,4 +1,4 @@
-"""Configuration validation (rotator/config.py): every refusal names the key path."""
+"""Configuration validation (rotator/config/): every refusal names the key path."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rotator.config.models import (
+from rotator.config import (
     Config,
     config_path,
     load_config,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rotator.config.models import load_config
+from rotator.config import load_config
 from rotator.secrets import parse_ref
 from tests.support import leakcheck
 from tests.support.proc import run_rotator
