@@ -70,7 +70,7 @@ def parse_duration(value: object) -> timedelta:
             raise ValueError(f"{shown(value)} is not a duration; {_DURATION_HINT}")
         seconds = float(value)
     elif isinstance(value, str):
-        match = _DURATION.fullmatch(value.strip()) if len(value) <= 40 else None
+        match = _DURATION.fullmatch(value.strip(" ")) if len(value) <= 40 else None
         if match is None or not any(match.groups()):
             raise ValueError(f"{shown(value)} is not a duration; {_DURATION_HINT}")
         days, hours, minutes, secs = match.groups()

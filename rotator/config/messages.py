@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ValidationError
 
-from rotator.config.fields import shown
+from rotator.config.fields import has_userinfo, shown
 from rotator.errors import ConfigError
 
 __all__ = ["MAX_MESSAGE", "config_error", "key_path", "model_at"]
@@ -52,8 +52,8 @@ def key_path(parts: tuple[int | str, ...] | list[int | str]) -> str:
             out += f"[{part}]"
             continue
         text = part if isinstance(part, str) else shown(part)
-        if not text.isprintable() or len(text) > _MAX_PART or not text:
-            text = shown(part)
+        if not text.isprintable() or len(text) > _MAX_PART or not text or has_userinfo(text):
+            text = shown(part)  # quoted, cut short, a URL's password never shown
         out += f".{text}" if out else text
     return out
 

@@ -108,6 +108,13 @@ _SHORT.maxstring = 60
 _SHORT.maxother = 60
 
 
+def _quoted(value: Any) -> str:
+    """A value for a message: cut short, and never a URL that may carry a password."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return "(a URL with '@' in it)"
+    return _SHORT.repr(value)
+
+
 class _Builder:
     def __init__(self, loader: Any, *, budget: int, one_line: bool) -> None:
         self.loader = loader
@@ -246,7 +253,7 @@ class _Builder:
             raise ConstructorError(
                 None,
                 None,
-                f"{_SHORT.repr(event.value)} cannot be read as {tag.rpartition(':')[2]} "
+                f"{_quoted(event.value)} cannot be read as {tag.rpartition(':')[2]} "
                 "(quote it if it is a string)",
                 _mark(event),
             ) from None
@@ -291,7 +298,7 @@ class _Builder:
                 raise ConstructorError(
                     None,
                     None,
-                    f"key {_SHORT.repr(key)} appears twice in one mapping",
+                    f"key {_quoted(key)} appears twice in one mapping",
                     key_event.start_mark,
                 )
             try:
