@@ -184,7 +184,8 @@ class AlertsSettings(Model):
     )
     repeat: Duration = timedelta(hours=24)
     sweep: Duration = timedelta(minutes=15)
-    failure_threshold: int = Field(default=3, ge=1)
+    #: failures in a row before an alert (bounded like every number of the file)
+    failure_threshold: int = Field(default=3, ge=1, le=1000)
     channels: list[Channel] = Field(default_factory=list)
 
 

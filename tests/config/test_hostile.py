@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.config import Config, load_config, parse_config
+from rotator.config.loading import INTERNAL, MAX_FILE_BYTES
 from rotator.errors import ConfigError
 from tests.support import leakcheck
 from tests.support.proc import run_rotator
@@ -167,6 +168,7 @@ def test_each_hostile_value_is_a_config_error_at_its_key_path(case: str) -> None
     assert problem in message, message
     assert len(message) < MAX_MESSAGE
     assert PASSWORD not in message
+    assert INTERNAL not in message
 
 
 def test_the_good_template_is_valid() -> None:
@@ -181,6 +183,33 @@ def test_load_config_raises_only_config_error_for_every_case(tmp_path: Path) -> 
         path.write_text(render(**{key: value}), encoding="utf-8")
         with pytest.raises(ConfigError):
             load_config(str(path))
+
+
+def test_a_file_too_large_or_not_text_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as file:
+        file.truncate(MAX_FILE_BYTES + 1)  # sparse: nothing is written
+    with pytest.raises(ConfigError, match="is larger than 32 MB"):
+        load_config(str(big))
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"accounts: {caf\xe9: {}}\n")
+    with pytest.raises(ConfigError, match=r"is not UTF-8 \(byte 14\); save it as UTF-8"):
+        load_config(str(latin))
+    with pytest.raises(ConfigError, match="cannot read configuration file"):
+        load_config(str(tmp_path))
+
+
+def test_an_unexpected_exception_is_still_a_config_error_that_says_it_is_a_bug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rotator.config import loading
+
+    def broken(raw: object, source: str) -> Config:
+        raise KeyError("a check's own bug")
+
+    monkeypatch.setattr(loading, "_validate", broken)
+    message = _refusal(render())
+    assert message == f"<string>: {INTERNAL} (KeyError)"
 
 
 def test_a_long_provider_name_is_answered_at_once() -> None:
@@ -303,6 +332,7 @@ def test_only_bounded_config_errors_escape(places: dict[str, str]) -> None:
     except ConfigError as exc:
         message = str(exc)
         assert message
+        assert INTERNAL not in message, message  # an exception the checks did not expect
         assert len(message) < MAX_MESSAGE
         assert not any(pw in message for pw in secrets), message
         return

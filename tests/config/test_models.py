@@ -22,6 +22,7 @@ from rotator.config import (
     parse_duration,
     state_store,
 )
+from rotator.config.loading import INTERNAL
 from rotator.errors import ConfigError
 from rotator.providers.oauth2 import OAuth2Settings
 from rotator.secrets import SecretRef
@@ -558,6 +559,7 @@ def test_parse_config_returns_a_config_or_a_config_error(raw: dict[str, Any]) ->
         config = parse_config(text)
     except ConfigError as exc:
         assert str(exc)
+        assert INTERNAL not in str(exc)
         return
     assert isinstance(config, Config)
 
