@@ -9,14 +9,24 @@ from urllib.parse import unquote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from rotator.config.fields import (
     MAX_DURATION,
+    Duration,
+    FileMode,
+    HttpUrl,
+    Listen,
+    Ref,
+    StorePath,
+    StorePrefix,
     has_userinfo,
     parse_duration,
     shown,
     store_path_problem,
 )
+from rotator.config.loading import ACCOUNT_NAME
+from rotator.providers.faxmax.cipher import check_name
 
 _parts = st.sampled_from(
     [
@@ -100,3 +110,35 @@ def test_an_at_sign_after_the_host_is_not_userinfo(url: str) -> None:
 def test_shown_cuts_a_long_value_short() -> None:
     assert len(shown("x" * 1_000_000)) < 80
     assert len(shown([[["x" * 1000] * 1000] * 1000])) < 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "good"),
+    [
+        (HttpUrl, "https://idp.example/token"),
+        (StorePath, "apps/idp"),
+        (StorePrefix, "rotator/"),
+        (Listen, "127.0.0.1:9464"),
+        (Duration, "5m"),
+        (FileMode, "0600"),
+        (Ref, "env:IDP_SECRET"),
+        (Ref, "file:/etc/rotator/secret"),
+    ],
+)
+def test_a_trailing_newline_passes_no_validator_even_without_the_loaders_rule(
+    kind: object, good: str
+) -> None:
+    # the YAML loader refuses control characters first; each type holds on its own too
+    adapter: TypeAdapter[object] = TypeAdapter(kind)
+    adapter.validate_python(good)
+    for bad in (good + "\n", good + "\nmore", good + "\r\n"):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(bad)
+
+
+def test_the_other_regex_validators_read_the_whole_value() -> None:
+    assert ACCOUNT_NAME.fullmatch("acct")
+    assert not ACCOUNT_NAME.fullmatch("acct\n")
+    check_name("mymodule:encrypt")
+    with pytest.raises(ValueError, match="is not a cipher"):
+        check_name("mymodule:encrypt\n")

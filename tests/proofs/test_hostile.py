@@ -8,7 +8,7 @@
   a ``file:`` secret readable by other users draws a warning.
 
 (Property tests over token responses and configuration files live in
-tests/test_tokens.py and tests/config/test_models.py.)
+tests/test_tokens.py, tests/config/test_loading.py and tests/config/test_hostile.py.)
 """
 
 from __future__ import annotations
