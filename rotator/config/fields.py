@@ -56,7 +56,10 @@ def shown(value: object) -> str:
     """``repr(value)`` cut short: a message quotes what it refuses, never all of it."""
     if isinstance(value, str) and has_userinfo(value):
         return "(a URL with user:password@ in it)"
-    return _SHOWN.repr(value)
+    try:
+        return _SHOWN.repr(value)
+    except ValueError:  # an int past Python's int -> str limit (4300 digits)
+        return "(a number too long to show)"
 
 
 def parse_duration(value: object) -> timedelta:
@@ -66,8 +69,10 @@ def parse_duration(value: object) -> timedelta:
     elif isinstance(value, bool):
         raise ValueError(f"must be a duration; {_DURATION_HINT}")
     elif isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{shown(value)} is not a duration; {_DURATION_HINT}")
+        if value > MAX_DURATION.total_seconds():  # before float(): 10**400 overflows it
+            raise ValueError(f"{shown(value)} is too long; at most {MAX_DURATION.days}d")
         seconds = float(value)
     elif isinstance(value, str):
         match = _DURATION.fullmatch(value.strip(" ")) if len(value) <= 40 else None
@@ -171,6 +176,9 @@ def _mode(value: object) -> int:
 
 
 _DECODE_ROUNDS = 8
+#: a store path's length, and one part's (NAME_MAX of every common file system)
+MAX_PATH_CHARS = 1024
+MAX_SEGMENT_BYTES = 255
 
 
 def store_path_problem(path: str, *, empty_ok: bool = False) -> str | None:
@@ -201,7 +209,11 @@ def store_path_problem(path: str, *, empty_ok: bool = False) -> str | None:
         return "must not contain a backslash; separate the parts with '/'"
     if decoded.startswith("/"):
         return "must be relative (no leading '/'); it is placed under the store's directory"
+    if len(decoded) > MAX_PATH_CHARS:
+        return f"is longer than {MAX_PATH_CHARS} characters"
     segments = decoded.split("/")
+    if any(len(segment.encode()) > MAX_SEGMENT_BYTES for segment in segments):
+        return f"has a part longer than {MAX_SEGMENT_BYTES} bytes (a file name's limit)"
     if ".." in segments or "." in segments:
         return "must not contain '.' or '..' parts (it must stay inside the store)"
     if "" in segments:

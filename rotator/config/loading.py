@@ -189,6 +189,7 @@ def _validate(raw: dict[Any, Any], source: str) -> Config:
     config = base.model_copy(update={"accounts": accounts})
     _check_references(config)
     _check_paths(config)
+    _check_aws_names(config)
     return config
 
 
@@ -274,6 +275,28 @@ def _check_paths(config: Config) -> None:
     for name, account in config.accounts.items():
         for index, sink in enumerate(account.sinks):
             claim(sink.store, sink.path, f"accounts.{name}.sinks[{index}].path")
+
+
+def _check_aws_names(config: Config) -> None:
+    """Secrets Manager takes fewer names than a path allows: say so in ``check``, not
+    at the first write (``prefix`` + path, letters, digits and ``/_+=.@-``)."""
+    for name, account in config.accounts.items():
+        places = [(state_store(config, name), account.state_path(name), f"accounts.{name}.state")]
+        places += [
+            (sink.store, sink.path, f"accounts.{name}.sinks[{index}].path")
+            for index, sink in enumerate(account.sinks)
+        ]
+        for store_name, path, where in places:
+            store = config.stores[store_name]
+            if store.type == "aws" and not _AWS_NAME.fullmatch(store.prefix + path):
+                raise ConfigError(
+                    f"{shown(store.prefix + path)} is not a Secrets Manager name (prefix + "
+                    "path: letters, digits and /_+=.@-, at most 512 characters)",
+                    path=where,
+                )
+
+
+_AWS_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
 
 def _spelling(path: str) -> str:

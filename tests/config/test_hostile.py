@@ -133,6 +133,8 @@ CASES: dict[str, tuple[str, str, str]] = {
     "a trailing slash": ("SINK_VAULT", "apps/x/", "empty part"),
     "percent-encoded .. in a state path": ("STATE_PATH", q("%2e%2e/other"), "'.' or '..' parts"),
     ".. in a store prefix": ("PREFIX", "rotator/../team-b", "'.' or '..' parts"),
+    "a 256-byte part": ("SINK_FILE", "a/" + "é" * 128, "longer than 255 bytes"),
+    "a 1025-character path": ("SINK_VAULT", "/".join(["abcd"] * 205) + "x", "longer than 1024"),
     "bad percent-encoding": ("SINK_VAULT", "apps/%ff%fe", "not valid percent-encoded UTF-8"),
     "a newline in token_url": ("TOKEN_URL", q("https://idp/t\nX-Evil: 1"), "control characters"),
     "a space in token_url": ("TOKEN_URL", q("https://idp/t x"), "is not an http:// or https://"),

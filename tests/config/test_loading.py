@@ -258,3 +258,16 @@ def test_one_place_has_one_spelling_however_it_is_percent_encoded() -> None:
         {"store": "vault", "path": "apps%2Fidp"},
     ]
     assert "accounts.idp-api.sinks[1].path: vault:apps%2Fidp is already written by" in refused(raw)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path"),
+    [("", "apps/idp api"), ("", "apps/idp#1"), ("team b/", "idp"), ("", "/".join(["b" * 200] * 3))],
+)
+def test_a_name_secrets_manager_refuses_is_refused_in_check(prefix: str, path: str) -> None:
+    raw = base()
+    raw["stores"]["aws"] = {"type": "aws", "region": "eu-central-1", "prefix": prefix}
+    account(raw)["sinks"].append({"store": "aws", "path": path})
+    message = refused(raw)
+    assert message.startswith("accounts.idp-api.sinks[1].path: ")
+    assert "is not a Secrets Manager name" in message
