@@ -35,20 +35,23 @@ TEMPLATE = """\
 server: {workers: @WORKERS@}
 stores:
   files: {type: file, directory: /tmp/rotator-hostile-store}
-  vault: {type: vault, url: @VAULT_URL@, prefix: @PREFIX@, auth: {method: token, token: env:T}}
+  vault:
+    {type: vault, url: @VAULT_URL@, prefix: @PREFIX@, auth: {method: token, token: @VAULT_TOKEN@}}
 defaults: {state: {store: files, path: @STATE_PATH@}}
 accounts:
   @NAME@:
     provider: oauth2
     token_url: @TOKEN_URL@
     client_id: svc
-    client_secret: env:IDP_SECRET
+    client_secret: @CLIENT_SECRET@
     timeout: @TIMEOUT@
     lease_ttl: @LEASE_TTL@
     extra_params: @EXTRA@
     sinks: [{store: files, path: @SINK_FILE@}, {store: vault, path: @SINK_VAULT@}]
 """
 GOOD = {
+    "VAULT_TOKEN": "env:T",
+    "CLIENT_SECRET": "env:IDP_SECRET",
     "WORKERS": "4",
     "VAULT_URL": "https://vault:8200",
     "PREFIX": "rotator",
@@ -63,6 +66,8 @@ GOOD = {
 }
 #: the key path each placeholder sits at
 WHERE = {
+    "VAULT_TOKEN": "stores.vault.auth.token",
+    "CLIENT_SECRET": "accounts.idp-api.client_secret",
     "WORKERS": "server.workers",
     "VAULT_URL": "stores.vault.url",
     "PREFIX": "stores.vault.prefix",
@@ -320,15 +325,27 @@ _structures = st.one_of(
 _fragments = st.one_of(_hostile_strings.map(q), _numbers, _structures)
 
 
+#: a credential pasted where a secret reference belongs
+_literal_secrets = st.text(
+    alphabet="abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789_-+/=.", min_size=10
+).map(lambda s: "Sk" + s)
+_SECRET_KEYS = ("CLIENT_SECRET", "VAULT_TOKEN")
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(places=st.dictionaries(st.sampled_from(sorted(GOOD)), _fragments, min_size=1, max_size=3))
-def test_only_bounded_config_errors_escape(places: dict[str, str]) -> None:
-    text = render(**places)
+@given(
+    places=st.dictionaries(st.sampled_from(sorted(GOOD)), _fragments, min_size=1, max_size=3),
+    literals=st.dictionaries(st.sampled_from(_SECRET_KEYS), _literal_secrets, max_size=2),
+)
+def test_only_bounded_config_errors_escape(
+    places: dict[str, str], literals: dict[str, str]
+) -> None:
+    text = render(**{**places, **{key: q(value) for key, value in literals.items()}})
     secrets = {
         pw
         for fragment in places.values()
         for pw in _passwords_in(fragment)  # what a URL with userinfo carried
-    }
+    } | set(literals.values())
     try:
         config = parse_config(text)
     except ConfigError as exc:
