@@ -459,7 +459,7 @@ def seed_steady(config: Path, names: list[str], first: float, spread: float) -> 
     """Give every account a token whose refresh is planned in [first, first + spread),
     evenly spaced, and publish it, so the daemon starts with everything in step."""
     from rotator.backends.base import SecretStore
-    from rotator.config.models import load_config
+    from rotator.config import load_config
     from rotator.rotation.accounts import build_accounts
     from rotator.rotation.rotator import publish
     from rotator.secrets import Secret

@@ -191,7 +191,7 @@ def _refuse(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rotator.config.models import config_path
+    from rotator.config import config_path
     from rotator.service.app import build_daemon
 
     return build_daemon(config_path(args.config)).run_forever()

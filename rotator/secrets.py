@@ -14,6 +14,8 @@ Configuration never holds a credential itself, only a reference to one:
 from __future__ import annotations
 
 import os
+import re
+import reprlib
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,18 +80,39 @@ class SecretRef:
 
 
 def parse_ref(text: str) -> SecretRef:
-    """Parse ``env:NAME`` / ``file:/path`` / ``cred:NAME``; raise ValueError otherwise."""
+    """Parse ``env:NAME`` / ``file:/path`` / ``cred:NAME``; raise ValueError otherwise.
+
+    The whole text is read: a control character anywhere (a newline that a
+    ``$`` would let through) is refused, as is a ``cred:`` name that leaves
+    ``$CREDENTIALS_DIRECTORY`` (``..``). A message quotes the target cut short;
+    it is a place, not a secret, but the file it came from is hostile input.
+    """
     scheme, sep, target = text.partition(":")
     if not sep or scheme not in SCHEMES or not target:
         raise ValueError(
             "must be a secret reference: env:NAME, file:/absolute/path or cred:NAME "
             "(credentials are never written into the configuration itself)"
         )
+    if _CONTROL.search(target):
+        raise ValueError(
+            f"{scheme}: reference must not contain control characters, got {_short(target)}"
+        )
     if scheme == "file" and not target.startswith("/"):
-        raise ValueError(f"file: reference needs an absolute path, got {target!r}")
-    if scheme in ("env", "cred") and ("/" in target or target.strip() != target):
-        raise ValueError(f"{scheme}: reference needs a plain name, got {target!r}")
+        raise ValueError(f"file: reference needs an absolute path, got {_short(target)}")
+    if scheme in ("env", "cred") and (
+        "/" in target or target.strip() != target or target in (".", "..") or "=" in target
+    ):
+        raise ValueError(f"{scheme}: reference needs a plain name, got {_short(target)}")
     return SecretRef(scheme, target)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 60
+
+
+def _short(target: str) -> str:
+    return _SHORT.repr(target)
 
 
 def resolve(ref: SecretRef, environ: os._Environ[str] | dict[str, str] | None = None) -> Secret:

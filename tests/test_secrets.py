@@ -90,6 +90,13 @@ def test_parse_ref(text: str, ref: SecretRef) -> None:
         ("env:A/B", "env: reference needs a plain name"),
         ("cred:../etc/shadow", "cred: reference needs a plain name"),
         ("env: NAME", "env: reference needs a plain name"),
+        ("cred:..", "cred: reference needs a plain name"),
+        ("cred:.", "cred: reference needs a plain name"),
+        ("env:A=B", "env: reference needs a plain name"),
+        ("env:NAME\n", "env: reference must not contain control characters"),
+        ("file:/etc/secret\n", "file: reference must not contain control characters"),
+        ("file:/etc/se\x00cret", "file: reference must not contain control characters"),
+        ("cred:idp\u2028", "cred: reference must not contain control characters"),
     ],
 )
 def test_parse_ref_refusals(text: str, fragment: str) -> None:
@@ -187,3 +194,9 @@ def test_private_file_does_not_warn(tmp_path: Path, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING):
         resolve(SecretRef("file", str(path)))
     assert "readable by other users" not in caplog.text
+
+
+def test_a_refused_reference_is_quoted_cut_short() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_ref("file:" + "x" * 100_000)
+    assert len(str(caught.value)) < 200

@@ -21,7 +21,7 @@ class UsageError(Exception):
 
 def load(config_arg: str | None) -> Config:
     """The validated configuration named by ``-c`` (or $ROTATOR_CONFIG, or the default)."""
-    from rotator.config.models import config_path, load_config
+    from rotator.config import config_path, load_config
 
     return load_config(config_path(config_arg))
 

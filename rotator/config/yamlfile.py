@@ -12,19 +12,46 @@ when PyYAML has it), so the result is what ``yaml.safe_load`` returns, and:
 - merge keys (``<<: *anchor`` or a list of anchors) work as in YAML 1.1: keys of
   the mapping itself win, then earlier merges over later ones;
 - only the standard tags: a collection tagged otherwise (``!!set``, ``!!omap``,
-  a custom tag) is refused rather than half understood.
+  a custom tag) is refused rather than half understood;
+- the file is hostile input, so what it can make is bounded: nesting depth
+  (:data:`MAX_DEPTH`), the length of a number (:data:`MAX_NUMBER_CHARS`: a
+  5000-digit int is past Python's int/str limit), and alias expansion. An alias
+  costs nothing here (the anchored object is shared), but whoever walks the
+  result walks it expanded: seven nested levels of nine aliases in a 692-byte
+  "billion laughs" file is 4.7 million nodes to validate and to print in an
+  error. Each anchor remembers how many nodes it stands for; the expanded
+  document may have :data:`EXPANSION_FACTOR` nodes per character of its text
+  (plus :data:`EXPANSION_FLOOR`); a node takes at least two characters to
+  write, so a file without aliases is far inside, and so is one merging a
+  ``defaults`` anchor into each of 10,000 accounts.
 
-Errors are ``yaml.YAMLError`` with a ``problem_mark``, like PyYAML's own.
+Errors are ``yaml.YAMLError`` with a ``problem_mark``, like PyYAML's own, and a
+``key_path`` (the keys and indexes down to the problem, outermost first).
 """
 
 from __future__ import annotations
 
+import re
+import reprlib
 from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
 
-__all__ = ["load"]
+__all__ = ["EXPANSION_FACTOR", "EXPANSION_FLOOR", "MAX_DEPTH", "MAX_NUMBER_CHARS", "load"]
+
+#: collections inside collections; a configuration needs about six
+MAX_DEPTH = 64
+#: characters of an int or float scalar (a 64-bit int in binary, with separators)
+MAX_NUMBER_CHARS = 100
+#: nodes the expanded document may have per character of its text...
+EXPANSION_FACTOR = 2
+#: ...plus this many (a small file may share a large anchor a few times)
+EXPANSION_FLOOR = 100_000
+#: C0 and C1 controls, DEL and the Unicode line separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAP = "tag:yaml.org,2002:map"
@@ -34,15 +61,21 @@ _STR = "tag:yaml.org,2002:str"
 _TAG_CACHE = 4096
 
 
-def load(text: str) -> Any:
-    """The single document in ``text`` as Python objects (None when empty)."""
+def load(text: str, *, one_line: bool = False) -> Any:
+    """The single document in ``text`` as Python objects (None when empty).
+
+    ``one_line``: refuse a string (key or value) with a control character in it,
+    a block scalar's newline too (a configuration's values are names, URLs and
+    paths: a newline there passes a regex's ``$`` and fails only at run time).
+    """
     loader = _Loader(text)
     try:
         loader.get_event()  # stream start
         if loader.check_event(yaml.StreamEndEvent):
             return None
         loader.get_event()  # document start
-        data = _Builder(loader).value()
+        budget = EXPANSION_FLOOR + EXPANSION_FACTOR * len(text)
+        data = _Builder(loader, budget=budget, one_line=one_line).value()
         loader.get_event()  # document end
         if not loader.check_event(yaml.StreamEndEvent):
             event: Any = loader.get_event()
@@ -61,44 +94,119 @@ def _mark(event: Any) -> Any:
     return getattr(event, "start_mark", None)  # libyaml's Mark or PyYAML's
 
 
+def _locate(exc: yaml.YAMLError, part: Any) -> None:
+    """Add one key (or index) to the front of an error's ``key_path`` on its way out."""
+    path: list[Any] | None = getattr(exc, "key_path", None)
+    if path is None:
+        exc.key_path = [part]  # type: ignore[attr-defined]
+    else:
+        path.insert(0, part)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 60
+_SHORT.maxother = 60
+
+
+def _quoted(value: Any) -> str:
+    """A value for a message: cut short, and never a URL that may carry a password."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return "(a URL with '@' in it)"
+    return _SHORT.repr(value)
+
+
 class _Builder:
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, *, budget: int, one_line: bool) -> None:
         self.loader = loader
+        self.one_line = one_line
         self.anchors: dict[str, Any] = {}
+        #: anchor -> how many nodes its value stands for, aliases inside it expanded
+        self.sizes: dict[str, int] = {}
+        #: anchors whose collection is still open: an alias to one would be a cycle
+        self.open: set[str] = set()
+        #: nodes of the document with every alias expanded, and how many it may have
+        self.expanded = 0
+        self.budget = budget
+        self.depth = 0
         #: plain scalar -> resolved tag: keys and shared values repeat once per account
         self.plain_tags: dict[tuple[str, Any], str] = {}
 
     def value(self) -> Any:
         event: Any = self.loader.get_event()
         if isinstance(event, yaml.AliasEvent):
-            if event.anchor not in self.anchors:
-                raise yaml.composer.ComposerError(
-                    None, None, f"found undefined alias {event.anchor!r}", _mark(event)
-                )
-            return self.anchors[event.anchor]
+            return self._alias(event)
+        start = self.expanded
+        self.expanded += 1
         if isinstance(event, yaml.ScalarEvent):
             result = self._scalar(event)
-        elif isinstance(event, yaml.SequenceStartEvent):
-            self._check_tag(event, _SEQ)
-            result = []
             if event.anchor is not None:
                 self.anchors[event.anchor] = result
-            while not self.loader.check_event(yaml.SequenceEndEvent):
-                result.append(self.value())
-            self.loader.get_event()
+                self.sizes[event.anchor] = 1
             return result
+        if isinstance(event, yaml.SequenceStartEvent):
+            self._check_tag(event, _SEQ)
+            result = []
+            self._open(event, result)
+            index = 0
+            while not self.loader.check_event(yaml.SequenceEndEvent):
+                try:
+                    result.append(self.value())
+                except yaml.YAMLError as exc:
+                    _locate(exc, index)
+                    raise
+                index += 1
+            self.loader.get_event()
         elif isinstance(event, yaml.MappingStartEvent):
             self._check_tag(event, _MAP)
             result = {}
-            if event.anchor is not None:
-                self.anchors[event.anchor] = result
+            self._open(event, result)
             self._fill_mapping(result, event)
-            return result
         else:  # pragma: no cover - the parser only yields the events above here
             raise yaml.composer.ComposerError(None, None, f"unexpected {event}", event.start_mark)
+        self.depth -= 1
+        if event.anchor is not None:
+            self.open.discard(event.anchor)
+            self.sizes[event.anchor] = self.expanded - start
+        return result
+
+    def _open(self, event: Any, result: Any) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"collections are nested more than {MAX_DEPTH} deep; "
+                "a configuration needs a handful of levels",
+                event.start_mark,
+            )
         if event.anchor is not None:
             self.anchors[event.anchor] = result
-        return result
+            self.open.add(event.anchor)
+
+    def _alias(self, event: Any) -> Any:
+        anchor = event.anchor
+        if anchor not in self.anchors:
+            raise yaml.composer.ComposerError(
+                None, None, f"found undefined alias {_SHORT.repr(anchor)}", _mark(event)
+            )
+        if anchor in self.open:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"the alias {_SHORT.repr(anchor)} is inside its own anchor (a cycle)",
+                _mark(event),
+            )
+        self.expanded += self.sizes[anchor]
+        if self.expanded > self.budget:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases expand the document past {self.budget} values "
+                "(an alias of an alias of ... multiplies); write the values out "
+                "or share fewer levels",
+                _mark(event),
+            )
+        return self.anchors[anchor]
 
     def _scalar(self, event: Any) -> Any:
         tag = event.tag
@@ -114,18 +222,49 @@ class _Builder:
                     if len(self.plain_tags) < _TAG_CACHE:
                         self.plain_tags[key] = tag
         if tag == _STR:
-            return event.value  # what SafeLoader's str constructor returns, minus the node
+            value: str = event.value
+            # isprintable() first: the C fast path for the common, clean string
+            if self.one_line and not value.isprintable() and _CONTROL.search(value):
+                raise ConstructorError(
+                    None,
+                    None,
+                    "must not contain control characters (a newline, a tab, NUL); "
+                    "write the value on one line",
+                    _mark(event),
+                )
+            return value  # what SafeLoader's str constructor returns, minus the node
+        if tag in (_INT, _FLOAT) and len(event.value) > MAX_NUMBER_CHARS:
+            raise ConstructorError(
+                None,
+                None,
+                f"a number of {len(event.value)} characters; no key takes more "
+                f"than {MAX_NUMBER_CHARS} (quote it if it is a string)",
+                _mark(event),
+            )
         node = yaml.ScalarNode(
             tag, event.value, event.start_mark, event.end_mark, style=event.style
         )
         constructors = self.loader.yaml_constructors
         construct = constructors.get(tag) or constructors[None]  # None: "undefined tag"
-        return construct(self.loader, node)
+        try:
+            return construct(self.loader, node)
+        except (ValueError, OverflowError):
+            # a timestamp such as 2024-13-45 matches the resolver's pattern, not the calendar
+            raise ConstructorError(
+                None,
+                None,
+                f"{_quoted(event.value)} cannot be read as {tag.rpartition(':')[2]} "
+                "(quote it if it is a string)",
+                _mark(event),
+            ) from None
 
     def _check_tag(self, event: Any, standard: str) -> None:
         if event.tag not in (None, "!", standard):
             raise ConstructorError(
-                None, None, f"the tag {event.tag!r} is not supported here", event.start_mark
+                None,
+                None,
+                f"the tag {_SHORT.repr(event.tag)} is not supported here",
+                event.start_mark,
             )
 
     def _fill_mapping(self, result: dict[Any, Any], start: Any) -> None:
@@ -134,9 +273,18 @@ class _Builder:
             key_event = self.loader.peek_event()
             if self._is_merge_key(key_event):
                 self.loader.get_event()
-                merges.extend(self._merge_sources(self.loader.peek_event()))
+                try:
+                    merges.extend(self._merge_sources(self.loader.peek_event()))
+                except yaml.YAMLError as exc:
+                    _locate(exc, "<<")
+                    raise
                 continue
-            key = self.value()
+            try:
+                key = self.value()
+            except yaml.YAMLError as exc:
+                if isinstance(key_event, yaml.ScalarEvent):
+                    _locate(exc, key_event.value)  # the key itself is what was refused
+                raise
             try:
                 duplicate = key in result
             except TypeError:
@@ -148,9 +296,16 @@ class _Builder:
                 ) from None
             if duplicate:
                 raise ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_event.start_mark
+                    None,
+                    None,
+                    f"key {_quoted(key)} appears twice in one mapping",
+                    key_event.start_mark,
                 )
-            result[key] = self.value()
+            try:
+                result[key] = self.value()
+            except yaml.YAMLError as exc:
+                _locate(exc, key)
+                raise
         self.loader.get_event()
         if merges:
             own = dict(result)

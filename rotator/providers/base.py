@@ -1,4 +1,4 @@
-"""The Provider protocol, the provider registry, and the one HTTP send helper.
+"""The Provider protocol and the one HTTP send helper (the registry: providers.registry).
 
 A provider turns an account's state into a fresh :class:`~rotator.tokens.TokenSet`
 and says what consumers receive. It takes its ``httpx.Client`` from the caller
@@ -7,14 +7,13 @@ and says what consumers receive. It takes its ``httpx.Client`` from the caller
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from rotator.errors import ConfigError, PermanentProviderError, TransientProviderError
+from rotator.errors import PermanentProviderError, TransientProviderError
 from rotator.tokens import MAX_RESPONSE_BYTES, TokenSet, format_time
 
 if TYPE_CHECKING:
@@ -24,11 +23,9 @@ if TYPE_CHECKING:
     from rotator.state import AccountState
 
 __all__ = [
-    "PROVIDERS",
     "HttpAnswer",
     "Provider",
     "base_view",
-    "provider_class",
     "send",
 ]
 
@@ -47,34 +44,6 @@ class Provider(Protocol):
     def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet: ...
 
     def consumer_view(self, tokens: TokenSet) -> dict[str, str]: ...
-
-
-# provider name -> "module:Class"; imported on first use.
-PROVIDERS: dict[str, str] = {
-    "oauth2": "rotator.providers.oauth2:OAuth2Provider",
-    "faxplus": "rotator.providers.faxplus:FaxPlusProvider",
-    "faxplus-pat": "rotator.providers.faxplus:FaxPlusPatProvider",
-    "bifit": "rotator.providers.bifit:BifitProvider",
-    "faxmax": "rotator.providers.faxmax.provider:FaxmaxProvider",
-}
-
-
-def provider_class(name: str, *, path: str = "provider") -> type[Provider]:
-    spec = PROVIDERS.get(name)
-    if spec is None:
-        raise ConfigError(
-            f"{name!r} is not a known provider (known: {', '.join(sorted(PROVIDERS))})",
-            path=path,
-        )
-    cls = _loaded.get(name)
-    if cls is None:
-        # once per provider: a 10,000-account configuration asks 20,000 times
-        module_name, _, attr = spec.partition(":")
-        cls = _loaded[name] = getattr(importlib.import_module(module_name), attr)
-    return cls
-
-
-_loaded: dict[str, type[Provider]] = {}
 
 
 def base_view(account: str, provider: str, tokens: TokenSet) -> dict[str, str]:

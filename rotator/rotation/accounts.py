@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from rotator.backends.base import SecretStore
 from rotator.config.models import AccountSettings, Config, Sink, state_store, store_identity
-from rotator.providers.base import Provider, provider_class
+from rotator.providers.base import Provider
+from rotator.providers.registry import provider_class
 from rotator.rotation.spool import Spool
 from rotator.schedule import RefreshPolicy
 

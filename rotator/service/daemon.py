@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 
 from rotator.backends.base import SecretStore
-from rotator.config.models import Config
+from rotator.config import Config
 from rotator.errors import RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account

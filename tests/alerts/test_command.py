@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from rotator.alerts.channels import AlertChannelError, CommandAlertChannel
 from rotator.alerts.channels.command import BASE_ENV, alert_environment, child_environment
-from rotator.config.models import CommandChannel, parse_config
+from rotator.config import parse_config
+from rotator.config.models import CommandChannel
 from rotator.errors import ConfigError
 from tests.support import leakcheck
 from tests.support.alertkit import Child, firing

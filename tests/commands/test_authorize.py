@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from rotator.commands.authorize import AuthorizeError, parse_pasted_code
-from rotator.config.models import load_config
+from rotator.config import load_config
 from rotator.secrets import Secret
 from rotator.service.app import open_stores
 from rotator.state import AccountState

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rotator.commands.refresh import refresh
-from rotator.config.models import Config, load_config
+from rotator.config import Config, load_config
 from rotator.service.app import open_stores
 from rotator.state import AccountState
 from rotator.waits import Waiter

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from rotator.cli import main
 from rotator.commands.status import render_table, status
 from rotator.commands.terminal import printable
-from rotator.config.models import Config, load_config
+from rotator.config import Config, load_config
 from rotator.secrets import Secret
 from rotator.service.app import open_stores
 from rotator.state import AccountState, describe
@@ -260,7 +260,9 @@ def test_status_never_prints_a_secret(tmp_path: Path) -> None:
 
 
 def test_a_store_error_is_printed_escaped_and_exits_1(tmp_path: Path) -> None:
-    blocker = tmp_path / "blocker\x1b[2J"
+    # (a control character in the directory's name is refused by the configuration now; what
+    # a store says is escaped all the same, as the vendor text tests above prove)
+    blocker = tmp_path / "blocker"
     blocker.write_text("a file where a directory should be")
     config = {
         "stores": {"files": {"type": "file", "directory": str(blocker / "sub")}},
@@ -279,5 +281,4 @@ def test_a_store_error_is_printed_escaped_and_exits_1(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert status(load_config(str(path)), out=out, err=err) == 1
     assert "error: idp-api: files: cannot" in err.getvalue()
-    assert "blocker\\x1b[2J" in err.getvalue()
     assert_terminal_safe(err.getvalue())

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
-from rotator.config.yamlfile import load
+from rotator.config.yamlfile import (
+    EXPANSION_FACTOR,
+    EXPANSION_FLOOR,
+    MAX_DEPTH,
+    MAX_NUMBER_CHARS,
+    load,
+)
 
 SAME_AS_SAFE_LOAD = [
     "",
@@ -62,3 +70,84 @@ def test_bad_documents_are_errors_with_a_position(text: str, problem: str, line:
 def test_merged_keys_do_not_count_as_duplicates_and_own_keys_win() -> None:
     text = "base: &b {x: 1, y: 2}\nm:\n  x: 9\n  <<: *b\n"
     assert load(text)["m"] == {"x": 9, "y": 2}
+
+
+# -- bounds: the file is hostile input ----------------------------------------------------
+
+
+def _refused(text: str, **options: bool) -> yaml.YAMLError:
+    with pytest.raises(yaml.YAMLError) as caught:
+        load(text, **options)
+    return caught.value
+
+
+def _problem(error: yaml.YAMLError) -> str:
+    return str(error.problem)  # type: ignore[attr-defined]
+
+
+def test_nesting_up_to_the_bound_loads_and_one_more_is_refused() -> None:
+    deep = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)  # inside the top mapping
+    assert load(f"a: {deep}\n") is not None
+    error = _refused(f"a: [{deep}]\n")
+    assert "nested more than 64 deep" in _problem(error)
+    assert error.key_path == ["a"] + [0] * (MAX_DEPTH - 1)  # type: ignore[attr-defined]
+
+
+def test_a_number_up_to_the_bound_loads_and_a_longer_one_is_refused() -> None:
+    assert load("n: " + "9" * MAX_NUMBER_CHARS) == {"n": int("9" * MAX_NUMBER_CHARS)}
+    error = _refused("x:\n  n: " + "9" * 5000 + "\n")
+    assert "a number of 5000 characters" in _problem(error)
+    assert error.key_path == ["x", "n"]  # type: ignore[attr-defined]
+    assert load("n: '" + "9" * 5000 + "'")["n"] == "9" * 5000  # quoted: a string
+
+
+@pytest.mark.parametrize("text", ["t: 2024-13-45\n", "t: 2024-02-30\n", "t: 2024-01-01 25:00:00\n"])
+def test_a_scalar_its_constructor_cannot_read_is_a_yaml_error(text: str) -> None:
+    assert "cannot be read as timestamp" in _problem(_refused(text))
+
+
+@pytest.mark.parametrize("depth", [4, 7, 8, 30])
+def test_alias_expansion_past_the_budget_is_refused_at_once(depth: int) -> None:
+    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, depth + 1)]
+    text = "\n".join(levels) + "\n"
+    budget = EXPANSION_FLOOR + EXPANSION_FACTOR * len(text)
+    if 10 ** (depth + 1) < budget:  # small enough to load
+        assert len(load(text)) == depth + 1
+        return
+    error = _refused(text)
+    assert f"aliases expand the document past {budget} values" in _problem(error)
+
+
+def test_the_budget_counts_expanded_nodes_not_aliases() -> None:
+    # one anchor of 1000 values, used 200 times: 200,000 values from 5 KB of text
+    def text(uses: int) -> str:
+        big = ", ".join(["1"] * 1000)
+        return f"big: &b [{big}]\nuses: [{', '.join(['*b'] * uses)}]\n"
+
+    assert "aliases expand" in _problem(_refused(text(200)))
+    assert len(load(text(20))["uses"]) == 20  # 20,000 values: inside the floor
+
+
+def test_an_alias_inside_its_own_anchor_is_refused() -> None:
+    assert "inside its own anchor" in _problem(_refused("a: &x {b: *x}\n"))
+    assert "inside its own anchor" in _problem(_refused("a: &x [1, [*x]]\n"))
+    assert load("a: &x [1]\nb: [*x, *x]\n") == {"a": [1], "b": [[1], [1]]}
+
+
+def test_one_line_refuses_control_characters_in_keys_and_values() -> None:
+    text = "a:\n  b: |\n    two\n    lines\n"
+    assert load(text) == yaml.safe_load(text)  # the loader itself keeps YAML's meaning
+    assert _refused(text, one_line=True).key_path == ["a", "b"]  # type: ignore[attr-defined]
+    assert _refused('"k\\x00": 1\n', one_line=True).key_path == ["k\x00"]  # type: ignore[attr-defined]
+    for char in ["\t", "\r", "\x7f", "\x85", "\u2028"]:
+        error = _refused(f"a: [ok, {json.dumps('x' + char)}]\n", one_line=True)
+        assert "control characters" in _problem(error)
+        assert error.key_path == ["a", 1]  # type: ignore[attr-defined]
+    assert load("a: 'naïve café ✓'\n", one_line=True) == {"a": "naïve café ✓"}
+
+
+def test_messages_quote_a_long_key_cut_short() -> None:
+    key = "k" * 10_000
+    error = _refused(f"{{{key}: 1, {key}: 2}}\n")
+    assert len(_problem(error)) < 200

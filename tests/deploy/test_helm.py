@@ -20,7 +20,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from rotator.config.models import load_config
+from rotator.config import load_config
 from rotator.rotation.rotator import Result
 from rotator.rotation.spool import default_spool_dir
 from tests.support import leakcheck

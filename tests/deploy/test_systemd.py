@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rotator.config.models import load_config
+from rotator.config import load_config
 from rotator.secrets import parse_ref
 from tests.support import leakcheck
 from tests.support.proc import run_rotator
@@ -274,7 +274,7 @@ def test_example_config_resolves_credentials_as_the_unit_provides_them(tmp_path:
 
 def test_stop_timeout_outlasts_the_shutdown_grace() -> None:
     """SIGKILL must not cut rotations the daemon is still allowed to finish."""
-    from rotator.config.models import parse_duration
+    from rotator.config.fields import parse_duration
 
     config = load_config(str(SYSTEMD / "rotator.yaml"))
     [stop] = values("TimeoutStopSec")

@@ -11,7 +11,7 @@
   refused with its reason, and the daemon keeps rotating on the running one.
 
 (Property tests over token responses and configuration files live in
-tests/test_tokens.py and tests/config/test_models.py.)
+tests/test_tokens.py, tests/config/test_loading.py and tests/config/test_hostile.py.)
 """
 
 from __future__ import annotations

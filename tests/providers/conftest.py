@@ -8,7 +8,7 @@ import httpx
 import pytest
 import yaml
 
-from rotator.config.models import AccountSettings, parse_config
+from rotator.config import AccountSettings, parse_config
 from tests.fakes.vendorhttp import quiet_http_libraries
 
 

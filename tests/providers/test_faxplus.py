@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from rotator.errors import ConfigError, InvalidClient, InvalidGrant, TransientProviderError
-from rotator.providers.base import provider_class
 from rotator.providers.faxplus import (
     FaxPlusPatProvider,
     FaxPlusProvider,
     authorization_url,
     exchange_code,
 )
+from rotator.providers.registry import provider_class
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from tests.fakes.faxplus import FaxPlusEmulator

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rotator.config.models import parse_config
+from rotator.config import parse_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

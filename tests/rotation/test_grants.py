@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rotator.backends.base import Version
-from rotator.config.models import load_config
+from rotator.config import load_config
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account, build_accounts
 from rotator.rotation.rotator import Result, Rotator, _superseded

@@ -14,7 +14,7 @@ import pytest
 
 from rotator.backends.base import Record, SecretStore, Validation, Version, WriteResult
 from rotator.backends.file import FileStore
-from rotator.config.models import Config, parse_config
+from rotator.config import Config, parse_config
 from rotator.errors import LeaseHeld, StoreConflict
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account, build_accounts

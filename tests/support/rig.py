@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rotator.backends.base import SecretStore
-from rotator.config.models import Config, load_config
+from rotator.config import Config, load_config
 from rotator.rotation.accounts import build_accounts
 from rotator.secrets import Secret
 from rotator.service.app import open_spool, open_stores

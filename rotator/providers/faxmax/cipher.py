@@ -103,7 +103,7 @@ BUILTIN: dict[str, tuple[Cipher, Callable[[str, str], bytes]]] = {
 
 def check_name(name: str) -> str:
     """Validate a ``cipher:`` value without importing anything (config time)."""
-    if name in BUILTIN or CUSTOM.match(name):
+    if name in BUILTIN or CUSTOM.fullmatch(name):
         return name
     raise ValueError(
         f"{name!r} is not a cipher; use one of {', '.join(BUILTIN)} or module:function"
@@ -114,7 +114,7 @@ def load_cipher(name: str, *, path: str = "cipher") -> Cipher:
     """The encrypt function for ``name``; a custom one is imported here."""
     if name in BUILTIN:
         return BUILTIN[name][0]
-    if not CUSTOM.match(name):
+    if not CUSTOM.fullmatch(name):
         raise ConfigError(
             f"{name!r} is not a cipher (use one of {', '.join(BUILTIN)} or module:function)",
             path=path,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from rotator.config.models import load_config
+from rotator.config import load_config
 from rotator.errors import (
     ConfigError,
     InvalidGrant,
