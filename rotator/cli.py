@@ -302,7 +302,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def cmd_refresh(args: argparse.Namespace) -> int:
     import time
 
-    from rotator.rotation.rotator import Result
+    from rotator.rotation.rotator import Outcome
 
     config = _load(args)
     _account(config, args.account)
@@ -315,12 +315,12 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + wait
     while True:
         result = rotator.rotate(args.account, force=True)
-        if result.result != Result.BUSY or time.monotonic() >= deadline:
+        if result.result != Outcome.BUSY or time.monotonic() >= deadline:
             break
-        time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        rotator.waiter.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
     rotator.http.close()
     state = result.state
-    if result.result == Result.SUCCESS and state is not None and state.expires_at:
+    if result.result == Outcome.SUCCESS and state is not None and state.expires_at:
         from rotator.tokens import format_time
 
         print(
@@ -329,10 +329,10 @@ def cmd_refresh(args: argparse.Namespace) -> int:
             f"failed {result.sinks_failed}"
         )
         return EXIT_FAILURE if result.sinks_failed else EXIT_OK
-    if result.result == Result.ADOPTED:
+    if result.result == Outcome.ADOPTED:
         print(f"{args.account}: another worker had just rotated; its token is current")
         return EXIT_OK
-    if result.result == Result.BUSY:
+    if result.result == Outcome.BUSY:
         print(f"{args.account}: another worker holds the lease; try again later", file=sys.stderr)
         return EXIT_FAILURE
     print(f"{args.account}: {result.result}: {result.error}", file=sys.stderr)

@@ -30,7 +30,7 @@ from rotator.config.models import Config, load_config
 from rotator.errors import ConfigError, RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import build_accounts
-from rotator.rotation.rotator import Observer, Result, RotationResult, Rotator
+from rotator.rotation.rotator import Observer, Outcome, RotationResult, Rotator
 from rotator.service.app import open_spool, open_stores, store_settings_of
 from rotator.service.monitor import attach as attach_monitor
 
@@ -194,7 +194,7 @@ class Daemon:
             result = self.rotator.rotate(name, retry_failed=retry_failed)
         except Exception as exc:  # never let one account kill the worker
             _log.exception("rotation crashed", account=name, error=repr(exc))
-            result = RotationResult(name, Result.TRANSIENT, None)
+            result = RotationResult(name, Outcome.TRANSIENT, None)
         finally:
             with self._in_flight_done:
                 self._in_flight -= 1
@@ -318,6 +318,7 @@ class Daemon:
         if self.stopping.is_set():
             return True
         self.stopping.set()
+        self.rotator.waiter.stop()  # a state write retry gives up its wait now (grant kept)
         _log.info("stopping", reason=reason)
         for hook in self.hooks_on_stop:
             hook(self)
