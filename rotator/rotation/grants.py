@@ -273,7 +273,7 @@ class GrantKeeper:
         if held is None and self.spool is not None and self.may_be_spooled(account, state):
             entry = self.spool.get(account.spool_key)
             if entry is not None:
-                return Pending.from_entry(account.name, entry)
+                return self._read(account, entry)
         return held
 
     def may_be_spooled(self, account: Account, state: AccountState) -> bool:
@@ -329,9 +329,11 @@ class GrantKeeper:
         return replayed
 
     def _replay_one(self, account: Account, entry: SpoolEntry) -> Landing:
-        pending = Pending(AccountState(account.name), None, entry.path)
+        pending = self._read(account, entry)
+        if pending is None:
+            self.release_left_lease(account)
+            return Landing.SET_ASIDE
         try:
-            pending = Pending.from_entry(account.name, entry)
             landing, _ = self.settle(account, pending)
         except StoreError:
             raise
@@ -340,6 +342,14 @@ class GrantKeeper:
             self.release_left_lease(account)
             return Landing.SET_ASIDE
         return landing
+
+    def _read(self, account: Account, entry: SpoolEntry) -> Pending | None:
+        """The entry as a pending grant; one that cannot be read is set aside."""
+        try:
+            return Pending.from_entry(account.name, entry)
+        except Exception as exc:  # a damaged record: replaying it again cannot help
+            self.set_aside(account, Pending(AccountState(account.name), None, entry.path), exc)
+            return None
 
     def release_left_lease(self, account: Account) -> None:
         """Release the lease a process that died (or this one) left on the account."""
