@@ -32,7 +32,7 @@ import structlog
 
 from rotator.backends.base import Version
 from rotator.errors import StoreConflict, StoreError, StoreUnavailable, scrub_values
-from rotator.rotation.lease import Lease, owner_is_dead
+from rotator.rotation.lease import release_left
 from rotator.rotation.spool import Reservation, Spool, SpoolEntry
 from rotator.secrets import Secret
 from rotator.state import AccountState
@@ -213,7 +213,7 @@ class GrantKeeper:
         )
         landing = self.land(account, pending, version)
         if landing is Landing.SET_ASIDE:
-            self.release_left_lease(account)
+            release_left(account, self.owner)
         return landing, pending.state
 
     def forget(self, account: Account, landed: Pending) -> None:
@@ -235,28 +235,24 @@ class GrantKeeper:
     def set_aside(self, account: Account, pending: Pending, error: BaseException) -> None:
         """Take a grant that cannot land out of the flow, kept encrypted, and say so."""
         self._unsaved.pop(account.name, None)
-        kept = "nowhere: no spool, or the spool write had failed"
+        kept: object = None
         if self.spool is not None:
-            where = pending.where or self.spool.entry_path(account.spool_key)
-            entry = self.spool.get(account.spool_key) if pending.where is None else None
             token = pending.state.access_token
-            ours = pending.where is not None or (
-                entry is not None
-                and token is not None
-                and entry.record.get("access_token") == token.reveal()
-            )
-            if ours:
-                try:
-                    kept = str(self.spool.set_aside(where))
-                except OSError as exc:
-                    kept = f"{where} (could not be moved: {exc.strerror})"
+            try:
+                kept = self.spool.set_aside(
+                    account.spool_key,
+                    path=pending.where,
+                    access_token=token.reveal() if token is not None else None,
+                )
+            except OSError as exc:
+                kept = f"in place (it could not be moved: {exc.strerror})"
             if self._spooled is not None:
                 self._spooled.discard(account.spool_key)
         _log.critical(
             "a rotated grant cannot be saved to the state store; set aside",
             account=account.name,
             error=_describe(error, pending),
-            kept=kept,
+            kept=str(kept) if kept else "nowhere: no spool, or the spool write had failed",
             fix=(
                 "fix what refused it, then rename the file back to its name without "
                 f"'.unlandable' and restart (the start replays it); if the grant is bad, "
@@ -331,7 +327,7 @@ class GrantKeeper:
     def _replay_one(self, account: Account, entry: SpoolEntry) -> Landing:
         pending = self._read(account, entry)
         if pending is None:
-            self.release_left_lease(account)
+            release_left(account, self.owner)
             return Landing.SET_ASIDE
         try:
             landing, _ = self.settle(account, pending)
@@ -339,7 +335,7 @@ class GrantKeeper:
             raise
         except Exception as exc:  # one entry must never stop the others, nor the start
             self.set_aside(account, pending, exc)
-            self.release_left_lease(account)
+            release_left(account, self.owner)
             return Landing.SET_ASIDE
         return landing
 
@@ -350,20 +346,6 @@ class GrantKeeper:
         except Exception as exc:  # a damaged record: replaying it again cannot help
             self.set_aside(account, Pending(AccountState(account.name), None, entry.path), exc)
             return None
-
-    def release_left_lease(self, account: Account) -> None:
-        """Release the lease a process that died (or this one) left on the account."""
-        try:
-            current, version = account.read_state()
-            owner = current.lease_owner
-            if version is None or not owner or not (owner == self.owner or owner_is_dead(owner)):
-                return
-        except Exception as exc:
-            _log.warning(
-                "could not read the lease to release it", account=account.name, error=repr(exc)
-            )
-            return
-        Lease(account, current, version).give_back()
 
 
 def superseded(current: AccountState, new: AccountState, spent: Secret | None) -> bool:

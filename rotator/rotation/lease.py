@@ -28,7 +28,7 @@ from rotator.state import AccountState
 if TYPE_CHECKING:
     from rotator.rotation.accounts import Account
 
-__all__ = ["Busy", "Lease", "default_owner", "owner_is_dead", "take_lease"]
+__all__ = ["Busy", "Lease", "default_owner", "owner_is_dead", "release_left", "take_lease"]
 
 _log = structlog.get_logger("rotator.rotation")
 
@@ -108,6 +108,22 @@ def take_lease(
         # Someone wrote between our read and our lease: look again in a moment.
         return Busy(None)
     return Lease(account, leased, written.version)
+
+
+def release_left(account: Account, owner: str) -> bool:
+    """Release a lease left on the account by a process that died (or by ``owner``,
+    this process), when its grant was set aside. Never raises."""
+    try:
+        current, version = account.read_state()
+    except Exception as exc:
+        _log.warning(
+            "could not read the lease to release it", account=account.name, error=repr(exc)
+        )
+        return False
+    held_by = current.lease_owner
+    if version is None or not held_by or not (held_by == owner or owner_is_dead(held_by)):
+        return False
+    return Lease(account, current, version).give_back()
 
 
 def _dead_owner(account: Account, state: AccountState) -> bool:

@@ -228,12 +228,27 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             reservation.path.unlink()
 
-    def set_aside(self, entry_path: Path) -> Path:
-        """Move an entry that cannot be landed out of the replay, still encrypted."""
-        target = entry_path.with_name(f"{entry_path.name.split('.')[0]}.grant{_UNLANDABLE}")
+    def set_aside(
+        self, key: str, *, path: Path | None = None, access_token: str | None = None
+    ) -> Path | None:
+        """Move an entry that cannot be landed out of the replay, still encrypted.
+
+        ``path``: the file read at replay (an entry, or a filled reservation); else
+        the key's entry, only while it holds the grant of ``access_token``. Returns
+        where it went, or None when it was not there.
+        """
+        if path is None:
+            entry = self.get(key)
+            if entry is None or entry.record.get("access_token") != access_token:
+                return None
+            path = self._path(key)
+        target = self.directory / f"{key}.grant{_UNLANDABLE}"
         if target.exists():
             target = target.with_name(f"{target.name}.{secrets.token_hex(4)}")
-        os.replace(entry_path, target)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
         self._sync_dir()
         return target
 
