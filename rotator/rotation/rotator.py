@@ -38,6 +38,7 @@ from rotator.errors import (
     ProviderError,
     SecretRefError,
     StoreError,
+    StoreUnavailable,
 )
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
@@ -174,7 +175,7 @@ class Rotator:
         self.grants.keep(account, pending, reservation)
         landing = self.grants.land(account, pending, lease.version)
         if landing is Landing.HELD:
-            return Run(Outcome.TRANSIENT, pending.state, facts=self._hold())
+            return self._held(account, pending.state)
         if landing is Landing.SET_ASIDE:
             lease.give_back(replace(lease.state, last_error="the new grant could not be saved"))
             return Run(Outcome.PERMANENT, lease.state, error=_unlandable(account))
@@ -230,15 +231,22 @@ class Rotator:
         """Land a rotated grant that was not saved (store outage, or a crash)."""
         landing, state = self.grants.settle(account, pending)
         if landing is Landing.HELD:
-            return Run(Outcome.TRANSIENT, state, facts=self._hold())
+            return self._held(account, state)
         if landing is Landing.SET_ASIDE:
             current, _ = account.read_state()
             return Run(Outcome.PERMANENT, current, error=_unlandable(account))
         outcome = Outcome.NOT_DUE if landing is Landing.ALREADY else Outcome.SUCCESS
         return self._published(account, state, outcome)
 
-    def _hold(self) -> RunFacts:
-        return RunFacts(hold=timedelta(seconds=self.state_write_delays[-1]))
+    def _held(self, account: Account, state: AccountState) -> Run:
+        """The state store did not take a rotated grant: it waits in memory and spool."""
+        error = StoreUnavailable(
+            f"the state store did not take the new grant of {account.name}; it is kept "
+            f"{'in memory and in the spool' if self.spool is not None else 'in memory'} "
+            f"and lands at the next run (the daemon's, or `rotator refresh {account.name}`)"
+        )
+        facts = RunFacts(hold=timedelta(seconds=self.state_write_delays[-1]))
+        return Run(Outcome.TRANSIENT, state, error=error, facts=facts)
 
     def _published(
         self,

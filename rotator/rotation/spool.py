@@ -295,19 +295,17 @@ class Spool:
 
     def entries(self) -> Iterator[SpoolEntry]:
         """Every entry to replay: the entries, and reservations filled before a crash
-        (an unfilled one of a process that is gone is removed)."""
+        (an unfilled one of a process that is gone is removed). An entry that cannot
+        be read or decrypted is logged and left in place; it never stops the others."""
         for path in sorted(self.directory.glob("*.grant")):
-            try:
-                entry = self._decode(path.stem, path.read_bytes(), path)
-            except FileNotFoundError:
-                continue
+            blob = _read(path)
+            entry = self._decode(path.stem, blob, path) if blob is not None else None
             if entry is not None:
                 yield entry
         for path in sorted(self.directory.glob(f"*{_RESERVED}")):
             key, _, holder = path.name.removesuffix(_RESERVED).partition(".")
-            try:
-                blob = path.read_bytes()
-            except FileNotFoundError:
+            blob = _read(path)
+            if blob is None:
                 continue
             if blob.startswith(_MAGIC):
                 entry = self._decode(key, blob, path)
@@ -333,16 +331,30 @@ class Spool:
                 fix="use the spool key it was written with (server.spool_key or spool.key)",
             )
             return None
-        record = {str(k): str(v) for k, v in payload["record"].items()}
-        spent = payload.get("spent", record.pop(_LEGACY_SPENT, None))
-        return SpoolEntry(
-            key=key,
-            account=str(payload["account"]),
-            state_path=str(payload["state_path"]),
-            record=record,
-            spent=str(spent) if spent else None,
-            path=path if path is not None else self._path(key),
-        )
+        try:
+            record = {str(k): str(v) for k, v in payload["record"].items()}
+            spent = payload.get("spent", record.pop(_LEGACY_SPENT, None))
+            return SpoolEntry(
+                key=key,
+                account=str(payload["account"]),
+                state_path=str(payload["state_path"]),
+                record=record,
+                spent=str(spent) if spent else None,
+                path=path if path is not None else self._path(key),
+            )
+        except (KeyError, TypeError, AttributeError):
+            _log.error("spool entry is damaged; left in place", entry=key)
+            return None
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None  # landed and removed meanwhile
+    except OSError as exc:
+        _log.error("spool entry cannot be read; left in place", entry=path.name, error=exc.strerror)
+        return None
 
 
 def _alive(pid_text: str) -> bool:

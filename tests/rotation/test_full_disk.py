@@ -199,7 +199,11 @@ def test_a_disk_that_fills_during_the_vendor_call_still_lands_the_grant(
 
 
 def test_disks_that_fill_during_the_vendor_call_keep_the_new_grant(
-    tmp_path: Path, disk: Path, state_disk: Path, vendor: FillingVendor
+    tmp_path: Path,
+    disk: Path,
+    state_disk: Path,
+    vendor: FillingVendor,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The state on a disk of its own, both full when the answer comes: the state
     write fails, and the answer is kept in the blocks reserved before the call."""
@@ -208,6 +212,7 @@ def test_disks_that_fill_during_the_vendor_call_keep_the_new_grant(
     code = cli.main(["refresh", "-c", str(config), "acct"])
     vendor.fill = ()
     assert code == cli.EXIT_FAILURE  # the state write failed: the disk is full
+    assert "kept in memory and in the spool" in capsys.readouterr().err
     assert vendor.token_calls == 1
     grant = vendor.grant_for(refresh)
     assert grant is not None and grant.refreshes == 1
