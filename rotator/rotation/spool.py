@@ -112,34 +112,8 @@ class Spool:
         if secret is not None:
             key = hashlib.sha256(b"rotator-spool-v1\0" + secret.encode("utf-8")).digest()
         else:
-            key = cls._key_file(directory / "spool.key")
+            key = _key_file(directory / "spool.key")
         return cls(directory, key)
-
-    @staticmethod
-    def _key_file(path: Path) -> bytes:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raw = base64.b64encode(secrets.token_bytes(32)) + b"\n"
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return Spool._key_file(path)  # another process made it first
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-        try:
-            key = base64.b64decode(raw.strip(), validate=True)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise ConfigError(
-                f"the spool key file {path} is damaged (it must hold 32 bytes in base64): "
-                "restore it, or remove it if the spool directory holds no .grant files",
-                path="server.spool_dir",
-            )
-        return key
 
     @staticmethod
     def entry_key(store_identity: str, state_path: str) -> str:
@@ -345,6 +319,33 @@ class Spool:
         except (KeyError, TypeError, AttributeError):
             _log.error("spool entry is damaged; left in place", entry=key)
             return None
+
+
+def _key_file(path: Path) -> bytes:
+    """The spool key from its 0600 file, made on first use."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _key_file(path)  # another process made it first
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            f"the spool key file {path} is damaged (it must hold 32 bytes in base64): "
+            "restore it, or remove it if the spool directory holds no .grant files",
+            path="server.spool_dir",
+        )
+    return key
 
 
 def _read(path: Path) -> bytes | None:
