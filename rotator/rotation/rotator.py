@@ -43,7 +43,7 @@ from rotator.errors import (
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
 from rotator.rotation.failure import moved_on, record_failure
-from rotator.rotation.grants import GrantKeeper, Landing, Pending
+from rotator.rotation.grants import GrantKeeper, Landing, NoRoomForGrant, Pending
 from rotator.rotation.lease import Busy, Lease, default_owner, take_lease
 from rotator.rotation.publish import Publisher, publish
 from rotator.rotation.result import Observer, RotationResult, Run
@@ -149,7 +149,11 @@ class Rotator:
             next_refresh_at=state.next_refresh_at,
         ):
             return self._published(account, state, Outcome.NOT_DUE)
-        reservation = self.grants.room_for(account, state)
+        try:
+            reservation = self.grants.room_for(account, state)
+        except NoRoomForGrant as exc:
+            _log.error("no room to keep a new grant; the vendor is not asked", error=str(exc))
+            return Run(Outcome.TRANSIENT, state, error=exc)
         try:
             lease = take_lease(account, state, version, owner=self.owner, now=self.clock())
             if isinstance(lease, Busy):
