@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -10,10 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotator.schedule import (
+    FAILED_RECHECK,
+    MIN_REFRESH_INTERVAL,
+    Outcome,
     RefreshPolicy,
+    RunFacts,
     is_due,
     last_chance,
     next_refresh,
+    next_run,
+    planned_refresh,
     refresh_point,
     retry_at,
 )
@@ -201,3 +208,88 @@ def test_is_due() -> None:
     assert not is_due(T0, has_token=True, next_refresh_at=T0 + S)
     assert is_due(T0, has_token=True, next_refresh_at=T0)
     assert is_due(T0, has_token=True, next_refresh_at=T0 - S)
+
+
+# -- next_run: the one decision of when a job runs again ----------------------------------
+
+POLICY = RefreshPolicy(retry_initial=timedelta(seconds=5), retry_max=timedelta(minutes=5))
+moments = st.datetimes(
+    min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)
+)
+rands = st.floats(min_value=0, max_value=1, exclude_max=True)
+
+
+def test_next_run_for_each_outcome() -> None:
+    planned = T0 + HOUR
+    run = partial(next_run, now=T0, policy=POLICY, rand=0.0)
+    assert run(Outcome.FAILED, RunFacts(planned=planned)) == T0 + FAILED_RECHECK
+    assert run(Outcome.PERMANENT, RunFacts(planned=planned)) == T0 + FAILED_RECHECK
+    assert run(Outcome.BUSY, RunFacts(lease_until=T0 + 30 * S)) == T0 + 31 * S
+    assert run(Outcome.BUSY, RunFacts()) == T0 + S  # a lost compare-and-set on the lease
+    assert run(Outcome.TRANSIENT, RunFacts(hold=8 * S, planned=planned)) == T0 + 8 * S
+    assert run(Outcome.TRANSIENT, RunFacts(planned=planned)) == planned
+    assert run(Outcome.TRANSIENT, RunFacts(failures=3)) == T0 + 10 * S  # 20 s, half fixed
+    for ok in (Outcome.SUCCESS, Outcome.ADOPTED, Outcome.NOT_DUE):
+        assert run(ok, RunFacts(planned=planned)) == planned
+        assert run(ok, RunFacts()) == T0  # nothing planned: look now
+        assert run(ok, RunFacts(planned=planned, sink_failures=1)) == T0 + 2.5 * S
+
+
+def test_outcome_values_are_the_metric_labels() -> None:
+    assert [o.value for o in Outcome] == [
+        "success",
+        "adopted",
+        "not_due",
+        "busy",
+        "transient_error",
+        "permanent_error",
+        "failed",
+    ]
+    assert {o for o in Outcome if o.ok} == {Outcome.SUCCESS, Outcome.ADOPTED, Outcome.NOT_DUE}
+    assert {o for o in Outcome if o.failing} == {
+        Outcome.TRANSIENT,
+        Outcome.PERMANENT,
+        Outcome.FAILED,
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    outcome=st.sampled_from(list(Outcome)),
+    now=moments,
+    ahead=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+    failures=st.integers(min_value=1, max_value=50),
+    sink_failures=st.integers(min_value=0, max_value=50),
+    rand=rands,
+)
+def test_next_run_is_never_in_the_past_and_a_broken_sink_never_delays(
+    *,
+    outcome: Outcome,
+    now: datetime,
+    ahead: timedelta,
+    failures: int,
+    sink_failures: int,
+    rand: float,
+) -> None:
+    facts = RunFacts(planned=now + ahead, failures=failures, sink_failures=sink_failures)
+    when = next_run(outcome, facts, now=now, policy=POLICY, rand=rand)
+    assert when >= now
+    if outcome.ok:
+        assert when <= now + ahead  # a failing sink only pulls the next run in
+        if sink_failures:
+            assert when <= now + POLICY.retry_max
+    # no outcome ever plans a retry further out than the backoff cap or the recheck
+    if not outcome.ok and outcome is not Outcome.TRANSIENT:
+        assert when - now <= max(FAILED_RECHECK, timedelta(seconds=1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(now=moments, lifetime=st.integers(min_value=0, max_value=86400 * 30), rand=rands)
+def test_planned_refresh_is_before_expiry_and_never_a_tight_loop(
+    now: datetime, lifetime: int, rand: float
+) -> None:
+    expires = now + timedelta(seconds=lifetime)
+    when = planned_refresh(now, expires, RefreshPolicy(), rand)
+    assert when >= now + MIN_REFRESH_INTERVAL
+    if lifetime >= 2:
+        assert when <= expires

@@ -37,7 +37,7 @@ def refresh(
     """
     from rotator.commands.common import open_rotator
     from rotator.commands.terminal import printable
-    from rotator.rotation.rotator import Result
+    from rotator.rotation.rotator import Outcome
     from rotator.tokens import format_time
 
     stdout, stderr = out or sys.stdout, err or sys.stderr
@@ -50,14 +50,14 @@ def refresh(
         while True:
             result = rotator.rotate(account_name, force=True)
             left = deadline - time.monotonic()
-            if result.result != Result.BUSY or left <= 0:
+            if result.result != Outcome.BUSY or left <= 0:
                 break
             if not waiter.sleep(min(POLL_MAX, max(POLL_MIN, left))):
                 break
     finally:
         rotator.http.close()
     state = result.state
-    if result.result == Result.SUCCESS and state is not None and state.expires_at:
+    if result.result == Outcome.SUCCESS and state is not None and state.expires_at:
         print(
             f"{account_name}: rotated; access token expires {format_time(state.expires_at)}; "
             f"sinks written {result.sinks_written}, unchanged {result.sinks_unchanged}, "
@@ -65,10 +65,10 @@ def refresh(
             file=stdout,
         )
         return 1 if result.sinks_failed else 0
-    if result.result == Result.ADOPTED:
+    if result.result == Outcome.ADOPTED:
         print(f"{account_name}: another worker had just rotated; its token is current", file=stdout)
         return 0
-    if result.result == Result.BUSY:
+    if result.result == Outcome.BUSY:
         print(
             f"{account_name}: another worker holds the lease; try again later "
             "(or wait longer with --wait SECONDS)",

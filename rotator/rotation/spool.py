@@ -9,12 +9,20 @@ state store that is down, never costs the grant.
 Entries are keyed by the state store's identity and path (not only the account
 name), so two configurations sharing a spool directory never mix. The key comes
 from ``server.spool_key`` (a secret reference) or a generated 0600 key file.
+
+Room for an entry is reserved before the vendor is asked (:meth:`Spool.reserve`:
+a file of :data:`RESERVATION_BYTES` allocated and fsynced): a full disk then
+stops a rotation before a refresh token is spent, never after. The answer is
+written into the reserved blocks in place (:meth:`Spool.fill`), which needs no
+new space, and the file is renamed to the entry. An entry that can never be
+landed is set aside (:meth:`Spool.set_aside`), still encrypted, for a human.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -32,10 +40,17 @@ from rotator.fileio import read_file
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["Spool", "SpoolEntry", "default_spool_dir"]
+__all__ = ["RESERVATION_BYTES", "Reservation", "Spool", "SpoolEntry", "default_spool_dir"]
 
 _log = structlog.get_logger("rotator.spool")
 _MAGIC = b"RSP1"
+#: room reserved per rotation: a state record with tokens is a few KiB even with
+#: large JWTs; an answer beyond it is spooled the ordinary way (new space)
+RESERVATION_BYTES = 64 * 1024
+#: where an older spool kept the spent refresh token: inside the record
+_LEGACY_SPENT = "spent_refresh_token"
+_RESERVED = ".reserve"
+_UNLANDABLE = ".unlandable"
 
 
 def default_spool_dir() -> Path:
@@ -53,6 +68,18 @@ class SpoolEntry:
     account: str
     state_path: str
     record: Mapping[str, str]
+    #: the refresh token the spooled state replaced (its lineage), if any
+    spent: str | None = None
+    #: the file holding it (an entry, or a reservation filled before a crash)
+    path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Room for one entry of ``key``, taken before a refresh token is spent."""
+
+    key: str
+    path: Path
 
 
 class Spool:
@@ -85,34 +112,8 @@ class Spool:
         if secret is not None:
             key = hashlib.sha256(b"rotator-spool-v1\0" + secret.encode("utf-8")).digest()
         else:
-            key = cls._key_file(directory / "spool.key")
+            key = _key_file(directory / "spool.key")
         return cls(directory, key)
-
-    @staticmethod
-    def _key_file(path: Path) -> bytes:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raw = base64.b64encode(secrets.token_bytes(32)) + b"\n"
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return Spool._key_file(path)  # another process made it first
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
-        try:
-            key = base64.b64decode(raw.strip(), validate=True)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise ConfigError(
-                f"the spool key file {path} is damaged (it must hold 32 bytes in base64): "
-                "restore it, or remove it if the spool directory holds no .grant files",
-                path="server.spool_dir",
-            )
-        return key
 
     @staticmethod
     def entry_key(store_identity: str, state_path: str) -> str:
@@ -121,12 +122,123 @@ class Spool:
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.grant"
 
-    def put(self, key: str, account: str, state_path: str, record: Mapping[str, str]) -> None:
-        payload = json.dumps(
-            {"account": account, "state_path": state_path, "record": dict(record)}
-        ).encode("utf-8")
+    def _seal(
+        self, key: str, account: str, state_path: str, record: Mapping[str, str], spent: str | None
+    ) -> bytes:
+        body: dict[str, object] = {
+            "account": account,
+            "state_path": state_path,
+            "record": dict(record),
+        }
+        if spent is not None:
+            body["spent"] = spent
         nonce = secrets.token_bytes(12)
-        blob = _MAGIC + nonce + self._aead.encrypt(nonce, payload, key.encode())
+        return _MAGIC + nonce + self._aead.encrypt(nonce, json.dumps(body).encode(), key.encode())
+
+    def _sync_dir(self) -> None:
+        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def reserve(self, key: str) -> Reservation:
+        """Allocate and fsync room for one entry of ``key``; raises OSError (ENOSPC)."""
+        path = self.directory / f"{key}.{os.getpid()}-{secrets.token_hex(4)}{_RESERVED}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, RESERVATION_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.write(fd, bytes(RESERVATION_BYTES))  # no fallocate here: real zeros
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            self._sync_dir()
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        return Reservation(key, path)
+
+    def fill(
+        self,
+        reservation: Reservation,
+        account: str,
+        state_path: str,
+        record: Mapping[str, str],
+        *,
+        spent: str | None = None,
+    ) -> None:
+        """Write the entry into its reserved blocks and make it the key's entry.
+
+        The file is first cut to the entry's length (that frees, never takes,
+        space), then written in place and fsynced, then renamed. A crash before
+        the rename leaves a filled reservation, which :meth:`entries` reads.
+        """
+        key = reservation.key
+        blob = self._seal(key, account, state_path, record, spent)
+        if len(blob) > RESERVATION_BYTES:
+            self.put(key, account, state_path, record, spent=spent)
+            self.release(reservation)
+            return
+        fd = os.open(reservation.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, len(blob))
+            os.pwrite(fd, blob, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(reservation.path, self._path(key))
+        self._sync_dir()
+
+    @staticmethod
+    def release(reservation: Reservation) -> None:
+        """Give back a reservation that was not filled (no vendor call, or no grant)."""
+        with contextlib.suppress(FileNotFoundError):
+            reservation.path.unlink()
+
+    def set_aside(
+        self, key: str, *, path: Path | None = None, access_token: str | None = None
+    ) -> Path | None:
+        """Move an entry that cannot be landed out of the replay, still encrypted.
+
+        ``path``: the file read at replay (an entry, or a filled reservation); else
+        the key's entry, only while it holds the grant of ``access_token``. Returns
+        where it went, or None when it was not there.
+        """
+        if path is None:
+            entry = self.get(key)
+            if entry is None or entry.record.get("access_token") != access_token:
+                return None
+            path = self._path(key)
+        target = self.directory / f"{key}.grant{_UNLANDABLE}"
+        if target.exists():
+            target = target.with_name(f"{target.name}.{secrets.token_hex(4)}")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            return None
+        self._sync_dir()
+        return target
+
+    def entry_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def put(
+        self,
+        key: str,
+        account: str,
+        state_path: str,
+        record: Mapping[str, str],
+        *,
+        spent: str | None = None,
+    ) -> None:
+        blob = self._seal(key, account, state_path, record, spent)
         target = self._path(key)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -136,11 +248,7 @@ class Spool:
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        self._sync_dir()
 
     def remove(self, key: str, *, only_access_token: str | None = None) -> None:
         """Remove an entry; with ``only_access_token``, only while it still holds
@@ -160,15 +268,28 @@ class Spool:
         return self._decode(key, blob)
 
     def entries(self) -> Iterator[SpoolEntry]:
+        """Every entry to replay: the entries, and reservations filled before a crash
+        (an unfilled one of a process that is gone is removed). An entry that cannot
+        be read or decrypted is logged and left in place; it never stops the others."""
         for path in sorted(self.directory.glob("*.grant")):
-            try:
-                entry = self._decode(path.stem, path.read_bytes())
-            except FileNotFoundError:
-                continue
+            blob = _read(path)
+            entry = self._decode(path.stem, blob, path) if blob is not None else None
             if entry is not None:
                 yield entry
+        for path in sorted(self.directory.glob(f"*{_RESERVED}")):
+            key, _, holder = path.name.removesuffix(_RESERVED).partition(".")
+            blob = _read(path)
+            if blob is None:
+                continue
+            if blob.startswith(_MAGIC):
+                entry = self._decode(key, blob, path)
+                if entry is not None:
+                    yield entry
+            elif not _alive(holder.partition("-")[0]):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
-    def _decode(self, key: str, blob: bytes) -> SpoolEntry | None:
+    def _decode(self, key: str, blob: bytes, path: Path | None = None) -> SpoolEntry | None:
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 12 + 16:
             _log.error("spool entry is damaged; left in place", entry=key)
             return None
@@ -184,9 +305,70 @@ class Spool:
                 fix="use the spool key it was written with (server.spool_key or spool.key)",
             )
             return None
-        return SpoolEntry(
-            key=key,
-            account=str(payload["account"]),
-            state_path=str(payload["state_path"]),
-            record={str(k): str(v) for k, v in payload["record"].items()},
+        try:
+            record = {str(k): str(v) for k, v in payload["record"].items()}
+            spent = payload.get("spent", record.pop(_LEGACY_SPENT, None))
+            return SpoolEntry(
+                key=key,
+                account=str(payload["account"]),
+                state_path=str(payload["state_path"]),
+                record=record,
+                spent=str(spent) if spent else None,
+                path=path if path is not None else self._path(key),
+            )
+        except (KeyError, TypeError, AttributeError):
+            _log.error("spool entry is damaged; left in place", entry=key)
+            return None
+
+
+def _key_file(path: Path) -> bytes:
+    """The spool key from its 0600 file, made on first use."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _key_file(path)  # another process made it first
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            f"the spool key file {path} is damaged (it must hold 32 bytes in base64): "
+            "restore it, or remove it if the spool directory holds no .grant files",
+            path="server.spool_dir",
         )
+    return key
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None  # landed and removed meanwhile
+    except OSError as exc:
+        _log.error("spool entry cannot be read; left in place", entry=path.name, error=exc.strerror)
+        return None
+
+
+def _alive(pid_text: str) -> bool:
+    """Whether the process that made a reservation may still fill it."""
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # another thread of ours may be about to fill it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: alive, someone else's
+    return True

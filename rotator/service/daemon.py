@@ -36,7 +36,7 @@ from rotator.config import Config
 from rotator.errors import RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
-from rotator.rotation.rotator import Result, RotationResult, Rotator
+from rotator.rotation.rotator import Outcome, RotationResult, Rotator
 from rotator.service.scheduling import pool_executor, scheduler
 from rotator.state import AccountState
 
@@ -211,7 +211,7 @@ class Daemon:
             result = self.rotator.rotate(name, retry_failed=retry_failed)
         except Exception as exc:  # never let one account kill the worker
             _log.exception("rotation crashed", account=name, error=repr(exc))
-            result = RotationResult(name, Result.TRANSIENT, None)
+            result = RotationResult(name, Outcome.TRANSIENT, None)
         finally:
             with self._in_flight_done:
                 self._in_flight -= 1
@@ -316,6 +316,7 @@ class Daemon:
         if self.stopping.is_set():
             return True
         self.stopping.set()
+        self.rotator.waiter.stop()  # a state write retry gives up its wait now (grant kept)
         _log.info("stopping", reason=reason)
         _call_hooks(self.hooks_on_stop, "on stop")
         if self.scheduler is not None:

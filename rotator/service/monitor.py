@@ -50,7 +50,6 @@ __all__ = ["SWEEP_JOB", "Monitor", "Supervised"]
 
 _log = structlog.get_logger("rotator.monitor")
 SWEEP_JOB = "__rotator_alert_sweep__"
-_FAILING = frozenset({"transient_error", "permanent_error", "failed"})
 #: at stop, how long an alert being sent may take to finish (its claim is already saved)
 _ALERT_STOP_WAIT = 5.0
 
@@ -223,7 +222,7 @@ class Monitor:
     def after_rotation(self, result: RotationResult) -> None:
         if self.metrics is not None:
             self.metrics.observe_rotation(result.account, result.result, result.duration)
-        self._set_failing(result.account, result.result in _FAILING)
+        self._set_failing(result.account, result.result.failing)
         state = result.state
         account = self.daemon.accounts.get(result.account)
         if state is None or account is None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from rotator.config import load_config
-from rotator.rotation.rotator import Result
+from rotator.rotation.rotator import Outcome
 from rotator.rotation.spool import default_spool_dir
 from tests.support import leakcheck
 from tests.support.proc import run_rotator
@@ -440,8 +440,8 @@ def test_prometheus_rules_alert_on_expiry_and_failing_rotations(chart: Any) -> N
     assert rules["RotatorRefreshTokenExpiresVerySoon"]["expr"] == f"{expiry} < 1 * 86400"
     assert rules["RotatorRefreshTokenExpiresVerySoon"]["labels"]["severity"] == "critical"
     # The result labels are the rotation outcomes the daemon counts.
-    failed = {Result.TRANSIENT, Result.PERMANENT, Result.FAILED}
-    healthy = {Result.SUCCESS, Result.ADOPTED, Result.NOT_DUE}
+    failed = {Outcome.TRANSIENT, Outcome.PERMANENT, Outcome.FAILED}
+    healthy = {Outcome.SUCCESS, Outcome.ADOPTED, Outcome.NOT_DUE}
     failing = rules["RotatorRotationsFailing"]["expr"]
     pattern = r"rotator_rotations_total\{" + re.escape(selector) + r',result=~"([a-z_|]+)"\}\[30m\]'
     counted = [set(group.split("|")) for group in re.findall(pattern, failing)]

@@ -19,7 +19,8 @@ from rotator.backends.base import Version
 from rotator.config import load_config
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account, build_accounts
-from rotator.rotation.rotator import Result, Rotator, _superseded
+from rotator.rotation.grants import Pending, superseded
+from rotator.rotation.rotator import Outcome, Rotator
 from rotator.secrets import Secret
 from rotator.service.app import open_spool, open_stores
 from rotator.state import AccountState
@@ -56,18 +57,18 @@ S2 = state(R2, A2, T0 + timedelta(minutes=40))
 
 
 def test_superseded_follows_the_refresh_token_chain_not_the_clock() -> None:
-    assert not _superseded(S0, S1, spent=R0)  # still the spent token: write ours
-    assert _superseded(S1, S1, spent=R0)  # ours landed
-    assert _superseded(S2, S1, spent=R0)  # moved on from ours
+    assert not superseded(S0, S1, spent=R0)  # still the spent token: write ours
+    assert superseded(S1, S1, spent=R0)  # ours landed
+    assert superseded(S2, S1, spent=R0)  # moved on from ours
     # a newer grant with an *older* clock (another host's clock lags): still newer
-    assert _superseded(replace(S2, issued_at=T0 - timedelta(hours=1)), S1, spent=R0)
+    assert superseded(replace(S2, issued_at=T0 - timedelta(hours=1)), S1, spent=R0)
     # someone holds a lease on the spent token: ours still goes on top
     leased = replace(S0, lease_owner="other", lease_until=T0 + timedelta(minutes=2))
-    assert not _superseded(leased, S1, spent=R0)
+    assert not superseded(leased, S1, spent=R0)
     # a vendor that does not rotate refresh tokens: the later issue wins
     same = replace(S1, refresh_token=R0)
-    assert _superseded(replace(S2, refresh_token=R0), same, spent=R0)
-    assert not _superseded(replace(S0, issued_at=T0 - timedelta(hours=1)), same, spent=R0)
+    assert superseded(replace(S2, refresh_token=R0), same, spent=R0)
+    assert not superseded(replace(S0, issued_at=T0 - timedelta(hours=1)), same, spent=R0)
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_a_conflicting_write_does_not_overwrite_a_newer_grant(
     rotator, account, _ = setup
     stale = _put(S0, account)  # the version our lease was taken on
     _put(S2, account)  # meanwhile: ours landed, and another worker rotated from it
-    rotator._write_new_state(account, S1, stale, spent=R0)
+    rotator.grants.land(account, Pending(S1, R0), stale)
     assert _stored(account).refresh_token == R2
 
 
@@ -116,7 +117,7 @@ def test_a_conflicting_write_goes_on_top_of_the_spent_token(
     stale = _put(S0, account)
     # our lease expired; another worker leased the same (spent) token
     _put(replace(S0, lease_owner="other", lease_until=T0), account)
-    rotator._write_new_state(account, S1, stale, spent=R0)
+    rotator.grants.land(account, Pending(S1, R0), stale)
     assert _stored(account).refresh_token == R1
 
 
@@ -126,14 +127,18 @@ def test_a_stale_spool_entry_is_dropped_and_a_live_one_replayed(
     rotator, account, _ = setup
     assert rotator.spool is not None
     _put(S2, account)
-    rotator._spool_put(account, S1, R0)  # left by a process that died after landing it
+    rotator.grants.keep(
+        account, Pending(S1, R0), None
+    )  # left by a process that died after landing it
     assert rotator.replay_spool() == 1
     assert _stored(account).refresh_token == R2
     assert rotator.spool.get(account.spool_key) is None
     _put(S0, account)
-    rotator._spool_put(account, S1, R0)  # left by a process that died before the write
+    rotator.grants.keep(
+        account, Pending(S1, R0), None
+    )  # left by a process that died before the write
     result = rotator.rotate("acct")
-    assert result.result == Result.SUCCESS
+    assert result.result == Outcome.SUCCESS
     assert _stored(account).refresh_token == R1
     assert rotator.spool.get(account.spool_key) is None
 
@@ -143,11 +148,13 @@ def test_landing_a_grant_leaves_a_newer_spool_entry_of_another_process(
 ) -> None:
     rotator, account, _ = setup
     assert rotator.spool is not None
-    rotator._spool_put(account, S2, R1)  # another process, sharing the spool, is further on
-    rotator._forget_unsaved(account, S1)  # we landed S1 a moment ago
+    rotator.grants.keep(
+        account, Pending(S2, R1), None
+    )  # another process, sharing the spool, is further on
+    rotator.grants.forget(account, Pending(S1, None))  # we landed S1 a moment ago
     entry = rotator.spool.get(account.spool_key)
     assert entry is not None and entry.record["refresh_token"] == R2.reveal()
-    rotator._forget_unsaved(account, S2)
+    rotator.grants.forget(account, Pending(S2, None))
     assert rotator.spool.get(account.spool_key) is None
 
 
@@ -160,9 +167,9 @@ def test_after_the_replay_only_a_foreign_lease_sends_a_job_to_the_spool(
     and could not write the state, then exited)."""
     rotator, account, _ = setup
     assert rotator.spool is not None
-    assert rotator._may_be_spooled(account, S0)  # before the replay: always
+    assert rotator.grants.may_be_spooled(account, S0)  # before the replay: always
     assert rotator.replay_spool() == 0
-    assert not rotator._may_be_spooled(account, S0)
+    assert not rotator.grants.may_be_spooled(account, S0)
     # another process leased the spent token, rotated, spooled, and could not save
     cli = Rotator(
         accounts=rotator.accounts,
@@ -171,14 +178,14 @@ def test_after_the_replay_only_a_foreign_lease_sends_a_job_to_the_spool(
         owner="cli",
     )
     _put(replace(S0, lease_owner="cli", lease_until=T0 + timedelta(minutes=2)), account)
-    cli._spool_put(account, S1, R0)
+    cli.grants.keep(account, Pending(S1, R0), None)
     leased = _stored(account)
-    assert rotator._may_be_spooled(account, leased)
-    assert rotator.rotate("acct").result == Result.SUCCESS  # lands the spooled grant
+    assert rotator.grants.may_be_spooled(account, leased)
+    assert rotator.rotate("acct").result == Outcome.SUCCESS  # lands the spooled grant
     assert _stored(account).refresh_token == R1
     assert rotator.spool.get(account.spool_key) is None
     # what this process spools it looks for until it lands
-    rotator._spool_put(account, S2, R1)
-    assert rotator._may_be_spooled(account, S1)
-    rotator._forget_unsaved(account, S2)
-    assert not rotator._may_be_spooled(account, S1)
+    rotator.grants.keep(account, Pending(S2, R1), None)
+    assert rotator.grants.may_be_spooled(account, S1)
+    rotator.grants.forget(account, Pending(S2, None))
+    assert not rotator.grants.may_be_spooled(account, S1)

@@ -18,7 +18,7 @@ from rotator.config import Config, parse_config
 from rotator.errors import LeaseHeld, StoreConflict
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account, build_accounts
-from rotator.rotation.rotator import Result, RotationResult, Rotator
+from rotator.rotation.rotator import Outcome, RotationResult, Rotator
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from rotator.tokens import TokenSet
@@ -201,7 +201,7 @@ def test_one_rotation_writes_state_first_then_publishes(world: World) -> None:
     world.writes.clear()  # the seed
     result = world.rotator.rotate(ACCOUNT)
 
-    assert result.result == Result.SUCCESS
+    assert result.result == Outcome.SUCCESS
     assert (result.sinks_written, result.sinks_unchanged, result.sinks_failed) == (2, 0, 0)
     assert seen == [result]
     assert world.server.token_calls == 1
@@ -239,21 +239,21 @@ def test_one_rotation_writes_state_first_then_publishes(world: World) -> None:
 def test_not_due_does_not_call_the_vendor_and_keeps_sinks_in_step(world: World) -> None:
     world.seed()
     first = world.rotator.rotate(ACCOUNT)
-    assert first.result == Result.SUCCESS
+    assert first.result == Outcome.SUCCESS
     world.clock.advance(timedelta(seconds=60))
     again = world.rotator.rotate(ACCOUNT)
-    assert again.result == Result.NOT_DUE
+    assert again.result == Outcome.NOT_DUE
     assert world.server.token_calls == 1
     assert (again.sinks_written, again.sinks_unchanged) == (0, 2)
     # A consumer's file that went missing is put back without a refresh.
     (world.tmp / "out" / "idp.token").unlink()
     restored = world.rotator.rotate(ACCOUNT)
-    assert restored.result == Result.NOT_DUE
+    assert restored.result == Outcome.NOT_DUE
     assert restored.sinks_written == 1
     assert world.server.token_calls == 1
     # Once due, it refreshes.
     world.clock.advance(timedelta(seconds=300))
-    assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
+    assert world.rotator.rotate(ACCOUNT).result == Outcome.SUCCESS
     assert world.server.token_calls == 2
 
 
@@ -264,14 +264,14 @@ def test_sinks_are_written_without_a_read_against_the_last_publish(world: World)
     world.seed()
     out = world.account.sinks[0][0]
     assert isinstance(out, Recording)
-    assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
+    assert world.rotator.rotate(ACCOUNT).result == Outcome.SUCCESS
     world.clock.advance(timedelta(seconds=300))
-    assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
+    assert world.rotator.rotate(ACCOUNT).result == Outcome.SUCCESS
     assert out.reads == []
     (world.tmp / "out" / "idp.json").write_text('{"access_token": "put there by hand"}\n')
     world.writes.clear()
     again = world.rotator.rotate(ACCOUNT)
-    assert again.result == Result.NOT_DUE
+    assert again.result == Outcome.NOT_DUE
     assert (again.sinks_written, again.sinks_unchanged) == (1, 1)
     assert out.reads == ["idp.json"]
     assert world.writes == [
@@ -293,7 +293,7 @@ def test_invalid_grant_with_unchanged_state_fails_with_a_fix(
     )
     with caplog.at_level(logging.ERROR):
         result = world.rotator.rotate(ACCOUNT)
-    assert result.result == Result.PERMANENT
+    assert result.result == Outcome.PERMANENT
     assert result.error is not None
     state = world.state()
     assert state.failed
@@ -307,15 +307,15 @@ def test_invalid_grant_with_unchanged_state_fails_with_a_fix(
     # Failed accounts wait for a human: the next job does not call the vendor.
     calls = world.server.token_calls
     waiting = world.rotator.rotate(ACCOUNT)
-    assert waiting.result == Result.FAILED
+    assert waiting.result == Outcome.FAILED
     assert world.server.token_calls == calls
     # A reload (retry_failed) or `rotator refresh` (force) tries again.
     retried = world.rotator.rotate(ACCOUNT, retry_failed=True)
-    assert retried.result == Result.SUCCESS
+    assert retried.result == Outcome.SUCCESS
     assert not world.state().failed
     world.server.fail_next(1, 400, {"error": "invalid_grant"})
-    assert world.rotator.rotate(ACCOUNT, force=True).result == Result.PERMANENT
-    assert world.rotator.rotate(ACCOUNT, force=True).result == Result.SUCCESS
+    assert world.rotator.rotate(ACCOUNT, force=True).result == Outcome.PERMANENT
+    assert world.rotator.rotate(ACCOUNT, force=True).result == Outcome.SUCCESS
 
 
 def test_invalid_grant_after_another_worker_rotated_adopts(world: World) -> None:
@@ -348,8 +348,8 @@ def test_invalid_grant_after_another_worker_rotated_adopts(world: World) -> None
     world.rotator.accounts = {ACCOUNT: replace(account, provider=Interleaved())}  # type: ignore[arg-type]
     result = world.rotator.rotate(ACCOUNT)
 
-    assert [r.result for r in other_results] == [Result.SUCCESS]
-    assert result.result == Result.ADOPTED
+    assert [r.result for r in other_results] == [Outcome.SUCCESS]
+    assert result.result == Outcome.ADOPTED
     state = world.state()
     assert not state.failed
     assert state.consecutive_failures == 0
@@ -365,7 +365,7 @@ def test_transient_error_counts_and_plans_a_retry(world: World) -> None:
     seeded = world.seed()
     world.server.fail_next(1, 503, "<html>maintenance</html>", content_type="text/html")
     result = world.rotator.rotate(ACCOUNT)
-    assert result.result == Result.TRANSIENT
+    assert result.result == Outcome.TRANSIENT
     state = world.state()
     assert state.consecutive_failures == 1
     assert state.last_error_code == "http_503"
@@ -379,12 +379,12 @@ def test_transient_error_counts_and_plans_a_retry(world: World) -> None:
     world.server.fail_next(1, 429, {"error": "slow_down"}, headers={"Retry-After": "30"})
     world.clock.advance(timedelta(seconds=1))
     second = world.rotator.rotate(ACCOUNT)
-    assert second.result == Result.TRANSIENT
+    assert second.result == Outcome.TRANSIENT
     assert world.state().consecutive_failures == 2
     assert second.next_run == world.clock.now + timedelta(seconds=30)  # Retry-After floor
 
     world.clock.advance(timedelta(seconds=30))
-    assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
+    assert world.rotator.rotate(ACCOUNT).result == Outcome.SUCCESS
     assert world.state().consecutive_failures == 0
     assert world.state().last_error == ""
 
@@ -393,14 +393,14 @@ def test_lease_held_by_another_worker_is_busy_without_a_vendor_call(world: World
     until = world.clock.now + timedelta(seconds=90)
     world.seed(lease_owner="worker-b", lease_until=until)
     result = world.rotator.rotate(ACCOUNT, force=True)
-    assert result.result == Result.BUSY
+    assert result.result == Outcome.BUSY
     assert isinstance(result.error, LeaseHeld)
     assert result.next_run == until + timedelta(seconds=1)
     assert world.server.token_calls == 0
     assert world.state().lease_owner == "worker-b"  # untouched
     # Once the lease has run out, it is ours to take.
     world.clock.advance(timedelta(seconds=91))
-    assert world.rotator.rotate(ACCOUNT).result == Result.SUCCESS
+    assert world.rotator.rotate(ACCOUNT).result == Outcome.SUCCESS
     assert world.server.token_calls == 1
 
 
@@ -412,7 +412,7 @@ def test_broken_sink_blocks_neither_the_others_nor_the_state(
     try:
         seeded = world.seed()
         result = world.rotator.rotate(ACCOUNT)
-        assert result.result == Result.SUCCESS
+        assert result.result == Outcome.SUCCESS
         assert (result.sinks_written, result.sinks_failed) == (2, 1)
         state = world.state()
         assert state.refresh_token is not None and state.refresh_token != Secret(seeded)
@@ -424,7 +424,7 @@ def test_broken_sink_blocks_neither_the_others_nor_the_state(
         assert state.next_refresh_at is not None and result.next_run < state.next_refresh_at
         # The retry does not refresh again: it only publishes.
         retry = world.rotator.rotate(ACCOUNT)
-        assert retry.result == Result.NOT_DUE
+        assert retry.result == Outcome.NOT_DUE
         assert server.token_calls == 1
     finally:
         world.rotator.http.close()

@@ -52,3 +52,16 @@ def test_a_damaged_key_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "spool.key").write_bytes(b"c2hvcnQ=\n")  # valid base64, 5 bytes
     with pytest.raises(ConfigError, match="restore it, or remove it"):
         Spool.open(tmp_path)
+
+
+def test_an_unreadable_or_malformed_entry_never_stops_the_others(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path)
+    spool.put("a" * 32, "acct", "state/acct", {"refresh_token": "r1"})
+    # a directory where an entry should be: reading it fails with EISDIR
+    (tmp_path / f"{'0' * 32}.grant").mkdir()
+    # sealed with the right key, but not an entry's shape
+    blob = spool._seal("b" * 32, "acct", "state/acct", {"refresh_token": "r2"}, None)
+    nonce = blob[4:16]
+    wrong = b"RSP1" + nonce + spool._aead.encrypt(nonce, b'["not", "an", "entry"]', b"b" * 32)
+    (tmp_path / f"{'b' * 32}.grant").write_bytes(wrong)
+    assert [entry.key for entry in spool.entries()] == ["a" * 32]
