@@ -366,3 +366,10 @@ def _json_object(text: object, secret: str, store: str) -> dict[str, str]:
             path=secret,
         )
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
+
+
+if TYPE_CHECKING:
+    from rotator.backends.base import StoreFactory
+
+    #: mypy's proof that the class is a store factory (see rotator.backends.registry)
+    _CONFORMS: StoreFactory = AwsStore

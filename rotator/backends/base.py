@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import unicodedata
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
@@ -36,13 +36,13 @@ __all__ = [
     "PATH_RULE",
     "Record",
     "SecretStore",
+    "StoreFactory",
     "Validation",
     "ValidationStatus",
     "Version",
     "WriteResult",
     "canonical_json",
     "checked_path",
-    "open_store",
     "reason",
     "require_json",
 ]
@@ -156,11 +156,7 @@ def checked_path(path: str, *, store: str) -> str:
     return path
 
 
-def open_store(name: str, settings: Any) -> SecretStore:
-    """Build the store ``name`` from its validated settings (see rotator.config.models).
-
-    Kept here for the callers that import it from base; the registry is
-    :data:`rotator.backends.registry.STORES`."""
-    from rotator.backends.registry import open_store as open_registered
-
-    return open_registered(name, settings)
+#: what a registered store type is: ``Class(name, settings)`` -> a SecretStore. Each store
+#: module assigns its class to it under TYPE_CHECKING, so mypy checks the constructor and
+#: every method of :class:`SecretStore` (the registry reaches the classes through strings).
+StoreFactory = Callable[[str, Any], SecretStore]

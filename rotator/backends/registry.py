@@ -4,43 +4,27 @@ Each store class is registered as ``"module:Class"`` and imported the first
 time a store of that type is opened, so ``rotator --help`` never pays for hvac
 or boto3. A store class is its own factory: ``Class(name, settings)``.
 
-The registry reaches the classes through strings, so the ``TYPE_CHECKING``
-block below names each of them once more for mypy: assigning a class to
-:data:`StoreFactory` makes mypy check its constructor and every method of
-:class:`~rotator.backends.base.SecretStore` against the protocol.
-tests/backends/test_registry.py holds that block and the registrations equal.
+The registry reaches the classes through strings, so each store module names
+its class once more for mypy, under ``TYPE_CHECKING``: assigning it to
+:data:`~rotator.backends.base.StoreFactory` makes mypy check its constructor and
+every method of :class:`~rotator.backends.base.SecretStore` against the protocol
+(tests/backends/test_registry.py holds every registered class to having it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rotator.backends.base import SecretStore
+from rotator.backends.base import SecretStore, StoreFactory
 from rotator.registry import Registry
 
 __all__ = ["STORES", "StoreFactory", "open_store", "override"]
-
-#: what a registered store type is: ``factory(name, settings)`` -> a SecretStore
-StoreFactory = Callable[[str, Any], SecretStore]
 
 STORES: Registry[StoreFactory] = Registry("store type")
 STORES.register("file", "rotator.backends.file:FileStore")
 STORES.register("vault", "rotator.backends.vault.store:VaultStore")
 STORES.register("aws", "rotator.backends.aws:AwsStore")
-
-if TYPE_CHECKING:
-    from rotator.backends.aws import AwsStore
-    from rotator.backends.file import FileStore
-    from rotator.backends.vault.store import VaultStore
-
-    #: mypy's proof that every registered class is a StoreFactory (see the docstring)
-    _CHECKED: dict[str, StoreFactory] = {
-        "file": FileStore,
-        "vault": VaultStore,
-        "aws": AwsStore,
-    }
 
 
 def open_store(name: str, settings: Any) -> SecretStore:

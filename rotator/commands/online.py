@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rotator.backends.base import ValidationStatus, open_store
+from rotator.backends.base import ValidationStatus
+from rotator.backends.registry import open_store
 from rotator.commands.terminal import printable
 from rotator.config.models import Config, state_store
 from rotator.errors import RotatorError, SecretRefError

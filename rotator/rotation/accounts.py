@@ -14,13 +14,11 @@ from rotator.backends.base import Record, SecretStore, Version
 from rotator.config.models import AccountSettings, Config, Sink, state_store, store_identity
 from rotator.providers.base import Provider
 from rotator.providers.registry import provider_class
-from rotator.rotation.lease import default_owner, owner_is_dead
 from rotator.rotation.spool import Spool
 from rotator.schedule import RefreshPolicy
 from rotator.state import AccountState
 
-# default_owner and owner_is_dead live with the lease; named here for older imports
-__all__ = ["Account", "build_accounts", "default_owner", "owner_is_dead"]
+__all__ = ["Account", "build_accounts"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from rotator.backends.base import SecretStore, open_store
+from rotator.backends.base import SecretStore
+from rotator.backends.registry import open_store
 from rotator.config import Config, load_config, state_store
 from rotator.errors import scrub_values
 from rotator.rotation.spool import Spool, default_spool_dir

@@ -19,14 +19,11 @@ running configuration.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -38,6 +35,7 @@ from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
 from rotator.rotation.rotator import Outcome, RotationResult, Rotator
 from rotator.service.scheduling import pool_executor, scheduler
+from rotator.service.signals import refusal_reason, run_in_foreground
 from rotator.state import AccountState
 
 __all__ = ["Daemon", "ReloadRefused", "Rewire", "Rewired", "refusal_reason"]
@@ -48,7 +46,6 @@ _TICK = "__rotator_tick__"
 _TICK_SECONDS = 30
 _FALLBACK_RECHECK = timedelta(seconds=60)
 #: a refused reload's reason is logged at most this long (a hostile file can be huge)
-_REASON_MAX = 300
 
 
 class ReloadRefused(RotatorError):
@@ -88,8 +85,6 @@ class Daemon:
         self.config = config
         self.ready = threading.Event()
         self.stopping = threading.Event()
-        self._stop_reason = ""
-        self._reload_pending = False
         self._in_flight = 0
         self._in_flight_done = threading.Condition()
         self.stores = stores
@@ -178,7 +173,7 @@ class Daemon:
             config=self.config_path,
             workers=self.config.server.workers,
         )
-        self._warn_insecure(self.config)
+        _warn_insecure(self.config)
 
     def _schedule(self, name: str, when: datetime, *, retry_failed: bool = False) -> None:
         if self.stopping.is_set() or self.scheduler is None:
@@ -285,7 +280,7 @@ class Daemon:
         _log.info(
             "reloaded", added=added, removed=removed, changed=changed, accounts=len(new.accounts)
         )
-        self._warn_insecure(new.config)
+        _warn_insecure(new.config)
         return True
 
     def _schedule_failed_retry(self, name: str, now: datetime) -> None:
@@ -295,16 +290,6 @@ class Daemon:
             return
         if state.failed:
             self._schedule(name, now, retry_failed=True)
-
-    @staticmethod
-    def _warn_insecure(config: Config) -> None:
-        for name, account in config.accounts.items():
-            if not account.tls_verify:
-                _log.warning(
-                    "TLS verification is off for this account",
-                    account=name,
-                    fix="set ca_bundle to the vendor's CA instead of tls_verify: false",
-                )
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -349,46 +334,18 @@ class Daemon:
     # -- the foreground loop ------------------------------------------------------------
 
     def run_forever(self) -> int:
-        """Install signal handlers, start, wait for SIGTERM/SIGINT; reload on SIGHUP."""
-        # The kernel may deliver a signal to any thread. CPython then only flags it for
-        # the main thread, which must wake to run the handler: a main thread blocked on
-        # a lock would sleep through it (a SIGTERM ignored until the next rotation
-        # never came). The wakeup fd is written from C in whichever thread caught the
-        # signal and wakes the main thread's read. The handlers only set attributes:
-        # taking a lock in a handler can deadlock against the interrupted code.
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
-        previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        """Start, then serve signals until SIGTERM/SIGINT (reload on SIGHUP); the exit code."""
+        return run_in_foreground(self)
 
-        def on_stop(signum: int, _frame: FrameType | None) -> None:
-            self._stop_reason = signal.Signals(signum).name
 
-        def on_hup(_signum: int, _frame: FrameType | None) -> None:
-            self._reload_pending = True
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
-        try:
-            self.start()
-            while not self._stop_reason:
-                if self._reload_pending:
-                    self._reload_pending = False
-                    try:
-                        self.reload()
-                    except Exception as exc:  # a SIGHUP must never end the daemon
-                        _log.error("reload failed", error=refusal_reason(exc))
-                    continue
-                os.read(wake_r, 512)  # returns once any signal arrived; handlers ran
-        finally:
-            signal.set_wakeup_fd(previous_fd)
-            os.close(wake_r)
-            os.close(wake_w)
-        clean = self.stop(self._stop_reason)
-        if not clean:
-            # Worker threads would hold the interpreter open; the state is safe.
-            os._exit(0)
-        return 0
+def _warn_insecure(config: Config) -> None:
+    for name, account in config.accounts.items():
+        if not account.tls_verify:
+            _log.warning(
+                "TLS verification is off for this account",
+                account=name,
+                fix="set ca_bundle to the vendor's CA instead of tls_verify: false",
+            )
 
 
 def _call_hooks(hooks: list[Callable[[], None]], stage: str) -> None:
@@ -398,23 +355,3 @@ def _call_hooks(hooks: list[Callable[[], None]], stage: str) -> None:
             hook()
         except Exception as exc:
             _log.error("lifecycle hook failed", stage=stage, error=refusal_reason(exc))
-
-
-def refusal_reason(exc: BaseException) -> str:
-    """Why a reload was refused, one bounded line.
-
-    Rotator's own errors carry a message written for the operator (and scrubbed
-    where they are raised); anything else (an ``OverflowError`` from
-    ``timeout: .inf``, a ``RecursionError`` from deep nesting) is named by its
-    type and its first line, since its text was never reviewed for secrets
-    beyond that.
-    """
-    if isinstance(exc, RotatorError):
-        text = str(exc)
-    else:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    text = " ".join(text.split())
-    if len(text) > _REASON_MAX:
-        text = text[: _REASON_MAX - 1] + "\u2026"
-    return text

@@ -36,7 +36,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rotator.backends.base import Record, Validation, ValidationStatus, Version, WriteResult
 from rotator.backends.file.formats import canonical, parse, render, version
@@ -314,3 +314,10 @@ class FileStore:
 
     def close(self) -> None:
         return None
+
+
+if TYPE_CHECKING:
+    from rotator.backends.base import StoreFactory
+
+    #: mypy's proof that the class is a store factory (see rotator.backends.registry)
+    _CONFORMS: StoreFactory = FileStore

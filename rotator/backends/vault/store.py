@@ -351,3 +351,10 @@ def _as_int(version: Version) -> int:
         return int(version)
     except ValueError:
         return -1
+
+
+if TYPE_CHECKING:
+    from rotator.backends.base import StoreFactory
+
+    #: mypy's proof that the class is a store factory (see rotator.backends.registry)
+    _CONFORMS: StoreFactory = VaultStore
