@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import settings as examples
 
 from rotator.backends.aws import AwsStore
-from rotator.backends.aws_client import ATTEMPTS, SecretsManager, build_client
+from rotator.backends.aws_client import ATTEMPTS, build_client
 from rotator.backends.base import PATH_RULE, ValidationStatus
 from rotator.errors import (
     StoreAuthError,
@@ -39,6 +39,7 @@ from tests.backends.conftest import (
 )
 from tests.support import leakcheck
 from tests.support.servers import AwsFaultProxy, MotoServer
+from tests.support.wrappers import Counting
 
 VIEW = {"access_token": "tok-aws", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
 VIEW2 = {**VIEW, "access_token": "tok-aws-2"}
@@ -273,37 +274,20 @@ def test_invalid_names_are_refused_before_any_call(moto: MotoServer) -> None:
         store.read("apps/with space")
 
 
-class CountingClient:
-    """A SecretsManager client that lists the operations it forwards (injected)."""
-
-    def __init__(self, inner: SecretsManager) -> None:
-        self.inner = inner
-        self.calls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.inner, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(name)
-            return method(*args, **kwargs)
-
-        return call
-
-
 @pytest.fixture(scope="module")
-def counted(moto: MotoServer) -> Iterator[tuple[AwsStore, CountingClient]]:
+def counted(moto: MotoServer) -> Iterator[tuple[AwsStore, Counting]]:
     with pytest.MonkeyPatch.context() as patch:  # aws_env is function-scoped
         patch.setenv("AWS_ACCESS_KEY_ID", "testing")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         settings = aws_settings(moto.endpoint_url)
-        client = CountingClient(build_client(settings, "aws", Waiter()))
+        client = Counting(build_client(settings, "aws", Waiter()))
         store = AwsStore("aws", settings, client=client)
         yield store, client
         store.close()
 
 
 def test_the_percent_encoded_escape_of_issue_11_is_refused(
-    moto: MotoServer, counted: tuple[AwsStore, CountingClient]
+    moto: MotoServer, counted: tuple[AwsStore, Counting]
 ) -> None:
     store, client = counted
     client.calls.clear()
@@ -325,7 +309,7 @@ def test_the_percent_encoded_escape_of_issue_11_is_refused(
 @examples(max_examples=40, deadline=None)
 @given(path=hostile_paths())
 def test_every_hostile_path_is_refused_before_any_request(
-    counted: tuple[AwsStore, CountingClient], path: str
+    counted: tuple[AwsStore, Counting], path: str
 ) -> None:
     store, client = counted
     client.calls.clear()
@@ -339,7 +323,7 @@ def test_every_hostile_path_is_refused_before_any_request(
 @examples(max_examples=15, deadline=None)
 @given(path=plain_paths())
 def test_plain_paths_land_under_the_prefix(
-    moto: MotoServer, counted: tuple[AwsStore, CountingClient], path: str
+    moto: MotoServer, counted: tuple[AwsStore, Counting], path: str
 ) -> None:
     store, _ = counted
     full = f"{unique()}/{path}"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 
 from rotator.backends.base import PATH_RULE, ValidationStatus
-from rotator.backends.vault.client import HvacClient, VaultClient
+from rotator.backends.vault.client import HvacClient
 from rotator.backends.vault.store import VaultStore
 from rotator.errors import (
     StoreAuthError,
@@ -37,6 +37,7 @@ from tests.backends.conftest import (
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.support import leakcheck
 from tests.support.servers import OpenBao, free_port
+from tests.support.wrappers import Counting
 
 VIEW = {"access_token": "tok-vault", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
 VIEW2 = {**VIEW, "access_token": "tok-vault-2"}
@@ -48,23 +49,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class CountingClient:
-    """A VaultClient that lists the calls it forwards to the real one (injected)."""
-
-    def __init__(self, inner: VaultClient) -> None:
-        self.inner = inner
-        self.calls: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.inner, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(name)
-            return method(*args, **kwargs)
-
-        return call
 
 
 def token_store(
@@ -557,7 +541,7 @@ def test_the_percent_encoded_escape_of_issue_11_is_refused(
     settings = vault_settings(
         bao.url, {"method": "token", "token": token_env(monkeypatch, bao.root_token)}
     )
-    client = CountingClient(HvacClient(settings))
+    client = Counting(HvacClient(settings))
     store = VaultStore("vault", settings, client=client, keepalive=False)
     victim = f"team-b/{unique('victim')}"
     try:
@@ -579,11 +563,11 @@ def test_the_percent_encoded_escape_of_issue_11_is_refused(
 
 
 @pytest.fixture(scope="module")
-def root_store(bao: OpenBao) -> Iterator[tuple[VaultStore, CountingClient]]:
+def root_store(bao: OpenBao) -> Iterator[tuple[VaultStore, Counting]]:
     reference = f"ROTATOR_TEST_ROOT_{unique().upper().replace('-', '_')}"
     os.environ[reference] = bao.root_token
     settings = vault_settings(bao.url, {"method": "token", "token": f"env:{reference}"})
-    client = CountingClient(HvacClient(settings))
+    client = Counting(HvacClient(settings))
     store = VaultStore("vault", settings, client=client, keepalive=False)
     yield store, client
     store.close()
@@ -595,7 +579,7 @@ def root_store(bao: OpenBao) -> Iterator[tuple[VaultStore, CountingClient]]:
 )
 @given(path=hostile_paths())
 def test_every_hostile_path_is_refused_before_any_request(
-    root_store: tuple[VaultStore, CountingClient], path: str
+    root_store: tuple[VaultStore, Counting], path: str
 ) -> None:
     store, client = root_store
     client.calls.clear()
@@ -611,7 +595,7 @@ def test_every_hostile_path_is_refused_before_any_request(
 )
 @given(path=plain_paths("a..b", "a b"))
 def test_plain_paths_land_under_the_prefix(
-    bao: OpenBao, root_store: tuple[VaultStore, CountingClient], path: str
+    bao: OpenBao, root_store: tuple[VaultStore, Counting], path: str
 ) -> None:
     store, _ = root_store
     full = f"{unique()}/{path}"
@@ -733,7 +717,7 @@ def test_a_write_at_a_version_we_saw_skips_the_read_and_still_loses_a_moved_cas(
     settings = vault_settings(
         bao.url, {"method": "token", "token": token_env(monkeypatch, bao.create_token(["rotator"]))}
     )
-    client = CountingClient(HvacClient(settings))
+    client = Counting(HvacClient(settings))
     store = VaultStore("vault", settings, client=client)
     requests = client.calls
     try:

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rotator import waits
-from rotator.backends.base import Record, SecretStore, Validation, Version, WriteResult
+from rotator.backends.base import SecretStore, Version, WriteResult
 from rotator.errors import StoreUnavailable
 from rotator.rotation.accounts import Account
 from rotator.rotation.grants import Pending
@@ -34,26 +34,23 @@ from rotator.secrets import Secret
 from rotator.state import AccountState
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.rotation.test_rotator import ACCOUNT, CLIENT_ID, SECRET, World, make_world
+from tests.support.wrappers import PassThroughStore
 
 _HOME = default_owner().rpartition("/")[0]
 
 
-@dataclass
-class Faulty:
+class Faulty(PassThroughStore):
     """The real state store, with a fault injected before chosen writes."""
 
-    inner: SecretStore
-    #: called before each write with (its number from 1, the data); may raise
-    before_write: Callable[[int, Mapping[str, str]], None] = lambda n, data: None
-    writes: int = 0
-    kind: str = "file"
-    name: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.name = self.inner.name
-
-    def read(self, path: str, *, fmt: str = "json") -> Record | None:
-        return self.inner.read(path, fmt=fmt)
+    def __init__(
+        self,
+        inner: SecretStore,
+        #: called before each write with (its number from 1, the data); may raise
+        before_write: Callable[[int, Mapping[str, str]], None] = lambda n, data: None,
+    ) -> None:
+        super().__init__(inner)
+        self.before_write = before_write
+        self.writes = 0
 
     def write(
         self,
@@ -66,16 +63,7 @@ class Faulty:
     ) -> WriteResult:
         self.writes += 1
         self.before_write(self.writes, data)
-        return self.inner.write(path, data, expected_version=expected_version, fmt=fmt, adopt=adopt)
-
-    def delete(self, path: str) -> None:
-        self.inner.delete(path)
-
-    def validate(self, probe_path: str | None = None) -> Validation:
-        return self.inner.validate(probe_path)
-
-    def close(self) -> None:
-        self.inner.close()
+        return super().write(path, data, expected_version=expected_version, fmt=fmt, adopt=adopt)
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from rotator.backends.base import Record, SecretStore, Validation, Version, WriteResult
+from rotator.backends.base import Record, SecretStore, Version, WriteResult
 from rotator.backends.file import FileStore
 from rotator.config import Config, parse_config
 from rotator.errors import LeaseHeld, StoreConflict
@@ -24,6 +24,7 @@ from rotator.state import AccountState
 from rotator.tokens import TokenSet
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.support import leakcheck
+from tests.support.wrappers import PassThroughStore
 
 CLIENT_ID = "svc"
 SECRET = leakcheck.register("rotation-secret-4b5c6d7e", "client secret")
@@ -43,22 +44,17 @@ class Clock:
         self.now += delta
 
 
-@dataclass
-class Recording:
+class Recording(PassThroughStore):
     """A real store that notes the order of writes (to prove state-before-sinks)."""
 
-    inner: FileStore
-    log: list[str]
-    kind: ClassVar[str] = "file"
-    name: str = field(init=False)
-    reads: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.name = self.inner.name
+    def __init__(self, inner: FileStore, log: list[str]) -> None:
+        super().__init__(inner)
+        self.log = log
+        self.reads: list[str] = []
 
     def read(self, path: str, *, fmt: str = "json") -> Record | None:
         self.reads.append(path)
-        return self.inner.read(path, fmt=fmt)
+        return super().read(path, fmt=fmt)
 
     def write(
         self,
@@ -70,7 +66,7 @@ class Recording:
         adopt: bool = False,
     ) -> WriteResult:
         try:
-            result = self.inner.write(
+            result = super().write(
                 path, data, expected_version=expected_version, fmt=fmt, adopt=adopt
             )
         except StoreConflict:
@@ -78,15 +74,6 @@ class Recording:
             raise
         self.log.append(f"{self.name}:{path}:{'written' if result.changed else 'unchanged'}")
         return result
-
-    def delete(self, path: str) -> None:
-        self.inner.delete(path)
-
-    def validate(self, probe_path: str | None = None) -> Validation:
-        return self.inner.validate(probe_path)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass
