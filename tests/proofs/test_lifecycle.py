@@ -86,6 +86,16 @@ def test_after_a_suspend_overdue_accounts_refresh_once_at_once(tmp_path: Path) -
             resumed = time.time()
             daemon.scheduler.resume()
             wait_for(lambda: rig.rotations() == before + 3, 10, what="the overdue refreshes")
+            # the vendor answered all three; their new states are read once each rotation
+            # is done (state written), or a state read in between still shows the old point
+            wait_for(
+                lambda: (
+                    {r.account for t, r in recorder.results if t >= resumed and r.ok}
+                    == set(planned)
+                ),
+                10,
+                what="the overdue rotations done, state written",
+            )
             due_again = {name: s.next_refresh_at for name, s in rig.states().items()}
             first_due = min(d for d in due_again.values() if d is not None)
             # the schedule's own quiet moment: until the first new token is due
