@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.errors import (
+    BadResponse,
     InvalidClient,
     InvalidGrant,
     PermanentProviderError,
@@ -83,7 +84,7 @@ def test_expires_in_as_digit_string_is_accepted() -> None:
 
 
 def test_fractional_expires_in_is_kept() -> None:
-    assert parse(ok(expires_in=20.5)).expires_at == NOW + timedelta(seconds=20.5)
+    assert parse(ok(expires_in=120.5)).expires_at == NOW + timedelta(seconds=120.5)
 
 
 def test_no_expires_in_means_max_lifetime() -> None:
@@ -160,9 +161,9 @@ def test_format_and_parse_time_round_trip() -> None:
     ],
 )
 def test_non_token_bodies_are_bad_responses(body: bytes, content_type: str, fragment: str) -> None:
-    with pytest.raises(PermanentProviderError) as caught:
+    with pytest.raises(BadResponse) as caught:
         parse(body, content_type=content_type)
-    assert type(caught.value) is PermanentProviderError
+    assert type(caught.value) is BadResponse
     assert caught.value.code == "bad_response"
     assert fragment in caught.value.description
 
@@ -179,7 +180,7 @@ def test_non_token_bodies_are_bad_responses(body: bytes, content_type: str, frag
     ],
 )
 def test_missing_or_empty_access_token(body: dict[str, Any]) -> None:
-    with pytest.raises(PermanentProviderError, match="no access_token") as caught:
+    with pytest.raises(BadResponse, match="no access_token") as caught:
         parse(body)
     assert caught.value.code == "bad_response"
 
@@ -204,7 +205,7 @@ def test_missing_or_empty_access_token(body: dict[str, Any]) -> None:
     ],
 )
 def test_bad_expires_in(expires_in: object, fragment: str) -> None:
-    with pytest.raises(PermanentProviderError) as caught:
+    with pytest.raises(BadResponse) as caught:
         parse(ok(expires_in=expires_in))
     assert caught.value.code == "bad_response"
     assert "expires_in" in caught.value.description
@@ -213,18 +214,18 @@ def test_bad_expires_in(expires_in: object, fragment: str) -> None:
 
 @pytest.mark.parametrize("refresh", ["", "  ", 42, ["x"]])
 def test_bad_refresh_token(refresh: object) -> None:
-    with pytest.raises(PermanentProviderError, match="refresh_token"):
+    with pytest.raises(BadResponse, match="refresh_token"):
         parse(ok(refresh_token=refresh))
 
 
 def test_bad_token_type() -> None:
-    with pytest.raises(PermanentProviderError, match="token_type"):
+    with pytest.raises(BadResponse, match="token_type"):
         parse(ok(token_type=7))
 
 
 def test_oversize_body_is_refused_before_parsing() -> None:
     body = json.dumps(ok(padding="x" * MAX_RESPONSE_BYTES)).encode()
-    with pytest.raises(PermanentProviderError, match="larger than") as caught:
+    with pytest.raises(BadResponse, match="larger than") as caught:
         parse(body)
     assert caught.value.code == "bad_response"
 
