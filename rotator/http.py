@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["MAX_DECODED_BYTES", "HttpClients", "iter_decoded"]
+__all__ = ["ACCEPT_ENCODING", "MAX_DECODED_BYTES", "HttpClients", "iter_decoded"]
 
 #: keep-alive connections per thread: one per vendor host for this many hosts
 PER_THREAD_CONNECTIONS = 8
