@@ -7,6 +7,7 @@
     ├── SecretRefError               a secret reference that cannot be resolved
     ├── ProviderError                the vendor did not give us a token
     │   ├── TransientProviderError   timeouts, connection errors, 5xx, 429: retry later
+    │   │   └── BadResponse          an answer that is no usable token response
     │   └── PermanentProviderError   retrying will not help until a human acts
     │       ├── InvalidGrant         the refresh token / grant is dead (re-authorize)
     │       └── InvalidClient        the client credentials are wrong
@@ -21,16 +22,21 @@
 
 Every message says what was wrong and, where we know it, what would be right.
 No message ever carries a secret value: messages are built from names, codes
-and the vendor's own error description (scrubbed by :func:`scrub`).
+and the vendor's own error description, scrubbed by value (:func:`scrub_values`,
+with every secret the account knows, where the provider builds the error) and
+by pattern (:func:`scrub`, here). No message carries a control character either
+(:func:`printable`): they end up in terminals, logs and state records.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "SCRUB_ANY",
+    "BadResponse",
     "ConfigError",
     "InvalidClient",
     "InvalidGrant",
@@ -47,35 +53,78 @@ __all__ = [
     "StorePermissionError",
     "StoreUnavailable",
     "TransientProviderError",
+    "printable",
     "scrub",
     "scrub_values",
+    "secret_values",
 ]
 
-# Values that look like credentials inside a vendor's free-text answer.
+# Credential-looking values inside free text. Conservative on purpose: a key only
+# counts when the separator is glued to it (``token=x``, ``"secret": "x"``, not
+# ``.../token: unusable answer``) and the value only when it looks like a
+# credential (see _looks_like_credential). The values an account knows are
+# scrubbed by value (scrub_values); patterns are the net for what nobody knew.
 _SCRUB_PATTERNS = (
-    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]+)"),
     re.compile(
-        r"(?i)\b(access_token|refresh_token|id_token|token_|token|code_|code|password|"
-        r"client_secret|secret_id|secret)(\"?\s*[:=]\s*\"?)[^\s\"&,;}]+"
+        r"(?i)(?<![\w/.-])(access_token|refresh_token|id_token|token_|token|code_|code|password|"
+        r"passwd|client_secret|secret_id|secret|api_key|apikey)(\"?:\s*\"?|\"?=\"?)([^\s\"&,;}]+)"
     ),
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
 )
-#: matches wherever :func:`scrub` would change a string (a pattern, or whitespace it folds)
+#: characters that must never reach a terminal, a log line or a state record as
+#: they are: C0 controls, DEL, C1 controls, lone surrogates (unencodable in
+#: UTF-8), and the Unicode line/paragraph separators and bidi overrides.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+#: matches wherever :func:`scrub` may change a string (a pattern, whitespace it
+#: folds, a character it escapes); a superset is fine, it only skips work
 SCRUB_ANY = re.compile(
     "|".join(
         f"(?i:{p.pattern.removeprefix('(?i)')})" if p.flags & re.IGNORECASE else f"(?:{p.pattern})"
         for p in _SCRUB_PATTERNS
     )
-    + r"|\s"
+    + r"|\s|"
+    + _UNPRINTABLE.pattern
 )
 
 
+def _looks_like_credential(value: str) -> bool:
+    """Long enough, and not a plain word: a digit, a symbol or mixed case.
+
+    ``token: unusable`` or ``token: rotator`` is prose; ``code=abc123``,
+    ``password=Hunter2!`` or ``Bearer dXNlcjpwYXNz==`` is not.
+    """
+    if len(value) < 6:
+        return False
+    if any(c.isdigit() or not c.isalnum() for c in value):
+        return True
+    return not (value.islower() or value.isupper() or value.istitle())
+
+
+def _mask(match: re.Match[str]) -> str:
+    key, separator, value = match.group(1), match.group(2), match.group(3)
+    return f"{key}{separator}***" if _looks_like_credential(value) else match.group(0)
+
+
+def printable(text: str) -> str:
+    """*text* with every control character, lone surrogate and line separator escaped.
+
+    Vendor text goes into exception messages, state records, status output and
+    console logs: an ESC would drive the operator's terminal, a newline would
+    forge a log line or an ``env`` entry, a lone surrogate makes the UTF-8 state
+    write fail. Escaped (``\\x1b``), they stay visible and harmless.
+    """
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 def scrub(text: str, limit: int = 300) -> str:
-    """Remove credential-looking values from *text* and cap its length."""
-    text = _SCRUB_PATTERNS[0].sub(lambda m: f"{m.group(1)} ***", text)
-    text = _SCRUB_PATTERNS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    """Remove credential-looking values from *text*, make it printable, cap its length."""
+    text = _SCRUB_PATTERNS[0].sub(_mask, text)
+    text = _SCRUB_PATTERNS[1].sub(_mask, text)
     text = _SCRUB_PATTERNS[2].sub("***", text)
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -85,11 +134,27 @@ def scrub_values(text: str, values: Iterable[str | None]) -> str:
     Scrubbing by value, for every secret an account knows (its refresh and
     access tokens, client secret, password, API code, the refresh token just
     spent), is what keeps a vendor that echoes a secret in free text from
-    publishing it; patterns only catch the shapes someone thought of.
+    publishing it; patterns only catch the shapes someone thought of. Each
+    value is also looked for URL-encoded, as a vendor may echo a request's form.
     """
-    for value in sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True):
+    known: set[str] = set()
+    for value in values:
+        if value and len(value) >= 4:
+            known.update({value, quote(value, safe=""), quote_plus(value, safe="")})
+    for value in sorted(known, key=len, reverse=True):
         text = text.replace(value, "***")
     return text
+
+
+def secret_values(*values: object) -> tuple[str, ...]:
+    """The revealed strings of *values* (``Secret``, ``str`` or ``None``), for scrub_values."""
+    found: list[str] = []
+    for value in values:
+        reveal = getattr(value, "reveal", None)
+        text = reveal() if callable(reveal) else value
+        if isinstance(text, str) and text:
+            found.append(text)
+    return tuple(found)
 
 
 class RotatorError(Exception):
@@ -142,6 +207,20 @@ class TransientProviderError(ProviderError):
     """Worth retrying later: timeout, connection error, 5xx, 429."""
 
     transient = True
+
+
+class BadResponse(TransientProviderError):
+    """The vendor answered, but not with a usable token response.
+
+    A malformed body, a token with characters no RFC 6749 token has, a lifetime
+    too short to use: nothing of it is written or published. Transient, because
+    vendors that do this mostly stop doing it; the retries back off and, when
+    it persists, the failure alerts like any other. The description names the
+    field, never its value.
+    """
+
+    def __init__(self, description: str, *, status: int | None = None) -> None:
+        super().__init__("bad_response", description, status=status)
 
 
 class PermanentProviderError(ProviderError):

@@ -1,14 +1,22 @@
-"""HTTP clients: one per worker thread and TLS setting, one TLS context per setting."""
+"""HTTP clients (one per worker thread and TLS setting) and bounded decompression."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
+import tracemalloc
+import zlib
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from rotator.http import HttpClients
+from rotator.errors import BadResponse, TransientProviderError
+from rotator.http import ACCEPT_ENCODING, HttpClients, iter_decoded
+from rotator.providers.base import send
 from tests.fakes.oauth2 import emulator
+from tests.fakes.vendorhttp import Reply, ScriptedVendor, running
 
 
 def _in_thread(clients: HttpClients) -> httpx.Client:
@@ -54,3 +62,91 @@ def test_a_thread_reuses_its_connection() -> None:
             assert client.get(server.base_url + "/userinfo").status_code == 401
         assert server.connections == 1
         clients.close()
+
+
+# -- bounded decompression (iter_decoded, through send) -----------------------------------
+
+
+@pytest.fixture
+def vendor() -> Iterator[ScriptedVendor]:
+    with running(ScriptedVendor()) as server:
+        yield server
+
+
+def _answer(vendor: ScriptedVendor, body: bytes, encoding: str) -> None:
+    vendor.script = lambda request: Reply(
+        200, body, "application/json", headers={"Content-Encoding": encoding}
+    )
+
+
+def _compress(data: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(data)
+    if encoding == "deflate":
+        return zlib.compress(data)
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # "deflate" as some servers send it
+    return raw.compress(data) + raw.flush()
+
+
+@pytest.mark.parametrize("bomb_mb", [50, 500])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compression_bomb_is_refused_with_bounded_memory(
+    vendor: ScriptedVendor, encoding: str, bomb_mb: int
+) -> None:
+    bomb = _compress(b"\0" * (bomb_mb << 20), encoding)
+    assert len(bomb) < bomb_mb * 1100  # ~1000:1, as an attacker would send it
+    _answer(vendor, bomb, "deflate" if encoding == "raw-deflate" else encoding)
+    clients = HttpClients()
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadResponse) as caught:
+            send(clients.get(), "POST", vendor.base_url + "/token?refresh_token=x")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        clients.close()
+    assert peak < 4 << 20, f"peak {peak} bytes while refusing a {bomb_mb} MB bomb"
+    assert caught.value.code == "bad_response" and caught.value.transient
+    assert "refresh_token=x" not in str(caught.value)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_compressed_answers_are_decoded(vendor: ScriptedVendor, encoding: str) -> None:
+    body = json.dumps({"access_token": "at", "pad": "x" * 200_000}).encode()
+    _answer(vendor, _compress(body, encoding), "deflate" if encoding == "raw-deflate" else encoding)
+    with httpx.Client() as client:
+        assert send(client, "POST", vendor.base_url + "/token").body == body
+
+
+def test_iter_decoded_stops_at_its_limit(vendor: ScriptedVendor) -> None:
+    _answer(vendor, gzip.compress(b"a" * 5000), "gzip")
+    with (
+        httpx.Client() as client,
+        client.stream("GET", vendor.base_url) as response,
+        pytest.raises(BadResponse, match="inflates past 4096 bytes"),
+    ):
+        b"".join(iter_decoded(response, limit=4096))
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, gzip", "compress"])
+def test_an_encoding_rotator_did_not_ask_for_is_refused(
+    vendor: ScriptedVendor, encoding: str
+) -> None:
+    _answer(vendor, b"\x1f\x8b whatever", encoding)
+    with httpx.Client() as client, pytest.raises(BadResponse, match="Content-Encoding"):
+        send(client, "POST", vendor.base_url + "/token")
+
+
+def test_a_body_that_is_not_what_its_encoding_says_is_bad_encoding(
+    vendor: ScriptedVendor,
+) -> None:
+    _answer(vendor, b"not gzip at all", "gzip")
+    with httpx.Client() as client, pytest.raises(TransientProviderError) as caught:
+        send(client, "POST", vendor.base_url + "/token")
+    assert caught.value.code == "bad_encoding"
+
+
+def test_clients_ask_only_for_what_they_decode() -> None:
+    clients = HttpClients()
+    assert clients.get().headers["accept-encoding"] == ACCEPT_ENCODING == "gzip, deflate"
+    clients.close()

@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.errors import (
+    BadResponse,
     InvalidClient,
     InvalidGrant,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
     scrub,
+    scrub_values,
 )
 from rotator.secrets import Secret
 from rotator.tokens import (
     MAX_RESPONSE_BYTES,
+    MIN_LIFETIME,
     TokenSet,
     format_time,
     parse_time,
@@ -83,7 +87,7 @@ def test_expires_in_as_digit_string_is_accepted() -> None:
 
 
 def test_fractional_expires_in_is_kept() -> None:
-    assert parse(ok(expires_in=20.5)).expires_at == NOW + timedelta(seconds=20.5)
+    assert parse(ok(expires_in=120.5)).expires_at == NOW + timedelta(seconds=120.5)
 
 
 def test_no_expires_in_means_max_lifetime() -> None:
@@ -160,9 +164,9 @@ def test_format_and_parse_time_round_trip() -> None:
     ],
 )
 def test_non_token_bodies_are_bad_responses(body: bytes, content_type: str, fragment: str) -> None:
-    with pytest.raises(PermanentProviderError) as caught:
+    with pytest.raises(BadResponse) as caught:
         parse(body, content_type=content_type)
-    assert type(caught.value) is PermanentProviderError
+    assert type(caught.value) is BadResponse
     assert caught.value.code == "bad_response"
     assert fragment in caught.value.description
 
@@ -179,7 +183,7 @@ def test_non_token_bodies_are_bad_responses(body: bytes, content_type: str, frag
     ],
 )
 def test_missing_or_empty_access_token(body: dict[str, Any]) -> None:
-    with pytest.raises(PermanentProviderError, match="no access_token") as caught:
+    with pytest.raises(BadResponse, match="no access_token") as caught:
         parse(body)
     assert caught.value.code == "bad_response"
 
@@ -204,7 +208,7 @@ def test_missing_or_empty_access_token(body: dict[str, Any]) -> None:
     ],
 )
 def test_bad_expires_in(expires_in: object, fragment: str) -> None:
-    with pytest.raises(PermanentProviderError) as caught:
+    with pytest.raises(BadResponse) as caught:
         parse(ok(expires_in=expires_in))
     assert caught.value.code == "bad_response"
     assert "expires_in" in caught.value.description
@@ -213,18 +217,18 @@ def test_bad_expires_in(expires_in: object, fragment: str) -> None:
 
 @pytest.mark.parametrize("refresh", ["", "  ", 42, ["x"]])
 def test_bad_refresh_token(refresh: object) -> None:
-    with pytest.raises(PermanentProviderError, match="refresh_token"):
+    with pytest.raises(BadResponse, match="refresh_token"):
         parse(ok(refresh_token=refresh))
 
 
 def test_bad_token_type() -> None:
-    with pytest.raises(PermanentProviderError, match="token_type"):
+    with pytest.raises(BadResponse, match="token_type"):
         parse(ok(token_type=7))
 
 
 def test_oversize_body_is_refused_before_parsing() -> None:
     body = json.dumps(ok(padding="x" * MAX_RESPONSE_BYTES)).encode()
-    with pytest.raises(PermanentProviderError, match="larger than") as caught:
+    with pytest.raises(BadResponse, match="larger than") as caught:
         parse(body)
     assert caught.value.code == "bad_response"
 
@@ -416,3 +420,158 @@ def test_parse_returns_a_tokenset_or_a_provider_error(
     assert isinstance(tokens, TokenSet)
     assert tokens.access_token.reveal().strip()
     assert tokens.expires_at >= tokens.issued_at == NOW
+
+
+# -- hostile token fields: RFC 6749 characters only, named not echoed ----------------------
+
+_HOSTILE_VALUES = [
+    "AT-\ud800x",  # a lone surrogate: the UTF-8 state write failed on it
+    "AT\nLD_PRELOAD=/tmp/x.so",
+    "AT\r\nLD_PRELOAD=/tmp/x.so",
+    "AT\x00x",
+    "AT\x1b[2Jx",
+    "AT\x7fx",
+    "AT\x85x",
+    "AT\u2028x",
+    "ÄT-ünicode",
+]
+
+
+@pytest.mark.parametrize("value", _HOSTILE_VALUES)
+@pytest.mark.parametrize(
+    "field", ["access_token", "refresh_token", "token_type", "scope", "user_id"]
+)
+def test_a_field_with_characters_rfc_6749_does_not_allow_is_bad_response(
+    field: str, value: str
+) -> None:
+    with pytest.raises(BadResponse) as caught:
+        parse(ok(**{field: value}))
+    error = caught.value
+    assert error.code == "bad_response" and error.transient
+    assert field in error.description
+    assert value not in str(error) and "LD_PRELOAD" not in str(error)
+    str(error).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("token_type", "Bear er"),
+        ("token_type", "x" * 65),
+        ("scope", 'read "write"'),
+        ("scope", "read\\write"),
+        ("user_id", "u" * 257),
+    ],
+)
+def test_token_type_scope_and_extras_have_their_own_grammar(field: str, value: str) -> None:
+    with pytest.raises(BadResponse, match=field):
+        parse(ok(**{field: value}))
+
+
+def test_the_printable_ascii_rfc_6749_allows_is_kept() -> None:
+    vschar = "".join(map(chr, range(0x21, 0x7F)))
+    tokens = parse(
+        ok(access_token=vschar, refresh_token=vschar, token_type="N_A-1.0", scope="a  b!  ~c")
+    )
+    assert tokens.access_token.reveal() == vschar
+    assert tokens.token_type == "N_A-1.0"
+    assert tokens.scope == "a b! ~c"
+
+
+@pytest.mark.parametrize(
+    "expires_in", [0, 1e-300, 0.5, 59, 59.999, "0", "1e-300", -1, float("nan"), "inf"]
+)
+def test_a_lifetime_below_the_floor_or_not_finite_is_bad_response(expires_in: object) -> None:
+    with pytest.raises(BadResponse) as caught:
+        parse(ok(expires_in=expires_in))
+    assert caught.value.transient  # backs off, and alerts when it persists
+    assert "expires_in" in caught.value.description
+
+
+def test_the_floor_is_min_lifetime() -> None:
+    assert timedelta(seconds=60) == MIN_LIFETIME
+    assert parse(ok(expires_in=60)).lifetime == MIN_LIFETIME
+    body = json.dumps(ok(expires_in=2)).encode()
+    tokens = parse_token_response(
+        body,
+        status=200,
+        content_type="application/json",
+        requested_at=NOW,
+        max_lifetime=HOUR,
+        min_lifetime=timedelta(seconds=1),
+    )
+    assert tokens.lifetime == timedelta(seconds=2)
+
+
+# -- vendor text that echoes a secret -------------------------------------------------------
+
+RT = leakcheck.register("rt-echoed-Zx81+/q", "refresh token")
+CS = leakcheck.register("cs-echoed-Pq92%41", "client secret")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "invalid_grant", "error_description": f"The refresh token {RT} is invalid"},
+        {"error": "invalid_grant", "error_description": f"Token [{RT}]"},
+        {"error": "invalid_grant", "message": f"grant {RT}: revoked"},
+        {"error": "invalid_client", "error_description": f"with secret {CS}"},
+        {"error": "invalid_client", "error_description": f"with secret {quote(CS, safe='')}"},
+        {"error": RT},
+        {"error": "rt-echoed-Zx81"},  # a token that looks like a code
+        {"error": f"{RT} \x1b[2J", "error_description": "x"},
+    ],
+)
+def test_vendor_text_is_scrubbed_of_every_secret_the_account_knows(body: dict[str, Any]) -> None:
+    known = (RT, CS, "rt-echoed-Zx81")
+    with pytest.raises(ProviderError) as caught:
+        parse_token_response(
+            json.dumps(body).encode(),
+            status=400,
+            content_type="application/json",
+            requested_at=NOW,
+            max_lifetime=HOUR,
+            secrets=known,
+        )
+    error = caught.value
+    for value in known:
+        assert value not in str(error) and value not in error.code
+    assert "\x1b" not in str(error)
+    if body["error"] not in ("invalid_grant", "invalid_client"):
+        assert error.code == "http_400"
+        assert "not shown" in error.description
+
+
+# -- pattern scrubbing is conservative ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://idp.example/token: unusable answer (DecodingError)",
+        "no refresh token stored; seed a refresh token: rotator import acct",
+        "basic authentication failed for this client",
+        "the code: expired, ask again",
+        "secret: rotated yesterday",
+        "Bearer token required",
+    ],
+)
+def test_scrub_leaves_innocent_text_alone(text: str) -> None:
+    assert scrub(text) == text
+
+
+@given(
+    before=st.text(max_size=30),
+    after=st.text(max_size=30),
+    secret=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=4, max_size=40),
+)
+def test_scrub_values_removes_every_occurrence(before: str, after: str, secret: str) -> None:
+    text = f"{before}{secret}{after}{quote(secret, safe='')}{quote_plus(secret)}{secret}"
+    assert secret not in scrub_values(text, [secret])
+
+
+@given(st.text(st.characters(codec="utf-8") | st.sampled_from(["\ud800", "\x1b", "\x9b"])))
+def test_scrub_output_has_no_control_character(text: str) -> None:
+    cleaned = scrub(text)
+    cleaned.encode("utf-8")
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in cleaned)

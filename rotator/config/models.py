@@ -29,6 +29,7 @@ from rotator.config.fields import (
     StorePrefix,
     parse_duration,
 )
+from rotator.tokens import MIN_LIFETIME
 
 __all__ = [
     "AccountSettings",
@@ -238,6 +239,8 @@ class AccountSettings(Model):
     refresh_before: Duration | None = None
     jitter: float = Field(default=0.1, ge=0, le=0.5)
     max_lifetime: PositiveDuration = timedelta(hours=1)
+    #: a vendor's expires_in below this is refused as bad_response (rotator.tokens)
+    min_lifetime: PositiveDuration = MIN_LIFETIME
     timeout: PositiveDuration = timedelta(seconds=30)
     retry_initial: PositiveDuration = timedelta(seconds=5)
     retry_max: PositiveDuration = timedelta(minutes=5)
@@ -251,6 +254,8 @@ class AccountSettings(Model):
 
     @model_validator(mode="after")
     def _check_timing(self) -> AccountSettings:
+        if self.min_lifetime > self.max_lifetime:
+            raise ValueError("min_lifetime must not be longer than max_lifetime")
         if self.retry_initial > self.retry_max:
             raise ValueError("retry_initial must not be longer than retry_max")
         if self.timeout >= self.lease_ttl:

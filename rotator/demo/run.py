@@ -32,6 +32,7 @@ stores:
   state:  {{type: file, directory: {state}}}
 defaults:
   state: {{store: state}}
+  min_lifetime: 1s              # the sandbox's tokens live seconds; vendors' do not
   refresh_share: 0.67
   jitter: 0.1
 accounts:

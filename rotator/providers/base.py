@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from rotator.errors import PermanentProviderError, TransientProviderError
+from rotator.errors import BadResponse, PermanentProviderError, TransientProviderError
+from rotator.http import iter_decoded
 from rotator.tokens import MAX_RESPONSE_BYTES, TokenSet, format_time
 
 if TYPE_CHECKING:
@@ -99,11 +100,10 @@ def send(
         ) as response:
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_bytes():
+            for chunk in iter_decoded(response, where=safe_url):
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
-                    raise PermanentProviderError(
-                        "bad_response",
+                    raise BadResponse(
                         f"{safe_url} answered more than {MAX_RESPONSE_BYTES} bytes",
                         status=response.status_code,
                     )

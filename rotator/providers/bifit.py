@@ -11,6 +11,10 @@ logs in again with the password, marks it in ``extra`` (``relogin_at``,
 password grant that is neither a token nor a known OAuth error (an account
 with a second factor, which BIFIT does not document) raises
 :class:`UnexpectedLoginAnswer` carrying the vendor's message; we do not guess.
+
+Every vendor text in an error is scrubbed of the secrets the account knows:
+the stored tokens, the client secret, the password and its hashed form (the
+one BIFIT actually receives, and so the one it could echo).
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ import structlog
 from pydantic import Field
 
 from rotator.config.models import AccountSettings, Duration, HttpUrl, Ref
-from rotator.errors import InvalidClient, InvalidGrant, PermanentProviderError, ProviderError
+from rotator.errors import (
+    InvalidClient,
+    InvalidGrant,
+    PermanentProviderError,
+    ProviderError,
+    scrub_values,
+    secret_values,
+)
 from rotator.providers.base import HttpAnswer, base_view, send
 from rotator.secrets import Secret, resolve
 from rotator.tokens import (
@@ -106,6 +117,17 @@ class BifitProvider:
     def needs_seed(self) -> bool:
         return self.settings.password is None
 
+    def _secrets(self, state: AccountState | None = None) -> tuple[str, ...]:
+        """Every secret value this account knows, for scrubbing vendor text."""
+        s = self.settings
+        known: list[object] = [self._client_params()["client_secret"]]
+        if s.password is not None:
+            password = resolve(s.password)
+            known += [password, hash_password(password, s.password_encoding)]
+        if state is not None:
+            known += [state.refresh_token, state.access_token]
+        return secret_values(*known)
+
     def _client_params(self) -> dict[str, str]:
         s = self.settings
         secret = resolve(s.client_secret).reveal() if s.client_secret is not None else PUBLIC_CLIENT
@@ -131,12 +153,12 @@ class BifitProvider:
                     f"no refresh token stored and no password configured; seed one with "
                     f"`rotator import {self.account}` or set password",
                 )
-            return self._clean(self.password_login(client, now))
+            return self._clean(self.password_login(client, now, state))
         answer = self._post(
             client, {"grant_type": "refresh_token", "refresh_token": state.refresh_token.reveal()}
         )
         try:
-            tokens = self._parse(answer, now, previous)
+            tokens = self._parse(answer, now, previous, self._secrets(state))
         except ProviderError as exc:
             if not _refresh_refused(exc) or s.password is None:
                 raise
@@ -146,7 +168,7 @@ class BifitProvider:
                 error_code=exc.code,
                 status_code=exc.status,
             )
-            tokens = self.password_login(client, now)
+            tokens = self.password_login(client, now, state)
             return replace(
                 tokens,
                 extra={
@@ -162,10 +184,13 @@ class BifitProvider:
         # a normal refresh or first login clears a previous re-login marker
         return replace(tokens, extra={**tokens.extra, "relogin_at": "", "relogin_reason": ""})
 
-    def password_login(self, client: httpx.Client, now: datetime) -> TokenSet:
+    def password_login(
+        self, client: httpx.Client, now: datetime, state: AccountState | None = None
+    ) -> TokenSet:
         s = self.settings
         if s.password is None:
             raise InvalidGrant("no_password", "no password configured for a password login")
+        secrets = self._secrets(state)
         answer = self._post(
             client,
             {
@@ -177,21 +202,28 @@ class BifitProvider:
         payload = _json_object(answer.body)
         if answer.status >= 500 or answer.status == 429:
             raise error_from_status(
-                answer.status, answer.body, answer.content_type, answer.retry_after
+                answer.status, answer.body, answer.content_type, answer.retry_after, secrets
             )
         if payload is not None and "access_token" not in payload:
             code = payload.get("error")
             if isinstance(code, str) and code in _OAUTH_CODES:
-                raise oauth_error(answer.status if answer.status >= 400 else 400, payload)
+                raise oauth_error(answer.status if answer.status >= 400 else 400, payload, secrets)
             raise UnexpectedLoginAnswer(
                 "unexpected_login_answer",
                 "the password login answered without a token (an account with a second "
-                f"factor? rotator cannot do that): {_vendor_message(payload)}",
+                "factor? rotator cannot do that): "
+                + scrub_values(_vendor_message(payload), secrets),
                 status=answer.status,
             )
-        return self._parse(answer, now, None)
+        return self._parse(answer, now, None, secrets)
 
-    def _parse(self, answer: HttpAnswer, now: datetime, previous: TokenSet | None) -> TokenSet:
+    def _parse(
+        self,
+        answer: HttpAnswer,
+        now: datetime,
+        previous: TokenSet | None,
+        secrets: tuple[str, ...],
+    ) -> TokenSet:
         return parse_token_response(
             answer.body,
             status=answer.status,
@@ -200,6 +232,8 @@ class BifitProvider:
             max_lifetime=self.settings.max_lifetime,
             previous=previous,
             retry_after=answer.retry_after,
+            min_lifetime=self.settings.min_lifetime,
+            secrets=secrets,
         )
 
     def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
@@ -219,7 +253,7 @@ def _refresh_refused(error: ProviderError) -> bool:
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         loaded = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." past the stack
         return None
     return loaded if isinstance(loaded, dict) else None
 

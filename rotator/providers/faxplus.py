@@ -24,7 +24,7 @@ import structlog
 from pydantic import Field, PlainValidator
 
 from rotator.config.models import AccountSettings, HttpUrl, Ref
-from rotator.errors import InvalidGrant, PermanentProviderError
+from rotator.errors import BadResponse, InvalidGrant, PermanentProviderError, secret_values
 from rotator.providers.base import base_view, send
 from rotator.providers.oauth2 import basic_auth_header, keep_refresh_token, token_request
 from rotator.secrets import Secret, resolve
@@ -120,23 +120,33 @@ def _token_call(
     params: dict[str, str],
     now: datetime,
     previous: TokenSet | None,
+    *,
+    known: tuple[Secret | None, ...] = (),
 ) -> TokenSet:
+    """One token request. ``known``: the account's secrets beyond those in ``params``."""
+    client_secret = resolve(settings.client_secret)
+    # Fax.Plus documents plain base64(client_id:client_secret), not RFC 6749's
+    # form-encoded pair; they differ only for secrets with reserved characters.
+    authorization = basic_auth_header(settings.client_id, client_secret, form_encode=False)
+    secrets = secret_values(
+        client_secret,
+        authorization.removeprefix("Basic "),
+        params.get("refresh_token"),
+        params.get("code"),
+        *known,
+    )
     return token_request(
         client,
         url=settings.token_url,
         params=params,
         params_in="query",
         timeout=settings.timeout.total_seconds(),
-        headers={
-            # Fax.Plus documents plain base64(client_id:client_secret), not RFC 6749's
-            # form-encoded pair; they differ only for secrets with reserved characters.
-            "Authorization": basic_auth_header(
-                settings.client_id, resolve(settings.client_secret), form_encode=False
-            )
-        },
+        headers={"Authorization": authorization},
         requested_at=now,
         max_lifetime_s=settings.max_lifetime.total_seconds(),
         previous=previous,
+        min_lifetime=settings.min_lifetime,
+        secrets=secrets,
     )
 
 
@@ -159,9 +169,7 @@ def exchange_code(
         None,
     )
     if tokens.refresh_token is None:
-        raise PermanentProviderError(
-            "bad_response", "the code exchange answered without a refresh_token"
-        )
+        raise BadResponse("the code exchange answered without a refresh_token")
     return tokens
 
 
@@ -182,7 +190,13 @@ def verify_token(
     )
     if 200 <= answer.status < 300:
         return
-    error = error_from_status(answer.status, answer.body, answer.content_type, answer.retry_after)
+    error = error_from_status(
+        answer.status,
+        answer.body,
+        answer.content_type,
+        answer.retry_after,
+        secret_values(access_token),
+    )
     if answer.status in (401, 403):
         raise InvalidGrant(
             error.code, f"the API refused the token: {error.description}", status=answer.status
@@ -214,6 +228,7 @@ class FaxPlusProvider:
             {"grant_type": "refresh_token", "refresh_token": state.refresh_token.reveal()},
             now,
             state.tokenset(),
+            known=(state.access_token,),
         )
         return self._with_refresh_expiry(keep_refresh_token(tokens, state), state)
 

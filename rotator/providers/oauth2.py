@@ -1,19 +1,25 @@
-"""The generic RFC 6749 client: refresh_token, client_credentials and password grants."""
+"""The generic RFC 6749 client: refresh_token, client_credentials and password grants.
+
+Every secret the account knows (the stored tokens, the client secret, the
+password) goes to the parser as ``secrets``: a vendor that echoes one in its
+error text must not have it published (rotator.tokens.oauth_error).
+"""
 
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import Field, model_validator
 
 from rotator.config.models import AccountSettings, HttpUrl, Ref
-from rotator.errors import InvalidGrant
+from rotator.errors import InvalidGrant, secret_values
 from rotator.providers.base import base_view, send
 from rotator.secrets import Secret, resolve
-from rotator.tokens import TokenSet, parse_token_response
+from rotator.tokens import MIN_LIFETIME, TokenSet, parse_token_response
 
 if TYPE_CHECKING:
     import httpx
@@ -105,10 +111,13 @@ def token_request(
     requested_at: datetime,
     max_lifetime_s: float,
     previous: TokenSet | None,
+    min_lifetime: timedelta = MIN_LIFETIME,
+    secrets: Iterable[str] = (),
 ) -> TokenSet:
-    """POST one token request and parse the answer strictly."""
-    from datetime import timedelta
+    """POST one token request and parse the answer strictly.
 
+    ``secrets``: every secret value the account knows, scrubbed from vendor text.
+    """
     all_headers = {"Accept": "application/json", **(headers or {})}
     if params_in == "query":
         all_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
@@ -123,6 +132,8 @@ def token_request(
         max_lifetime=timedelta(seconds=max_lifetime_s),
         previous=previous,
         retry_after=answer.retry_after,
+        min_lifetime=min_lifetime,
+        secrets=secrets,
     )
 
 
@@ -142,6 +153,7 @@ class OAuth2Provider:
         s = self.settings
         previous = state.tokenset()
         params: dict[str, str] = dict(s.extra_params)
+        known: list[Secret | str | None] = [state.refresh_token, state.access_token]
         if s.grant == "refresh_token":
             if state.refresh_token is None:
                 raise InvalidGrant(
@@ -153,18 +165,23 @@ class OAuth2Provider:
         elif s.grant == "password" and s.username is not None and s.password is not None:
             params["grant_type"] = "password"
             params["username"] = s.username
-            params["password"] = resolve(s.password).reveal()
+            password = resolve(s.password)
+            known.append(password)
+            params["password"] = password.reveal()
         else:
             params["grant_type"] = "client_credentials"
         if s.scope:
             params["scope"] = s.scope
         headers: dict[str, str] = {}
+        client_secret = resolve(s.client_secret) if s.client_secret is not None else None
+        known.append(client_secret)
         # The model validator guarantees id and secret for basic and post.
-        if s.client_auth == "basic" and s.client_id and s.client_secret:
-            headers["Authorization"] = basic_auth_header(s.client_id, resolve(s.client_secret))
-        elif s.client_auth == "post" and s.client_id and s.client_secret:
+        if s.client_auth == "basic" and s.client_id and client_secret:
+            headers["Authorization"] = basic_auth_header(s.client_id, client_secret)
+            known.append(headers["Authorization"].removeprefix("Basic "))
+        elif s.client_auth == "post" and s.client_id and client_secret:
             params["client_id"] = s.client_id
-            params["client_secret"] = resolve(s.client_secret).reveal()
+            params["client_secret"] = client_secret.reveal()
         elif s.client_id:
             params["client_id"] = s.client_id
         tokens = token_request(
@@ -177,6 +194,8 @@ class OAuth2Provider:
             requested_at=now,
             max_lifetime_s=s.max_lifetime.total_seconds(),
             previous=previous,
+            min_lifetime=s.min_lifetime,
+            secrets=secret_values(*known),
         )
         return keep_refresh_token(tokens, state) if s.grant == "refresh_token" else tokens
 

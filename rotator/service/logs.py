@@ -6,7 +6,14 @@ console lines on a terminal. Logs go to stderr so that command output on stdout
 
 Redaction is the second line of defence (the first is :class:`~rotator.secrets.Secret`,
 which prints ``***``): fields whose *name* says they hold a credential are masked,
-and credential-looking substrings in every string value are scrubbed.
+and credential-looking substrings in every string value are scrubbed. The
+first line is scrubbing by value where vendor text enters an exception
+(rotator.tokens.oauth_error); the patterns here only catch credential shapes.
+
+Vendor text may carry terminal escape sequences. Redaction escapes control
+characters in every value (``\x1b`` stays visible, is never executed); console
+lines pass once more through :func:`printable` line by line, so only the
+newlines of a rendered traceback remain. JSON lines are JSON-escaped anyway.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from rotator.errors import SCRUB_ANY, scrub
+from rotator.errors import SCRUB_ANY, printable, scrub
 from rotator.secrets import Secret
 
 __all__ = ["configure_logging", "redact"]
@@ -63,7 +70,9 @@ def _redact_value(key: object, value: Any, *, keep_lines: bool = False, depth: i
         if len(value) <= _LIMIT and SCRUB_ANY.search(value) is None:
             return value  # nothing to scrub, no whitespace to fold
         if keep_lines:
-            return "\n".join(scrub(line, limit=_LIMIT) for line in value.splitlines())
+            # split on newlines only: splitlines() would also break at \x1c, \x85 or
+            # \u2028 from vendor text, forging lines
+            return "\n".join(scrub(line, limit=_LIMIT) for line in value.split("\n"))
         return scrub(value, limit=_LIMIT)
     if isinstance(value, BaseException):
         return scrub(f"{type(value).__name__}: {value}", limit=_LIMIT)
@@ -72,6 +81,24 @@ def _redact_value(key: object, value: Any, *, keep_lines: bool = False, depth: i
     if depth < 5 and isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(None, v, depth=depth + 1) for v in value]
     return value
+
+
+class _TerminalSafe:
+    """A console renderer whose lines hold no control character but newlines.
+
+    Values are made printable by :func:`redact` already; this catches what a
+    renderer adds from elsewhere (a value's ``repr``, a key), so an ESC from a
+    vendor can never reach the operator's terminal as one.
+    """
+
+    __slots__ = ("_renderer",)
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        text: str = self._renderer(logger, method, event)
+        return "\n".join(printable(line) for line in text.split("\n"))
 
 
 class _Emitter:
@@ -121,7 +148,7 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if json_lines
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else _TerminalSafe(structlog.dev.ConsoleRenderer(colors=False))
     )
     structlog.configure(
         processors=[

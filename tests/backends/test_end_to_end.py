@@ -39,6 +39,7 @@ stores:
   files: {{type: file, directory: {tmp / "out"}}}
 defaults:
   state: {{store: vault}}
+  min_lifetime: 1s
   refresh_share: 0.5
   jitter: 0.1
   retry_initial: 1s

@@ -18,6 +18,9 @@ __all__ = ["Grant", "OAuth2Emulator", "emulator"]
 
 class OAuth2Emulator(Sandbox):
     def __init__(self, **kwargs: Any) -> None:
+        # above rotator.tokens.MIN_LIFETIME unless a test asks for less (and sets
+        # min_lifetime in its configuration)
+        kwargs.setdefault("access_ttl", 300.0)
         super().__init__(on_issue=leakcheck.register, **kwargs)
         for secret in (*self.clients.values(), *self.users.values()):
             leakcheck.register(secret, "client secret")

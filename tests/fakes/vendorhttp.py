@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +19,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from tests.support import leakcheck
 
-__all__ = ["Reply", "Request", "VendorServer", "quiet_http_libraries", "running"]
+__all__ = [
+    "Reply",
+    "Request",
+    "ScriptedVendor",
+    "VendorServer",
+    "quiet_http_libraries",
+    "running",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,9 @@ class VendorServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: without TCP_NODELAY the body
+            # waits for the client's delayed ACK (40 ms a request)
+            disable_nagle_algorithm = True
 
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -141,6 +151,23 @@ class VendorServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class ScriptedVendor(VendorServer):
+    """A hostile vendor: answers whatever ``script(request)`` builds, over real HTTP.
+
+    For property tests that feed every provider's parser arbitrary answers (and
+    echoes of what the request carried) through the same send path as production.
+    """
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: Callable[[Request], Reply] = lambda request: Reply(500, b"no script")
+
+    def route(self, request: Request) -> Reply:
+        return self.script(request)
 
 
 ServerT = TypeVar("ServerT", bound=VendorServer)

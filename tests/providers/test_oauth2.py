@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from rotator.errors import (
+    BadResponse,
     InvalidClient,
     InvalidGrant,
     PermanentProviderError,
@@ -332,7 +333,7 @@ def test_oversize_body_is_refused_while_streaming() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"{" + b" " * (MAX_RESPONSE_BYTES + 10) + b"}")
 
-    with _mock(handler) as http, pytest.raises(PermanentProviderError) as caught:
+    with _mock(handler) as http, pytest.raises(BadResponse) as caught:
         send(http, "POST", URL)
     assert caught.value.code == "bad_response"
     assert f"more than {MAX_RESPONSE_BYTES} bytes" in str(caught.value)
@@ -376,7 +377,7 @@ def test_every_provider_error_is_typed() -> None:
     )
     with _mock(handler) as http, pytest.raises(ProviderError) as caught:
         p.refresh(state_with(None), http, NOW)
-    assert type(caught.value) is PermanentProviderError
+    assert type(caught.value) is BadResponse
     assert caught.value.code == "bad_response"
 
 

@@ -30,6 +30,7 @@ def write_config(
         f"  state: {{type: file, directory: {tmp / 'state'}}}",
         "defaults:",
         "  state: {store: state}",
+        "  min_lifetime: 1s",  # the emulator's tokens live seconds
         "  refresh_share: 0.5",
         "  jitter: 0.1",
         "  retry_initial: 1s",

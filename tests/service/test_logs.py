@@ -13,7 +13,7 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rotator.errors import SCRUB_ANY, scrub
+from rotator.errors import SCRUB_ANY, PermanentProviderError, scrub
 from rotator.secrets import Secret
 from rotator.service.logs import configure_logging, redact
 from tests.support import leakcheck
@@ -189,3 +189,71 @@ def test_console_lines_when_asked(stream: io.StringIO) -> None:
 def test_noisy_libraries_are_quieted(stream: io.StringIO) -> None:
     assert logging.getLogger("httpx").level == logging.WARNING
     assert logging.getLogger("apscheduler").level == logging.WARNING
+
+
+# -- every credential name of the pattern, and terminal-safe lines ----------------------
+
+#: every name _SENSITIVE_KEY knows; removing one from the pattern fails its case here
+_SENSITIVE_NAMES = [
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "authorization",
+    "cookie",
+    "code",
+    "credential",
+    "jwt",
+    "api_key",
+    "apikey",
+    "session",
+]
+
+
+@pytest.mark.parametrize("name", _SENSITIVE_NAMES)
+@pytest.mark.parametrize("shape", ["{}", "db_{}", "X_{}"])
+def test_every_sensitive_key_name_is_masked(name: str, shape: str) -> None:
+    key = shape.format(name)
+    # a plain value (the fast path) and a non-string one (the slow path)
+    assert run(**{key: "plainvalue"})[key] == "***"
+    assert run(**{key: 123456})[key] == "***"
+    assert run(nested={key: "plainvalue"})["nested"][key] == "***"
+
+
+_HOSTILE = "AT \x1b]0;owned\x07 \x1b[2J\x9b31m\r\nLD_PRELOAD=/x \x00 \ud800 \u2028 \x85 end"
+_CONTROL = set(map(chr, [*range(0x20), *range(0x7F, 0xA0)])) | {"\u2028", "\u2029"}
+
+
+def _bad_chars(text: str) -> set[str]:
+    return {c for c in text if c in _CONTROL or "\ud800" <= c <= "\udfff"} - {"\n"}
+
+
+def test_console_lines_show_control_characters_escaped() -> None:
+    out = io.StringIO()
+    configure_logging(fmt="console", level="info", stream=out)
+    try:
+        log = structlog.get_logger("rotator.test")
+        log.warning(f"vendor said {_HOSTILE}", error=_HOSTILE, details={"why": _HOSTILE})
+        try:
+            # how vendor text reaches a traceback: in a ProviderError's description
+            raise PermanentProviderError("invalid_request", _HOSTILE)
+        except PermanentProviderError:
+            log.exception("boom")
+    finally:
+        configure_logging(fmt="json", level="debug")
+        logging.getLogger().setLevel(logging.DEBUG)
+    text = out.getvalue()
+    assert _bad_chars(text) == set()
+    first, *traceback = text.rstrip("\n").split("\n")
+    assert "vendor said" in first and "LD_PRELOAD" in first  # the first event is one line
+    assert "\\x1b" in first  # visible, not executed
+    assert "Traceback" in "\n".join(traceback)
+    assert not any(line.startswith("LD_PRELOAD") for line in text.split("\n"))
+
+
+def test_json_lines_carry_no_raw_control_character(stream: io.StringIO) -> None:
+    structlog.get_logger("rotator.test").warning("x", error=_HOSTILE, note=[_HOSTILE])
+    text = stream.getvalue()
+    assert _bad_chars(text) == set()
+    (line,) = text.splitlines()
+    assert "LD_PRELOAD" in json.loads(line)["error"]

@@ -101,7 +101,8 @@ class Rig:
         else:
             lines.append(f"  state: {{type: file, directory: {self.tmp / 'state'}}}")
         lines += [f"  {line}" for line in self.stores_extra]
-        lines += ["defaults:", "  state: {store: state}"]
+        # the emulator's tokens live seconds: below the production floor
+        lines += ["defaults:", "  state: {store: state}", "  min_lifetime: 1s"]
         lines += [f"  {key}: {value}" for key, value in self.defaults.items()]
         lines.append("accounts:")
         for name in self.accounts:

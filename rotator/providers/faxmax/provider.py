@@ -18,6 +18,11 @@ token. While it is current, each rotation calls ``Core.token_login`` with it to
 check and renew it; when that is refused, it logs in again. The vendor does
 not publish the session lifetime, so ``session_ttl`` (1h) is taken as the
 token's lifetime.
+
+A session token from the vendor is checked like any token (printable ASCII,
+:func:`rotator.tokens.token_string`), and every vendor message is scrubbed of
+the account's secrets (password, API code, API password, the session and
+login tokens) before it is put in an error.
 """
 
 from __future__ import annotations
@@ -35,16 +40,19 @@ from pydantic import Field, field_validator, model_validator
 
 from rotator.config.models import AccountSettings, Duration, HttpUrl, Ref
 from rotator.errors import (
+    BadResponse,
     ConfigError,
     InvalidGrant,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
+    scrub_values,
+    secret_values,
 )
 from rotator.providers.base import base_view, send
 from rotator.providers.faxmax.cipher import check_name, load_cipher
 from rotator.secrets import Secret, resolve
-from rotator.tokens import TokenSet, error_from_status, format_time
+from rotator.tokens import TokenSet, error_from_status, format_time, token_string
 
 if TYPE_CHECKING:
     import httpx
@@ -66,6 +74,8 @@ _log = structlog.get_logger("rotator.providers.faxmax")
 
 #: how far ahead ``exp`` of a passwordless login token may be (vendor: at most 3 s)
 LOGIN_TOKEN_LIFETIME = 3
+#: request parameters that carry a secret (scrubbed from the vendor's answer)
+_SECRET_PARAMS = ("password", "token_", "code_")
 
 _ids = itertools.count(1)
 _HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?$"  # noqa: E501
@@ -178,9 +188,29 @@ class FaxmaxProvider:
     def needs_seed(self) -> bool:
         return False
 
-    def call(self, client: httpx.Client, method: str, params: dict[str, str]) -> Any:
-        """One JSON-RPC call; the ``result`` or a typed error."""
+    def secrets(self, state: AccountState | None = None) -> tuple[str, ...]:
+        """Every secret value the account knows, for scrubbing vendor text."""
         s = self.settings
+        refs = (s.password, s.api_code, s.api_password)
+        known: list[object] = [resolve(ref) for ref in refs if ref is not None]
+        if state is not None:
+            known += [state.access_token, state.refresh_token]
+        return secret_values(*known)
+
+    def call(
+        self,
+        client: httpx.Client,
+        method: str,
+        params: dict[str, str],
+        known: tuple[str, ...] = (),
+    ) -> Any:
+        """One JSON-RPC call; the ``result`` or a typed error.
+
+        ``known``: the account's secrets; with the secret parameters of this
+        call they are scrubbed from any vendor text put in an error.
+        """
+        s = self.settings
+        secrets = (*known, *(params[key] for key in _SECRET_PARAMS if key in params))
         request_id = next(_ids)
         body = json.dumps(
             {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id},
@@ -204,40 +234,40 @@ class FaxmaxProvider:
         payload: Any = None
         try:
             payload = json.loads(answer.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." past the stack
             payload = None
         if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-            raise _rpc_error(method, payload["error"], answer.status)
+            raise _rpc_error(method, payload["error"], answer.status, secrets)
         if not 200 <= answer.status < 300:
             raise error_from_status(
-                answer.status, answer.body, answer.content_type, answer.retry_after
+                answer.status, answer.body, answer.content_type, answer.retry_after, secrets
             )
         if (
             not isinstance(payload, dict)
             or payload.get("jsonrpc") != "2.0"
             or "result" not in payload
         ):
-            raise PermanentProviderError(
-                "bad_response",
-                f"{method}: the answer is not a JSON-RPC 2.0 result",
-                status=answer.status,
+            raise BadResponse(
+                f"{method}: the answer is not a JSON-RPC 2.0 result", status=answer.status
             )
         if payload.get("id") != request_id:
-            raise PermanentProviderError(
-                "bad_response",
-                f"{method}: the answer's id does not match the request's",
-                status=answer.status,
+            raise BadResponse(
+                f"{method}: the answer's id does not match the request's", status=answer.status
             )
         return payload["result"]
 
-    def login(self, client: httpx.Client, now: datetime) -> tuple[Secret, str]:
+    def login(
+        self, client: httpx.Client, now: datetime, known: tuple[str, ...] = ()
+    ) -> tuple[Secret, str]:
         """A new session token, and how it was obtained."""
         s = self.settings
+        known = known or self.secrets()
         if s.password is not None:
             result = self.call(
                 client,
                 "Core.login",
                 {"username": s.username, "password": resolve(s.password).reveal()},
+                known,
             )
             how = "password"
         else:
@@ -248,17 +278,19 @@ class FaxmaxProvider:
                 client,
                 s.login_method,
                 {"token_": token_.reveal(), "code_": resolve(s.api_code).reveal()},
+                known,
             )
             how = "api_code"
         return _session_token(result, s.login_method if how == "api_code" else "Core.login"), how
 
     def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
         current = state.access_token
+        known = self.secrets(state)
         how = ""
         token: Secret | None = None
         if current is not None and state.expires_at is not None and state.expires_at > now:
             try:
-                result = self.call(client, "Core.token_login", {"token_": current.reveal()})
+                result = self.call(client, "Core.token_login", {"token_": current.reveal()}, known)
             except (JsonRpcRefused, JsonRpcFault) as exc:
                 # Refused (or, on a domain without it, an unknown method): the goal is a
                 # session token, and a fresh login gets one.
@@ -272,7 +304,7 @@ class FaxmaxProvider:
                 how = "keepalive"
         extra: dict[str, str] = {}
         if token is None:
-            token, how = self.login(client, now)
+            token, how = self.login(client, now, known)
             extra["logged_in_at"] = format_time(now)
         extra["session_via"] = how
         return TokenSet(
@@ -292,17 +324,21 @@ class FaxmaxProvider:
 def _session_token(result: Any, method: str, default: Secret | None = None) -> Secret:
     token = result.get("token") if isinstance(result, dict) else None
     if isinstance(token, str) and token.strip():
-        return Secret(token)
+        # the session token is what consumers get: the same rules as any access token
+        return Secret(token_string(token, f"{method}: the result's token") or "")
     if default is not None and result not in (None, False):
         return default
-    raise PermanentProviderError("bad_response", f"{method}: the result has no token")
+    raise BadResponse(f"{method}: the result has no token")
 
 
-def _rpc_error(method: str, error: dict[str, Any], status: int) -> ProviderError:
+def _rpc_error(
+    method: str, error: dict[str, Any], status: int, secrets: tuple[str, ...] = ()
+) -> ProviderError:
     raw_code = error.get("code")
     code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else 0
     message = error.get("message")
-    text = f"{method}: {message if isinstance(message, str) else 'no message'}"
+    said = scrub_values(message, secrets) if isinstance(message, str) else "no message"
+    text = f"{method}: {said}"
     kind = f"jsonrpc_{code}"
     if code == -32603:
         return JsonRpcServerError(kind, text, status=status)

@@ -14,9 +14,9 @@ import yaml
 
 from rotator.config import load_config
 from rotator.errors import (
+    BadResponse,
     ConfigError,
     InvalidGrant,
-    PermanentProviderError,
     TransientProviderError,
 )
 from rotator.providers.faxmax.cipher import decrypt, encrypt
@@ -264,10 +264,10 @@ def test_expired_session_is_not_kept_alive(
             "jsonrpc_77",
         ),
         (Reply(502, b"<html>bad gateway</html>", "text/html"), TransientProviderError, "http_502"),
-        (Reply(200, b"<html>login</html>", "text/html"), PermanentProviderError, "bad_response"),
+        (Reply(200, b"<html>login</html>", "text/html"), BadResponse, "bad_response"),
         (
             Reply(200, {"jsonrpc": "2.0", "result": {}, "id": 999}),
-            PermanentProviderError,
+            BadResponse,
             "bad_response",
         ),
     ],
