@@ -140,7 +140,15 @@ def scrub_values(text: str, values: Iterable[str | None]) -> str:
     known: set[str] = set()
     for value in values:
         if value and len(value) >= 4:
-            known.update({value, quote(value, safe=""), quote_plus(value, safe="")})
+            # surrogatepass: a value holding a lone surrogate (a hostile vendor's) is
+            # still looked for, in the form a URL encoder would have sent it
+            known.update(
+                {
+                    value,
+                    quote(value, safe="", errors="surrogatepass"),
+                    quote_plus(value, safe="", errors="surrogatepass"),
+                }
+            )
     for value in sorted(known, key=len, reverse=True):
         text = text.replace(value, "***")
     return text

@@ -30,10 +30,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rotator.config.models import parse_config
+from rotator.config import parse_config
 from rotator.errors import ProviderError
-from rotator.providers.base import provider_class
 from rotator.providers.bifit import hash_password
+from rotator.providers.registry import provider_class
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from rotator.tokens import TokenSet

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from rotator.rotation.rotator import Result
+from rotator.rotation.rotator import Outcome
 from rotator.state import AccountState
 from tests.fakes.vendorhttp import Reply, ScriptedVendor, running
 from tests.support import leakcheck
@@ -82,7 +82,7 @@ def test_a_hostile_answer_is_refused_before_anything_is_written(
     before = datetime.now(UTC)
     result = rotator.rotate("acct", force=True)
 
-    assert result.result == Result.TRANSIENT  # backs off; alerts if it persists
+    assert result.result == Outcome.TRANSIENT  # backs off; alerts if it persists
     assert result.error is not None and result.error.code == "bad_response"
     assert result.next_run is not None and result.next_run >= before + timedelta(seconds=2)
     state = AccountState.from_record("acct", store.read("state/acct").data)
