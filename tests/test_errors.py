@@ -11,7 +11,10 @@ from rotator.errors import printable, scrub, scrub_values
 
 #: any code point, lone surrogates and control characters included
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=60)
-SECRETS = st.text(st.characters(codec=None, exclude_categories=()), min_size=4, max_size=24)
+# (a secret made of the mask itself could be rebuilt by masking: not a secret worth a test)
+SECRETS = st.text(st.characters(codec=None, exclude_categories=()), min_size=4, max_size=24).filter(
+    lambda s: "*" not in s
+)
 
 
 @given(before=ANY_TEXT, secret=SECRETS, after=ANY_TEXT)
