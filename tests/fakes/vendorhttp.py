@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.support import leakcheck
+from tests.support.net import LoopbackHTTPServer
 
 __all__ = [
     "Reply",
@@ -74,7 +75,7 @@ class VendorServer:
         self.lock = threading.RLock()
         self.requests: list[Request] = []
         self.queued: list[Reply] = []
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LoopbackHTTPServer | None = None
 
     # -- helpers for subclasses ---------------------------------------------------------
 
@@ -129,27 +130,19 @@ class VendorServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever,
-            args=(0.05,),
-            name=f"{self.name}-emulator",
-            daemon=True,
-        ).start()
+        self._server = LoopbackHTTPServer(Handler, name=f"{self.name}-emulator", poll=0.05)
+        self._server.start()
         return self.base_url
 
     @property
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
 

@@ -20,15 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.service.monitor import _LatestFirst
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.support import leakcheck
+from tests.support.net import free_port
 from tests.support.proc import DaemonProcess, run_rotator, wait_for
 
 SECRET = leakcheck.register("monitor-client-secret-4711", "client secret")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:

@@ -54,13 +54,16 @@ class LoopbackHTTPServer:
     proxies are each one of these with their own handler.
     """
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], *, name: str = "loopback", poll: float = 0.5
+    ) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
+        # ``poll``: how soon :meth:`stop` is answered (serve_forever looks that often)
         self._thread = threading.Thread(
-            target=self.server.serve_forever, name=f"loopback-{self.port}", daemon=True
+            target=self.server.serve_forever, args=(poll,), name=f"{name}-{self.port}", daemon=True
         )
 
     def start(self) -> None:
