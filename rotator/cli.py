@@ -146,13 +146,15 @@ _EXTRA_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Every command handles secrets: no core file may ever hold them, so before anything
-    # else the process is made not dumpable (the daemon checks it again and logs it).
-    from rotator.coredump import forbid_core_dumps
+    # Every command handles secrets: no core file may ever hold them. The core limit is
+    # set before anything else; the process is made not dumpable (ctypes, a few ms) once
+    # the arguments name a command, not for --help (the daemon checks both and logs it).
+    from rotator.coredump import forbid_core_dumps, limit_core_size
 
-    forbid_core_dumps()
+    limit_core_size()
     parser = build_parser()
     args = parser.parse_args(argv)
+    forbid_core_dumps()
     from rotator.errors import ConfigError, RotatorError
     from rotator.service.logs import configure_logging
 

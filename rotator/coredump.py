@@ -12,11 +12,14 @@ the unit.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import resource
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["core_dumps_forbidden", "forbid_core_dumps"]
+if TYPE_CHECKING:
+    import ctypes
+
+__all__ = ["core_dumps_forbidden", "forbid_core_dumps", "limit_core_size"]
 
 _PR_GET_DUMPABLE = 3
 _PR_SET_DUMPABLE = 4
@@ -25,6 +28,8 @@ _PR_SET_DUMPABLE = 4
 def _prctl() -> ctypes._NamedFuncPointer | None:
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # here, not at the top: `rotator --help` needs only the core limit
+
     with contextlib.suppress(OSError, AttributeError):
         # the process's own symbols: libc is loaded already (find_library would run ldconfig)
         libc = ctypes.CDLL(None, use_errno=True)
@@ -34,12 +39,19 @@ def _prctl() -> ctypes._NamedFuncPointer | None:
     return None
 
 
-def forbid_core_dumps() -> None:
-    """Make this process not dumpable and its core size limit 0; idempotent, never raises."""
+def limit_core_size() -> None:
+    """A core size limit of 0 for this process and what it starts; cheap, never raises."""
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def forbid_core_dumps() -> None:
+    """Make this process not dumpable and its core size limit 0; idempotent, never raises."""
+    limit_core_size()
     prctl = _prctl()
     if prctl is not None:
+        import ctypes
+
         prctl(
             ctypes.c_int(_PR_SET_DUMPABLE),
             ctypes.c_ulong(0),
@@ -56,6 +68,8 @@ def core_dumps_forbidden() -> bool:
     prctl = _prctl()
     if prctl is None:
         return True
+    import ctypes
+
     dumpable = prctl(
         ctypes.c_int(_PR_GET_DUMPABLE),
         ctypes.c_ulong(0),

@@ -171,7 +171,7 @@ def test_run_makes_the_process_not_dumpable() -> None:
     """Checked inside a real ``python -m rotator`` process (as root, /proc hides nothing)."""
     code = (
         "import runpy, sys\n"
-        "sys.argv = ['rotator', '--version']\n"
+        "sys.argv = ['rotator', 'check', '-c', '/nonexistent/rotator.yaml']\n"
         "import rotator.coredump as c\n"
         "import atexit\n"
         "atexit.register(lambda: print('forbidden', c.core_dumps_forbidden()))\n"
