@@ -11,7 +11,7 @@ name), so two configurations sharing a spool directory never mix. The key comes
 from ``server.spool_key`` (a secret reference) or a generated 0600 key file.
 
 Room for an entry is reserved before the vendor is asked (:meth:`Spool.reserve`:
-a file of :data:`RESERVATION_BYTES` allocated and fsynced): a full disk then
+a file of :data:`RESERVATION_BYTES` allocated, not yet written): a full disk then
 stops a rotation before a refresh token is spent, never after. The answer is
 written into the reserved blocks in place (:meth:`Spool.fill`), which needs no
 new space, and the file is renamed to the entry. An entry that can never be
@@ -143,7 +143,12 @@ class Spool:
             os.close(dir_fd)
 
     def reserve(self, key: str) -> Reservation:
-        """Allocate and fsync room for one entry of ``key``; raises OSError (ENOSPC)."""
+        """Allocate room for one entry of ``key``; raises OSError (ENOSPC).
+
+        Not fsynced: the blocks are the file's from the allocation on, so the fill
+        needs no new space; a crash before the fill loses no answer (the vendor
+        was not heard), and :meth:`fill` makes the entry durable.
+        """
         path = self.directory / f"{key}.{os.getpid()}-{secrets.token_hex(4)}{_RESERVED}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -153,10 +158,8 @@ class Spool:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 os.write(fd, bytes(RESERVATION_BYTES))  # no fallocate here: real zeros
-            os.fsync(fd)
             os.close(fd)
             fd = -1
-            self._sync_dir()
         except BaseException:
             if fd >= 0:
                 os.close(fd)
