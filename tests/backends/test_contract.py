@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,40 @@ def test_create_only_write_conflicts_when_the_path_exists(harness: Harness) -> N
         harness.store.write(path, VIEW2, expected_version=None)
     record = harness.store.read(path)
     assert record is not None and dict(record.data) == VIEW
+
+
+def test_concurrent_creators_one_wins_the_other_conflicts(harness: Harness) -> None:
+    """Two replicas creating the same path at once (an alert claim, a first state):
+    exactly one write lands and the other is a compare-and-set conflict, never an
+    ownership refusal or anything else."""
+    rounds = 30 if harness.kind == "file" else 5
+    for _ in range(rounds):
+        assert sorted(_race_to_create(harness.store, f"apps/{unique()}")) == [
+            "conflict",
+            "written",
+        ]
+
+
+def _race_to_create(store: SecretStore, path: str) -> list[str]:
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def create(view: dict[str, str]) -> None:
+        barrier.wait()
+        try:
+            store.write(path, view, expected_version=None)
+            outcomes.append("written")
+        except StoreConflict:
+            outcomes.append("conflict")
+        except Exception as exc:  # the assertion names it
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=create, args=(v,)) for v in (VIEW, VIEW2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 def test_stale_version_conflicts(harness: Harness) -> None:

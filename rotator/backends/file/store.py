@@ -105,7 +105,9 @@ class FileStore:
             try:
                 try:
                     fcntl.flock(lock_fd, fcntl.LOCK_EX)
-                    marker = os.pread(lock_fd, 64, 0) if existed else b""
+                    # read under the lock even when this call created the lock file: a
+                    # concurrent writer may have taken the lock first and marked the path
+                    marker = os.pread(lock_fd, 64, 0)
                 except OSError as exc:  # a FIFO or a socket where the lock file goes
                     where = self._tree.show((*parts[:-1], f".{parts[-1]}.lock"))
                     raise self._tree.error(exc, "lock", where) from None
