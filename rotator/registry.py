@@ -22,6 +22,8 @@ from rotator.errors import ConfigError
 __all__ = ["Registry"]
 
 T = TypeVar("T")
+#: how much of an unknown name an error shows and compares
+_SHOWN = 64
 
 
 class Registry(Generic[T]):
@@ -72,9 +74,12 @@ class Registry(Generic[T]):
     def unknown(self, name: object) -> str:
         """The message for a name that is not registered: the valid ones, the closest."""
         valid = self.names()
-        close = difflib.get_close_matches(str(name), valid, n=1) if isinstance(name, str) else []
+        # a name is looked at and shown only as long as a real one could be: a hostile
+        # configuration's 100 KB "name" must cost neither time (difflib) nor screen
+        shown = name[:_SHOWN] + "\u2026" if isinstance(name, str) and len(name) > _SHOWN else name
+        close = difflib.get_close_matches(shown, valid, n=1) if isinstance(shown, str) else []
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"{name!r} is not a known {self.kind} (known: {', '.join(valid)}){hint}"
+        return f"{shown!r} is not a known {self.kind} (known: {', '.join(valid)}){hint}"
 
     def load_all(self) -> dict[str, T]:
         """Every implementation, imported (the protocol conformance test uses it)."""

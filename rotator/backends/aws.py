@@ -62,7 +62,7 @@ __all__ = ["MANAGED_BY", "AwsStore"]
 MANAGED_BY = ("managed-by", "rotator")
 _TAGS = [{"Key": MANAGED_BY[0], "Value": MANAGED_BY[1]}]
 _log = logging.getLogger("rotator.backends.aws")
-_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 _TOKEN_NAMESPACE = uuid.UUID("5b0d7f0e-8a4e-4c55-9a53-6f1d0c2b7a11")
 
 
@@ -91,7 +91,7 @@ class AwsStore:
     def _secret_name(self, path: str) -> str:
         checked_path(path, store=self.name)
         name = self.prefix + path
-        if not _NAME.match(name) or ".." in name:
+        if not _NAME.fullmatch(name) or ".." in name:
             raise StoreError(
                 f"secret name {name!r} is not valid for Secrets Manager (use letters, digits "
                 "and /_+=.@-, at most 512 characters)",
