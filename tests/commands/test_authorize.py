@@ -217,18 +217,25 @@ def test_code_mode_checks_the_state_and_clears_failed(
     assert "authorize_state" not in state.extra
 
 
+def _redirect_without_state(vendor: FaxPlusEmulator, redirect_uri: str) -> str:
+    """Where the vendor sends a browser that authorized with no ``state`` (a hand-made link)."""
+    with httpx.Client() as browser:
+        return str(
+            browser.get(
+                vendor.authorize_url,
+                params={
+                    "response_type": "code",
+                    "client_id": vendor.client_id,
+                    "redirect_uri": redirect_uri,
+                    "scope": "all",
+                },
+            ).headers["location"]
+        )
+
+
 def test_bare_code_is_accepted_with_a_note(tmp_path: Path, vendor: FaxPlusEmulator) -> None:
     config = write_config(tmp_path, vendor, "https://app.example.com/cb")
-    with httpx.Client() as browser:
-        location = browser.get(
-            vendor.authorize_url,
-            params={
-                "response_type": "code",
-                "client_id": vendor.client_id,
-                "redirect_uri": "https://app.example.com/cb",
-                "scope": "all",
-            },
-        ).headers["location"]
+    location = _redirect_without_state(vendor, "https://app.example.com/cb")
     code = httpx.URL(location).params["code"]
     done = run_with_code(
         ["authorize", "acme-fax", "-c", str(config), "--code", code, "--no-verify"],
@@ -334,16 +341,7 @@ def test_authorize_waits_for_a_rotation_in_flight_before_spending_the_code(
         ).to_record(),
         expected_version=record.version,
     )
-    with httpx.Client() as browser:
-        location = browser.get(
-            vendor.authorize_url,
-            params={
-                "response_type": "code",
-                "client_id": vendor.client_id,
-                "redirect_uri": "https://app.example.com/cb",
-                "scope": "all",
-            },
-        ).headers["location"]
+    location = _redirect_without_state(vendor, "https://app.example.com/cb")
     out = tmp_path / "out.txt"
     with open(out, "w") as handle:
         assert (
