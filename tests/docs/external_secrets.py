@@ -46,7 +46,7 @@ console.log(JSON.stringify(results));
 
 def _installed() -> Path:
     """The package under the suite's cache, installed by npm once."""
-    target = CACHE / ("npm-" + PACKAGE.replace("@", "").replace("/", "-"))
+    target = CACHE / ("npm-" + PACKAGE.lstrip("@").replace("/", "-").replace("@", "-"))
     if (target / ".complete").exists():
         return target
     npm = shutil.which("npm")
