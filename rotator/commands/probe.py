@@ -75,17 +75,23 @@ def probe(config: Config, account: str, *, out: TextIO | None = None) -> int:
     stdout = out or sys.stdout
     settings = config.accounts[account]
     known: list[object] = []
-    for _, ref in secret_refs(settings):
+    unresolved: list[str] = []
+    for path, ref in secret_refs(settings, f"accounts.{account}"):
         try:
             known.append(resolve(ref))
-        except RotatorError:
-            continue  # a probe that needs it reports it where it is used
+        except RotatorError as exc:
+            unresolved.append(f"{path}: ERROR {exc}")
     secrets = secret_values(*known)
 
     def say(line: str) -> None:
         print(printable(scrub_values(line, secrets)), file=stdout)
 
     say(f"probe {account} ({settings.provider}): nothing is stored, no grant is spent")
+    if unresolved:
+        for line in unresolved:
+            say(line)
+        say("nothing was sent: fix these secret references first")
+        return 1
     http = HttpClients()
     try:
         client = http.get(verify=settings.tls_verify, ca_bundle=settings.ca_bundle)

@@ -323,3 +323,16 @@ def test_tls_failures_are_named(tmp_path: Path, names: list[str], trust: bool, n
         assert "answered HTTP 405 (TLS verified)" in text
     (row,) = [line for line in text.splitlines() if line.startswith("password grant")]
     assert "not tried" in row
+
+
+def test_an_unresolved_secret_reference_stops_the_probe_before_anything_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running(FaxmaxEmulator()) as vendor:
+        use(monkeypatch, vendor)
+        monkeypatch.delenv("FM_API_PASSWORD")
+        code, text = run_probe(write_config(tmp_path, faxmax_account(vendor)))
+        sent = len(vendor.requests)
+    assert code == 1 and sent == 0
+    assert "accounts.fm.api_password: ERROR" in text and "FM_API_PASSWORD" in text
+    assert "nothing was sent" in text

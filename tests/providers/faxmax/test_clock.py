@@ -176,6 +176,32 @@ def test_skew_through_rotations_retries_and_never_marks_the_account_failed(
         assert rotator.rotate("acct", force=True).ok
 
 
+def test_an_unexplained_refusal_that_persists_stops_the_account(
+    rotator_for: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clocks agree and the calls are quick, yet exp is refused twice in a row."""
+    with running(FaxmaxEmulator()) as vendor:
+        monkeypatch.setenv("FAXMAX_API_CODE", vendor.api_code)
+        monkeypatch.setenv("FAXMAX_API_PASSWORD", vendor.api_password)
+        rotator, _ = rotator_for(
+            provider="faxmax",
+            domain="fax.example.com",
+            endpoint=vendor.endpoint,
+            username=vendor.username,
+            api_code="env:FAXMAX_API_CODE",
+            api_password="env:FAXMAX_API_PASSWORD",
+            remote_ip="10.1.2.3",
+        )
+        vendor.fail_next(exp_error(), times=2)
+        first = rotator.rotate("acct", force=True)
+        assert first.result is Outcome.TRANSIENT
+        assert first.state is not None and not first.state.failed
+        second = rotator.rotate("acct", force=True)
+        assert second.result is Outcome.PERMANENT
+        assert second.state is not None and second.state.failed
+        assert "twice in a row" in second.state.last_error
+
+
 # --- Timing: the offset estimate is as good as the Date header allows ------------------------
 
 
