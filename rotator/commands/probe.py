@@ -100,9 +100,8 @@ def probe(config: Config, account: str, *, out: TextIO | None = None) -> int:
         rows = _oauth_checks(account, settings, client)
     finally:
         http.close()
-    for line in _table(
-        ("check", "outcome", "answer"), [(r.check, r.outcome, r.answer) for r in rows]
-    ):
+    table = [(row.check, row.outcome, row.answer) for row in rows]
+    for line in _table(("check", "outcome", "answer"), table):
         say(line)
     broken = [row for row in rows if row.failed]
     say("")
@@ -127,16 +126,7 @@ def _faxmax(
         say("nothing worked: the endpoint did not answer (see above)")
         return 1
     tried = probe_logins(account, settings, client)
-    rows = [
-        (
-            a.combination.transport,
-            a.combination.method,
-            a.combination.cipher or "-",
-            a.outcome,
-            a.answer,
-        )
-        for a in tried
-    ]
+    rows = [(*_columns(a.combination), a.outcome, a.answer) for a in tried]
     for line in _table(("transport", "login", "cipher", "outcome", "answer"), rows):
         say(line)
     say("")
@@ -177,6 +167,8 @@ def _oauth_checks(account: str, settings: AccountSettings, client: httpx.Client)
     if isinstance(settings, OAuth2Settings):
         rows.append(_oauth2_grant(account, settings, client))
     elif isinstance(settings, FaxPlusSettings):
+        api = settings.api_base.rstrip("/") + "/accounts/self"
+        rows.append(reach(client, api, settings, check="API (no token sent)"))
         rows.append(_authorize_url(settings))
         rows.append(
             Row("refresh_token grant", NOT_TRIED, "it would spend the stored refresh token")

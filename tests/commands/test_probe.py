@@ -231,6 +231,7 @@ def test_faxplus_prints_the_authorize_url(tmp_path: Path) -> None:
         "enhanced_security": False,
         "redirect_uri": "https://rotator.example.com/oauth/callback",
         "token_url": f"http://127.0.0.1:{free_port()}/token",
+        "api_base": f"http://127.0.0.1:{free_port()}/v3",
     }
     config = write_config(tmp_path, account, name="fp")
     proc = run_rotator(["probe", "-c", str(config), "fp"], env={"FP_SECRET": "fp-secret-XY12"})
@@ -238,6 +239,8 @@ def test_faxplus_prints_the_authorize_url(tmp_path: Path) -> None:
     assert "authorize URL" in proc.stdout
     assert "client_id=APIK-probe-1" in proc.stdout and "scope=all" in proc.stdout
     assert "it would spend the stored refresh token" in proc.stdout
+    assert "API (no token sent)" in proc.stdout
+    assert "/v3/accounts/self: cannot connect" in proc.stdout
 
 
 # --- TLS: a certificate or hostname the client refuses is named ---------------------------------
@@ -336,3 +339,27 @@ def test_an_unresolved_secret_reference_stops_the_probe_before_anything_is_sent(
     assert code == 1 and sent == 0
     assert "accounts.fm.api_password: ERROR" in text and "FM_API_PASSWORD" in text
     assert "nothing was sent" in text
+
+
+def test_a_personal_access_token_is_read_checked_and_never_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.faxplus import FaxPlusEmulator
+
+    with running(FaxPlusEmulator()) as vendor:
+        token = vendor.personal_access_token()
+        monkeypatch.setenv("FP_PAT", token)
+        account = {
+            "provider": "faxplus-pat",
+            "token": "env:FP_PAT",
+            "expires_at": "2099-01-01T00:00:00Z",
+            "api_base": vendor.api_base,
+        }
+        code, text = run_probe(write_config(tmp_path, account, name="pat"), "pat")
+        vendor.revoke_all()
+        refused, refused_text = run_probe(write_config(tmp_path, account, name="pat"), "pat")
+    assert code == 0, text
+    (row,) = [line for line in text.splitlines() if line.startswith("token at /accounts/self")]
+    assert "ok" in row.split() and "expires 2099-01-01T00:00:00Z" in row
+    assert refused == 1 and "refused" in refused_text
+    assert token not in text + refused_text
