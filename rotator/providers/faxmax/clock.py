@@ -30,9 +30,11 @@ SKEW_TOLERANCE = 1.0
 
 # What a vendor says when it refuses a login token's time. FaxMAX does not publish
 # its error codes or messages, so this is a guess kept narrow: words about expiry
-# or a time window, never a wrong code, password or cipher.
+# or a time window, never a wrong code, password or cipher, and not a bare "exp"
+# (a message listing the fields a token must hold names it too).
 _EXP_WORDS = re.compile(
-    r"(?i)\bexp\b|expir|\bahead\b|\bfuture\b|\bclock\b|\btoo (early|late|old)\b|\bstale\b"
+    r"(?i)expir|\bahead\b|\bfuture\b|\bclock\b|\btoo (early|late|old)\b|\bstale\b"
+    r"|\bexp\b[^.;]*\b(past|passed|invalid|wrong|late|early|outside|range)\b"
 )
 
 

@@ -101,7 +101,13 @@ def test_refused_again_unexplained_is_the_refusal_it_says(
 
 @pytest.mark.parametrize(
     "message",
-    ["Token cannot be decrypted", "Wrong API code", "Unknown user", "Invalid params: token_"],
+    [
+        "Token cannot be decrypted",
+        "Wrong API code",
+        "Unknown user",
+        "Invalid params: token_",
+        "Token must hold username, exp, remote_ip",
+    ],
 )
 def test_other_refusals_of_a_login_token_are_not_about_time(
     vendor: FaxmaxEmulator, settings_for: Callable[..., Any], client: httpx.Client, message: str
@@ -111,6 +117,22 @@ def test_other_refusals_of_a_login_token_are_not_about_time(
     with pytest.raises(JsonRpcRefused, match=message) as raised:
         passwordless(settings_for, vendor).refresh(AccountState("acct"), client, NOW)
     assert not raised.value.transient
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Token expired",
+        "Token exp is more than 3 seconds ahead",
+        "login token has expired",
+        "exp is in the past",
+        "exp out of range",
+        "token from the future",
+        "check your clock",
+    ],
+)
+def test_refusals_about_time_are_recognised(message: str) -> None:
+    assert refuses_exp(message)
 
 
 def test_a_keep_alive_refused_after_4_s_is_followed_by_a_successful_login(
