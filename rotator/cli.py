@@ -1,4 +1,4 @@
-"""The command line: run | check | status | refresh | import | authorize | demo (and more).
+"""The command line: run | check | status | refresh | import | authorize | probe | demo (and more).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 Everything heavy (pydantic, httpx, APScheduler, store SDKs) is imported inside
@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for the redirect (default: 300)",
     )
     p = sub.add_parser(
+        "probe",
+        help="what the vendor accepts, spending nothing (FaxMAX: cipher, transport, login)",
+    )
+    _common(p)
+    p.add_argument("account")
+    p = sub.add_parser(
         "faxmax-login-url", help="print a FaxMAX passwordless web login URL (valid for 3 seconds)"
     )
     _common(p)
@@ -168,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": cmd_demo,
         "authorize": cmd_authorize,
         "faxmax-login-url": cmd_faxmax_login_url,
+        "probe": cmd_probe,
         **_EXTRA_HANDLERS,
     }
     try:
@@ -256,6 +263,14 @@ def cmd_faxmax_login_url(args: argparse.Namespace) -> int:
     config = load(args.config)
     require_account(config, args.account)
     return login_url(config, args.account, user=args.user, remote_ip=args.remote_ip, page=args.page)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from rotator.commands.probe import probe
+
+    config = load(args.config)
+    require_account(config, args.account)
+    return probe(config, args.account)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

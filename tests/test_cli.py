@@ -125,6 +125,8 @@ def run_main(
         (["authorize", "acme-fax", "--timeout", "long"], "argument --timeout: invalid float"),
         (["faxmax-login-url", "a", "--remote-ip", "192.0.2.1"], "required: --user"),
         (["faxmax-login-url", "a", "--user", "u"], "required: --remote-ip"),
+        (["probe"], "the following arguments are required: account"),
+        (["probe", "a", "b"], "unrecognized arguments: b"),
         (["demo", "--lifetime", "short"], "argument --lifetime: invalid float value"),
     ],
 )
@@ -196,6 +198,7 @@ def test_rotator_usage_errors_exit_2_naming_what_is_wrong_and_what_is_right(
         ["authorize", "nope"],
         ["authorize", "nope", "--code", "-"],
         ["faxmax-login-url", "nope", "--user", "u", "--remote-ip", "192.0.2.1"],
+        ["probe", "nope"],
     ],
 )
 def test_an_unknown_account_exits_2_naming_the_known_ones(
@@ -213,7 +216,14 @@ def test_an_unknown_account_exits_2_naming_the_known_ones(
 
 @pytest.mark.parametrize(
     "argv",
-    [["check"], ["check", "--online"], ["status"], ["refresh", "idp-api"], ["import", "idp-api"]],
+    [
+        ["check"],
+        ["check", "--online"],
+        ["status"],
+        ["refresh", "idp-api"],
+        ["import", "idp-api"],
+        ["probe", "idp-api"],
+    ],
 )
 def test_config_errors_exit_2_with_the_key_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]

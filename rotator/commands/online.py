@@ -1,7 +1,13 @@
-"""``rotator check --online``: resolve every secret reference, validate every store.
+"""``rotator check --online``: resolve every secret reference, validate every store, log in.
 
 What a store answers is printed through :func:`~rotator.commands.terminal.printable`:
 it is the store's text, not ours, and reaches the operator's terminal.
+
+A FaxMAX account is logged in once as its configuration says (a login spends
+nothing: no grant is rotated, the session token is dropped), so a wrong cipher,
+transport or login method is found before the daemon starts; ``rotator probe``
+then finds the right one. Other providers are not called: their token calls
+spend a grant or mint tokens (``rotator probe`` says what can be checked).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from rotator.backends.base import ValidationStatus
 from rotator.backends.registry import open_store
 from rotator.commands.terminal import printable
 from rotator.config.models import Config, state_store
-from rotator.errors import RotatorError, SecretRefError
+from rotator.errors import RotatorError, SecretRefError, scrub_values
 from rotator.secrets import SecretRef, resolve
 
 __all__ = ["check_online", "secret_refs"]
@@ -74,4 +80,47 @@ def check_online(config: Config) -> int:
         print(f"store {name}: {validation.status.value} {reason}".rstrip())
         if validation.status is ValidationStatus.ERROR:
             broken += 1
+    broken += _faxmax_logins(config)
     return 1 if broken else 0
+
+
+def _faxmax_logins(config: Config) -> int:
+    """Log every FaxMAX account in once, as configured; how many failed."""
+    from datetime import UTC, datetime
+
+    from rotator.http import HttpClients
+    from rotator.providers.faxmax.clock import RunClock
+    from rotator.providers.faxmax.provider import FaxmaxProvider, FaxmaxSettings
+
+    failed = 0
+    http = HttpClients()
+    try:
+        for name, settings in config.accounts.items():
+            if not isinstance(settings, FaxmaxSettings):
+                continue
+            provider = FaxmaxProvider(name, settings)
+            how = (
+                f"Core.login, {settings.transport}"
+                if settings.password is not None
+                else f"{settings.login_method}, {settings.transport}, {settings.cipher}"
+            )
+            known: tuple[str, ...] = ()
+            try:
+                known = provider.secrets()
+                client = http.get(verify=settings.tls_verify, ca_bundle=settings.ca_bundle)
+                provider.login(client, RunClock(datetime.now(UTC)), known)
+            except SecretRefError:
+                print(f"account {name}: faxmax login not tried (a secret reference above fails)")
+                failed += 1
+            except RotatorError as exc:
+                said = printable(scrub_values(str(exc), known))
+                print(
+                    f"account {name}: faxmax login ERROR ({how}) {said}; "
+                    f"`rotator probe {name}` tries every cipher, transport and login method"
+                )
+                failed += 1
+            else:
+                print(f"account {name}: faxmax login OK ({how}); the session token is dropped")
+    finally:
+        http.close()
+    return failed

@@ -64,6 +64,8 @@ class HttpAnswer:
     body: bytes
     content_type: str
     retry_after: str | None
+    #: the answer's ``Date`` header (FaxMAX measures clock skew from it)
+    date: str | None = None
 
 
 def send(
@@ -118,6 +120,7 @@ def send(
                 body=b"".join(chunks),
                 content_type=response.headers.get("content-type", ""),
                 retry_after=response.headers.get("retry-after"),
+                date=response.headers.get("date"),
             )
     except httpx.TimeoutException as exc:
         raise TransientProviderError(

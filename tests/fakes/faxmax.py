@@ -12,10 +12,17 @@ Strict where FaxMAX documents it (and where the tests pin down what it does not)
   3 seconds ahead -> {"token": session};
 - ``Core.token_login`` {token_}: a live session is renewed
   (``rotate_sessions`` hands out a new token), a dead one refused.
+
+Time is the emulator's ``clock`` (unix seconds): it judges ``exp`` and stamps
+every answer's ``Date`` header, so a clock set apart from the test's is a vendor
+whose clock is skewed. ``delays`` holds a method's answer back that many real
+seconds (a slow keep-alive); the clock is read after the delay, as a real
+server reads it when it handles the call.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 from collections.abc import Callable
@@ -47,6 +54,7 @@ class FaxmaxEmulator(VendorServer):
         accept_json: bool = False,
         rotate_sessions: bool = False,
         clock: Callable[[], float] = time.time,
+        delays: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.users = dict(users or {"alice@example.com": "fax-Pass-4455"})
@@ -59,6 +67,7 @@ class FaxmaxEmulator(VendorServer):
         self.accept_json = accept_json
         self.rotate_sessions = rotate_sessions
         self.clock = clock
+        self.delays = dict(delays or {})
         self.sessions: dict[str, tuple[str, float]] = {}  # token -> (user, expiry)
         self.login_tokens: list[dict[str, Any]] = []  # decrypted passwordless payloads
 
@@ -69,6 +78,9 @@ class FaxmaxEmulator(VendorServer):
     @property
     def username(self) -> str:
         return next(iter(self.users))
+
+    def http_date(self) -> str:
+        return email.utils.formatdate(self.clock(), usegmt=True)
 
     def end_sessions(self) -> None:
         with self.lock:
@@ -107,6 +119,9 @@ class FaxmaxEmulator(VendorServer):
         }.get(method if isinstance(method, str) else "")
         if handler is None:
             return self._error(call_id, -32601, f"Method not found: {method}")
+        delay = self.delays.get(str(method), 0.0)
+        if delay:
+            time.sleep(delay)  # a slow vendor, on this request's own server thread
         with self.lock:
             return handler(call_id, params)
 

@@ -7,9 +7,11 @@ what the vendor documents; failures can be queued (``fail_next``).
 
 from __future__ import annotations
 
+import email.utils
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,6 +92,10 @@ class VendorServer:
     def route(self, request: Request) -> Reply:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def http_date(self) -> str:
+        """The ``Date`` header of every answer; an emulator with its own clock overrides it."""
+        return email.utils.formatdate(time.time(), usegmt=True)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> str:
@@ -129,6 +135,9 @@ class VendorServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                return emulator.http_date()
 
         self._server = LoopbackHTTPServer(Handler, name=f"{self.name}-emulator", poll=0.05)
         self._server.start()

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from rotator.errors import ConfigError
 
-__all__ = ["BUILTIN", "CUSTOM", "Cipher", "decrypt", "encrypt", "load_cipher"]
+__all__ = ["BUILTIN", "CUSTOM", "Cipher", "decrypt", "encrypt", "importable", "load_cipher"]
 
 #: ``(plaintext, api_password) -> token``
 Cipher = Callable[[bytes, str], str]
@@ -112,21 +112,40 @@ def check_name(name: str) -> str:
 
 def load_cipher(name: str, *, path: str = "cipher") -> Cipher:
     """The encrypt function for ``name``; a custom one is imported here."""
+    try:
+        return importable(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=path) from None
+
+
+def importable(name: str) -> Cipher:
+    """The encrypt function for ``name``, or ValueError saying what would be right.
+
+    The settings model calls it when a configuration is loaded, so a plugged-in
+    cipher that cannot be imported stops ``rotator check`` (and the daemon's
+    start), not the first rotation.
+    """
     if name in BUILTIN:
         return BUILTIN[name][0]
     if not CUSTOM.fullmatch(name):
-        raise ConfigError(
-            f"{name!r} is not a cipher (use one of {', '.join(BUILTIN)} or module:function)",
-            path=path,
+        raise ValueError(
+            f"{name!r} is not a cipher (use one of {', '.join(BUILTIN)} or module:function)"
         )
     module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r}: {exc}", path=path) from None
+    except Exception as exc:  # the operator's module: any failure is a config error
+        why = str(exc) if isinstance(exc, ImportError) else f"it raised {type(exc).__name__}"
+        raise ValueError(
+            f"cannot import {module_name!r} ({why}): install it where rotator runs (its "
+            f"Python path), or use one of {', '.join(BUILTIN)}"
+        ) from None
     function = getattr(module, attr, None)
     if not callable(function):
-        raise ConfigError(f"{module_name} has no function {attr!r}", path=path)
+        raise ValueError(
+            f"{module_name} has no function {attr!r}: name a function "
+            "(plaintext: bytes, api_password: str) -> str"
+        )
     return _checked(function, name)
 
 

@@ -1,9 +1,7 @@
 """FaxMAX: a JSON-RPC 2.0 session token, kept alive and re-logged-in.
 
-Requests go to ``https://{domain}/api/v1`` (``endpoint:``) as the form field
-``data`` holding the JSON-RPC request (``transport: json`` posts the JSON
-itself). A JSON-RPC ``error`` object is an error whatever the HTTP status,
-including the 200 FaxMAX answers with.
+Requests go to ``https://{domain}/api/v1`` (``endpoint:``), one JSON-RPC call
+each (:mod:`rotator.providers.faxmax.rpc`).
 
 A session starts with either
 
@@ -19,6 +17,14 @@ check and renew it; when that is refused, it logs in again. The vendor does
 not publish the session lifetime, so ``session_ttl`` (1h) is taken as the
 token's lifetime.
 
+A login token is good for about three seconds, so each one is built from a
+fresh clock reading immediately before its own request
+(:mod:`rotator.providers.faxmax.clock`), never from the rotation's ``now``
+after a slow keep-alive. A login token refused for its ``exp`` is transient
+(:class:`LoginTokenTimeRefused`, the measured clock offset in its message); only
+when it is refused again and neither a measured skew nor a slow call explains
+it is it the refusal it says it is (``invalid_grant``, the account stops).
+
 A session token from the vendor is checked like any token (printable ASCII,
 :func:`rotator.tokens.token_string`), and every vendor message is scrubbed of
 the account's secrets (password, API code, API password, the session and
@@ -28,7 +34,6 @@ login tokens) before it is put in an error.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -39,20 +44,21 @@ import structlog
 from pydantic import Field, field_validator, model_validator
 
 from rotator.config.models import AccountSettings, Duration, HttpUrl, Ref
-from rotator.errors import (
-    BadResponse,
-    ConfigError,
-    InvalidGrant,
-    PermanentProviderError,
-    ProviderError,
-    TransientProviderError,
-    scrub_values,
-    secret_values,
+from rotator.errors import BadResponse, ConfigError, PermanentProviderError, secret_values
+from rotator.providers.base import base_view
+from rotator.providers.faxmax.cipher import check_name, importable, load_cipher
+from rotator.providers.faxmax.clock import RunClock, refuses_exp
+from rotator.providers.faxmax.rpc import (
+    EXP_REFUSED,
+    JsonRpcError,
+    JsonRpcFault,
+    JsonRpcRefused,
+    JsonRpcServerError,
+    LoginTokenTimeRefused,
+    rpc_call,
 )
-from rotator.providers.base import base_view, send
-from rotator.providers.faxmax.cipher import check_name, load_cipher
 from rotator.secrets import Secret, resolve
-from rotator.tokens import TokenSet, error_from_status, format_time, token_string
+from rotator.tokens import TokenSet, format_time, token_string
 
 if TYPE_CHECKING:
     import httpx
@@ -65,6 +71,10 @@ __all__ = [
     "FaxmaxProvider",
     "FaxmaxSettings",
     "JsonRpcError",
+    "JsonRpcFault",
+    "JsonRpcRefused",
+    "JsonRpcServerError",
+    "LoginTokenTimeRefused",
     "faxmax_login_url",
     "login_payload",
     "login_url",
@@ -74,28 +84,8 @@ _log = structlog.get_logger("rotator.providers.faxmax")
 
 #: how far ahead ``exp`` of a passwordless login token may be (vendor: at most 3 s)
 LOGIN_TOKEN_LIFETIME = 3
-#: request parameters that carry a secret (scrubbed from the vendor's answer)
-_SECRET_PARAMS = ("password", "token_", "code_")
-
-_ids = itertools.count(1)
 _HOSTNAME = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?$"  # noqa: E501
 _METHOD = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class JsonRpcError(ProviderError):
-    """Marker base: every error that came as a JSON-RPC ``error`` object."""
-
-
-class JsonRpcRefused(JsonRpcError, InvalidGrant):
-    """An application error: the login, code or session was refused."""
-
-
-class JsonRpcFault(JsonRpcError, PermanentProviderError):
-    """A protocol error (-32700..-32600): our request or the method name is wrong."""
-
-
-class JsonRpcServerError(JsonRpcError, TransientProviderError):
-    """-32603 internal error: worth retrying."""
 
 
 class FaxmaxSettings(AccountSettings):
@@ -124,7 +114,9 @@ class FaxmaxSettings(AccountSettings):
     @field_validator("cipher")
     @classmethod
     def _cipher(cls, value: str) -> str:
-        return check_name(value)
+        # a plugged-in cipher is imported now: a missing module stops `rotator check`
+        importable(check_name(value))
+        return value
 
     @model_validator(mode="after")
     def _check_login(self) -> FaxmaxSettings:
@@ -203,94 +195,72 @@ class FaxmaxProvider:
         method: str,
         params: dict[str, str],
         known: tuple[str, ...] = (),
+        *,
+        clock: RunClock | None = None,
     ) -> Any:
-        """One JSON-RPC call; the ``result`` or a typed error.
+        """One JSON-RPC call (:func:`~rotator.providers.faxmax.rpc.rpc_call`)."""
+        clock = clock or RunClock(datetime.now(UTC))
+        return rpc_call(client, self.settings, method, params, known=known, clock=clock)
 
-        ``known``: the account's secrets; with the secret parameters of this
-        call they are scrubbed from any vendor text put in an error.
+    def password_login(
+        self, client: httpx.Client, clock: RunClock, known: tuple[str, ...] = ()
+    ) -> Secret:
+        """``Core.login`` {username, password}: a new session token."""
+        s = self.settings
+        if s.password is None:
+            raise PermanentProviderError("no_password", "the account has no password")
+        params = {"username": s.username, "password": resolve(s.password).reveal()}
+        result = self.call(client, "Core.login", params, known or self.secrets(), clock=clock)
+        return _session_token(result, "Core.login")
+
+    def code_login(
+        self,
+        client: httpx.Client,
+        clock: RunClock,
+        known: tuple[str, ...] = (),
+        *,
+        repeat: bool = False,
+    ) -> Secret:
+        """Passwordless login (``login_method``); ``repeat``: the last try was refused for time.
+
+        The login token reads the clock immediately before its request: it is good
+        for about three seconds, and whatever came before it may have taken longer.
         """
         s = self.settings
-        secrets = (*known, *(params[key] for key in _SECRET_PARAMS if key in params))
-        request_id = next(_ids)
-        body = json.dumps(
-            {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id},
-            separators=(",", ":"),
-        )
-        timeout = s.timeout.total_seconds()
-        headers = {"Accept": "application/json"}
-        if s.transport == "json":
-            answer = send(
-                client,
-                "POST",
-                s.url,
-                content=body.encode("utf-8"),
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=timeout,
-            )
-        else:
-            answer = send(
-                client, "POST", s.url, data={"data": body}, headers=headers, timeout=timeout
-            )
-        payload: Any = None
+        if s.api_code is None or s.remote_ip is None:  # the settings model prevents it
+            raise PermanentProviderError("no_api_code", "api_code and remote_ip are needed")
+        token_ = encrypted_login_token(s, s.username, s.remote_ip, clock.now())
+        params = {"token_": token_.reveal(), "code_": resolve(s.api_code).reveal()}
         try:
-            payload = json.loads(answer.body)
-        except (ValueError, RecursionError):  # RecursionError: "[[[[..." past the stack
-            payload = None
-        if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-            raise _rpc_error(method, payload["error"], answer.status, secrets)
-        if not 200 <= answer.status < 300:
-            raise error_from_status(
-                answer.status, answer.body, answer.content_type, answer.retry_after, secrets
-            )
-        if (
-            not isinstance(payload, dict)
-            or payload.get("jsonrpc") != "2.0"
-            or "result" not in payload
-        ):
-            raise BadResponse(
-                f"{method}: the answer is not a JSON-RPC 2.0 result", status=answer.status
-            )
-        if payload.get("id") != request_id:
-            raise BadResponse(
-                f"{method}: the answer's id does not match the request's", status=answer.status
-            )
-        return payload["result"]
+            result = self.call(client, s.login_method, params, known or self.secrets(), clock=clock)
+        except JsonRpcRefused as exc:
+            raise _judged(exc, repeat=repeat) from None
+        return _session_token(result, s.login_method)
 
     def login(
-        self, client: httpx.Client, now: datetime, known: tuple[str, ...] = ()
+        self,
+        client: httpx.Client,
+        clock: RunClock,
+        known: tuple[str, ...] = (),
+        *,
+        repeat: bool = False,
     ) -> tuple[Secret, str]:
-        """A new session token, and how it was obtained."""
-        s = self.settings
-        known = known or self.secrets()
-        if s.password is not None:
-            result = self.call(
-                client,
-                "Core.login",
-                {"username": s.username, "password": resolve(s.password).reveal()},
-                known,
-            )
-            how = "password"
-        else:
-            if s.api_code is None or s.remote_ip is None:  # the settings model prevents it
-                raise PermanentProviderError("no_api_code", "api_code and remote_ip are needed")
-            token_ = encrypted_login_token(s, s.username, s.remote_ip, now)
-            result = self.call(
-                client,
-                s.login_method,
-                {"token_": token_.reveal(), "code_": resolve(s.api_code).reveal()},
-                known,
-            )
-            how = "api_code"
-        return _session_token(result, s.login_method if how == "api_code" else "Core.login"), how
+        """A new session token, and how it was obtained (``password`` or ``api_code``)."""
+        if self.settings.password is not None:
+            return self.password_login(client, clock, known), "password"
+        return self.code_login(client, clock, known, repeat=repeat), "api_code"
 
     def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
+        clock = RunClock(now)
         current = state.access_token
         known = self.secrets(state)
         how = ""
         token: Secret | None = None
         if current is not None and state.expires_at is not None and state.expires_at > now:
             try:
-                result = self.call(client, "Core.token_login", {"token_": current.reveal()}, known)
+                result = self.call(
+                    client, "Core.token_login", {"token_": current.reveal()}, known, clock=clock
+                )
             except (JsonRpcRefused, JsonRpcFault) as exc:
                 # Refused (or, on a domain without it, an unknown method): the goal is a
                 # session token, and a fresh login gets one.
@@ -304,9 +274,13 @@ class FaxmaxProvider:
                 how = "keepalive"
         extra: dict[str, str] = {}
         if token is None:
-            token, how = self.login(client, now, known)
-            extra["logged_in_at"] = format_time(now)
+            logged_in_at = clock.now()
+            repeat = state.last_error_code == EXP_REFUSED
+            token, how = self.login(client, clock, known, repeat=repeat)
+            extra["logged_in_at"] = format_time(logged_in_at)
         extra["session_via"] = how
+        # issued_at and expires_at stay on the rotation's `now`: a session that began a
+        # little later is credited with a little less life, never more
         return TokenSet(
             access_token=token,
             token_type="session",  # sent as the `token_` parameter, not as a Bearer header
@@ -331,20 +305,31 @@ def _session_token(result: Any, method: str, default: Secret | None = None) -> S
     raise BadResponse(f"{method}: the result has no token")
 
 
-def _rpc_error(
-    method: str, error: dict[str, Any], status: int, secrets: tuple[str, ...] = ()
-) -> ProviderError:
-    raw_code = error.get("code")
-    code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else 0
-    message = error.get("message")
-    said = scrub_values(message, secrets) if isinstance(message, str) else "no message"
-    text = f"{method}: {said}"
-    kind = f"jsonrpc_{code}"
-    if code == -32603:
-        return JsonRpcServerError(kind, text, status=status)
-    if -32768 <= code <= -32600:
-        return JsonRpcFault(kind, text, status=status)
-    return JsonRpcRefused(kind, text, status=status)
+def _judged(refused: JsonRpcRefused, *, repeat: bool) -> JsonRpcError:
+    """A refused login token: transient when it is about ``exp``, unless that repeats unexplained.
+
+    A refusal of ``exp`` (expired, too far ahead) is a clock or a slow path, not a
+    dead grant: transient, the measured offset in the message. Refused so again
+    (``repeat``) with neither a measured skew nor a slow call to explain it, it is
+    taken at its word: the refusal stands and the account stops for a human.
+    """
+    if not refuses_exp(refused.description):
+        return refused
+    timing = refused.timing
+    measured = timing.describe() if timing is not None else "nothing measured"
+    if repeat and (timing is None or not timing.explains_exp_refusal()):
+        return JsonRpcRefused(
+            refused.code,
+            f"{refused.description} [refused for its time twice in a row; {measured}]",
+            status=refused.status,
+            timing=timing,
+        )
+    return LoginTokenTimeRefused(
+        EXP_REFUSED,
+        f"{refused.description} [the login token's exp; {measured}]",
+        status=refused.status,
+        timing=timing,
+    )
 
 
 def faxmax_login_url(

@@ -5,15 +5,20 @@ import hashlib
 import json
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rotator.config import load_config
 from rotator.errors import ConfigError
 from rotator.providers.faxmax.cipher import BUILTIN, check_name, decrypt, encrypt, load_cipher
+from tests.support.proc import run_rotator
 
 PASSWORD = "api-pw-Zt8#mL1q"
 
@@ -118,3 +123,53 @@ def test_custom_module_constant_is_not_callable(custom_module: str) -> None:
     with pytest.raises(ConfigError, match="no function 'CONSTANT'"):
         load_cipher(f"{custom_module}:CONSTANT")
     assert json.loads(decrypt("fernet", encrypt("fernet", b"[1]", "k"), "k")) == [1]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("mypkg_missing_xyz.faxmax:encrypt", "cannot import 'mypkg_missing_xyz.faxmax'"),
+        ("json:no_such_function", "json has no function 'no_such_function'"),
+    ],
+)
+def test_a_plugged_in_cipher_that_cannot_load_is_a_config_error_at_load(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    """Not only when the first rotation builds a login token: `rotator check` exits 2."""
+    config = tmp_path / "rotator.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "stores": {"files": {"type": "file", "directory": str(tmp_path)}},
+                "accounts": {
+                    "fm": {
+                        "provider": "faxmax",
+                        "domain": "fax.example.com",
+                        "username": "svc@example.com",
+                        "api_code": "env:FM_CODE",
+                        "api_password": "env:FM_API_PASSWORD",
+                        "remote_ip": "10.0.0.1",
+                        "cipher": name,
+                        "sinks": [{"store": "files", "path": "fm.json"}],
+                    }
+                },
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_config(str(config))
+    assert "accounts.fm.cipher: " in str(raised.value)
+    proc = run_rotator(["check", "-c", str(config)])
+    assert proc.returncode == 2, proc.stderr
+    assert "accounts.fm.cipher: " in proc.stderr and message in proc.stderr
+    assert "aes-256-cbc" in proc.stderr or "name a function" in proc.stderr
+
+
+def test_a_plugged_in_cipher_that_imports_is_accepted(
+    custom_module: str, settings_for: Callable[..., Any]
+) -> None:
+    name = f"{custom_module}:reverse_hex"
+    settings = settings_for(
+        provider="faxmax", domain="fax.example.com", username="u", password="env:P", cipher=name
+    )
+    assert settings.cipher == name
