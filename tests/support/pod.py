@@ -148,8 +148,15 @@ def _script(mounts: Sequence[str], *, final: str, read_only_root: bool, workdir:
     return "\n".join(lines) + "\n"
 
 
+def _inside(target: str) -> str:
+    """``target`` relative to the new root, its symbolic links resolved as the pod sees them
+    (the host's root is the image's lower layer): ``mkdir -p`` through an absolute link such
+    as /var/run -> /run would otherwise create the directory on the host."""
+    return shlex.quote("." + os.path.realpath(target))
+
+
 def _bind(source: Path | str, target: str, *, read_only: bool) -> list[str]:
-    dest = shlex.quote("." + target)
+    dest = _inside(target)
     out = [f"mkdir -p {dest}", f"mount --bind {shlex.quote(str(source))} {dest}"]
     if read_only:
         out.append(f"mount -o remount,bind,ro,nosuid,nodev {dest}")
@@ -298,7 +305,7 @@ class PodSpec:
             size = limit.replace("Ki", "k").replace("Mi", "m").replace("Gi", "g")
             options = "mode=2777" + (f",gid={fs_group}" if fs_group is not None else "")
             options += (f",size={size}" if size else "") + (",ro" if read_only else "")
-            dest = shlex.quote("." + target)
+            dest = _inside(target)
             self.mounts += [f"mkdir -p {dest}", f"mount -t tmpfs -o {options} {name} {dest}"]
             return
         if "configMap" in volume:
