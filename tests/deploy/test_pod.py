@@ -123,7 +123,14 @@ def chart() -> Iterator[Any]:
 class Rendered:
     """A case of the chart rendered for this host: the emulator's URL, a free port."""
 
-    def __init__(self, chart: Any, case: str, emulator: OAuth2Emulator, **config: Any) -> None:
+    def __init__(
+        self,
+        chart: Any,
+        case: str,
+        emulator: OAuth2Emulator,
+        values: dict[str, Any] | None = None,
+        **config: Any,
+    ) -> None:
         config = merged(
             {
                 "server": {"listen": f"0.0.0.0:{free_port()}"},
@@ -131,7 +138,7 @@ class Rendered:
             },
             config,
         )
-        self.values = merged(CASES[case], {"config": config})
+        self.values = merged(CASES[case], {**(values or {}), "config": config})
         self.docs = render(chart, self.values)["docs"]
         self.deployment = one(self.docs, "Deployment")
         self.check_pod = one(self.docs, "Pod", hook=True)
@@ -264,11 +271,21 @@ def stop(pod: Pod, rendered: Rendered) -> str:
     return output
 
 
+#: the chart's identity, and an arbitrary one with no passwd entry in the image (as
+#: OpenShift's restricted policy assigns from the namespace's range; HOME is then /)
+IDENTITIES = {
+    "chart-uid": {},
+    "arbitrary-uid": {"runAsUser": 1000680000, "runAsGroup": 1000680000, "fsGroup": 1000680000},
+}
+
+
+@pytest.mark.parametrize("identity", IDENTITIES)
 def test_the_daemon_lives_under_the_pods_constraints(
-    chart: Any, layer: Path, emulator: OAuth2Emulator, tmp_path: Path
+    chart: Any, layer: Path, emulator: OAuth2Emulator, tmp_path: Path, identity: str
 ) -> None:
     """ci/file-values.yaml: the file store and the spool on the claim."""
-    rendered = Rendered(chart, "file", emulator)
+    values = {"podSecurityContext": IDENTITIES[identity]}
+    rendered = Rendered(chart, "file", emulator, values=values)
     [claim] = rendered.claims
     pvc = tmp_path / claim
     spec = rendered.spec(rendered.deployment, tmp_path, secrets=SECRETS)

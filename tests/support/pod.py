@@ -171,10 +171,12 @@ def image_layer(python: str) -> Path:
     target = wheels.parent / f"pod-image-{wheels.name}-{key}"
     if (target / ".complete").exists():
         return target
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(mode=0o755, parents=True)
+    # the venv names IMAGE_PREFIX, not the host directory, so it can be built aside and renamed
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(mode=0o755, parents=True)
     mounts = [
-        *_bind(target, IMAGE_PREFIX, read_only=False),
+        *_bind(partial, IMAGE_PREFIX, read_only=False),
         *_bind(wheels, "/wheels", read_only=True),
         *_bind(INSTALL_SCRIPT.parent, "/src", read_only=True),
         "mkdir -p tmp && mount -t tmpfs tmp tmp",
@@ -188,7 +190,9 @@ def image_layer(python: str) -> Path:
             check=True,
             timeout=600,
         )
-    (target / ".complete").touch()
+    (partial / ".complete").touch()
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
     return target
 
 
@@ -255,11 +259,13 @@ class PodSpec:
         [box] = spec["containers"]
         pod_ctx = spec.get("securityContext") or {}
         ctx = {**pod_ctx, **(box.get("securityContext") or {})}
-        uid, gid = int(ctx["runAsUser"]), int(ctx.get("runAsGroup", 0))
+        image_uid, _, image_gid = image.user.partition(":")
+        uid = int(ctx.get("runAsUser", image_uid))
+        gid = int(ctx.get("runAsGroup", image_gid or 0))
         fs_group = pod_ctx.get("fsGroup")
         groups = sorted({fs_group, *pod_ctx.get("supplementalGroups", [])} - {None})
         # HOME: the image's passwd entry for the UID, else /
-        home = image.workdir if str(uid) == image.user.partition(":")[0] else "/"
+        home = image.workdir if str(uid) == image_uid else "/"
         env = {**image.env, "HOSTNAME": "rotator-pod", "HOME": home}
         for source in box.get("envFrom", []):
             env.update(secrets[source["secretRef"]["name"]])
