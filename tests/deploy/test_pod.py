@@ -268,6 +268,9 @@ def stop(pod: Pod, rendered: Rendered) -> str:
     assert took < rendered.grace
     assert "Traceback" not in output
     assert "Read-only file system" not in output
+    # nothing under these constraints is worth more than an info line
+    levels = {json.loads(line)["level"] for line in output.splitlines() if line.startswith("{")}
+    assert levels <= {"debug", "info"}, output
     return output
 
 
@@ -344,6 +347,25 @@ def test_the_daemon_lives_under_the_pods_constraints(
     for name in written:
         assert (pvc / name).lstat().st_uid == rendered.context["runAsUser"], name
     assert (pvc / "spool").stat().st_mode & 0o777 == 0o700
+
+    # Recreate: the next pod on the claim finds the grant and the spool's key, and has
+    # nothing to rotate yet
+    key = (pvc / "spool" / "spool.key").read_bytes()
+    [issued] = emulator.grants.values()
+    rotations = issued.refreshes
+    pod = start(spec, layer, rendered)
+    try:
+        answers_ok(rendered.probe_url("readinessProbe"), timeout=30)
+        shown = pod.exec(["rotator", "status", "--json"])
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        [account] = json.loads(shown.stdout)["accounts"]
+        assert account["account"] == ACCOUNT and account["has_refresh_token"]
+        assert not account["failed"] and account["last_success_at"]
+        stop(pod, rendered)
+    finally:
+        pod.close()
+    assert (issued.refreshes, issued.revoked) == (rotations, False)
+    assert (pvc / "spool" / "spool.key").read_bytes() == key
 
 
 def test_helm_test_pod_passes_under_the_same_constraints(
