@@ -31,15 +31,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import helm_python.chart as helm_chart
 import pytest
 
-from tests.deploy.test_helm import CASES, NAMESPACE, container, one, pod_spec, render
+from tests.deploy.test_helm import CASES, CHART, NAMESPACE, ROOT, container, one, pod_spec, render
 from tests.fakes.kubernetes import FakeKubernetes, service_account_jwt
 from tests.fakes.oauth2 import OAuth2Emulator
 from tests.support import leakcheck
-from tests.support.install import ROOT
 from tests.support.net import free_port, wait_until
-from tests.support.pod import IMAGE_PREFIX, Image, Pod, PodSpec, image_layer, missing, pod_python
+from tests.support.pod import IMAGE_PREFIX, Image, Pod, PodSpec, image_layer, missing
 from tests.support.servers import OpenBao, openbao
 
 REASON = missing()
@@ -66,19 +66,6 @@ WRITE_PROBES = {
     "/tmp": True,
     "/var/lib/rotator": True,
 }
-PROBE_SCRIPT = """
-import errno, json, os, sys
-out = {}
-for path in sys.argv[1:]:
-    name = os.path.join(path, ".pod-write-probe")
-    try:
-        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(name)
-        out[path] = "written"
-    except OSError as exc:
-        out[path] = errno.errorcode[exc.errno]
-print(json.dumps(out))
-"""
 
 
 def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -94,9 +81,7 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def layer() -> Path:
-    python = pod_python()
-    assert python is not None
-    return image_layer(python)
+    return image_layer()
 
 
 @pytest.fixture
@@ -111,9 +96,7 @@ def emulator() -> Iterator[OAuth2Emulator]:
 
 @pytest.fixture(scope="module")
 def chart() -> Iterator[Any]:
-    import helm_python.chart as helm_chart
-
-    loaded = helm_chart.Chart.load(Path(__file__).resolve().parents[2] / "helm" / "rotator")
+    loaded = helm_chart.Chart.load(CHART)
     try:
         yield loaded
     finally:
@@ -206,11 +189,6 @@ def answers_ok(url: str, *, timeout: float) -> None:
     wait_until(lambda: http_status(url) == 200, timeout=timeout, what=f"200 from {url}")
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
-
-
 def mebibytes(quantity: str) -> float:
     """A Kubernetes memory quantity (Mi, Gi) in MiB."""
     units = {"Mi": 1, "Gi": 1024}
@@ -243,7 +221,7 @@ def start(spec: PodSpec, layer: Path, rendered: Rendered) -> Pod:
     pod = Pod(spec, layer)
     try:
         pod.wait_started()
-        status = proc_status(pod.pid)
+        status = pod.status()
         context = rendered.context
         assert status["Uid"].split() == [str(context["runAsUser"])] * 4
         assert status["Gid"].split() == [str(context["runAsGroup"])] * 4
@@ -319,10 +297,7 @@ def test_the_daemon_lives_under_the_pods_constraints(
         assert ACCOUNT in shown.stdout
 
         # the root and the read-only mounts refuse the pod's user; its volumes take writes
-        probe = pod.exec(["/opt/rotator/bin/python", "-c", PROBE_SCRIPT, *WRITE_PROBES])
-        assert probe.returncode == 0, probe.stderr
-        answers = json.loads(probe.stdout)
-        assert answers == {
+        assert pod.try_writes(list(WRITE_PROBES)) == {
             path: "written" if writable else "EROFS" for path, writable in WRITE_PROBES.items()
         }
 
@@ -332,7 +307,7 @@ def test_the_daemon_lives_under_the_pods_constraints(
         assert files_under(inside / "dev" / "shm") == []
 
         # its peak resident memory fits the chart's limit with room (the kubelet kills above it)
-        peak_kib = int(proc_status(pod.pid)["VmHWM"].split()[0])
+        peak_kib = int(pod.status()["VmHWM"].split()[0])
         limit = mebibytes(container(rendered.deployment)["resources"]["limits"]["memory"])
         assert peak_kib / 1024 < limit / 2, f"peak RSS {peak_kib} KiB, limit {limit} MiB"
         stop(pod, rendered)

@@ -5,12 +5,10 @@ process live under what the kubelet and a container runtime do with it
 (tests/deploy/test_pod.py): new mount and PID namespaces (the entrypoint is PID
 1) whose root is an overlay of the host's root, the image layer (the virtualenv
 docker/install.sh built, at the image's prefix) and the image's user, remounted
-read-only; the volumes as the kubelet prepares them (a ConfigMap in its
-atomic-writer layout, an emptyDir as a tmpfs of its sizeLimit, a claim as a host
-directory, the projected ServiceAccount token, all with the fsGroup ownership);
-the image's environment, then the container's, Secrets resolved; the user,
-groups and privileges by ``setpriv``. Not modelled: the seccomp profile, cgroup
-limits, a network namespace (the pod shares the host's loopback with the tests).
+read-only; the volumes, environment, user and groups that tests/support/kubelet.py
+reads from the pod spec; no capabilities and ``no_new_privs`` by ``setpriv``.
+Not modelled: the seccomp profile, cgroup limits, a network namespace (the pod
+shares the host's loopback with the tests).
 """
 
 from __future__ import annotations
@@ -26,24 +24,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from tests.support import leakcheck
-from tests.support.install import INSTALL_SCRIPT, ROOT, wheelhouse
+from tests.support.install import INSTALL_SCRIPT, wheelhouse
+from tests.support.kubelet import DEFAULT_PATH, Image, PodSpec, bind_lines
 from tests.support.net import wait_until
 
 __all__ = ["IMAGE_PREFIX", "Image", "Pod", "PodSpec", "image_layer", "missing", "pod_python"]
 
-DOCKERFILE = ROOT / "Dockerfile"
 #: where the Dockerfile puts the virtualenv (its scripts name this path)
 IMAGE_PREFIX = "/opt/rotator"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOOLS = ("unshare", "setpriv", "nsenter", "mount", "umount", "pivot_root")
 UNSHARE = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private"]
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def pod_python() -> str | None:
@@ -72,50 +67,7 @@ def missing() -> str | None:
     return None
 
 
-# --- the image and the launcher ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Image:
-    """What the Dockerfile's final stage gives a container."""
-
-    env: dict[str, str]
-    entrypoint: list[str]
-    cmd: list[str]
-    workdir: str
-    #: USER as "UID[:GID]"
-    user: str
-
-    @classmethod
-    def from_dockerfile(cls, path: Path = DOCKERFILE) -> Image:
-        stages: list[list[tuple[str, str]]] = []
-        for line in path.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
-            word, _, rest = line.strip().partition(" ")
-            if word.upper() == "FROM":
-                stages.append([])
-            elif word and not word.startswith("#") and stages:
-                stages[-1].append((word.upper(), rest.strip()))
-        env: dict[str, str] = {"PATH": DEFAULT_PATH}
-        found = {"WORKDIR": "/", "USER": "0", "ENTRYPOINT": "[]", "CMD": "[]"}
-        for word, rest in stages[-1]:
-            if word == "ENV":
-                for item in shlex.split(rest):
-                    key, _, value = item.partition("=")
-                    env[key] = value.replace("$PATH", env.get("PATH", DEFAULT_PATH))
-            elif word in found:
-                found[word] = rest
-        return cls(
-            env=env,
-            entrypoint=json.loads(found["ENTRYPOINT"]),
-            cmd=json.loads(found["CMD"]),
-            workdir=found["WORKDIR"],
-            user=found["USER"],
-        )
-
-    def passwd_line(self) -> str:
-        """The Dockerfile's user (useradd rotator, home /var/lib/rotator, the WORKDIR)."""
-        uid, _, gid = self.user.partition(":")
-        return f"rotator:x:{uid}:{gid or uid}::{self.workdir}:/usr/sbin/nologin"
+# --- the launcher and the image layer -----------------------------------------------------
 
 
 def _script(mounts: Sequence[str], *, final: str, read_only_root: bool, workdir: str) -> str:
@@ -148,24 +100,11 @@ def _script(mounts: Sequence[str], *, final: str, read_only_root: bool, workdir:
     return "\n".join(lines) + "\n"
 
 
-def _inside(target: str) -> str:
-    """``target`` relative to the new root, its symbolic links resolved as the pod sees them
-    (the host's root is the image's lower layer): ``mkdir -p`` through an absolute link such
-    as /var/run -> /run would otherwise create the directory on the host."""
-    return shlex.quote("." + os.path.realpath(target))
-
-
-def _bind(source: Path | str, target: str, *, read_only: bool) -> list[str]:
-    dest = _inside(target)
-    out = [f"mkdir -p {dest}", f"mount --bind {shlex.quote(str(source))} {dest}"]
-    if read_only:
-        out.append(f"mount -o remount,bind,ro,nosuid,nodev {dest}")
-    return out
-
-
-def image_layer(python: str) -> Path:
+def image_layer(python: str | None = None) -> Path:
     """The virtualenv docker/install.sh builds at IMAGE_PREFIX on a read-only root, cached
     per wheelhouse, install script and interpreter; bind-mounted there in every pod."""
+    python = python or pod_python()
+    assert python, missing()
     wheels = wheelhouse()
     key = hashlib.sha256((INSTALL_SCRIPT.read_text() + python).encode()).hexdigest()[:12]
     target = wheels.parent / f"pod-image-{wheels.name}-{key}"
@@ -176,9 +115,9 @@ def image_layer(python: str) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(mode=0o755, parents=True)
     mounts = [
-        *_bind(partial, IMAGE_PREFIX, read_only=False),
-        *_bind(wheels, "/wheels", read_only=True),
-        *_bind(INSTALL_SCRIPT.parent, "/src", read_only=True),
+        *bind_lines(partial, IMAGE_PREFIX, read_only=False),
+        *bind_lines(wheels, "/wheels", read_only=True),
+        *bind_lines(INSTALL_SCRIPT.parent, "/src", read_only=True),
         "mkdir -p tmp && mount -t tmpfs tmp tmp",
     ]
     command = f"sh /src/{INSTALL_SCRIPT.name} {IMAGE_PREFIX} /wheels {shlex.quote(python)}"
@@ -196,144 +135,19 @@ def image_layer(python: str) -> Path:
     return target
 
 
-# --- the pod spec, as the kubelet reads it -------------------------------------------------
-
-
-def set_volume_ownership(path: Path, fs_group: int | None, *, read_only: bool) -> None:
-    """The kubelet's ``fsGroup`` treatment: group-owned, group-readable (and writable unless
-    read-only), directories setgid so that new files inherit the group."""
-    if fs_group is None:
-        return
-    mask = 0o440 if read_only else 0o660
-    for entry in [path, *path.rglob("*")]:
-        info = entry.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            continue
-        os.chown(entry, -1, fs_group)
-        extra = mask | (0o110 | stat.S_ISGID if stat.S_ISDIR(info.st_mode) else 0)
-        entry.chmod(stat.S_IMODE(info.st_mode) | extra)
-
-
-def atomic_writer(directory: Path, files: Mapping[str, str], mode: int = 0o644) -> Path:
-    """A ConfigMap or Secret volume as the kubelet writes it: the files in a timestamped
-    directory, ``..data`` linking to it, and each key a link through ``..data``."""
-    directory.mkdir(mode=0o755, parents=True)
-    stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.000000001", time.gmtime())
-    (directory / stamp).mkdir(mode=0o755)
-    for name, text in files.items():
-        (directory / stamp / name).write_text(text, encoding="utf-8")
-        (directory / stamp / name).chmod(mode)
-        (directory / name).symlink_to(f"..data/{name}")
-    (directory / "..data").symlink_to(stamp)
-    return directory
-
-
-@dataclass
-class PodSpec:
-    """One container of a pod spec, turned into what its process gets."""
-
-    uid: int
-    gid: int
-    groups: list[int]
-    argv: list[str]
-    env: dict[str, str]
-    workdir: str
-    read_only_root: bool
-    no_new_privs: bool
-    drop_all: bool
-    #: launcher lines that mount the image's files and the volumes (cwd: the new root)
-    mounts: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_pod_spec(
-        cls,
-        spec: Mapping[str, Any],
-        *,
-        image: Image,
-        workspace: Path,
-        configmaps: Mapping[str, Mapping[str, str]],
-        secrets: Mapping[str, Mapping[str, str]],
-        claims: Mapping[str, Path],
-        service_account_token: str,
-    ) -> PodSpec:
-        [box] = spec["containers"]
-        pod_ctx = spec.get("securityContext") or {}
-        ctx = {**pod_ctx, **(box.get("securityContext") or {})}
-        image_uid, _, image_gid = image.user.partition(":")
-        uid = int(ctx.get("runAsUser", image_uid))
-        gid = int(ctx.get("runAsGroup", image_gid or 0))
-        fs_group = pod_ctx.get("fsGroup")
-        groups = sorted({fs_group, *pod_ctx.get("supplementalGroups", [])} - {None})
-        # HOME: the image's passwd entry for the UID, else /
-        home = image.workdir if str(uid) == image_uid else "/"
-        env = {**image.env, "HOSTNAME": "rotator-pod", "HOME": home}
-        for source in box.get("envFrom", []):
-            env.update(secrets[source["secretRef"]["name"]])
-        for item in box.get("env", []):
-            ref = item.get("valueFrom", {}).get("secretKeyRef")
-            env[item["name"]] = secrets[ref["name"]][ref["key"]] if ref else item["value"]
-        pod = cls(
-            uid=uid,
-            gid=gid,
-            groups=[int(g) for g in groups],
-            argv=[*(box.get("command") or image.entrypoint), *box.get("args", image.cmd)],
-            env=env,
-            workdir=box.get("workingDir") or image.workdir,
-            read_only_root=bool(ctx.get("readOnlyRootFilesystem")),
-            no_new_privs=ctx.get("allowPrivilegeEscalation") is False,
-            drop_all="ALL" in (ctx.get("capabilities") or {}).get("drop", []),
-            mounts=[f"echo {shlex.quote(image.passwd_line())} >> etc/passwd"],
-        )
-        volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        sources = {**configmaps, **{f"claim:{k}": v for k, v in claims.items()}}
-        for mount in box.get("volumeMounts", []):
-            pod._mount(volumes[mount["name"]], mount, workspace, sources, fs_group=fs_group)
-        if spec.get("automountServiceAccountToken", True):
-            files = {"token": service_account_token, "namespace": "default", "ca.crt": ""}
-            tokens = atomic_writer(workspace / "serviceaccount", files)
-            set_volume_ownership(tokens, fs_group, read_only=True)
-            pod.mounts += _bind(tokens, SERVICE_ACCOUNT_DIR, read_only=True)
-        return pod
-
-    def _mount(
-        self,
-        volume: Mapping[str, Any],
-        mount: Mapping[str, Any],
-        workspace: Path,
-        sources: Mapping[str, Any],
-        *,
-        fs_group: int | None,
-    ) -> None:
-        target, read_only = mount["mountPath"], bool(mount.get("readOnly"))
-        name = volume["name"]
-        if "emptyDir" in volume:
-            limit = (volume["emptyDir"] or {}).get("sizeLimit", "")
-            size = limit.replace("Ki", "k").replace("Mi", "m").replace("Gi", "g")
-            options = "mode=2777" + (f",gid={fs_group}" if fs_group is not None else "")
-            options += (f",size={size}" if size else "") + (",ro" if read_only else "")
-            dest = _inside(target)
-            self.mounts += [f"mkdir -p {dest}", f"mount -t tmpfs -o {options} {name} {dest}"]
-            return
-        if "configMap" in volume:
-            source = atomic_writer(workspace / name, sources[volume["configMap"]["name"]])
-            set_volume_ownership(source, fs_group, read_only=True)
-        elif "persistentVolumeClaim" in volume:
-            source = sources[f"claim:{volume['persistentVolumeClaim']['claimName']}"]
-            set_volume_ownership(source, fs_group, read_only=read_only)
-        else:
-            raise AssertionError(f"volume {name}: kind not modelled: {sorted(volume)}")
-        self.mounts += _bind(source, target, read_only=read_only)
-
-    def setpriv(self) -> list[str]:
-        """The user and privileges the runtime gives the container's processes."""
-        groups = ",".join(map(str, self.groups))
-        command = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}"]
-        command.append(f"--groups={groups}" if groups else "--clear-groups")
-        if self.drop_all:
-            command += ["--inh-caps=-all", "--bounding-set=-all"]
-        if self.no_new_privs:
-            command.append("--no-new-privs")
-        return [*command, "--"]
+_TRY_WRITES = """
+import errno, json, os, sys
+out = {}
+for path in sys.argv[1:]:
+    name = os.path.join(path, ".pod-write-probe")
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(name)
+        out[path] = "written"
+    except OSError as exc:
+        out[path] = errno.errorcode[exc.errno]
+print(json.dumps(out))
+"""
 
 
 # --- a running pod ------------------------------------------------------------------------
@@ -348,7 +162,7 @@ class Pod:
         self.stage = Path(tempfile.mkdtemp(prefix="rotator-pod-"))
         self.log_path = leakcheck.log_file(name)
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115
-        mounts = [*_bind(layer, IMAGE_PREFIX, read_only=True), *spec.mounts]
+        mounts = [*bind_lines(layer, IMAGE_PREFIX, read_only=True), *spec.mounts]
         final = shlex.join([*spec.setpriv(), *spec.argv])
         ro = spec.read_only_root
         script = _script(mounts, final=final, read_only_root=ro, workdir=spec.workdir)
@@ -402,6 +216,19 @@ class Pod:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def status(self) -> dict[str, str]:
+        """/proc/PID/status of the container's PID 1 (Uid, CapEff, NoNewPrivs, VmHWM, ...)."""
+        lines = Path(f"/proc/{self.pid}/status").read_text().splitlines()
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+    def try_writes(self, directories: Sequence[str]) -> dict[str, str]:
+        """Whether the pod's user can create a file in each directory: "written", or the
+        errno's name (EROFS on a read-only mount, EACCES where permissions refuse)."""
+        answer = self.exec([f"{IMAGE_PREFIX}/bin/python", "-c", _TRY_WRITES, *directories])
+        assert answer.returncode == 0, answer.stderr
+        result: dict[str, str] = json.loads(answer.stdout)
+        return result
 
     def exec(
         self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60
