@@ -2,13 +2,13 @@
 
 Rendering proves the chart's manifest says the right things; this makes a
 process live under what the kubelet and a container runtime do with it
-(tests/deploy/test_pod.py): new mount and PID namespaces (the entrypoint is PID
-1) whose root is an overlay of the host's root, the image layer (the virtualenv
-docker/install.sh built, at the image's prefix) and the image's user, remounted
-read-only; the volumes, environment, user and groups that tests/support/kubelet.py
-reads from the pod spec; no capabilities and ``no_new_privs`` by ``setpriv``.
-Not modelled: the seccomp profile, cgroup limits, a network namespace (the pod
-shares the host's loopback with the tests).
+(tests/deploy/test_pod.py): new mount, PID and UTS namespaces (the entrypoint is
+PID 1, the hostname the pod's) whose root is an overlay of the host's root, the
+image layer (the virtualenv docker/install.sh built, at the image's prefix) and
+the image's user, remounted read-only; the volumes, environment, user and groups
+that tests/support/kubelet.py reads from the pod spec; no capabilities and
+``no_new_privs`` by ``setpriv``. Not modelled: the seccomp profile, cgroup
+limits, a network namespace (the pod shares the host's loopback with the tests).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ __all__ = ["IMAGE_PREFIX", "Image", "Pod", "PodSpec", "image_layer", "missing", 
 #: where the Dockerfile puts the virtualenv (its scripts name this path)
 IMAGE_PREFIX = "/opt/rotator"
 TOOLS = ("unshare", "setpriv", "nsenter", "mount", "umount", "pivot_root")
-UNSHARE = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private"]
+UNSHARE = ["unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child"]
+UNSHARE += ["--propagation", "private"]
 
 
 def pod_python() -> str | None:
@@ -71,7 +72,7 @@ def missing() -> str | None:
 
 
 def _script(mounts: Sequence[str], *, final: str, read_only_root: bool, workdir: str) -> str:
-    """The launcher, run by sh as PID 1 of new mount and PID namespaces, the stage dir as $1."""
+    """The launcher, run by sh as PID 1 of the new namespaces, with the stage dir as $1."""
     lines = [
         "set -eu",
         'stage=$1; root="$stage/root"',
@@ -82,6 +83,8 @@ def _script(mounts: Sequence[str], *, final: str, read_only_root: bool, workdir:
         'mount -t overlay pod-root -o "$layers" "$root"',
         'cd "$root"',
         "mount -t proc proc proc",
+        # the pod's name as its hostname (a lease owner names its host)
+        'echo "${HOSTNAME:-pod}" > /proc/sys/kernel/hostname',
         "mount -t sysfs -o ro,nosuid,nodev,noexec sysfs sys",
         "mount -t tmpfs -o mode=0755,nosuid dev dev",
         "for node in null zero full random urandom tty; do"
@@ -234,7 +237,7 @@ class Pod:
         self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """``kubectl exec``: a command in the container's namespaces, as its user, with its env."""
-        command = ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--root", "--wd"]
+        command = ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--uts", "--root", "--wd"]
         result = subprocess.run(
             [*command, *self.spec.setpriv(), *argv],
             input=stdin,
