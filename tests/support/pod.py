@@ -126,14 +126,22 @@ def image_layer(python: str | None = None) -> Path:
     command = f"sh /src/{INSTALL_SCRIPT.name} {IMAGE_PREFIX} /wheels {shlex.quote(python)}"
     script = _script(mounts, final=command, read_only_root=True, workdir="/")
     with tempfile.TemporaryDirectory(prefix="rotator-image-") as stage:
-        subprocess.run(
+        built = subprocess.run(
             [*UNSHARE, "sh", "-c", script, "launcher", stage],
             env={"PATH": DEFAULT_PATH, "HOME": "/tmp", "PIP_NO_CACHE_DIR": "1"},
-            check=True,
+            capture_output=True,
+            text=True,
+            check=False,
             timeout=600,
         )
+    if built.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RuntimeError(f"install.sh failed ({built.returncode}):\n{built.stderr[-4000:]}")
     (partial / ".complete").touch()
-    shutil.rmtree(target, ignore_errors=True)
+    if (target / ".complete").exists():  # another run finished first; its pods may use it
+        shutil.rmtree(partial)
+        return target
+    shutil.rmtree(target, ignore_errors=True)  # an unfinished one
     partial.rename(target)
     return target
 
