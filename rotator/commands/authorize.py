@@ -245,7 +245,7 @@ def _read(store: Any, account: str, path: str) -> tuple[Any, Any]:
     record = store.read(path)
     if record is None:
         return AccountState(account), None
-    return AccountState.from_record(account, record.data), record.version
+    return AccountState.from_record(account, record.strings()), record.version
 
 
 def _check_pasted_state(callback: Callback, state: Any, now: datetime) -> None:

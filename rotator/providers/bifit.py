@@ -41,6 +41,7 @@ from rotator.errors import (
 from rotator.providers.base import HttpAnswer, base_view, send
 from rotator.secrets import Secret, resolve
 from rotator.tokens import (
+    ConsumerView,
     TokenSet,
     error_from_status,
     format_time,
@@ -236,7 +237,7 @@ class BifitProvider:
             secrets=secrets,
         )
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
         view = base_view(self.account, self.name, tokens)
         if tokens.extra.get("user_id"):
             view["user_id"] = tokens.extra["user_id"]

@@ -15,7 +15,6 @@ date is the account's ``refresh_expires_at`` so the expiry alerts fire for it.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, ClassVar
 from urllib.parse import urlencode
@@ -28,7 +27,14 @@ from rotator.errors import BadResponse, InvalidGrant, PermanentProviderError, se
 from rotator.providers.base import base_view, send
 from rotator.providers.oauth2 import basic_auth_header, keep_refresh_token, token_request
 from rotator.secrets import Secret, resolve
-from rotator.tokens import TokenSet, error_from_status, format_time, parse_time
+from rotator.tokens import (
+    ConsumerView,
+    TokenSet,
+    ViewValue,
+    error_from_status,
+    format_time,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -251,12 +257,11 @@ class FaxPlusProvider:
         )
         return replace(tokens, refresh_expires_at=state.refresh_expires_at)
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
-        view = base_view(self.account, self.name, tokens)
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
+        view: dict[str, ViewValue] = {**base_view(self.account, self.name, tokens)}
         view["client_id"] = self.settings.client_id
-        view["headers"] = json.dumps(
-            api_headers(tokens.access_token.reveal(), self.settings.client_id), sort_keys=True
-        )
+        # an object: the HTTP headers of an API call as they are (DESIGN.md)
+        view["headers"] = api_headers(tokens.access_token.reveal(), self.settings.client_id)
         return view
 
 
@@ -305,8 +310,8 @@ class FaxPlusPatProvider:
             extra={"pat_expires_at": format_time(s.expires_at)},
         )
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
-        view = base_view(self.account, self.name, tokens)
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
+        view: dict[str, ViewValue] = {**base_view(self.account, self.name, tokens)}
         view["expires_at"] = format_time(self.settings.expires_at)
-        view["headers"] = json.dumps(api_headers(tokens.access_token.reveal(), None))
+        view["headers"] = api_headers(tokens.access_token.reveal(), None)
         return view
