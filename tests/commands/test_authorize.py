@@ -79,6 +79,7 @@ def write_config(
                 "authorize_url": vendor.authorize_url,
                 "api_base": vendor.api_base,
                 "sinks": [{"store": "files", "path": "acme-fax.json"}],
+                "enhanced_security": False,
                 **extra,
             }
         },
