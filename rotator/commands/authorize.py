@@ -172,7 +172,7 @@ def authorize(
             warn_if_exposed(*address)
         # the listener accepts only the redirect carrying state_value: nothing else ends the wait
         with CallbackListener(
-            address[0], address[1], urlsplit(redirect_uri).path, state_value
+            address[0], address[1], urlsplit(redirect_uri).path, state_value, account=account
         ) as listener:
             say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
             say(f"Waiting for the redirect on {address[0]}:{address[1]} ...")
@@ -252,8 +252,10 @@ def _read(store: Any, account: str, path: str) -> tuple[Any, Any]:
 def _check_pasted_state(callback: Callback, state: Any, now: datetime) -> None:
     if callback.state is None:
         print(
-            "note: a bare code was given, so its state cannot be checked; paste the whole "
-            "redirect address to have it checked",
+            "note: no state came with the code (a bare code, or Fax.Plus did not send the "
+            "state back in the redirect), so it cannot be checked against the URL printed "
+            "by `rotator authorize`; going on. Where the redirect address has a state, paste "
+            "the whole address to have it checked",
             file=sys.stderr,
         )
         return

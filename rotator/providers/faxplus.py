@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 import structlog
 from pydantic import Field, PlainValidator
 
+from rotator.config.fields import shown
 from rotator.config.models import AccountSettings, HttpUrl, Ref
 from rotator.errors import BadResponse, InvalidGrant, PermanentProviderError, secret_values
 from rotator.providers.base import base_view, send
@@ -66,6 +67,8 @@ _log = structlog.get_logger("rotator.providers.faxplus")
 #: on accounts with enhanced security controls, a refresh token lives this long
 #: from the authorization; refreshing does not extend it.
 ENHANCED_SECURITY_LIFETIME = timedelta(days=30)
+#: what the client id of every Fax.Plus app starts with (their documents and console)
+CLIENT_ID_PREFIX = "APIK-"
 #: ``extra`` key: the refresh-token expiry Fax.Plus itself sent for the stored refresh
 #: token (``refresh_token_expires_in``), kept while that token is in use
 SENT_EXPIRY = "refresh_expiry_sent"
@@ -108,6 +111,19 @@ class FaxPlusSettings(AccountSettings):
     token_url: HttpUrl = "https://accounts.fax.plus/token"
     authorize_url: HttpUrl = "https://accounts.fax.plus/login"
     api_base: HttpUrl = "https://restapi.fax.plus/v3"
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """(key, advice) for what is valid but unlike Fax.Plus's documents (`rotator check`)."""
+        if self.client_id.startswith(CLIENT_ID_PREFIX):
+            return []
+        return [
+            (
+                "client_id",
+                f"{shown(self.client_id)} does not start with {CLIENT_ID_PREFIX}, as the client "
+                "ids of Fax.Plus apps do; check that it is the app's client id (not its name), "
+                "or the token endpoint will answer invalid_client",
+            )
+        ]
 
 
 class FaxPlusPatSettings(AccountSettings):
