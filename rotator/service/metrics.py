@@ -38,14 +38,17 @@ from prometheus_client import (
 from prometheus_client.exposition import MetricsHandler
 
 from rotator import __version__
-from rotator.providers.bifit import RELOGIN_AT
 from rotator.service.health import Probe, probe_answer
 from rotator.tokens import format_time
 
 if TYPE_CHECKING:
     from rotator.state import AccountState
 
-__all__ = ["Metrics", "exposition_handler"]
+__all__ = ["RELOGIN_AT", "Metrics", "exposition_handler"]
+
+#: the ``extra`` key of a password re-login (rotator.providers.bifit.RELOGIN_AT; not
+#: imported from there, so a daemon without BIFIT accounts never loads that module)
+RELOGIN_AT = "relogin_at"
 
 
 class Metrics:

@@ -387,6 +387,13 @@ def test_relogin_is_recorded_in_the_state_through_a_rotation(
     assert _relogins(metrics) == 2
 
 
+def test_the_metrics_read_the_marker_bifit_writes() -> None:
+    from rotator.providers import bifit
+    from rotator.service import metrics
+
+    assert metrics.RELOGIN_AT == bifit.RELOGIN_AT
+
+
 def _relogins(metrics: Metrics) -> float:
     value = metrics.registry.get_sample_value(
         "rotator_password_relogins_total", {"account": "acct"}
