@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 from rotator.errors import (
     BadResponse,
@@ -42,7 +42,9 @@ from rotator.secrets import Secret
 __all__ = [
     "MAX_RESPONSE_BYTES",
     "MIN_LIFETIME",
+    "ConsumerView",
     "TokenSet",
+    "ViewValue",
     "error_from_status",
     "format_time",
     "oauth_error",
@@ -74,6 +76,15 @@ _TYPE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _EXTRA_KEYS = ("user_id", "id_token_present")
 _EXTRA_LIMIT = 256
+
+
+#: one value of a consumer view: text, or an object of texts that a consumer uses as
+#: it is (Fax.Plus ``headers``: ``requests.get(url, headers=secret["headers"])``).
+#: Not ``str`` alone: an object flattened into a JSON string has to be decoded twice,
+#: and a view typed ``dict[str, str]`` invites exactly that.
+ViewValue: TypeAlias = str | Mapping[str, str]
+#: what sinks receive (DESIGN.md, "What sinks receive"): JSON values, not only strings
+ConsumerView: TypeAlias = Mapping[str, ViewValue]
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ def write_config(tmp_path: Path, token_url: str = UNREACHABLE, **store: Any) -> 
                 "provider": "faxplus",
                 "client_id": "APIK-cli",
                 "client_secret": "env:CLI_TEST_SECRET",
+                "enhanced_security": False,
                 "redirect_uri": "http://127.0.0.1:8765/callback",
                 "sinks": [{"store": "files", "path": "fax.json"}],
             },

@@ -103,7 +103,7 @@ class StoreAlertMemory:
         if record is None:
             return {}, None
         sent: dict[str, Sent] = {}
-        for key, text in record.data.items():
+        for key, text in record.strings().items():
             if key == "format":
                 continue
             try:

@@ -49,9 +49,12 @@ from rotator.backends.base import (
     canonical_json,
     checked_path,
     reason,
+    record_data,
     require_json,
+    store_data,
 )
 from rotator.errors import StoreConflict, StoreError, StoreNotManaged
+from rotator.tokens import ViewValue
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
@@ -117,7 +120,7 @@ class AwsStore:
                 exc, self.settings, store=self.name, operation=operation, secret=secret
             ) from None
 
-    def _current(self, secret: str) -> tuple[dict[str, str], str] | None:
+    def _current(self, secret: str) -> tuple[dict[str, ViewValue], str] | None:
         """(data, VersionId) of AWSCURRENT; None if the secret or its value is missing."""
         try:
             answer = self._call(
@@ -141,7 +144,7 @@ class AwsStore:
     def write(
         self,
         path: str,
-        data: Mapping[str, str],
+        data: Mapping[str, ViewValue],
         *,
         expected_version: Version | None,
         fmt: str = "json",
@@ -149,7 +152,7 @@ class AwsStore:
     ) -> WriteResult:
         require_json(self.name, "Secrets Manager", fmt, path)
         secret = self._secret_name(path)
-        new = {str(k): str(v) for k, v in data.items()}
+        new = store_data(data)
         body = canonical_json(new)
         try:
             described = self._call(
@@ -353,7 +356,7 @@ def _cas_lost(secret: str, expected: Version | None, current: str | None, adopt:
     return ""
 
 
-def _json_object(text: object, secret: str, store: str) -> dict[str, str]:
+def _json_object(text: object, secret: str, store: str) -> dict[str, ViewValue]:
     """A SecretString as the store's data; a value rotator cannot have written is an error."""
     try:
         loaded = json.loads(text) if isinstance(text, str) else None
@@ -365,7 +368,7 @@ def _json_object(text: object, secret: str, store: str) -> dict[str, str]:
             store=store,
             path=secret,
         )
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in loaded.items()}
+    return record_data(loaded)
 
 
 if TYPE_CHECKING:

@@ -15,6 +15,10 @@ Contract (tests/backends/test_contract.py runs it against every store):
 - writing the data a path already holds (at the expected version) writes nothing
   and returns ``WriteResult(version, changed=False)``: no new file, KV version or
   Secrets Manager version per cycle;
+- a value is a string or an object of strings (a consumer view's ``headers``,
+  :data:`~rotator.tokens.ViewValue`); it reads back as what was written, an
+  object as an object, never as the JSON text of one. State and alert records
+  hold strings only (:meth:`Record.strings`);
 - errors are the typed :class:`~rotator.errors.StoreError` family, never an SDK
   exception, and never carry a secret.
 """
@@ -30,6 +34,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 from rotator.errors import StoreError
+from rotator.tokens import ViewValue
 
 __all__ = [
     "FORMATS",
@@ -44,7 +49,9 @@ __all__ = [
     "canonical_json",
     "checked_path",
     "reason",
+    "record_data",
     "require_json",
+    "store_data",
 ]
 
 Version = int | str
@@ -65,8 +72,14 @@ class Validation:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    data: Mapping[str, str]
+    data: Mapping[str, ViewValue]
     version: Version
+
+    def strings(self) -> dict[str, str]:
+        """The data of a record that holds strings only (state, alert records). An
+        object there was not written by rotator: it is given as its JSON text, so the
+        reader reports that field as damaged instead of failing on its type."""
+        return {k: v if isinstance(v, str) else _json_text(v) for k, v in self.data.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +99,7 @@ class SecretStore(Protocol):
     def write(
         self,
         path: str,
-        data: Mapping[str, str],
+        data: Mapping[str, ViewValue],
         *,
         expected_version: Version | None,
         fmt: str = "json",
@@ -117,8 +130,38 @@ def reason(exc: StoreError, store_name: str) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-def canonical_json(data: Mapping[str, str]) -> str:
-    return json.dumps(dict(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_json(data: Mapping[str, ViewValue]) -> str:
+    return json.dumps(store_data(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def store_data(data: Mapping[str, ViewValue]) -> dict[str, ViewValue]:
+    """``data`` as plain JSON to send: a copy, objects as dicts (never ``str()`` of one,
+    which would publish a Python repr)."""
+    return {
+        str(k): v if isinstance(v, str) else {str(ik): str(iv) for ik, iv in v.items()}
+        for k, v in data.items()
+    }
+
+
+def record_data(loaded: Mapping[Any, Any]) -> dict[str, ViewValue]:
+    """A decoded JSON object as store data: strings and objects of strings as they are
+    (so a view reads back equal to what was written), any other value (a number, a
+    list, a nested object: not rotator's) as its JSON text."""
+    out: dict[str, ViewValue] = {}
+    for key, value in loaded.items():
+        if isinstance(value, str):
+            out[str(key)] = value
+        elif isinstance(value, dict) and all(
+            isinstance(ik, str) and isinstance(iv, str) for ik, iv in value.items()
+        ):
+            out[str(key)] = dict(value)
+        else:
+            out[str(key)] = _json_text(value)
+    return out
 
 
 #: what every store path must be; Vault and AWS enforce it themselves (issue

@@ -114,7 +114,12 @@ def authorize(
     """
     from rotator.config.models import state_store
     from rotator.http import HttpClients
-    from rotator.providers.faxplus import authorization_url, exchange_code
+    from rotator.providers.faxplus import (
+        authorization_url,
+        exchange_code,
+        refresh_expiry,
+        with_sent_expiry,
+    )
     from rotator.service.app import open_stores
 
     stdout = out or sys.stdout
@@ -167,7 +172,7 @@ def authorize(
             warn_if_exposed(*address)
         # the listener accepts only the redirect carrying state_value: nothing else ends the wait
         with CallbackListener(
-            address[0], address[1], urlsplit(redirect_uri).path, state_value
+            address[0], address[1], urlsplit(redirect_uri).path, state_value, account=account
         ) as listener:
             say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
             say(f"Waiting for the redirect on {address[0]}:{address[1]} ...")
@@ -197,13 +202,15 @@ def authorize(
         except RotatorError:
             _release(store, account, path, owner)
             raise
+        # the code exchange's own refresh_token_expires_in (if any) and the 30-day rule
+        sent = tokens.refresh_expires_at
+        expiry = refresh_expiry(enhanced=settings.enhanced_security, authorized_at=now, sent=sent)
+        tokens = replace(with_sent_expiry(tokens, sent), refresh_expires_at=expiry)
         _store_grant(store, account=account, path=path, settings=settings, tokens=tokens, now=now)
         refresh_note = "it does not expire"
-        if settings.enhanced_security:
-            refresh_note = (
-                f"enhanced security: it expires {format_time(now + _enhanced())}; "
-                "authorize again before then"
-            )
+        if expiry is not None:
+            why = "enhanced security" if settings.enhanced_security else "Fax.Plus says so"
+            refresh_note = f"{why}: it expires {format_time(expiry)}; authorize again before then"
         say(
             f"{account}: authorized at {format_time(now)}; refresh token stored in "
             f"{store_name}:{path} ({refresh_note})"
@@ -233,26 +240,22 @@ def authorize(
     return 0
 
 
-def _enhanced() -> timedelta:
-    from rotator.providers.faxplus import ENHANCED_SECURITY_LIFETIME
-
-    return ENHANCED_SECURITY_LIFETIME
-
-
 def _read(store: Any, account: str, path: str) -> tuple[Any, Any]:
     from rotator.state import AccountState
 
     record = store.read(path)
     if record is None:
         return AccountState(account), None
-    return AccountState.from_record(account, record.data), record.version
+    return AccountState.from_record(account, record.strings()), record.version
 
 
 def _check_pasted_state(callback: Callback, state: Any, now: datetime) -> None:
     if callback.state is None:
         print(
-            "note: a bare code was given, so its state cannot be checked; paste the whole "
-            "redirect address to have it checked",
+            "note: no state came with the code (a bare code, or Fax.Plus did not send the "
+            "state back in the redirect), so it cannot be checked against the URL printed "
+            "by `rotator authorize`; going on. Where the redirect address has a state, paste "
+            "the whole address to have it checked",
             file=sys.stderr,
         )
         return
@@ -338,7 +341,7 @@ def _store_grant(
             state.with_tokens(tokens),
             provider=settings.provider,
             authorized_at=now,
-            refresh_expires_at=now + _enhanced() if settings.enhanced_security else None,
+            refresh_expires_at=tokens.refresh_expires_at,
             last_success_at=now,
             next_refresh_at=None,  # the daemon rotates and publishes at its next look
             failed=False,

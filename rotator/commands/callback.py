@@ -11,10 +11,18 @@ time). Every other request (a guessed state, no state, a wrong path, an error
 with a wrong state) is answered 400 and ignored, and the listener keeps
 waiting for the real redirect until its timeout: a stranger can neither abort
 the bootstrap nor slip in a code of their own.
+
+Fax.Plus does not document that it sends ``state`` back. A redirect on the
+right path that carries a code but no state is refused like the others (it
+cannot be told from a forged one), but it is not met with silence: the browser
+page and the terminal (once) say that the state was missing and how to finish,
+``rotator authorize ACCOUNT --code '<the address>'``, which the operator can
+judge because they know whether it was their own browser.
 """
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import secrets
 import socket
@@ -157,9 +165,22 @@ def warn_if_exposed(host: str, port: int, err: TextIO | None = None) -> bool:
 class CallbackListener:
     """A loopback HTTP listener that waits for the one redirect carrying ``state``."""
 
-    def __init__(self, host: str, port: int, path: str, state: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        state: str,
+        *,
+        account: str = "ACCOUNT",
+        err: TextIO | None = None,
+    ) -> None:
         self.path = path or "/"
         self.refused = 0  # requests answered 400 and ignored (tests and the timeout message)
+        #: of those, redirects with a code (or error) and no state at all
+        self.stateless = 0
+        self.account = account
+        self._err = err
         self._state = state
         self._result: Callback | None = None
         self._lock = threading.Lock()
@@ -178,6 +199,8 @@ class CallbackListener:
         """Decide on one request: (HTTP status, text for the browser)."""
         split = urlsplit(target)
         callback = _callback_from_query(split.query)
+        if split.path == self.path and callback.state is None and (callback.code or callback.error):
+            return self._stateless()
         if split.path != self.path or not same_state(self._state, callback.state):
             with self._lock:
                 self.refused += 1
@@ -194,6 +217,32 @@ class CallbackListener:
         if callback.error:
             return 400, "The authorization was not granted. See the terminal."
         return 200, "rotator received the authorization. You can close this."
+
+    @property
+    def finish_with_code(self) -> str:
+        return f"rotator authorize {self.account} --code '<the address>'"
+
+    def _stateless(self) -> tuple[int, str]:
+        """A redirect without ``state``: refused, and said how to finish (the terminal once)."""
+        with self._lock:
+            self.refused += 1
+            self.stateless += 1
+            first = self.stateless == 1
+        if first:
+            print(
+                f"a redirect reached {self.path} without a state (Fax.Plus did not send back "
+                "the one in the URL above), so it was not taken: anyone who can reach this "
+                "port could send one. If it came from your browser, copy the address the "
+                f"browser shows and run:\n\n  {self.finish_with_code}\n\n(this one keeps "
+                "waiting for a redirect with the state; stop it with Ctrl-C)",
+                file=self._err or sys.stderr,
+                flush=True,
+            )
+        return 400, (
+            "This redirect carries no <code>state</code>, so rotator cannot tell it from a "
+            "forged one and did not take it. If you just authorized, copy this page's address "
+            f"and run: <code>{html.escape(self.finish_with_code)}</code>"
+        )
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         listener = self
@@ -233,6 +282,13 @@ class CallbackListener:
         """The accepted redirect; AuthorizeError when none came within ``timeout``."""
         if not self._done.wait(timeout):
             ignored = f" ({self.refused} other requests were ignored)" if self.refused else ""
+            if self.stateless:
+                raise AuthorizeError(
+                    f"no redirect with the state arrived within {timeout:g}s{ignored}; "
+                    f"{self.stateless} came without a state (Fax.Plus did not send it back): "
+                    f"if it was yours, finish with {self.finish_with_code}, pasting the "
+                    "address the browser shows"
+                )
             raise AuthorizeError(
                 f"no redirect arrived within {timeout:g}s{ignored}; open the URL above, or run "
                 "again with --code"

@@ -18,6 +18,10 @@ def check(config: Config, *, online: bool = False, out: TextIO | None = None) ->
         f"{len(config.stores)} stores",
         file=out or sys.stdout,
     )
+    # valid, but unlike what the vendor documents (a settings model may say so)
+    for name, settings in config.accounts.items():
+        for key, advice in getattr(settings, "config_warnings", list)():
+            print(f"warning: accounts.{name}.{key}: {advice}", file=sys.stderr)
     if not online:
         return 0
     from rotator.commands.online import check_online

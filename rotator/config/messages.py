@@ -121,7 +121,9 @@ def config_error(
             valid = f" (valid keys: {', '.join(keys)})" if keys else ""
             message = f"unknown key{valid}"
         elif kind == "missing":
-            message = "required key is missing"
+            message = "required key is missing" + _why_required(model, loc, data)
+        elif kind == "string_type" and isinstance(error.get("input"), bool | int | float):
+            message = _quote_hint(error["input"])
         else:
             message = error["msg"].removeprefix("Value error, ")
             if kind not in ("value_error", "assertion_error") and "input" in error:
@@ -136,6 +138,29 @@ def config_error(
     if len(first) > MAX_MESSAGE:
         first = first[: MAX_MESSAGE - 1] + "…"
     return ConfigError(first)
+
+
+def _quote_hint(value: bool | int | float) -> str:
+    """YAML read an unquoted scalar as a number or a boolean where text is expected
+    (``username: 79990001122``, ``client_id: 1234``, ``user: no``): say to quote it."""
+    if isinstance(value, bool):
+        return (
+            f"a YAML boolean (read as {str(value).lower()}), not text: an unquoted yes, no, "
+            'on, off, true or false is one; quote the value as written, e.g. "yes"'
+        )
+    text = shown(value)
+    what = text if len(text) < _MAX_PART else "this value"
+    return (
+        f"{what} is a YAML number, not text: quote the value as written, e.g. "
+        f'"{what}" (unquoted, a leading 0 or + is lost)'
+    )
+
+
+def _why_required(model: type[BaseModel] | None, loc: tuple[int | str, ...], data: Any) -> str:
+    """A required key's ``description``, when its model gives one: why it has no default."""
+    parent = model_at(model, loc[:-1], data) if model and loc else None
+    field = parent.model_fields.get(str(loc[-1])) if parent else None
+    return f": {field.description}" if field is not None and field.description else ""
 
 
 def model_at(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from rotator.errors import BadResponse, PermanentProviderError, TransientProviderError
 from rotator.http import iter_decoded
-from rotator.tokens import MAX_RESPONSE_BYTES, TokenSet, format_time
+from rotator.tokens import MAX_RESPONSE_BYTES, ConsumerView, TokenSet, format_time
 
 if TYPE_CHECKING:
     import httpx
@@ -44,11 +44,17 @@ class Provider(Protocol):
 
     def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet: ...
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]: ...
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
+        """What sinks receive: strings, and objects where a vendor needs one (never an
+        object flattened into a JSON string)."""
+        ...
 
 
 def base_view(account: str, provider: str, tokens: TokenSet) -> dict[str, str]:
-    """The consumer view every provider starts from (DESIGN.md, "What sinks receive")."""
+    """The consumer view every provider starts from (DESIGN.md, "What sinks receive").
+
+    All strings; a provider that adds an object builds a ``dict[str, ViewValue]``
+    from it."""
     return {
         "access_token": tokens.access_token.reveal(),
         "token_type": tokens.token_type,

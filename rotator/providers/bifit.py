@@ -2,12 +2,19 @@
 
 The password is never sent as typed: BIFIT wants base64 of the SHA-256 digest
 of its UTF-8 bytes (``password_encoding: base64``, the documented default;
-``base64url`` uses the URL-safe alphabet). Both grants post a form body with
-the client id and secret (``cashdesk-rest-client`` for the public client).
+``base64url`` uses the URL-safe alphabet, ``base64url-unpadded`` drops the
+``=`` as well: a private client may have been set up either way). Both grants
+post a form body with the client id and secret (``cashdesk-rest-client`` for the
+public client; a custom ``client_id`` must bring its ``client_secret``, since the
+public secret would only be refused as ``invalid_client`` at the first login).
 
-When the refresh token is refused and a password is configured, the provider
-logs in again with the password, marks it in ``extra`` (``relogin_at``,
-``relogin_reason``) and logs a warning so alerting can see it. An answer to the
+The refresh grant is not what BIFIT's documents show for accounts (they show
+the password grant); it is our guess. When the refresh token is refused and a
+password is configured, the provider logs in again with the password and marks
+it in ``extra`` (``relogin_at``, ``relogin_reason``); the first time per account
+it says so with a warning (the refresh grant does not work here, which the
+password login would otherwise hide forever), and the daemon counts every one
+(``rotator_password_relogins_total``, from the marker). An answer to the
 password grant that is neither a token nor a known OAuth error (an account
 with a second factor, which BIFIT does not document) raises
 :class:`UnexpectedLoginAnswer` carrying the vendor's message; we do not guess.
@@ -27,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import structlog
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rotator.config.models import AccountSettings, Duration, HttpUrl, Ref
 from rotator.errors import (
@@ -41,6 +48,7 @@ from rotator.errors import (
 from rotator.providers.base import HttpAnswer, base_view, send
 from rotator.secrets import Secret, resolve
 from rotator.tokens import (
+    ConsumerView,
     TokenSet,
     error_from_status,
     format_time,
@@ -55,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PUBLIC_CLIENT",
+    "RELOGIN_AT",
     "BifitProvider",
     "BifitSettings",
     "UnexpectedLoginAnswer",
@@ -64,6 +73,9 @@ __all__ = [
 _log = structlog.get_logger("rotator.providers.bifit")
 
 PUBLIC_CLIENT = "cashdesk-rest-client"
+#: ``extra`` key: when the token in hand came from a password login that replaced a
+#: refused refresh token ("" once an ordinary refresh worked again)
+RELOGIN_AT = "relogin_at"
 
 # RFC 6749 section 5.2: the error codes a token endpoint may answer with.
 _OAUTH_CODES = frozenset(
@@ -89,7 +101,7 @@ class UnexpectedLoginAnswer(PermanentProviderError):
 class BifitSettings(AccountSettings):
     username: str = Field(pattern=r"^[0-9]{10,15}$")
     password: Ref | None = None
-    password_encoding: Literal["base64", "base64url"] = "base64"
+    password_encoding: Literal["base64", "base64url", "base64url-unpadded"] = "base64"
     client_id: str = Field(default=PUBLIC_CLIENT, min_length=1)
     #: a reference for a private client; the public client's secret is its id
     client_secret: Ref | None = None
@@ -97,12 +109,25 @@ class BifitSettings(AccountSettings):
     # BIFIT access tokens live 12 hours (expires_in 43199)
     max_lifetime: Duration = timedelta(hours=12)
 
+    @model_validator(mode="after")
+    def _private_client_has_its_secret(self) -> BifitSettings:
+        if self.client_id != PUBLIC_CLIENT and self.client_secret is None:
+            raise ValueError(
+                f"client_id {self.client_id!r} needs client_secret (a secret reference such "
+                f"as env:BIFIT_CLIENT_SECRET); only the public client {PUBLIC_CLIENT} has "
+                "its id as its secret (leave client_id out to use it)"
+            )
+        return self
+
 
 def hash_password(password: Secret, encoding: str = "base64") -> str:
-    """base64 (or base64url) of SHA-256 of the UTF-8 password, padded."""
+    """base64 of SHA-256 of the UTF-8 password: standard and padded (``base64``),
+    URL-safe and padded (``base64url``) or URL-safe without ``=`` (``base64url-unpadded``)."""
     digest = hashlib.sha256(password.reveal().encode("utf-8")).digest()
-    encoder = base64.urlsafe_b64encode if encoding == "base64url" else base64.b64encode
-    return encoder(digest).decode("ascii")
+    if encoding == "base64":
+        return base64.b64encode(digest).decode("ascii")
+    encoded = base64.urlsafe_b64encode(digest).decode("ascii")
+    return encoded.rstrip("=") if encoding == "base64url-unpadded" else encoded
 
 
 class BifitProvider:
@@ -112,6 +137,8 @@ class BifitProvider:
     def __init__(self, account: str, settings: BifitSettings) -> None:
         self.account = account
         self.settings = settings
+        #: the re-login warning is given once per account (and configuration load)
+        self._told = False
 
     @property
     def needs_seed(self) -> bool:
@@ -162,18 +189,28 @@ class BifitProvider:
         except ProviderError as exc:
             if not _refresh_refused(exc) or s.password is None:
                 raise
-            _log.warning(
+            _log.info(
                 "refresh token refused; logging in again with the password",
                 account=self.account,
                 error_code=exc.code,
                 status_code=exc.status,
             )
             tokens = self.password_login(client, now, state)
+            if not self._told:
+                self._told = True
+                _log.warning(
+                    "the refresh grant was refused and the password login worked: rotator "
+                    "logs in with the password whenever BIFIT refuses a refresh token; said "
+                    "once, counted in rotator_password_relogins_total",
+                    account=self.account,
+                    error_code=exc.code,
+                    status_code=exc.status,
+                )
             return replace(
                 tokens,
                 extra={
                     **tokens.extra,
-                    "relogin_at": format_time(now),
+                    RELOGIN_AT: format_time(now),
                     "relogin_reason": exc.code,
                 },
             )
@@ -182,7 +219,7 @@ class BifitProvider:
     @staticmethod
     def _clean(tokens: TokenSet) -> TokenSet:
         # a normal refresh or first login clears a previous re-login marker
-        return replace(tokens, extra={**tokens.extra, "relogin_at": "", "relogin_reason": ""})
+        return replace(tokens, extra={**tokens.extra, RELOGIN_AT: "", "relogin_reason": ""})
 
     def password_login(
         self, client: httpx.Client, now: datetime, state: AccountState | None = None
@@ -236,7 +273,7 @@ class BifitProvider:
             secrets=secrets,
         )
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
         view = base_view(self.account, self.name, tokens)
         if tokens.extra.get("user_id"):
             view["user_id"] = tokens.extra["user_id"]

@@ -5,7 +5,11 @@ with ``Content-Type: application/x-www-form-urlencoded`` and HTTP Basic client
 authentication. Access tokens live an hour. Refresh tokens never expire, except
 on accounts with enhanced security controls: there the refresh token dies 30
 days after the *authorization* (``rotator authorize``), and refreshing does not
-move that date, so ``refresh_expires_at`` is always ``authorized_at + 30d``.
+move that date, so ``refresh_expires_at`` is ``authorized_at + 30d``. Whether an
+account has those controls cannot be read from the API: ``enhanced_security`` is
+a required key, never a default that lets an account die unannounced on day 30.
+A ``refresh_token_expires_in`` Fax.Plus does send is honoured either way (the
+earlier expiry wins, :func:`refresh_expiry`).
 
 A personal access token cannot be refreshed: the provider re-reads the secret
 reference now and then (every ``max_lifetime`` share, see :class:`FaxPlusPatProvider`),
@@ -15,7 +19,7 @@ date is the account's ``refresh_expires_at`` so the expiry alerts fire for it.
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, ClassVar
 from urllib.parse import urlencode
@@ -23,12 +27,20 @@ from urllib.parse import urlencode
 import structlog
 from pydantic import Field, PlainValidator
 
+from rotator.config.fields import shown
 from rotator.config.models import AccountSettings, HttpUrl, Ref
 from rotator.errors import BadResponse, InvalidGrant, PermanentProviderError, secret_values
 from rotator.providers.base import base_view, send
 from rotator.providers.oauth2 import basic_auth_header, keep_refresh_token, token_request
 from rotator.secrets import Secret, resolve
-from rotator.tokens import TokenSet, error_from_status, format_time, parse_time
+from rotator.tokens import (
+    ConsumerView,
+    TokenSet,
+    ViewValue,
+    error_from_status,
+    format_time,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -37,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENHANCED_SECURITY_LIFETIME",
+    "SENT_EXPIRY",
     "FaxPlusPatProvider",
     "FaxPlusPatSettings",
     "FaxPlusProvider",
@@ -44,7 +57,9 @@ __all__ = [
     "api_headers",
     "authorization_url",
     "exchange_code",
+    "refresh_expiry",
     "verify_token",
+    "with_sent_expiry",
 ]
 
 _log = structlog.get_logger("rotator.providers.faxplus")
@@ -52,6 +67,11 @@ _log = structlog.get_logger("rotator.providers.faxplus")
 #: on accounts with enhanced security controls, a refresh token lives this long
 #: from the authorization; refreshing does not extend it.
 ENHANCED_SECURITY_LIFETIME = timedelta(days=30)
+#: what the client id of every Fax.Plus app starts with (their documents and console)
+CLIENT_ID_PREFIX = "APIK-"
+#: ``extra`` key: the refresh-token expiry Fax.Plus itself sent for the stored refresh
+#: token (``refresh_token_expires_in``), kept while that token is in use
+SENT_EXPIRY = "refresh_expiry_sent"
 
 
 def _aware_time(value: object) -> datetime:
@@ -77,10 +97,33 @@ class FaxPlusSettings(AccountSettings):
     client_id: str = Field(min_length=1)
     client_secret: Ref
     redirect_uri: HttpUrl | None = None
-    enhanced_security: bool = False
+    #: required: left at a default ``false`` on an account that has the controls, the
+    #: refresh token would die on day 30 with no alert (issue 16)
+    enhanced_security: bool = Field(
+        description=(
+            "set true when the Fax.Plus account has enhanced security controls (its "
+            "refresh token then dies 30 days after authorization, whatever the refreshes, "
+            "and rotator alerts before that), false when it has not; rotator cannot tell "
+            "from the API, and a wrong false lets the account die unannounced on day 30 "
+            "(may be set in defaults)"
+        )
+    )
     token_url: HttpUrl = "https://accounts.fax.plus/token"
     authorize_url: HttpUrl = "https://accounts.fax.plus/login"
     api_base: HttpUrl = "https://restapi.fax.plus/v3"
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """(key, advice) for what is valid but unlike Fax.Plus's documents (`rotator check`)."""
+        if self.client_id.startswith(CLIENT_ID_PREFIX):
+            return []
+        return [
+            (
+                "client_id",
+                f"{shown(self.client_id)} does not start with {CLIENT_ID_PREFIX}, as the client "
+                "ids of Fax.Plus apps do; check that it is the app's client id (not its name), "
+                "or the token endpoint will answer invalid_client",
+            )
+        ]
 
 
 class FaxPlusPatSettings(AccountSettings):
@@ -96,6 +139,43 @@ def api_headers(access_token: str, client_id: str | None) -> dict[str, str]:
     if client_id is not None:
         headers["x-fax-clientid"] = client_id
     return headers
+
+
+def refresh_expiry(
+    *,
+    enhanced: bool,
+    authorized_at: datetime | None,
+    sent: datetime | None,
+    kept: datetime | None = None,
+) -> datetime | None:
+    """When the refresh token dies: the earlier of the 30-day rule and the vendor's word.
+
+    ``enhanced``: the account has enhanced security controls, so the token dies
+    ``authorized_at`` + 30 days (``kept``, the expiry already stored, when the
+    authorization time is unknown). ``sent``: a ``refresh_token_expires_in`` that
+    Fax.Plus sent, honoured whatever the setting: a vendor that says when the
+    token dies knows better than a configuration key.
+    """
+    candidates = [sent]
+    if enhanced:
+        candidates.append(
+            authorized_at + ENHANCED_SECURITY_LIFETIME if authorized_at is not None else kept
+        )
+    known = [moment for moment in candidates if moment is not None]
+    return min(known) if known else None
+
+
+def with_sent_expiry(tokens: TokenSet, sent: datetime | None) -> TokenSet:
+    """Remember the vendor's own expiry in ``extra`` (later answers may not repeat it)."""
+    return replace(tokens, extra={**tokens.extra, SENT_EXPIRY: format_time(sent) if sent else ""})
+
+
+def _sent_before(state: AccountState) -> datetime | None:
+    text = state.extra.get(SENT_EXPIRY, "")
+    try:
+        return parse_time(text) if text else None
+    except ValueError:
+        return None
 
 
 def authorization_url(settings: FaxPlusSettings, state: str) -> str:
@@ -222,41 +302,43 @@ class FaxPlusProvider:
                 "no_refresh_token",
                 f"no refresh token stored; run: rotator authorize {self.account}",
             )
+        # previous=None: refresh_expires_at is then only what this answer carried
         tokens = _token_call(
             self.settings,
             client,
             {"grant_type": "refresh_token", "refresh_token": state.refresh_token.reveal()},
             now,
-            state.tokenset(),
+            None,
             known=(state.access_token,),
         )
-        return self._with_refresh_expiry(keep_refresh_token(tokens, state), state)
-
-    def _with_refresh_expiry(self, tokens: TokenSet, state: AccountState) -> TokenSet:
-        from dataclasses import replace
-
-        if not self.settings.enhanced_security:
-            return replace(tokens, refresh_expires_at=None)
-        if state.authorized_at is not None:
-            return replace(
-                tokens, refresh_expires_at=state.authorized_at + ENHANCED_SECURITY_LIFETIME
+        sent = tokens.refresh_expires_at
+        if sent is None and tokens.refresh_token is None:
+            # the same refresh token: what an earlier answer said about it still holds
+            sent = _sent_before(state)
+        tokens = keep_refresh_token(tokens, state)
+        enhanced = self.settings.enhanced_security
+        if enhanced and state.authorized_at is None:
+            # Seeded by `rotator import`: we do not know when it was authorized. Keep an
+            # expiry we already had; never invent a later one.
+            _log.warning(
+                "enhanced security account without an authorization time; the 30-day expiry "
+                "cannot be computed",
+                account=self.account,
+                fix=f"run `rotator authorize {self.account}` to record it",
             )
-        # Seeded by `rotator import`: we do not know when it was authorized. Keep an
-        # expiry we already had; never invent a later one.
-        _log.warning(
-            "enhanced security account without an authorization time; the 30-day expiry "
-            "cannot be computed",
-            account=self.account,
-            fix=f"run `rotator authorize {self.account}` to record it",
+        expiry = refresh_expiry(
+            enhanced=enhanced,
+            authorized_at=state.authorized_at,
+            sent=sent,
+            kept=state.refresh_expires_at,
         )
-        return replace(tokens, refresh_expires_at=state.refresh_expires_at)
+        return with_sent_expiry(replace(tokens, refresh_expires_at=expiry), sent)
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
-        view = base_view(self.account, self.name, tokens)
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
+        view: dict[str, ViewValue] = {**base_view(self.account, self.name, tokens)}
         view["client_id"] = self.settings.client_id
-        view["headers"] = json.dumps(
-            api_headers(tokens.access_token.reveal(), self.settings.client_id), sort_keys=True
-        )
+        # an object: the HTTP headers of an API call as they are (DESIGN.md)
+        view["headers"] = api_headers(tokens.access_token.reveal(), self.settings.client_id)
         return view
 
 
@@ -305,8 +387,8 @@ class FaxPlusPatProvider:
             extra={"pat_expires_at": format_time(s.expires_at)},
         )
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
-        view = base_view(self.account, self.name, tokens)
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
+        view: dict[str, ViewValue] = {**base_view(self.account, self.name, tokens)}
         view["expires_at"] = format_time(self.settings.expires_at)
-        view["headers"] = json.dumps(api_headers(tokens.access_token.reveal(), None))
+        view["headers"] = api_headers(tokens.access_token.reveal(), None)
         return view

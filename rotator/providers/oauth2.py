@@ -19,7 +19,7 @@ from rotator.config.models import AccountSettings, HttpUrl, Ref
 from rotator.errors import InvalidGrant, secret_values
 from rotator.providers.base import base_view, send
 from rotator.secrets import Secret, resolve
-from rotator.tokens import MIN_LIFETIME, TokenSet, parse_token_response
+from rotator.tokens import MIN_LIFETIME, ConsumerView, TokenSet, parse_token_response
 
 if TYPE_CHECKING:
     import httpx
@@ -199,5 +199,5 @@ class OAuth2Provider:
         )
         return keep_refresh_token(tokens, state) if s.grant == "refresh_token" else tokens
 
-    def consumer_view(self, tokens: TokenSet) -> dict[str, str]:
+    def consumer_view(self, tokens: TokenSet) -> ConsumerView:
         return base_view(self.account, self.name, tokens)

@@ -39,7 +39,7 @@ class Account:
         record: Record | None = self.state_store.read(self.state_path)
         if record is None:
             return AccountState(account=self.name, provider=self.settings.provider), None
-        return AccountState.from_record(self.name, record.data), record.version
+        return AccountState.from_record(self.name, record.strings()), record.version
 
 
 def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[str, Account]:

@@ -9,7 +9,6 @@ whose token did not change costs one compare-and-set per sink and no read.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -19,7 +18,7 @@ from rotator.backends.base import SecretStore, Version, WriteResult
 from rotator.config.models import Sink
 from rotator.errors import StoreConflict, StoreDamaged, StoreError
 from rotator.state import AccountState
-from rotator.tokens import TokenSet
+from rotator.tokens import ConsumerView, TokenSet
 
 if TYPE_CHECKING:
     from rotator.rotation.accounts import Account
@@ -108,7 +107,7 @@ UNREAD: Final = _Unread.UNREAD
 def publish(
     store: SecretStore,
     sink: Sink,
-    view: Mapping[str, str],
+    view: ConsumerView,
     *,
     expected: Version | _Unread | None = UNREAD,
     attempts: int = 3,

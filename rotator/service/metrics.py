@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
@@ -38,11 +39,16 @@ from prometheus_client.exposition import MetricsHandler
 
 from rotator import __version__
 from rotator.service.health import Probe, probe_answer
+from rotator.tokens import format_time
 
 if TYPE_CHECKING:
     from rotator.state import AccountState
 
-__all__ = ["Metrics", "exposition_handler"]
+__all__ = ["RELOGIN_AT", "Metrics", "exposition_handler"]
+
+#: the ``extra`` key of a password re-login (rotator.providers.bifit.RELOGIN_AT; not
+#: imported from there, so a daemon without BIFIT accounts never loads that module)
+RELOGIN_AT = "relogin_at"
 
 
 class Metrics:
@@ -90,6 +96,17 @@ class Metrics:
             ["account"],
             registry=r,
         )
+        self.relogins = Counter(
+            "rotator_password_relogins",
+            "Refused refresh tokens replaced by a password login (BIFIT): above 0, the "
+            "refresh grant does not work for the account.",
+            ["account"],
+            registry=r,
+        )
+        #: account -> the re-login last counted (a state is observed after its rotation
+        #: and again by every sweep; each re-login counts once)
+        self._relogins_counted: dict[str, str] = {}
+        self._relogins_lock = threading.Lock()
         self.alerts_sent = Counter(
             "rotator_alerts_sent",
             "Alerts delivered, by channel and alert kind.",
@@ -133,6 +150,21 @@ class Metrics:
             and state.expires_at > now
         )
         self.ready.labels(account).set(1 if ready else 0)
+        self._count_relogin(state)
+
+    def _count_relogin(self, state: AccountState) -> None:
+        # the token in hand came from a re-login when the marker is its issue time
+        relogin = state.extra.get(RELOGIN_AT, "")
+        if not relogin or state.issued_at is None or relogin != format_time(state.issued_at):
+            if not relogin:  # an ordinary refresh since: the next re-login is a new one
+                with self._relogins_lock:
+                    self._relogins_counted.pop(state.account, None)
+            return
+        with self._relogins_lock:
+            if self._relogins_counted.get(state.account) == relogin:
+                return
+            self._relogins_counted[state.account] = relogin
+        self.relogins.labels(state.account).inc()
 
     def alert_sent(self, channel: str, kind: str) -> None:
         self.alerts_sent.labels(channel, kind).inc()
@@ -141,12 +173,15 @@ class Metrics:
         """Drop an account's series (it left the configuration on reload)."""
         for gauge in (self.access_expiry, self.refresh_expiry, self.last_success, self.ready):
             _remove(gauge, account)
+        _remove(self.relogins, account)
+        with self._relogins_lock:
+            self._relogins_counted.pop(account, None)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def _remove(metric: Gauge, *labels: str) -> None:
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
 

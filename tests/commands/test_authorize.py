@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,7 @@ def write_config(
                 "authorize_url": vendor.authorize_url,
                 "api_base": vendor.api_base,
                 "sinks": [{"store": "files", "path": "acme-fax.json"}],
+                "enhanced_security": False,
                 **extra,
             }
         },
@@ -453,3 +455,97 @@ def test_a_stopped_waiter_ends_the_wait_for_a_lease_at_once(
         authorize(config, "acme-fax", code="never-sent", lease_wait=60, waiter=waiter)
     assert time.monotonic() - started < 10
     assert vendor.requests == []
+
+
+# -- Fax.Plus does not send the state back (issue 16) ------------------------------------
+
+
+def test_a_redirect_without_state_says_how_to_finish_with_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The listener cannot take a redirect that carries no state (a stranger could send
+    one), but it says so, in the browser and once in the terminal, with the command that
+    finishes the authorization; that command then works."""
+    from rotator.commands.authorize import authorize
+
+    port = free_port()
+    redirect = f"http://127.0.0.1:{port}/callback"
+    with running(FaxPlusEmulator(echo_state=False)) as vendor:
+        monkeypatch.setenv("FAXPLUS_SECRET", vendor.clients[vendor.client_id])
+        config = load_config(str(write_config(tmp_path, vendor, redirect)))
+        out = tmp_path / "out.txt"
+        outcome: list[BaseException | int] = []
+
+        def run() -> None:
+            with open(out, "w") as handle:
+                try:
+                    outcome.append(authorize(config, "acme-fax", timeout=3, out=handle))
+                except BaseException as exc:  # the assertion below names it
+                    outcome.append(exc)
+
+        waiting = threading.Thread(target=run)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while "Waiting for the redirect" not in (out.read_text() if out.exists() else ""):
+            assert time.monotonic() < deadline, "authorize did not start listening"
+            time.sleep(0.05)
+        with httpx.Client(follow_redirects=True) as browser:
+            pages = [browser.get(authorization_url(out.read_text())) for _ in range(2)]
+        waiting.join(timeout=30)
+        landed = str(pages[0].url)
+        assert "state=" not in landed and "code=" in landed
+        for page in pages:
+            assert page.status_code == 400
+            assert "carries no <code>state</code>" in page.text
+            assert "rotator authorize acme-fax --code" in page.text
+        (failure,) = outcome
+        assert isinstance(failure, AuthorizeError)
+        assert "2 came without a state" in str(failure)
+        assert "rotator authorize acme-fax --code '<the address>'" in str(failure)
+        err = capsys.readouterr().err
+        assert err.count("without a state (Fax.Plus did not send back") == 1  # once
+        assert "rotator authorize acme-fax --code '<the address>'" in err
+        assert code_of(landed) not in err + str(failure)  # the code is not repeated
+
+        # what the message says works: paste the address the browser shows
+        with vendor.lock:  # refused by the listener, so never spent
+            assert code_of(landed) in vendor.codes
+        with open(tmp_path / "out2.txt", "w") as handle:
+            assert authorize(config, "acme-fax", code=landed, out=handle) == 0
+        assert "no state came with the code" in capsys.readouterr().err
+        state = stored_state(tmp_path / "rotator.yaml")
+        assert state.refresh_token is not None and state.authorized_at is not None
+
+
+def test_a_refresh_token_expiry_sent_with_the_code_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without enhanced security the grant still gets the expiry Fax.Plus sends."""
+    from rotator.commands.authorize import authorize
+
+    with running(FaxPlusEmulator(refresh_expires_in=10 * 86400)) as vendor:
+        monkeypatch.setenv("FAXPLUS_SECRET", vendor.clients[vendor.client_id])
+        config = load_config(str(write_config(tmp_path, vendor, "https://app.example.com/cb")))
+        location = _redirect_without_state(vendor, "https://app.example.com/cb")
+        out = tmp_path / "out.txt"
+        with open(out, "w") as handle:
+            assert authorize(config, "acme-fax", code=location, out=handle) == 0
+    state = stored_state(tmp_path / "rotator.yaml")
+    assert state.authorized_at is not None and state.refresh_expires_at is not None
+    assert state.refresh_expires_at == state.authorized_at + timedelta(days=10)
+    assert state.extra["refresh_expiry_sent"] == format_time(state.refresh_expires_at)
+    assert f"Fax.Plus says so: it expires {format_time(state.refresh_expires_at)}" in (
+        out.read_text()
+    )
+
+
+@pytest.mark.parametrize(("client_id", "warned"), [("APIK-abc", False), ("my-fax-app", True)])
+def test_check_warns_when_the_client_id_is_not_an_apik_id(
+    tmp_path: Path, client_id: str, warned: bool
+) -> None:
+    with running(FaxPlusEmulator(clients={client_id: "S3cretClientValue42"})) as vendor:
+        config = write_config(tmp_path, vendor, "https://app.example.com/cb")
+    proc = run_rotator(["check", "-c", str(config)])
+    assert proc.returncode == 0, proc.stderr  # a warning, not an error
+    warning = f"warning: accounts.acme-fax.client_id: '{client_id}' does not start with APIK-"
+    assert (warning in proc.stderr) is warned

@@ -37,3 +37,57 @@ def test_a_message_lists_a_few_problems_and_stays_short() -> None:
     assert message.startswith("accounts.a.values[0]: 'xxxx")
     assert message.count("\n  also ") == 5
     assert len(message) <= MAX_MESSAGE
+
+
+# -- a YAML number or boolean where text is expected: "quote it" (issue 16) -------------
+
+#: the smallest valid account of every provider; each str key is then given a number
+_ACCOUNTS: dict[str, dict[str, object]] = {
+    "oauth2": {"token_url": "https://idp.example/t", "grant": "client_credentials"}
+    | {"client_id": "svc", "client_secret": "env:S"},
+    "faxplus": {"client_id": "APIK-x", "client_secret": "env:S", "enhanced_security": False},
+    "faxplus-pat": {"token": "env:S", "expires_at": "2031-01-31"},
+    "bifit": {"username": "79990001122", "password": "env:S"},
+    "faxmax": {"domain": "fax.example.com", "username": "robot", "password": "env:S"},
+}
+
+
+def _text_keys() -> list[tuple[str, str]]:
+    """(provider, key) for every key whose type is plain text (``str`` or ``str | None``)."""
+    from rotator.providers.registry import provider_class
+
+    found = []
+    for provider in _ACCOUNTS:
+        for name, field in provider_class(provider).settings_model.model_fields.items():
+            # (``provider`` picks the model before it is validated: loading.py answers it)
+            if field.annotation in (str, str | None) and name != "provider":
+                found.append((provider, name))
+    return found
+
+
+@pytest.mark.parametrize(("provider", "key"), _text_keys())
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [("79990001122", "is a YAML number"), ("1.5", "is a YAML number"), ("yes", "YAML boolean")],
+)
+def test_an_unquoted_number_or_boolean_for_a_text_key_says_quote_it(
+    provider: str, key: str, written: str, hint: str
+) -> None:
+    from rotator.config import parse_config
+    from rotator.errors import ConfigError
+
+    body = "\n".join(
+        f"    {k}: {v!r}" if isinstance(v, str) else f"    {k}: {str(v).lower()}"
+        for k, v in {**_ACCOUNTS[provider], "provider": provider}.items()
+        if k != key
+    )
+    text = (
+        "stores: {files: {type: file, directory: /tmp/x}}\n"
+        f"accounts:\n  acct:\n{body}\n    {key}: {written}\n"
+        "    sinks: [{store: files, path: a.json}]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    message = str(caught.value)
+    assert message.startswith(f"accounts.acct.{key}: "), message
+    assert hint in message and "quote the value as written" in message

@@ -5,8 +5,12 @@ Strict where BIFIT documents it:
 - parameters in an ``application/x-www-form-urlencoded`` body, never the query;
 - ``client_id`` and ``client_secret`` in the body (``cashdesk-rest-client``);
 - the password grant's ``password`` is base64 of SHA-256 of the UTF-8 password
-  (standard padded base64, or URL-safe with ``password_encoding="base64url"``);
-  the plain password, or another encoding, is ``Bad credentials``;
+  (standard padded base64; a test may make it URL-safe, ``"base64url"``, or
+  URL-safe without padding, ``"base64url-unpadded"``: what a private client
+  could have been set up with); the plain password, or another encoding, is
+  ``Bad credentials``;
+- ``client_id`` is the public ``cashdesk-rest-client`` unless a test sets a
+  private one; with it, only its own ``client_secret`` is accepted;
 - refresh tokens rotate; a spent or unknown one is refused the way Spring
   Security OAuth2 does (400 ``invalid_grant`` "Invalid refresh token: <value>"),
   an expired one with 401 ``invalid_token``;
@@ -50,6 +54,7 @@ class BifitEmulator(VendorServer):
         users: dict[str, str] | None = None,
         password_encoding: str = "base64",  # noqa: S107 - an encoding name
         client_secret: str = PUBLIC_CLIENT,
+        client_id: str = PUBLIC_CLIENT,
         refresh_lifetime: float = 30 * 86400,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -61,8 +66,8 @@ class BifitEmulator(VendorServer):
             leakcheck.register(self.hashed(password), "bifit password hash")
         if client_secret != PUBLIC_CLIENT:
             leakcheck.register(client_secret, "bifit client secret")
-        self.password_encoding = password_encoding
         self.client_secret = client_secret
+        self.client_id = client_id
         self.refresh_lifetime = refresh_lifetime
         self.clock = clock
         self.second_factor: dict[str, Reply] = {}
@@ -82,6 +87,8 @@ class BifitEmulator(VendorServer):
         digest = hashlib.sha256(password.encode("utf-8")).digest()
         if self.password_encoding == "base64url":
             return base64.urlsafe_b64encode(digest).decode()
+        if self.password_encoding == "base64url-unpadded":
+            return base64.urlsafe_b64encode(digest).decode().rstrip("=")
         return base64.b64encode(digest).decode()
 
     def grant(self, username: str | None = None) -> str:
@@ -110,7 +117,7 @@ class BifitEmulator(VendorServer):
         form = request.form_dict
         if len(form) != len(request.form):
             return _error(400, "invalid_request", "repeated parameter")
-        if form.get("client_id") != PUBLIC_CLIENT or form.get("client_secret") != (
+        if form.get("client_id") != self.client_id or form.get("client_secret") != (
             self.client_secret
         ):
             return _error(401, "invalid_client", "Bad client credentials")

@@ -14,6 +14,11 @@ Strict where Fax.Plus documents it:
 - API calls need ``Authorization: Bearer`` and, for OAuth tokens, the
   ``x-fax-clientid`` header of the client the token belongs to; personal access
   tokens need no client id.
+
+Undocumented behaviour a test can switch on: ``refresh_expires_in`` adds
+``refresh_token_expires_in`` to token answers (the seconds the refresh token has
+left, as RFC 6749 extensions do); ``echo_state=False`` drops ``state`` from the
+redirect (the documents do not say Fax.Plus echoes it).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class FaxPlusEmulator(VendorServer):
         enhanced: bool = False,
         rotate_refresh: bool = False,
         clock: Callable[[], float] = time.time,
+        refresh_expires_in: int | None = None,
+        echo_state: bool = True,
     ) -> None:
         super().__init__()
         self.clients = dict(clients or {"APIK-emulated-client": "S3cretClientValue42"})
@@ -63,6 +70,8 @@ class FaxPlusEmulator(VendorServer):
         self.enhanced = enhanced
         self.rotate_refresh = rotate_refresh
         self.clock = clock
+        self.refresh_expires_in = refresh_expires_in
+        self.echo_state = echo_state
         self.codes: dict[str, tuple[str, str]] = {}  # code -> (client_id, redirect_uri)
         self.refresh_tokens: dict[str, _Grant] = {}
         self.spent: set[str] = set()
@@ -135,7 +144,7 @@ class FaxPlusEmulator(VendorServer):
         with self.lock:
             self.codes[code] = (client_id, redirect)
         back = {"code": code}
-        if "state" in q:
+        if "state" in q and self.echo_state:
             back["state"] = q["state"]
         return Reply(302, b"", "text/plain", {"Location": f"{redirect}?{urlencode(back)}"})
 
@@ -207,6 +216,8 @@ class FaxPlusEmulator(VendorServer):
         }
         if refresh is not None:
             body["refresh_token"] = refresh
+        if self.refresh_expires_in is not None:
+            body["refresh_token_expires_in"] = self.refresh_expires_in
         return Reply(200, body)
 
     def _self(self, request: Request) -> Reply:

@@ -20,6 +20,7 @@ from rotator.errors import (
 )
 from rotator.providers.bifit import BifitProvider, UnexpectedLoginAnswer, hash_password
 from rotator.secrets import Secret
+from rotator.service.metrics import Metrics
 from rotator.state import AccountState
 from tests.fakes.bifit import BifitEmulator
 from tests.fakes.vendorhttp import Reply, running
@@ -113,10 +114,35 @@ def test_refused_refresh_token_logs_in_again_and_says_so(
     ]
     assert tokens.extra["relogin_at"] == "2026-11-24T12:00:00Z"
     assert tokens.extra["relogin_reason"] == ("invalid_token" if expired else "invalid_grant")
-    (line,) = logs
-    assert line["log_level"] == "warning" and "logging in again" in line["event"]
-    assert line["error_code"] == tokens.extra["relogin_reason"] and line["account"] == "acct"
+    attempt, told = logs
+    assert attempt["log_level"] == "info" and "logging in again" in attempt["event"]
+    assert told["log_level"] == "warning" and "refresh grant was refused" in told["event"]
+    for line in logs:
+        assert line["error_code"] == tokens.extra["relogin_reason"] and line["account"] == "acct"
     assert old not in repr(logs)
+
+
+def test_a_working_relogin_is_told_once_per_account(
+    vendor: BifitEmulator, settings_for: Callable[..., Any], client: httpx.Client
+) -> None:
+    """The operator hears once that the refresh grant does not work, not at every
+    rotation (and not never: that hid it)."""
+    bifit = provider(settings_for, vendor)
+    state = AccountState("acct", refresh_token=Secret(vendor.grant()))
+    with structlog.testing.capture_logs() as logs:
+        for hour in range(3):
+            vendor.refresh_tokens.clear()  # the vendor refuses every refresh token
+            tokens = bifit.refresh(state, client, NOW + timedelta(hours=hour))
+            state = state.with_tokens(tokens)
+    assert vendor.logins == 3
+    warnings = [line for line in logs if line["log_level"] == "warning"]
+    assert len(warnings) == 1 and "refresh grant was refused" in warnings[0]["event"]
+    # another account (its own provider) is told on its own
+    with structlog.testing.capture_logs() as logs:
+        other = provider(settings_for, vendor)
+        vendor.refresh_tokens.clear()
+        other.refresh(AccountState("acct", refresh_token=Secret("gone")), client, NOW)
+    assert [line["log_level"] for line in logs].count("warning") == 1
 
 
 def test_refused_refresh_without_password_is_a_dead_grant(
@@ -171,6 +197,33 @@ def test_wrong_password_is_invalid_grant(
         provider(settings_for, vendor).refresh(AccountState("acct"), client, NOW)
 
 
+@pytest.mark.parametrize("encoding", ["base64", "base64url", "base64url-unpadded"])
+def test_each_password_encoding_against_a_vendor_that_wants_it(
+    settings_for: Callable[..., Any],
+    client: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    encoding: str,
+) -> None:
+    """Each encoding logs in where the vendor wants it and is refused where it does not."""
+    # a digest whose standard base64 has "+" or "/" and one "=": the three forms differ
+    password = leakcheck.register("bifit-pw-2", "bifit password")
+    forms = {e: hash_password(Secret(password), e) for e in ("base64", "base64url")}
+    forms["base64url-unpadded"] = hash_password(Secret(password), "base64url-unpadded")
+    assert len(set(forms.values())) == 3 and not forms["base64url-unpadded"].endswith("=")
+    monkeypatch.setenv("BIFIT_PASSWORD", password)
+    with running(BifitEmulator(users={"79990001122": password}, password_encoding=encoding)) as v:
+        for other in sorted(set(forms) - {encoding}):
+            with pytest.raises(InvalidGrant, match="Bad credentials"):
+                provider(settings_for, v, password_encoding=other).refresh(
+                    AccountState("acct"), client, NOW
+                )
+        tokens = provider(settings_for, v, password_encoding=encoding).refresh(
+            AccountState("acct"), client, NOW
+        )
+    assert tokens.refresh_token is not None
+    assert dict(parse_qsl(v.requests[-1].body.decode()))["password"] == forms[encoding]
+
+
 def test_base64url_encoding(
     settings_for: Callable[..., Any], client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -221,6 +274,21 @@ def test_private_client_credentials(
     assert tokens.access_token
 
 
+def test_a_private_client_id_with_its_secret_logs_in(
+    settings_for: Callable[..., Any], client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = BifitEmulator(client_id="shop-integration", client_secret="private-client-s3cret")
+    with running(emulator) as v:
+        monkeypatch.setenv("BIFIT_PASSWORD", v.users[v.username])
+        monkeypatch.setenv("BIFIT_CLIENT_SECRET", "private-client-s3cret")
+        tokens = provider(
+            settings_for, v, client_id="shop-integration", client_secret="env:BIFIT_CLIENT_SECRET"
+        ).refresh(AccountState("acct"), client, NOW)
+    assert tokens.access_token
+    form = dict(parse_qsl(v.requests[-1].body.decode()))
+    assert form["client_id"] == "shop-integration"
+
+
 def test_no_refresh_token_and_no_password(
     vendor: BifitEmulator, settings_for: Callable[..., Any], client: httpx.Client
 ) -> None:
@@ -267,6 +335,13 @@ def test_defaults(settings_for: Callable[..., Any]) -> None:
             "accounts.acct.client_secret: ",
         ),
         ({"username": "79999999999", "grant": "password"}, "accounts.acct.grant: unknown key"),
+        # a custom client without its secret: not the public secret by default
+        (
+            {"username": "79999999999", "client_id": "shop-integration"},
+            "accounts.acct: client_id 'shop-integration' needs client_secret",
+        ),
+        # a phone number YAML read as a number
+        ({"username": 79999999999}, "accounts.acct.username: 79999999999 is a YAML number"),
     ],
 )
 def test_bad_keys_name_the_key(
@@ -296,7 +371,31 @@ def test_relogin_is_recorded_in_the_state_through_a_rotation(
     assert state.extra["relogin_at"]
     assert state.refresh_token is not None
     assert state.refresh_token.reveal() in vendor.refresh_tokens
+    # the daemon counts it once, however often the state is observed (rotation, sweeps)
+    metrics = Metrics()
+    for _ in range(3):
+        metrics.observe_state(state, NOW)
+    assert _relogins(metrics) == 1
     third = rotator.rotate("acct", force=True)  # an ordinary refresh clears the marker
     assert third.ok and vendor.logins == 2
     state = AccountState.from_record("acct", store.read("state/acct").data)
     assert state.extra["relogin_at"] == ""
+    metrics.observe_state(state, NOW)
+    vendor.refresh_tokens.clear()
+    assert rotator.rotate("acct", force=True).ok and vendor.logins == 3
+    metrics.observe_state(AccountState.from_record("acct", store.read("state/acct").data), NOW)
+    assert _relogins(metrics) == 2
+
+
+def test_the_metrics_read_the_marker_bifit_writes() -> None:
+    from rotator.providers import bifit
+    from rotator.service import metrics
+
+    assert metrics.RELOGIN_AT == bifit.RELOGIN_AT
+
+
+def _relogins(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value(
+        "rotator_password_relogins_total", {"account": "acct"}
+    )
+    return value or 0.0

@@ -1,22 +1,30 @@
 from __future__ import annotations
 
 import base64
-import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
+from rotator.config import load_config
 from rotator.errors import ConfigError, InvalidClient, InvalidGrant, TransientProviderError
 from rotator.providers.faxplus import (
+    ENHANCED_SECURITY_LIFETIME,
     FaxPlusPatProvider,
     FaxPlusProvider,
     authorization_url,
     exchange_code,
+    refresh_expiry,
 )
 from rotator.providers.registry import provider_class
 from rotator.secrets import Secret
@@ -44,7 +52,7 @@ def make(settings_for: Callable[..., Any], vendor: FaxPlusEmulator, **extra: Any
         authorize_url=vendor.authorize_url,
         api_base=vendor.api_base,
         redirect_uri="http://127.0.0.1:8765/callback",
-        **extra,
+        **{"enhanced_security": False, **extra},
     )
 
 
@@ -110,6 +118,62 @@ def test_enhanced_security_without_authorization_time_invents_no_expiry(
     known = NOW + timedelta(days=3)
     state = AccountState("acct", refresh_token=Secret(vendor.grant()), refresh_expires_at=known)
     assert provider.refresh(state, client, NOW).refresh_expires_at == known
+
+
+@pytest.mark.parametrize(
+    ("enhanced", "authorized_days_ago", "sent_days", "expected_days_from_now"),
+    [
+        (False, 1, 10, 10),  # the setting says "never", the vendor says 10 days: 10 days
+        (True, 28, 10, 2),  # the 30-day rule is earlier
+        (True, 1, 10, 10),  # the vendor's word is earlier
+        (True, 1, None, 29),  # nothing sent: the 30-day rule
+        (False, 1, None, None),  # nothing sent, no controls: no expiry
+    ],
+)
+def test_a_refresh_token_expiry_the_vendor_sends_is_honoured_the_earlier_wins(  # noqa: PLR0917
+    vendor: FaxPlusEmulator,
+    settings_for: Callable[..., Any],
+    client: httpx.Client,
+    enhanced: bool,
+    authorized_days_ago: int,
+    sent_days: int | None,
+    expected_days_from_now: int | None,
+) -> None:
+    vendor.refresh_expires_in = None if sent_days is None else sent_days * 86400
+    provider = FaxPlusProvider("acct", make(settings_for, vendor, enhanced_security=enhanced))
+    authorized = NOW - timedelta(days=authorized_days_ago)
+    state = AccountState("acct", refresh_token=Secret(vendor.grant()), authorized_at=authorized)
+    expected = (
+        None if expected_days_from_now is None else NOW + timedelta(days=expected_days_from_now)
+    )
+    first = provider.refresh(state, client, NOW)
+    assert first.refresh_expires_at == expected
+    # later answers that do not repeat it (the same refresh token): the word still holds
+    vendor.refresh_expires_in = None
+    later = provider.refresh(state.with_tokens(first), client, NOW + timedelta(hours=1))
+    assert later.refresh_expires_at == expected
+
+
+@given(
+    enhanced=st.booleans(),
+    authorized=st.none() | st.integers(0, 40 * 86400),
+    sent=st.none() | st.integers(0, 400 * 86400),
+    kept=st.none() | st.integers(0, 40 * 86400),
+)
+def test_refresh_expiry_is_the_earliest_known_and_never_invented(
+    enhanced: bool, authorized: int | None, sent: int | None, kept: int | None
+) -> None:
+    def at(seconds: int | None) -> datetime | None:
+        return None if seconds is None else NOW + timedelta(seconds=seconds)
+
+    expiry = refresh_expiry(
+        enhanced=enhanced, authorized_at=at(authorized), sent=at(sent), kept=at(kept)
+    )
+    rule = None
+    if enhanced:
+        rule = at(kept) if authorized is None else at(authorized) + ENHANCED_SECURITY_LIFETIME  # type: ignore[operator]
+    candidates = [moment for moment in (at(sent), rule) if moment is not None]
+    assert expiry == (min(candidates) if candidates else None)
 
 
 @pytest.mark.parametrize(
@@ -188,12 +252,13 @@ def test_consumer_view_has_client_id_and_ready_headers(
     view = provider.consumer_view(tokens)
     access = tokens.access_token.reveal()
     assert view["client_id"] == vendor.client_id
-    headers = json.loads(view["headers"])
+    headers = view["headers"]
     assert headers == {"Authorization": f"Bearer {access}", "x-fax-clientid": vendor.client_id}
+    assert isinstance(headers, dict)  # an object, not a JSON string to decode twice
     assert view["provider"] == "faxplus" and view["expires_at"] == "2026-11-24T13:00:00Z"
     # the headers work against the API as they are
     assert client.get(vendor.api_base + "/accounts/self", headers=headers).status_code == 200
-    assert all(isinstance(v, str) for v in view.values())
+    assert all(isinstance(v, str) for k, v in view.items() if k != "headers")
 
 
 def test_authorization_url_and_code_exchange(
@@ -260,7 +325,7 @@ def test_pat_is_checked_published_and_never_refreshed(
     assert tokens.refresh_token is None
     view = provider.consumer_view(tokens)
     assert view["expires_at"] == "2027-06-30T00:00:00Z"
-    assert json.loads(view["headers"]) == {"Authorization": f"Bearer {pat}"}
+    assert view["headers"] == {"Authorization": f"Bearer {pat}"}
     assert "client_id" not in view
     # the next look gives the same view: nothing is rewritten
     again = provider.refresh(AccountState("acct"), client, NOW + timedelta(minutes=40))
@@ -300,11 +365,13 @@ def test_revoked_pat_is_a_dead_grant(
 
 
 def test_defaults_are_the_vendor_urls(settings_for: Callable[..., Any]) -> None:
-    settings = settings_for(provider="faxplus", client_id="APIK-x", client_secret="env:S")
+    settings = settings_for(
+        provider="faxplus", client_id="APIK-x", client_secret="env:S", enhanced_security=False
+    )
     assert settings.token_url == "https://accounts.fax.plus/token"
     assert settings.authorize_url == "https://accounts.fax.plus/login"
     assert settings.api_base == "https://restapi.fax.plus/v3"
-    assert settings.enhanced_security is False and settings.redirect_uri is None
+    assert settings.redirect_uri is None
     pat = settings_for(provider="faxplus-pat", token="file:/etc/pat", expires_at="2027-01-31")
     assert pat.api_base == "https://restapi.fax.plus/v3"
     assert provider_class("faxplus-pat") is FaxPlusPatProvider
@@ -333,8 +400,63 @@ def test_bad_faxplus_keys_name_the_key(
     settings_for: Callable[..., Any], body: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigError) as raised:
-        settings_for(provider="faxplus", **body)
+        settings_for(provider="faxplus", **{"enhanced_security": False, **body})
     assert str(raised.value).startswith(message)
+
+
+def _check(tmp_path: Path, accounts: dict[str, Any], **top: Any) -> tuple[int, str]:
+    config = tmp_path / "rotator.yaml"
+    stores = {"files": {"type": "file", "directory": str(tmp_path / "store")}}
+    config.write_text(yaml.safe_dump({"stores": stores, **top, "accounts": accounts}))
+    done = subprocess.run(
+        [sys.executable, "-m", "rotator.cli", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode, done.stderr
+
+
+FAX = {
+    "provider": "faxplus",
+    "client_id": "APIK-x",
+    "client_secret": "env:S",
+    "sinks": [{"store": "files", "path": "fax.json"}],
+}
+
+
+def test_check_refuses_a_faxplus_account_without_enhanced_security(tmp_path: Path) -> None:
+    """The issue's acceptance test: no silent default; the message names the key and
+    explains the 30-day rule."""
+    code, err = _check(tmp_path, {"acme-fax": FAX})
+    assert code == 2
+    assert "accounts.acme-fax.enhanced_security: required key is missing" in err
+    assert "30 days after authorization" in err and "true" in err and "false" in err
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_enhanced_security_may_come_from_defaults(tmp_path: Path, value: bool) -> None:
+    pat = {
+        "provider": "faxplus-pat",
+        "token": "env:P",
+        "expires_at": "2031-01-31",
+        "sinks": [{"store": "files", "path": "pat.json"}],
+    }
+    accounts = {
+        "acme-fax": FAX,
+        "other-fax": {
+            **FAX,
+            "enhanced_security": not value,
+            "sinks": [{"store": "files", "path": "o.json"}],
+        },
+        "pat": pat,
+    }
+    code, err = _check(tmp_path, accounts, defaults={"enhanced_security": value})
+    assert code == 0, err
+    config = load_config(str(tmp_path / "rotator.yaml"))
+    assert config.accounts["acme-fax"].enhanced_security is value  # type: ignore[attr-defined]
+    # an account's own setting wins; the pat account has no such key and is untouched
+    assert config.accounts["other-fax"].enhanced_security is (not value)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,7 @@ def _cases(url: str, secret_dir: Path) -> list[Case]:
         Case(
             "faxplus",
             {"provider": "faxplus", "token_url": url, "client_id": "APIK-x"}
+            | {"enhanced_security": False}
             | {"client_secret": ref["cs"]},
             _current(),
             (REFRESH, ACCESS, CLIENT_SECRET),

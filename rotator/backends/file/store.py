@@ -43,6 +43,7 @@ from rotator.backends.file.formats import canonical, parse, render, version
 from rotator.backends.file.paths import Tree
 from rotator.errors import StoreConflict, StoreDamaged, StoreError, StoreNotManaged
 from rotator.fileio import read_fd, write_all
+from rotator.tokens import ViewValue
 
 __all__ = ["MARKER", "FileStore"]
 
@@ -200,7 +201,7 @@ class FileStore:
     def write(
         self,
         path: str,
-        data: Mapping[str, str],
+        data: Mapping[str, ViewValue],
         *,
         expected_version: Version | None,
         fmt: str = "json",

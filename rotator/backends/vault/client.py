@@ -29,6 +29,7 @@ from rotator.errors import (
     scrub,
 )
 from rotator.secrets import Secret
+from rotator.tokens import ViewValue
 
 if TYPE_CHECKING:
     from rotator.config.models import VaultStoreSettings
@@ -63,7 +64,9 @@ class VaultClient(Protocol):
         """``GET <mount>/data/<path>``; a missing or deleted latest version is an answer."""
         ...
 
-    def write_data(self, data_path: str, data: Mapping[str, str], cas: int, token: Secret) -> int:
+    def write_data(
+        self, data_path: str, data: Mapping[str, ViewValue], cas: int, token: Secret
+    ) -> int:
         """``POST <mount>/data/<path>`` with check-and-set ``cas``: the new version."""
         ...
 
@@ -166,7 +169,9 @@ class HvacClient:
             meta if isinstance(meta, dict) else None,
         )
 
-    def write_data(self, data_path: str, data: Mapping[str, str], cas: int, token: Secret) -> int:
+    def write_data(
+        self, data_path: str, data: Mapping[str, ViewValue], cas: int, token: Secret
+    ) -> int:
         body = {"options": {"cas": cas}, "data": dict(data)}
         return int(_dict(self._request("POST", data_path, token, body).get("data"))["version"])
 

@@ -31,12 +31,15 @@ from rotator.backends.base import (
     WriteResult,
     checked_path,
     reason,
+    record_data,
     require_json,
+    store_data,
 )
 from rotator.backends.vault.auth import Token, VaultLogin
 from rotator.backends.vault.client import HvacClient, VaultClient, is_forbidden, mapped
 from rotator.errors import StoreConflict, StoreError, StoreNotManaged
 from rotator.secrets import Secret
+from rotator.tokens import ViewValue
 
 if TYPE_CHECKING:
     from rotator.config.models import VaultStoreSettings
@@ -126,13 +129,13 @@ class VaultStore:
 
     def _latest(
         self, token: Secret, full: str
-    ) -> tuple[dict[str, str] | None, dict[str, Any] | None]:
+    ) -> tuple[dict[str, ViewValue] | None, dict[str, Any] | None]:
         """(data of the latest live version, its metadata); (None, metadata) when the
         latest version is deleted or destroyed; (None, None) when nothing is there."""
         data, meta = self._client.read_data(self._data_path(full), token)
         if data is None:
             return None, meta
-        return {str(k): v if isinstance(v, str) else _json(v) for k, v in data.items()}, meta
+        return record_data(data), meta
 
     def read(self, path: str, *, fmt: str = "json") -> Record | None:
         require_json(self.name, "a vault sink", fmt, path)
@@ -148,7 +151,7 @@ class VaultStore:
         return Record(data=data, version=int(meta["version"]))
 
     def _remember(
-        self, full: str, version: int, data: Mapping[str, str], meta: Mapping[str, Any]
+        self, full: str, version: int, data: Mapping[str, ViewValue], meta: Mapping[str, Any]
     ) -> None:
         custom = (meta or {}).get("custom_metadata") or {}
         if custom.get(MANAGED_BY[0]) == MANAGED_BY[1]:
@@ -159,7 +162,7 @@ class VaultStore:
     def write(
         self,
         path: str,
-        data: Mapping[str, str],
+        data: Mapping[str, ViewValue],
         *,
         expected_version: Version | None,
         fmt: str = "json",
@@ -167,7 +170,7 @@ class VaultStore:
     ) -> WriteResult:
         require_json(self.name, "a vault sink", fmt, path)
         full = self._full(path)
-        new = {str(k): str(v) for k, v in data.items()}
+        new = store_data(data)
 
         digest = _digest(new)
         known = self._known.get(full)
@@ -336,14 +339,10 @@ def _judge(caps: Mapping[str, Any], data_path: str, meta_path: str, method: str)
     )
 
 
-def _digest(data: Mapping[str, str]) -> bytes:
+def _digest(data: Mapping[str, ViewValue]) -> bytes:
     return hashlib.blake2b(
         json.dumps(data, sort_keys=True).encode("utf-8"), digest_size=16
     ).digest()
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def _as_int(version: Version) -> int:
