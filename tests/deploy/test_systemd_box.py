@@ -12,8 +12,11 @@ watchdog test, and the example config's vendor URLs pointed at the emulator.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,6 +174,26 @@ def test_a_box_that_cannot_be_built_says_why(
     else:
         assert str(refused.value) == reason
     assert list(tmp_path.iterdir()) == []  # nothing half-built is left to be taken for a rootfs
+
+
+def test_ci_accepts_no_reason_the_box_skips_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI runs as root with debootstrap installed by .ci/run: a skipped box is a red run."""
+    reasons = ["debootstrap could not build the box's rootfs from http://x/debian (exit 1): E"]
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    reasons.append(str(unavailable()))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    reasons.append(str(unavailable()))
+    spec = importlib.util.spec_from_file_location("check_run", ROOT / ".ci" / "check_run.py")
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    allowed = (ROOT / ".ci" / "allowed-skips").read_text(encoding="utf-8")
+    for reason in reasons:
+        log = f"SKIPPED [1] tests/deploy/test_systemd_box.py:1: {reason}\n1 passed in 1.00s\n"
+        code, lines = check.verdict(log, allowed)
+        assert code == 1, lines
+    assert "debootstrap" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def test_the_box_is_a_minimal_host_without_procps(box: Box) -> None:
