@@ -17,6 +17,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,7 @@ import pytest
 import yaml
 
 from tests.support import install, leakcheck
-from tests.support.box import Box, BoxUnavailable, rootfs, unavailable
+from tests.support.box import Box, BoxUnavailable, remove_orphans, rootfs, unavailable
 from tests.support.net import free_port, wait_until
 from tests.support.tls import TLSEmulator, make_ca
 
@@ -68,10 +70,7 @@ def emulator(certificates: tuple[Path, Path, Path]) -> Iterator[TLSEmulator]:
 @pytest.fixture(scope="module")
 def box() -> Iterator[Box]:
     started = time.monotonic()
-    try:
-        cached = rootfs()
-    except BoxUnavailable as exc:
-        pytest.skip(str(exc))
+    cached = cached_rootfs()
     _timings["rootfs"] = time.monotonic() - started
     with Box(cached) as booted:
         _timings["boot"] = time.monotonic() - started - _timings["rootfs"]
@@ -194,6 +193,66 @@ def test_ci_accepts_no_reason_the_box_skips_with(monkeypatch: pytest.MonkeyPatch
         code, lines = check.verdict(log, allowed)
         assert code == 1, lines
     assert "debootstrap" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def cached_rootfs() -> Path:
+    try:
+        return rootfs()
+    except BoxUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def test_a_stopped_box_leaves_nothing_behind() -> None:
+    with Box(cached_rootfs()) as box:
+        cgroups, workdir = list(box.cgroups), box.workdir
+        assert cgroups and all(cgroup.is_dir() for cgroup in cgroups)
+        # its mounts stay in its own namespace
+        assert str(workdir) not in Path("/proc/self/mountinfo").read_text(encoding="utf-8")
+        # A service that shrugs off the power-off's SIGTERM: stop() ends unshare by its
+        # PID when systemd is not done in time, and the box goes with it.
+        box.run("systemd-run", "--unit=stubborn", "-p", "KillSignal=SIGCONT", "sleep", "600")
+        procs = [cgroup / "system.slice/stubborn.service/cgroup.procs" for cgroup in cgroups]
+        pids = {int(pid) for path in procs if path.is_file() for pid in path.read_text().split()}
+        assert pids
+        started = time.monotonic()
+        box.stop(timeout=3)
+        assert time.monotonic() - started < 15
+    assert not any(Path(f"/proc/{pid}").exists() for pid in [box.pid, *pids])
+    assert not any(cgroup.exists() for cgroup in cgroups)
+    assert not workdir.exists()
+
+
+def test_a_box_dies_with_the_test_process_that_booted_it() -> None:
+    cached = cached_rootfs()
+    boot = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tests.support.box import Box\n"
+        "box = Box(Path(sys.argv[1]))\n"
+        "box.start()\n"
+        "print(box.pid, box.workdir, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", boot, str(cached)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert owner.stdout is not None
+        pid, workdir = owner.stdout.readline().split()
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        owner.kill()  # SIGKILL: no stop(), no finally in the owner
+        owner.wait(timeout=30)
+    wait_until(
+        lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what="the orphaned box to die"
+    )
+    remove_orphans()  # what the next box does first
+    assert not Path(workdir).exists()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/rotator-box-{owner.pid}-*"))
 
 
 def test_the_box_is_a_minimal_host_without_procps(box: Box) -> None:

@@ -35,13 +35,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
 from tests.support import install
 from tests.support.net import wait_until
 
-__all__ = ["PACKAGES", "Box", "BoxUnavailable", "mirror", "rootfs", "unavailable"]
+__all__ = ["PACKAGES", "Box", "BoxUnavailable", "mirror", "remove_orphans", "rootfs", "unavailable"]
 
 SUITE = "bookworm"
 #: minbase has no procps, so no /bin/kill: the unit must not need it (see its ExecReload=).
@@ -119,7 +120,7 @@ def unavailable() -> str | None:
         return "the systemd box needs Linux namespaces"
     if os.geteuid() != 0:
         return "the systemd box needs root (namespaces, mounts, debootstrap)"
-    for tool in ("unshare", "nsenter", "debootstrap"):
+    for tool in ("unshare", "nsenter", "setpriv", "debootstrap"):
         if shutil.which(tool) is None:
             return f"the systemd box needs {tool} (apt-get install debootstrap util-linux)"
     return None
@@ -139,7 +140,11 @@ def rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(target.name + ".partial-*"):
+        if time.time() - stale.stat().st_mtime > 86400:  # a build killed a day ago
+            shutil.rmtree(stale, ignore_errors=True)
     partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+    partial.chmod(0o755)  # it becomes the box's "/"; mkdtemp made it 0700
     source = mirror()
     log = partial.with_name(partial.name + ".log")
     try:
@@ -202,6 +207,34 @@ def _cgroup_parents() -> list[Path]:
     return parents
 
 
+def _remove_empty(top: Path) -> bool:
+    """Remove the cgroup `top` and its children, deepest first; False while one is busy."""
+    if not top.exists():
+        return True
+    dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+    for directory in [*dirs, top]:
+        with contextlib.suppress(OSError):  # busy while a process is still in it
+            directory.rmdir()
+    return not top.exists()
+
+
+def remove_orphans() -> None:
+    """What boxes left whose test process died without stopping them: the box itself died
+    with that process (see Box.start), its empty cgroups and its work directory did not."""
+    for parent in _cgroup_parents():
+        for top in parent.glob("rotator-box-*"):
+            if _orphaned(top.name):
+                _remove_empty(top)
+    for workdir in Path(tempfile.gettempdir()).glob("rotator-box-*"):
+        if _orphaned(workdir.name):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _orphaned(name: str) -> bool:
+    owner = name.split("-")[2]  # rotator-box-PID-...
+    return owner.isdigit() and not Path(f"/proc/{owner}").exists()
+
+
 class Box:
     """systemd from `rootfs` booted in namespaces; `with Box(rootfs) as box:`."""
 
@@ -234,6 +267,7 @@ class Box:
 
     def start(self, timeout: float = 90) -> None:
         """Boot, and return once `systemctl is-system-running` says running or degraded."""
+        remove_orphans()
         for parent in _cgroup_parents():
             with contextlib.suppress(OSError):  # a hierarchy we may not write: not joined
                 (parent / self.name).mkdir()
@@ -243,6 +277,9 @@ class Box:
         with self.console.open("wb") as console:
             self._unshare = subprocess.Popen(
                 [
+                    # Should this process die without stop(), unshare dies with it, and
+                    # --kill-child takes the box along: no box outlives its test session.
+                    *("setpriv", "--pdeathsig", "KILL"),
                     "unshare",
                     "--pid",
                     "--fork",
@@ -305,20 +342,17 @@ class Box:
                 os.kill(unshare.pid, signal.SIGKILL)
                 unshare.wait(timeout=timeout)
         try:
-            # No process may outlive the box: its cgroups only go once they are empty.
+            # No process may outlive the box: its cgroups only go once they are empty, and
+            # its PID 1 goes (is reaped) only after the kernel ended all its processes.
             wait_until(self._cgroups_removed, timeout=timeout, what="the box's cgroups to empty")
+            if self.pid:
+                gone = Path(f"/proc/{self.pid}")
+                wait_until(lambda: not gone.exists(), timeout=timeout, what="the box's PID 1 to go")
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _cgroups_removed(self) -> bool:
-        for top in self.cgroups:
-            if not top.exists():
-                continue
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-            for directory in [*dirs, top]:
-                with contextlib.suppress(OSError):  # busy while a process is still in it
-                    directory.rmdir()
-        return not any(top.exists() for top in self.cgroups)
+        return all([_remove_empty(top) for top in self.cgroups])
 
     def console_text(self) -> str:
         return self.console.read_text(encoding="utf-8", errors="replace")[-4000:]
