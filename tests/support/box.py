@@ -95,6 +95,9 @@ exec /bin/sh -c 'umount -l /.oldroot && rmdir /.oldroot && mount --make-rshared 
 """
 
 
+_refused: dict[tuple[tuple[str, ...], str, Path], str] = {}
+
+
 class BoxUnavailable(Exception):
     """A step the box needs cannot run on this machine; the message says which and why."""
 
@@ -132,7 +135,7 @@ def rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
     Built into a temporary sibling and renamed when complete, so an interrupted
     build never leaves a half rootfs where a complete one is expected.
     """
-    reason = unavailable()
+    reason = unavailable() or _refused.get((packages, mirror(), install.CACHE))
     if reason:
         raise BoxUnavailable(reason)
     key = hashlib.sha256(" ".join([SUITE, "minbase", *sorted(packages)]).encode()).hexdigest()
@@ -165,10 +168,13 @@ def rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
             )
         if built.returncode != 0:
             lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            raise BoxUnavailable(
+            reason = (
                 f"debootstrap could not build the box's rootfs from {source} "
                 f"(exit {built.returncode}): {lines[-1] if lines else 'no output'}"
             )
+            # once per session: every test that needs the box skips with the same reason
+            _refused[(packages, source, install.CACHE)] = reason
+            raise BoxUnavailable(reason)
         try:
             partial.rename(target)
         except OSError:  # another session finished first: use its rootfs
