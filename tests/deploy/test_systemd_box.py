@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -319,6 +320,9 @@ def test_tokens_rotate_under_the_full_sandbox(
     assert status["NoNewPrivs"] == "1"
     assert status["Seccomp"] == "2"  # SystemCallFilter=, MemoryDenyWriteExecute=, ...
     assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+    limits = box.run("cat", f"/proc/{pid}/limits").stdout
+    # LimitCORE=0 (the daemon sets it too)
+    assert re.search(r"(?m)^Max core file size\s+0\s+0\s", limits)
     # PrivateUsers=yes: a user namespace that maps root and rotator only, not the identity
     uid_map = [line.split() for line in box.run("cat", f"/proc/{pid}/uid_map").stdout.splitlines()]
     assert sorted(uid_map) == sorted([["0", "0", "1"], [rotator_uid, rotator_uid, "1"]])
