@@ -5,9 +5,10 @@ procps (no /bin/kill), and the tests run in file order as an operator's day
 would go: install by the README's steps (docker/install.sh with the box's
 python3; the unit, sysusers and tmpfiles files unchanged; credentials in
 /etc/credstore), start, rotate against an HTTPS emulator on the host's
-loopback, reload, a broken reload, a watchdog restart, stop, and the journal.
-The only test-specific settings are a drop-in with a short watchdog for the
-watchdog test, and the example config's vendor URLs pointed at the emulator.
+loopback, reload, a broken reload, a watchdog restart, stop, encrypted
+credentials by the shipped drop-in, and the journal. The only test-specific
+settings are a drop-in with a short watchdog for the watchdog test, and the
+example config's vendor URLs pointed at the emulator.
 """
 
 from __future__ import annotations
@@ -432,6 +433,35 @@ def test_stop_is_clean(installed: Box) -> None:
     assert f"{UNIT}: Main process exited, code=exited, status=0/SUCCESS" in last_stop
     assert f"{UNIT}: Deactivated successfully." in last_stop
     assert '"event": "stopped"' in last_stop and '"clean": true' in last_stop
+
+
+def test_encrypted_credentials_reach_cred_name_through_the_drop_in(
+    installed: Box, emulator: TLSEmulator
+) -> None:
+    """README step 4, encrypted: systemd-creds, and systemd/encrypted-credentials.conf as is."""
+    box = installed
+    box.run("install", "-d", "-m", "0700", "/etc/credstore.encrypted")
+    names = sorted(p.name for p in box.path("/etc/credstore").iterdir())
+    for name in names:
+        box.run(
+            "sh",
+            "-c",
+            f"systemd-creds encrypt --name={name} - /etc/credstore.encrypted/{name} "
+            f"< /etc/credstore/{name} && rm /etc/credstore/{name}",
+        )
+    drop_in = (SYSTEMD / "encrypted-credentials.conf").read_text(encoding="utf-8")
+    box.write(f"/etc/systemd/system/{UNIT}.d/credentials.conf", drop_in)
+    box.systemctl("daemon-reload")
+    try:
+        box.systemctl("start", UNIT)
+        directory = box.path(f"/run/credentials/{UNIT}")
+        assert sorted(p.name for p in directory.iterdir()) == names
+        for client, name in CLIENTS.items():
+            assert (directory / name).read_text(encoding="utf-8") == emulator.clients[client]
+        assert box.show(UNIT, "SubState")["SubState"] == "running"
+    finally:
+        box.systemctl("stop", UNIT)
+    assert box.show(UNIT, "Result")["Result"] == "success"
 
 
 def test_the_journal_holds_json_lines_and_no_secret(installed: Box) -> None:
