@@ -30,7 +30,14 @@ import pytest
 import yaml
 
 from tests.support import install, leakcheck
-from tests.support.box import Box, BoxUnavailable, remove_orphans, rootfs, unavailable
+from tests.support.box import (
+    Box,
+    BoxUnavailable,
+    cgroup_parents,
+    remove_orphans,
+    rootfs,
+    unavailable,
+)
 from tests.support.net import free_port, wait_until
 from tests.support.tls import TLSEmulator, make_ca
 
@@ -254,7 +261,9 @@ def test_a_box_dies_with_the_test_process_that_booted_it() -> None:
     )
     remove_orphans()  # what the next box does first
     assert not Path(workdir).exists()
-    assert not list(Path("/sys/fs/cgroup").glob(f"*/rotator-box-{owner.pid}-*"))
+    assert not [
+        top for parent in cgroup_parents() for top in parent.glob(f"rotator-box-{owner.pid}-*")
+    ]
 
 
 def test_the_box_is_a_minimal_host_without_procps(box: Box) -> None:

@@ -42,7 +42,16 @@ from types import TracebackType
 from tests.support import install
 from tests.support.net import wait_until
 
-__all__ = ["PACKAGES", "Box", "BoxUnavailable", "mirror", "remove_orphans", "rootfs", "unavailable"]
+__all__ = [
+    "PACKAGES",
+    "Box",
+    "BoxUnavailable",
+    "cgroup_parents",
+    "mirror",
+    "remove_orphans",
+    "rootfs",
+    "unavailable",
+]
 
 SUITE = "bookworm"
 #: minbase has no procps, so no /bin/kill: the unit must not need it (see its ExecReload=).
@@ -186,7 +195,7 @@ def rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
     return target
 
 
-def _cgroup_parents() -> list[Path]:
+def cgroup_parents() -> list[Path]:
     """This process's directory in every cgroup hierarchy the box can have a child of.
 
     cpuset is left out: a v1 cpuset child takes no process before its cpus and
@@ -227,7 +236,7 @@ def _remove_empty(top: Path) -> bool:
 def remove_orphans() -> None:
     """What boxes left whose test process died without stopping them: the box itself died
     with that process (see Box.start), its empty cgroups and its work directory did not."""
-    for parent in _cgroup_parents():
+    for parent in cgroup_parents():
         for top in parent.glob("rotator-box-*"):
             if _orphaned(top.name):
                 _remove_empty(top)
@@ -274,7 +283,7 @@ class Box:
     def start(self, timeout: float = 90) -> None:
         """Boot, and return once `systemctl is-system-running` says running or degraded."""
         remove_orphans()
-        for parent in _cgroup_parents():
+        for parent in cgroup_parents():
             with contextlib.suppress(OSError):  # a hierarchy we may not write: not joined
                 (parent / self.name).mkdir()
                 self.cgroups.append(parent / self.name)
