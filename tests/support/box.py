@@ -2,8 +2,8 @@
 
 These machines have no systemd as PID 1, and a `chroot` is not enough: every
 `Private*=`/`Protect*=` setting of the unit then fails with 226/NAMESPACE. So a
-Debian rootfs (debootstrap, cached between runs) is booted as its own PID
-namespace with its own mounts: `unshare` runs a shell that lays the box's file
+Debian rootfs (tests/support/rootfs.py: debootstrap, cached) is booted as its own
+PID namespace with its own mounts: `unshare` runs a shell that lays the box's file
 system out (an overlay over the cached rootfs, so the cache is never written;
 its own /dev, /run, /tmp), `pivot_root`s into it, makes `/` shared (without
 that, `LoadCredential=` yields an empty directory: systemd mounts credentials
@@ -26,21 +26,19 @@ A step that cannot run here (not root, no debootstrap, no mirror) raises
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 from tests.support import install
 from tests.support.net import wait_until
+from tests.support.rootfs import PACKAGES, BoxUnavailable, mirror, rootfs, unavailable
 
 __all__ = [
     "PACKAGES",
@@ -53,10 +51,6 @@ __all__ = [
     "unavailable",
 ]
 
-SUITE = "bookworm"
-#: minbase has no procps, so no /bin/kill: the unit must not need it (see its ExecReload=).
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv")
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 #: what a command in the box sees: nothing of the test process's environment
 BOX_ENV = (
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -102,97 +96,6 @@ pivot_root . .oldroot
 exec /bin/sh -c 'umount -l /.oldroot && rmdir /.oldroot && mount --make-rshared / &&
   exec env -i container=other /lib/systemd/systemd --system'
 """
-
-
-_refused: dict[tuple[tuple[str, ...], str, Path], str] = {}
-
-
-class BoxUnavailable(Exception):
-    """A step the box needs cannot run on this machine; the message says which and why."""
-
-
-def mirror() -> str:
-    """The Debian mirror apt already uses here ($ROTATOR_BOX_MIRROR wins)."""
-    chosen = os.environ.get("ROTATOR_BOX_MIRROR")
-    if chosen:
-        return chosen
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in sources:
-        with contextlib.suppress(OSError):
-            text = path.read_text(encoding="utf-8")
-            found = re.search(r"(?m)^(?:URIs:|deb)\s+(?:\[[^]]*\]\s+)?(\S+/debian)/?\s", text)
-            if found:
-                return found.group(1)
-    return DEFAULT_MIRROR
-
-
-def unavailable() -> str | None:
-    """Why no box can be booted here, or None."""
-    if sys.platform != "linux":
-        return "the systemd box needs Linux namespaces"
-    if os.geteuid() != 0:
-        return "the systemd box needs root (namespaces, mounts, debootstrap)"
-    for tool in ("unshare", "nsenter", "setpriv", "debootstrap"):
-        if shutil.which(tool) is None:
-            return f"the systemd box needs {tool} (apt-get install debootstrap util-linux)"
-    return None
-
-
-def rootfs(packages: tuple[str, ...] = PACKAGES) -> Path:
-    """A minbase Debian rootfs with `packages`, built once per package list and cached.
-
-    Built into a temporary sibling and renamed when complete, so an interrupted
-    build never leaves a half rootfs where a complete one is expected.
-    """
-    reason = unavailable() or _refused.get((packages, mirror(), install.CACHE))
-    if reason:
-        raise BoxUnavailable(reason)
-    key = hashlib.sha256(" ".join([SUITE, "minbase", *sorted(packages)]).encode()).hexdigest()
-    target = install.CACHE / f"rootfs-{SUITE}-{key[:12]}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(target.name + ".partial-*"):
-        if time.time() - stale.stat().st_mtime > 86400:  # a build killed a day ago
-            shutil.rmtree(stale, ignore_errors=True)
-    partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
-    partial.chmod(0o755)  # it becomes the box's "/"; mkdtemp made it 0700
-    source = mirror()
-    log = partial.with_name(partial.name + ".log")
-    try:
-        with log.open("w", encoding="utf-8") as out:
-            built = subprocess.run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    "--include=" + ",".join(packages),
-                    SUITE,
-                    str(partial),
-                    source,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=900,
-                check=False,
-            )
-        if built.returncode != 0:
-            lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            reason = (
-                f"debootstrap could not build the box's rootfs from {source} "
-                f"(exit {built.returncode}): {lines[-1] if lines else 'no output'}"
-            )
-            # once per session: every test that needs the box skips with the same reason
-            _refused[(packages, source, install.CACHE)] = reason
-            raise BoxUnavailable(reason)
-        try:
-            partial.rename(target)
-        except OSError:  # another session finished first: use its rootfs
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-        log.unlink(missing_ok=True)
-    return target
 
 
 def cgroup_parents() -> list[Path]:
