@@ -8,14 +8,16 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/rotator
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY rotator ./rotator
-# Installs a regular (non-editable) copy with compiled bytecode, so nothing is
-# written at run time on the read-only root file system.
-RUN /opt/rotator/bin/pip install . \
- && /opt/rotator/bin/python -m compileall -q /opt/rotator
+COPY docker/install.sh ./docker/
+# Wheels of rotator and of every dependency, then the install script that the
+# deployment tests run as well (tests/deploy/test_systemd_box.py installs into a
+# real systemd's /opt/rotator with it): a virtualenv from those wheels alone,
+# with compiled bytecode, so nothing is written at run time on the read-only root.
+RUN python -m pip wheel --wheel-dir /wheels . \
+ && sh docker/install.sh /opt/rotator /wheels python
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 rotator \

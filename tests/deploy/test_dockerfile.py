@@ -1,9 +1,12 @@
 """The Dockerfile, checked without a container engine (none runs here).
 
 What can be checked offline: the build context that .dockerignore lets through
-holds everything the image's `pip install .` needs and the package runs from it
-alone; the image's user, entry point, command and state directory agree with
-the Helm chart that runs it.
+holds everything the image's build needs and the package runs from it alone;
+the build stage installs with docker/install.sh from a `pip wheel` wheelhouse,
+exactly as the deployment tests install into the systemd box
+(tests/support/install.py), so what those tests prove is what the image does;
+the image's user, entry point, command and state directory agree with the Helm
+chart that runs it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support import leakcheck
+from tests.support import install, leakcheck
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -86,6 +89,7 @@ def test_the_package_runs_from_the_build_context_alone(tmp_path: Path) -> None:
         if source.is_dir():
             shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (context / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, context / name)
     config = tmp_path / "rotator.yaml"
     values = yaml.safe_load(CHART_VALUES.read_text(encoding="utf-8"))
@@ -121,6 +125,30 @@ def test_the_package_runs_from_the_build_context_alone(tmp_path: Path) -> None:
         check=True,
     )
     assert Path(where.stdout.strip()).is_relative_to(context)
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    steps = instructions()
+    start = next(i for i, (w, a) in enumerate(steps) if w == "FROM" and a.endswith(f" AS {name}"))
+    end = next((i for i in range(start + 1, len(steps)) if steps[i][0] == "FROM"), len(steps))
+    return steps[start:end]
+
+
+def test_the_build_installs_with_the_script_the_tests_run() -> None:
+    build = stage("build")
+    copied = [args for word, args in build if word == "COPY"]
+    assert "docker/install.sh ./docker/" in copied
+    [run] = [shlex.split(args) for word, args in build if word == "RUN"]
+    # One RUN: the wheelhouse, then the script; nothing else touches /opt/rotator. The
+    # tests build their wheelhouse and install with these same commands.
+    wheel, script = " ".join(run).split(" && ")
+    assert shlex.split(wheel) == install.wheel_argv("python", "/wheels", ".")
+    sh, path, *args = shlex.split(script)
+    assert [sh, str(ROOT / path), *args] == install.install_argv(
+        "/opt/rotator", "/wheels", "python"
+    )
+    final = dict(final_stage())
+    assert final["COPY"] == "--from=build /opt/rotator /opt/rotator"
 
 
 def test_image_runs_unprivileged_as_the_chart_expects() -> None:

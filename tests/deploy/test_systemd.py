@@ -171,7 +171,8 @@ def test_unit_has_the_service_contract() -> None:
     assert values("Type") == ["notify"]
     assert values("Restart") == ["on-failure"]
     assert values("ExecStart") == [f"{BINARY} run -c /etc/rotator/rotator.yaml"]
-    assert values("ExecReload")[-1] == "/bin/kill -HUP $MAINPID"
+    # no /bin/kill (procps): a minimal host has only the shell's kill
+    assert values("ExecReload")[-1] == "/bin/sh -c 'kill -HUP ${MAINPID}'"
     assert values("StateDirectory") == ["rotator"]
     assert values("ConfigurationDirectory") == ["rotator"]
     assert values("User") == ["rotator"]

@@ -32,6 +32,16 @@ def source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def wheel_argv(python: str, wheel_dir: str, source: str) -> list[str]:
+    """`pip wheel` exactly as the Dockerfile's build stage runs it (test_dockerfile.py checks)."""
+    return [python, "-m", "pip", "wheel", "--wheel-dir", wheel_dir, source]
+
+
+def install_argv(prefix: str, wheel_dir: str, python: str) -> list[str]:
+    """docker/install.sh as the Dockerfile's build stage runs it (test_dockerfile.py checks)."""
+    return ["sh", str(INSTALL_SCRIPT), prefix, wheel_dir, python]
+
+
 def wheelhouse() -> Path:
     """A directory with rotator's wheel and its dependencies' wheels, built once per source tree."""
     target = CACHE / f"wheelhouse-{source_hash()}"
@@ -40,12 +50,12 @@ def wheelhouse() -> Path:
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"]
     built = subprocess.run(
-        [*command, "--wheel-dir", str(partial), str(ROOT)],
+        wheel_argv(sys.executable, str(partial), str(ROOT)),
         check=False,
         capture_output=True,
         text=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     if built.returncode != 0:
         raise RuntimeError(f"pip wheel failed ({built.returncode}):\n{built.stderr[-4000:]}")
@@ -57,8 +67,5 @@ def wheelhouse() -> Path:
 
 def install(prefix: Path, python: str = "python3") -> Path:
     """A new virtualenv at `prefix` with rotator, by docker/install.sh; returns its bin/rotator."""
-    subprocess.run(
-        ["sh", str(INSTALL_SCRIPT), str(prefix), str(wheelhouse()), python],
-        check=True,
-    )
+    subprocess.run(install_argv(str(prefix), str(wheelhouse()), python), check=True)
     return prefix / "bin" / "rotator"
