@@ -198,6 +198,9 @@ def authorize(
             _release(store, account, path, owner)
             raise
         _store_grant(store, account=account, path=path, settings=settings, tokens=tokens, now=now)
+        _tell_consumers(
+            store, account=account, path=path, settings=settings, tokens=tokens, now=now
+        )
         refresh_note = "it does not expire"
         if settings.enhanced_security:
             refresh_note = (
@@ -358,4 +361,25 @@ def _store_grant(
     raise AuthorizeError(
         "the account's state kept changing while storing the new grant; nothing was stored "
         "and the code is spent: run `rotator authorize` again"
+    )
+
+
+def _tell_consumers(
+    store: Any,
+    *,
+    account: str,
+    path: str,
+    settings: FaxPlusSettings,
+    tokens: TokenSet,
+    now: datetime,
+) -> None:
+    """``reauthorized`` to the account's ``notify:`` entries, before the command exits."""
+    if not settings.notify or tokens.refresh_token is None:
+        return
+    from rotator.notify import Notifications, StoreClaims, reauthorized
+    from rotator.rotation.lease import default_owner
+
+    state, _ = _read(store, account, path)
+    Notifications(dict, claims=StoreClaims(lambda _: store), replica=default_owner()).deliver(
+        reauthorized(state, settings, now, tokens.refresh_token.reveal()), settings
     )

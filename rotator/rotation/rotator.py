@@ -190,6 +190,8 @@ class Rotator:
             tokens=tokens,
             new_sinks=lease.state.access_token is None,  # the account's first token
         )
+        if lease.state.failed:
+            run = replace(run, revived=True)
         # One line per rotation, once the state is saved and every sink was tried.
         _log.info(
             "rotated",
@@ -280,6 +282,7 @@ class Rotator:
             sinks_written=run.published.written,
             sinks_unchanged=run.published.unchanged,
             sinks_failed=run.published.failed,
+            revived=run.revived,
         )
 
     def _notify(self, result: RotationResult) -> None:
