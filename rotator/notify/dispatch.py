@@ -53,7 +53,9 @@ _WORKERS = 2
 
 #: (account, entry type, event, outcome) -> None; feeds rotator_notify_total
 Outcome = Callable[[str, str, str, str], None]
-_Item = tuple[Event, tuple["ExecNotify | WebhookNotify", ...]]
+_Entries = tuple["ExecNotify | WebhookNotify", ...]
+#: the events of one run, delivered in order by one worker (rotated before recovered)
+_Item = tuple[tuple[Event, _Entries], ...]
 
 
 def _utcnow() -> datetime:
@@ -93,25 +95,24 @@ class Notifications:
         account = self._accounts().get(result.account)
         if account is None or not account.settings.notify:
             return  # the common case: costs one lookup
-        for event in events_of(result, account.settings, self.clock()):
-            self.emit(event, account.settings)
+        self.emit(events_of(result, account.settings, self.clock()), account.settings)
 
-    def emit(self, event: Event, settings: AccountSettings) -> None:
-        """Queue ``event`` for the entries that listen to it; never waits."""
-        entries = _listening(event, settings)
-        if not entries:
+    def emit(self, events: Sequence[Event], settings: AccountSettings) -> None:
+        """Queue ``events`` (one run's, in order) for the entries listening; never waits."""
+        item = tuple((e, entries) for e in events if (entries := _listening(e, settings)))
+        if not item:
             return
         with self._guard:
             closed = self._closed
             if not closed:
                 self._start_workers()
         if closed:
-            self._dropped(event, entries, "the daemon is stopping")
+            self._dropped(item, "the daemon is stopping")
             return
         try:
-            self._queue.put_nowait((event, entries))
+            self._queue.put_nowait(item)
         except queue.Full:
-            self._dropped(event, entries, f"{self._queue.maxsize} notifications wait already")
+            self._dropped(item, f"{self._queue.maxsize} notifications wait already")
 
     def deliver_result(self, result: RotationResult) -> None:
         """:meth:`after_rotation`, delivered now in this thread (``rotator refresh``)."""
@@ -145,7 +146,8 @@ class Notifications:
                     return  # stopped and drained
                 continue
             try:
-                self._deliver(*item)
+                for event, entries in item:
+                    self._deliver(event, entries)
             except Exception as exc:  # a delivery must never end its worker
                 _log.error("notify delivery crashed", error=repr(exc))
             finally:
@@ -190,17 +192,16 @@ class Notifications:
             )
             self._count(event, entry.type, "delivered")
 
-    def _dropped(
-        self, event: Event, entries: Sequence[ExecNotify | WebhookNotify], why: str
-    ) -> None:
-        _log.error(
-            "notification dropped",
-            account=event.account,
-            notify_event=event.type,
-            reason=why,
-        )
-        for entry in entries:
-            self._count(event, entry.type, "dropped")
+    def _dropped(self, item: _Item, why: str) -> None:
+        for event, entries in item:
+            _log.error(
+                "notification dropped",
+                account=event.account,
+                notify_event=event.type,
+                reason=why,
+            )
+            for entry in entries:
+                self._count(event, entry.type, "dropped")
 
     def _count(self, event: Event, kind: str, outcome: str) -> None:
         if self._on_outcome is not None:
@@ -228,10 +229,10 @@ class Notifications:
         self.waiter.stop()  # webhook backoffs in progress give up now
         while True:
             try:
-                event, entries = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._dropped(event, entries, f"not sent within {timeout:g}s of the stop")
+            self._dropped(item, f"not sent within {timeout:g}s of the stop")
             self._queue.task_done()
         return clean
 

@@ -72,11 +72,11 @@ class Delivery:
 class Receiver:
     """A webhook receiver on loopback; ``statuses`` are answered in turn, then 204."""
 
-    secret: str = HOOK_SECRET
+    secret: str = field(default=HOOK_SECRET, repr=False)  # a test failure prints the repr
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
-    got: list[Delivery] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
+    got: list[Delivery] = field(default_factory=list, repr=False)
+    arrived: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
         receiver = self
