@@ -45,6 +45,7 @@ from rotator.waits import Waiter
 if TYPE_CHECKING:
     from rotator.config.models import Config
     from rotator.providers.faxplus import FaxPlusSettings
+    from rotator.state import AccountState
     from rotator.tokens import TokenSet
 
 __all__ = [
@@ -198,9 +199,6 @@ def authorize(
             _release(store, account, path, owner)
             raise
         _store_grant(store, account=account, path=path, settings=settings, tokens=tokens, now=now)
-        _tell_consumers(
-            store, account=account, path=path, settings=settings, tokens=tokens, now=now
-        )
         refresh_note = "it does not expire"
         if settings.enhanced_security:
             refresh_note = (
@@ -354,6 +352,7 @@ def _store_grant(
         )
         try:
             store.write(path, granted.to_record(), expected_version=version)
+            _tell_consumers(store, granted, settings, now)
             return
         except StoreConflict:
             continue
@@ -365,21 +364,14 @@ def _store_grant(
 
 
 def _tell_consumers(
-    store: Any,
-    *,
-    account: str,
-    path: str,
-    settings: FaxPlusSettings,
-    tokens: TokenSet,
-    now: datetime,
+    store: Any, granted: AccountState, settings: FaxPlusSettings, now: datetime
 ) -> None:
     """``reauthorized`` to the account's ``notify:`` entries, before the command exits."""
-    if not settings.notify or tokens.refresh_token is None:
+    if not settings.notify or granted.refresh_token is None:
         return
     from rotator.notify import Notifications, StoreClaims, reauthorized
     from rotator.rotation.lease import default_owner
 
-    state, _ = _read(store, account, path)
     Notifications(dict, claims=StoreClaims(lambda _: store), replica=default_owner()).deliver(
-        reauthorized(state, settings, now, tokens.refresh_token.reveal()), settings
+        reauthorized(granted, settings, now, granted.refresh_token.reveal()), settings
     )

@@ -14,7 +14,7 @@ import json
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -164,7 +164,25 @@ class WebhookChannel(Model):
     timeout: Duration = timedelta(seconds=10)
 
 
-class CommandChannel(Model):
+class _Program(Model):
+    """A program rotator runs: ``argv`` without a shell, and the daemon variables it may see.
+
+    ``pass_env`` names must be real names, none of systemd's, and none of the
+    ``RESERVED`` prefix that rotator sets itself.
+    """
+
+    RESERVED: ClassVar[str] = "ROTATOR_"
+    SET_FOR: ClassVar[str] = "each event"
+    argv: list[str] = Field(min_length=1)
+    pass_env: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_pass_env(self) -> Self:
+        _check_env_names(self.pass_env, reserved=self.RESERVED, use=f"for {self.SET_FOR}")
+        return self
+
+
+class CommandChannel(_Program):
     """``argv`` run with the alert on stdin, in a minimal environment.
 
     The command sees PATH, HOME, LANG, LC_ALL and TZ (when set), the alert's
@@ -172,15 +190,10 @@ class CommandChannel(Model):
     ``pass_env`` names: the daemon's environment holds its credentials.
     """
 
+    RESERVED: ClassVar[str] = "ROTATOR_ALERT_"
+    SET_FOR: ClassVar[str] = "each alert"
     type: Literal["command"]
-    argv: list[str] = Field(min_length=1)
     timeout: Duration = timedelta(seconds=30)
-    pass_env: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _check_pass_env(self) -> CommandChannel:
-        _check_env_names(self.pass_env, reserved="ROTATOR_ALERT_", use="for each alert")
-        return self
 
 
 def _check_env_names(names: list[str], *, reserved: str, use: str) -> None:
@@ -236,7 +249,7 @@ def _no_repeats(events: list[NotifyEvent]) -> list[NotifyEvent]:
     return events
 
 
-class ExecNotify(Model):
+class ExecNotify(_Program):
     """Run ``argv`` (no shell) after an event, in a minimal environment.
 
     The program sees PATH, HOME, LANG, LC_ALL and TZ (when set), the event's
@@ -245,19 +258,12 @@ class ExecNotify(Model):
     """
 
     type: Literal["exec"]
-    argv: list[str] = Field(min_length=1)
     #: a reload command cares that the token changed, not about the account's health
     events: Annotated[list[NotifyEvent], AfterValidator(_no_repeats)] = Field(
         default_factory=lambda: list(NOTIFY_EVENTS[:1]), min_length=1
     )
     token: Literal["stdin"] | None = None
     timeout: PositiveDuration = timedelta(seconds=30)
-    pass_env: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _check_pass_env(self) -> ExecNotify:
-        _check_env_names(self.pass_env, reserved="ROTATOR_", use="for each event")
-        return self
 
 
 class WebhookNotify(Model):
