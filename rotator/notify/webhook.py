@@ -112,8 +112,8 @@ def post_webhook(
                 url, body, where=where, timeout=entry.timeout.total_seconds(), headers=headers
             )
         except HttpRefused as exc:
-            final = exc.status is not None and 400 <= exc.status < 500
-            final = final and exc.status not in _RETRY_4XX
+            refused = exc.status is not None and 400 <= exc.status < 500
+            final = exc.misconfigured or (refused and exc.status not in _RETRY_4XX)
             if final or attempt == entry.attempts:
                 raise NotifyError(f"{exc} (attempt {attempt} of {entry.attempts})") from None
             _log.warning(

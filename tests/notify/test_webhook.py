@@ -128,3 +128,12 @@ def test_signing_matches_the_reference_implementation(
     text = body.decode("latin-1")
     expected = Webhook(secret).sign("msg_1", datetime.fromtimestamp(1_800_000_000, UTC), text)
     assert sign(key, "msg_1", 1_800_000_000, text.encode()) == expected
+
+
+def test_a_reference_that_holds_no_http_url_is_final(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK_URL", "ftp://127.0.0.1/x")
+    with pytest.raises(NotifyError, match="does not hold an http") as caught:
+        post_webhook(ENTRY, event(), replica="r", waiter=Waiter())
+    assert "attempt 1 of 5" in str(caught.value)

@@ -57,11 +57,17 @@ class WebhookAlertChannel:
 
 
 class HttpRefused(AlertChannelError):
-    """A webhook did not take a POST; ``status`` is its HTTP status (None: no answer)."""
+    """A webhook did not take a POST; ``status`` is its HTTP status (None: no answer).
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    ``misconfigured``: the request was never sent (not an http(s) URL); no retry helps.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, misconfigured: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.misconfigured = misconfigured
 
 
 def post_json(
@@ -82,7 +88,7 @@ def post_json(
     import urllib.request
 
     if not url.startswith(("https://", "http://")):
-        raise HttpRefused(f"{where} does not hold an http:// or https:// URL")
+        raise HttpRefused(f"{where} does not hold an http:// or https:// URL", misconfigured=True)
     request = urllib.request.Request(  # noqa: S310 - scheme checked above
         url,
         data=body,
