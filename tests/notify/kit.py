@@ -103,7 +103,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.http = LoopbackHTTPServer(Handler, name="notify-receiver")
+        self.http = LoopbackHTTPServer(Handler, name="notify-receiver", poll=0.05)
         self.url = self.http.url + "/hooks/rotator"
         self.http.start()
 
