@@ -73,8 +73,9 @@ def read_runs(runs: Path) -> list[dict[str, Any]]:
     if not runs.exists():
         return []
     out = [json.loads(line) for line in runs.read_text().splitlines() if line]
-    # stdin holds the token on purpose (token: stdin); everything else is leak-checked
-    capture("notify-proof-runs", json.dumps([{**run, "stdin": ""} for run in out]))
+    # stdin (token: stdin) and what the sink held are the token on purpose; the argv and
+    # the environment are leak-checked
+    capture("notify-proof-runs", json.dumps([{**run, "stdin": "", "sink": ""} for run in out]))
     return out
 
 
@@ -175,11 +176,15 @@ def test_two_daemons_deliver_each_event_once_and_a_current_sink_tells_nothing(
     assert len(ids) == len(set(ids)), "an event was delivered twice"
     assert len(receiver.events("rotated")) == rotations
     assert [run["env"]["ROTATOR_EVENT"] for run in read_runs(runs)].count("rotated") == rotations
-    # a restart: the first run finds the sinks holding the current token and tells nobody
+    # A restart: the first runs find the sinks holding the current token and tell nobody;
+    # a0's sink was lost meanwhile, so that run writes it again: the same token, the same
+    # event, which the earlier daemon claimed in the state store, so nobody is told twice.
     before = len(receiver.got)
+    (rig.out / "a0.token").unlink()
     with DaemonProcess(rig.config_path, env=env) as again:
         again.wait_log('"event": "started"')
-        time.sleep(2.0)
+        wait_for(lambda: rig.sink_token("a0"), 10, what="a0's sink written again")
+        again.wait_log("another worker delivers this notification")
         assert again.stop() == 0
     assert len(receiver.got) == before
     rig.assert_grants_alive()
