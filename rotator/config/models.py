@@ -262,7 +262,8 @@ class ExecNotify(_Program):
     events: Annotated[list[NotifyEvent], AfterValidator(_no_repeats)] = Field(
         default_factory=lambda: list(NOTIFY_EVENTS[:1]), min_length=1
     )
-    token: Literal["stdin"] | None = None
+    #: "stdin": the access token on the program's standard input; "none": never
+    token: Literal["stdin", "none"] = "none"
     timeout: PositiveDuration = timedelta(seconds=30)
 
 

@@ -43,7 +43,7 @@ def test_defaults_apply_and_an_account_list_replaces_them() -> None:
     ).accounts["acme"]
     [entry] = own.notify
     assert isinstance(entry, ExecNotify)
-    assert entry.events == ["rotated"] and entry.token is None
+    assert entry.events == ["rotated"] and entry.token == "none"
     assert entry.timeout.total_seconds() == 30
 
 
@@ -51,14 +51,14 @@ def test_defaults_apply_and_an_account_list_replaces_them() -> None:
     ("extra", "message"),
     [
         ("notify: [{type: exek, argv: [x]}]", "notify[0].type: 'exek' is not valid"),
-        ("notify: [{type: exec, argv: []}]", "notify[0].exec.argv"),
+        ("notify: [{type: exec, argv: []}]", "notify[0].argv"),
         ("notify: [{type: exec, argv: [x], events: [rotatd]}]", "events[0]: 'rotatd'"),
-        ("notify: [{type: exec, argv: [x], events: []}]", "notify[0].exec.events"),
+        ("notify: [{type: exec, argv: [x], events: []}]", "notify[0].events"),
         ("notify: [{type: exec, argv: [x], events: [failed, failed]}]", "an event twice"),
-        ("notify: [{type: exec, argv: [x], token: argv}]", "Input should be 'stdin'"),
+        ("notify: [{type: exec, argv: [x], token: argv}]", "notify[0].token: 'argv': Input should"),
         ("notify: [{type: exec, argv: [x], pass_env: [ROTATOR_EVENT]}]", "ROTATOR_* are set"),
         ("notify: [{type: exec, argv: [x], pass_env: [NOTIFY_SOCKET]}]", "speak to systemd"),
-        ("notify: [{type: exec, argv: [x], colour: red}]", "notify[0].exec.colour: unknown key"),
+        ("notify: [{type: exec, argv: [x], colour: red}]", "notify[0].colour: unknown key"),
         ("notify: [{type: webhook, url: env:U}]", "notify[0].secret: required key is missing"),
         ("notify: [{type: webhook, url: 'https://h/x', secret: env:S}]", "notify[0].url"),
         ("notify: [{type: webhook, url: env:U, secret: hunter2}]", "notify[0].secret"),
@@ -80,7 +80,7 @@ def test_check_reports_a_bad_entry_and_exits_2(
     path.write_text(config_text("notify: [{type: exec, argv: [x], events: [rotatd]}]"))
     code, _, err = run_main(["check", "-c", str(path)], capsys)
     assert code == 2
-    assert "accounts.acme.notify[0].exec.events[0]" in err
+    assert "accounts.acme.notify[0].events[0]" in err
 
 
 def test_check_online_resolves_the_webhook_secret(
