@@ -95,3 +95,33 @@ def test_a_receiver_that_is_down_does_not_fail_the_command(
     assert seed(config, "acme", server.issue_grant("app"), **quiet()) == 0
     assert refresh(config, "acme", **quiet()) == 0
     assert len(receiver.got) == 10  # five attempts each, then the command went on
+
+
+def test_authorize_tells_reauthorized(tmp_path: Path, receiver: Receiver) -> None:
+    """``rotator authorize`` (a process, against the Fax.Plus emulator) before it exits."""
+    import httpx
+
+    from tests.commands.test_authorize import (
+        _redirect_without_state,
+        run_with_code,
+        secret_env,
+        write_config,
+    )
+    from tests.fakes.faxplus import FaxPlusEmulator
+    from tests.fakes.vendorhttp import running
+    from tests.notify.kit import HOOK_SECRET
+
+    hook = {"type": "webhook", "url": "env:HOOK_URL", "secret": "env:HOOK_SECRET"}
+    with running(FaxPlusEmulator()) as vendor:
+        path = write_config(tmp_path, vendor, "https://app.example.com/cb", notify=[hook])
+        code = httpx.URL(_redirect_without_state(vendor, "https://app.example.com/cb")).params[
+            "code"
+        ]
+        env = {**secret_env(vendor), "HOOK_URL": receiver.url, "HOOK_SECRET": HOOK_SECRET}
+        done = run_with_code(
+            ["authorize", "acme-fax", "-c", str(path), "--code", code, "--no-verify"], code, env
+        )
+    assert done.returncode == 0, done.stderr
+    [delivery] = receiver.got
+    assert delivery.verified and delivery.body["data"]["event"] == "reauthorized"
+    assert delivery.body["data"]["account"] == "acme-fax"
