@@ -74,14 +74,12 @@ class Notifications:
         on_outcome: Outcome | None = None,
         clock: Callable[[], datetime] = _utcnow,
         queue_size: int = QUEUE_SIZE,
-        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._accounts = accounts
         self._claims = claims
         self.replica = replica
         self._on_outcome = on_outcome
         self.clock = clock
-        self._environ = environ
         #: backoffs between webhook attempts; stopped at the end of :meth:`close`
         self.waiter = Waiter()
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
@@ -167,7 +165,7 @@ class Notifications:
             started = time.monotonic()
             try:
                 if entry.type == "exec":
-                    run_exec(entry, event, self._environ)
+                    run_exec(entry, event)
                 else:
                     post_webhook(
                         entry, event, replica=self.replica, waiter=self.waiter, clock=self.clock

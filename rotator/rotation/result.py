@@ -53,6 +53,6 @@ class RotationResult:
 
 
 class Observer(Protocol):
-    """Told about every job run (metrics, alerts). Must not raise; must be quick."""
+    """Told about every job run (metrics, alerts, notify). Must not raise; must be quick."""
 
     def after_rotation(self, result: RotationResult) -> None: ...
