@@ -217,3 +217,37 @@ def test_a_hanging_program_does_not_slow_the_rotations(
     assert dropped_or_failed, "the hanging program was not killed at its timeout"
     assert "process group was killed" in dropped_or_failed[0]["error"]
     report(f"notify: a 60 s program (6 s timeout); rotation gaps at most {max(gaps):.0f} s")
+
+
+@pytest.mark.slow
+def test_the_stop_waits_for_queued_notifications_a_bounded_time(
+    tmp_path: Path, server: OAuth2Emulator, receiver: Receiver
+) -> None:
+    server.access_ttl = 120.0  # one rotation at the start, then quiet
+    extra = ("notify:", "  - {type: webhook, url: env:HOOK_URL, secret: env:HOOK_SECRET}")
+    rig = Rig(tmp_path, server, accounts=("a0", "a1", "a2"), account_extra=extra)
+    rig.seed_all()
+    # a slow receiver: the three first rotations' events are still queued at the stop
+    receiver.delay = 1.0
+    with DaemonProcess(rig.config_path, env=daemon_env(receiver)) as daemon:
+        daemon.wait_log('"event": "rotated"', count=3)
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        took = time.monotonic() - started
+        output = daemon.output()
+    assert len(receiver.events("rotated")) == 3, "queued notifications were lost at the stop"
+    assert took < 10, took
+    assert output.index('"event": "stopping"') < output.rindex('"event": "notified"')
+    # a receiver that hangs: the stop still ends, after its bounded wait
+    receiver.delay = 60.0
+    server.access_ttl = 3.0
+    rig.seed_all()
+    with DaemonProcess(rig.config_path, env=daemon_env(receiver)) as daemon:
+        daemon.wait_log('"event": "rotated"', count=3)
+        started = time.monotonic()
+        assert daemon.stop(timeout=40) == 0
+        took = time.monotonic() - started
+    assert took < 10 + 5 + 3, took  # STOP_WAIT, the in-flight rotations' share, slack
+    report(
+        f"notify: stop with queued notifications delivered them; with a hung receiver {took:.1f} s"
+    )
