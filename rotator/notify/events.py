@@ -1,10 +1,11 @@
 """What consumers are told: the four events, derived from what a run did. Pure.
 
-- ``rotated``: the access token in the sinks changed (a publish that wrote
-  nothing new is no event). Derived from the run's sink writes, not from its
-  outcome, so a sink that catches up later (a replica publishing what another
-  rotated, a restart after the sinks were stale) is told too, and a vendor that
-  answered the same token twice is not.
+- ``rotated``: what the sinks hold changed: a sink took a new consumer view (a new
+  token; or the same token with a new expiry, which a ``json`` sink shows). A
+  publish that wrote nothing new is no event. Derived from the run's sink writes,
+  not from its outcome, so a sink that catches up later (a replica publishing what
+  another rotated, a restart after the sinks were lost) is the same event again,
+  which the claim lets through once.
 - ``reauthorized``: a human put a new grant in place (``rotator import``,
   ``rotator authorize``).
 - ``failed``: the account stopped on a permanent error (the run that stopped
