@@ -15,6 +15,7 @@ from rotator.config import parse_config
 from rotator.config.models import ExecNotify, WebhookNotify
 from rotator.notify import sign, signing_key
 from tests.notify.kit import HOOK_SECRET, event
+from tests.notify.test_config import config_text
 from tests.support.proc import ROOT
 
 
@@ -30,19 +31,8 @@ def blocks(language: str) -> list[str]:
 def test_the_configuration_example_loads() -> None:
     [example] = blocks("yaml")
     account = yaml.safe_load(example)["accounts"]["acme-fax"]
-    text = f"""
-stores: {{files: {{type: file, directory: /tmp/rotator-readme}}}}
-accounts:
-  acme-fax:
-    provider: oauth2
-    grant: client_credentials
-    token_url: https://idp.example/token
-    client_id: app
-    client_secret: env:CLIENT_SECRET
-    sinks: [{{store: files, path: acme.json}}]
-    notify: {json.dumps(account["notify"])}
-"""
-    notify = parse_config(text).accounts["acme-fax"].notify
+    text = config_text(f"notify: {json.dumps(account['notify'])}")
+    notify = parse_config(text).accounts["acme"].notify
     assert [type(e) for e in notify] == [ExecNotify, ExecNotify, WebhookNotify]
     assert notify[0].events == ["rotated"] and notify[1].token == "stdin"
     assert notify[2].events == ["rotated", "reauthorized", "failed", "recovered"]
