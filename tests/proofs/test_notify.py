@@ -79,6 +79,12 @@ def read_runs(runs: Path) -> list[dict[str, Any]]:
     return out
 
 
+def stopped(daemon: DaemonProcess, timeout: float = 30) -> None:
+    """SIGTERM; the daemon must exit 0 (the end of its log says why when it does not)."""
+    code = daemon.stop(timeout=timeout)
+    assert code == 0, f"exit {code}; the log ends: {daemon.output()[-1500:]}"
+
+
 def daemon_env(receiver: Receiver) -> dict[str, str]:
     return {"HOOK_URL": receiver.url, "HOOK_SECRET": HOOK_SECRET, "FAXAPP_KEY": DAEMON_SECRET}
 
@@ -108,7 +114,7 @@ def test_each_new_token_is_told_once_and_an_outage_is_failed_then_recovered(
         daemon.signal(signal.SIGHUP)
         wait_for(lambda: receiver.events("recovered"), 30, what="a recovered webhook")
         wait_for(lambda: len(receiver.events("rotated")) >= 6, 40, what="rotations after it")
-        assert daemon.stop() == 0
+        stopped(daemon)
         rotated_logs = events(daemon, "rotated")
         notified = events(daemon, "notified")
     got = receiver.got
@@ -167,7 +173,8 @@ def test_two_daemons_deliver_each_event_once_and_a_current_sink_tells_nothing(
         count = server.token_calls
         wait_for(lambda: server.token_calls > count, 20, what="a long-lived token")
         time.sleep(1.0)  # its notifications go out
-        assert one.stop() == 0 and two.stop() == 0
+        stopped(one)
+        stopped(two)
         rotations = len(events(one, "rotated")) + len(events(two, "rotated"))
         by_two = len(events(two, "rotated"))
         lost = events(one, "another worker delivers this notification")
@@ -185,7 +192,7 @@ def test_two_daemons_deliver_each_event_once_and_a_current_sink_tells_nothing(
         again.wait_log('"event": "started"')
         wait_for(lambda: rig.sink_token("a0"), 10, what="a0's sink written again")
         again.wait_log("another worker delivers this notification")
-        assert again.stop() == 0
+        stopped(again)
     assert len(receiver.got) == before
     rig.assert_grants_alive()
     report(
@@ -205,7 +212,7 @@ def test_a_hanging_program_does_not_slow_the_rotations(
     rig.seed_all()
     with DaemonProcess(rig.config_path) as daemon:
         daemon.wait_log('"event": "rotated"', count=6, timeout=40)
-        assert daemon.stop() == 0
+        stopped(daemon)
         rotated = events(daemon, "rotated")
         dropped_or_failed = events(daemon, "notification not delivered")
     moments = [moment(r) for r in rotated]
@@ -232,7 +239,7 @@ def test_the_stop_waits_for_queued_notifications_a_bounded_time(
     with DaemonProcess(rig.config_path, env=daemon_env(receiver)) as daemon:
         daemon.wait_log('"event": "rotated"', count=3)
         started = time.monotonic()
-        assert daemon.stop() == 0
+        stopped(daemon)
         took = time.monotonic() - started
         output = daemon.output()
     assert len(receiver.events("rotated")) == 3, "queued notifications were lost at the stop"
@@ -245,7 +252,7 @@ def test_the_stop_waits_for_queued_notifications_a_bounded_time(
     with DaemonProcess(rig.config_path, env=daemon_env(receiver)) as daemon:
         daemon.wait_log('"event": "rotated"', count=3)
         started = time.monotonic()
-        assert daemon.stop(timeout=40) == 0
+        stopped(daemon, timeout=40)
         took = time.monotonic() - started
     assert took < 10 + 5 + 3, took  # STOP_WAIT, the in-flight rotations' share, slack
     report(
