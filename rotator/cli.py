@@ -255,7 +255,7 @@ def cmd_authorize(args: argparse.Namespace) -> int:
     config = load(args.config)
     require_account(config, args.account)
     if args.link:
-        from rotator.commands.authorize import print_link
+        from rotator.commands.link import print_link
 
         return print_link(config, args.account)
     return authorize(

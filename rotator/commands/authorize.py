@@ -11,14 +11,11 @@ Any account whose provider is :class:`~rotator.providers.base.Authorizable`
    (``--code -``: from standard input). Without either, the ``state`` (and the
    PKCE verifier) is kept in the account's state (``extra``) so that a later
    ``--code 'https://.../callback?code=...&state=...'`` can be checked against it;
-3. check ``state`` (in constant time); exchange the code by the rotation's rules
-   (rotation/authorization.py: under the lease, spool, state first, sinks);
+3. check ``state``; exchange the code by the rotation's rules (rotation/authorization.py);
 4. optionally check a Fax.Plus token with ``GET {api_base}/accounts/self``.
 
-``--link`` prints a signed console link instead (``server.console``), for a
-browser that reaches the daemon rather than this host. The redirect URI is the
-account's ``redirect_uri``, else the console's ``{public_url}/oauth/callback``.
-Nothing here prints a token.
+``--link`` prints a signed console link instead (``server.console``). The redirect
+URI is ``redirect_uri``, else the console's. Nothing here prints a token.
 """
 
 from __future__ import annotations
@@ -56,7 +53,6 @@ __all__ = [
     "CallbackListener",
     "authorize",
     "parse_pasted_code",
-    "print_link",
 ]
 
 #: extra keys of the account state that hold a pending authorization
@@ -111,31 +107,7 @@ def _provider(config: Config, account: str) -> tuple[Authorizable, str]:
 
 
 def _vendor(config: Config, account: str) -> str:
-    return "Fax.Plus" if config.accounts[account].provider == "faxplus" else "the vendor"
-
-
-def print_link(config: Config, account: str, *, out: TextIO | None = None) -> int:
-    """``--link``: a signed, one-time console link for ``account``."""
-    from rotator.rotation.spool import default_spool_dir
-    from rotator.service.console.links import LinkSigner
-
-    console = config.server.console
-    if console is None:
-        raise ConfigError(
-            "--link needs the console: add server.console {public_url: https://...} (and "
-            "server.listen) so that browsers reach the daemon; or run without --link",
-            path="server.console",
-        )
-    _provider(config, account)
-    key_dir = config.server.spool_dir or default_spool_dir()
-    link = LinkSigner.from_settings(console, key_dir).mint(account, _utc_now())
-    print(
-        f"Open this link in a browser within {format_time(_utc_now() + console.link_ttl)} "
-        f"(it works once):\n\n  {link}\n",
-        file=out or sys.stdout,
-        flush=True,
-    )
-    return 0
+    return {"faxplus": "Fax.Plus"}.get(config.accounts[account].provider, "the vendor")
 
 
 def authorize(
@@ -262,6 +234,7 @@ def _exchange(
             code_verifier=verifier,
             lease_wait=wait,
             waiter=waiter,
+            on_reauthorized=_tell_consumers(config, account),
         )
     except LeaseHeld as exc:
         raise AuthorizeError(
@@ -270,6 +243,27 @@ def _exchange(
         ) from None
     finally:
         rotator.http.close()
+
+
+def _tell_consumers(config: Config, account: str) -> Callable[[Authorized], None]:
+    """``reauthorized`` to the account's ``notify:`` entries, before the command exits."""
+
+    def tell(done: Authorized) -> None:
+        settings = config.accounts[account]
+        grant = done.state.refresh_token
+        if not settings.notify or grant is None:
+            return
+        from rotator.config.models import state_store
+        from rotator.notify import Notifications, StoreClaims, reauthorized
+        from rotator.rotation.lease import default_owner
+        from rotator.service.app import open_stores
+
+        store = open_stores(config)[state_store(config, account)]
+        Notifications(dict, claims=StoreClaims(lambda _: store), replica=default_owner()).deliver(
+            reauthorized(done.state, settings, done.tokens.issued_at, grant.reveal()), settings
+        )
+
+    return tell
 
 
 def _report(

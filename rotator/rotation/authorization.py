@@ -148,6 +148,8 @@ def authorize_code(
                 account, granted, Outcome.SUCCESS, tokens=tokens, new_sinks=True
             )
         )
+    # an account that had stopped is running again: "recovered" for the consumers
+    run = replace(run, revived=state.failed and landing is Landing.LANDED)
     rotator._notify(rotator._result(account, run, time.monotonic() - started))
     done = Authorized(name, granted, tokens, landing, run.published.failed)
     _log.info(
