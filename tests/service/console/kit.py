@@ -48,7 +48,10 @@ class Setup:
     idp: OAuth2Emulator
     monkeypatch: pytest.MonkeyPatch
 
-    def config(self, name: str, port: int, public_port: int, hook: str | None = None) -> Path:
+    def config(
+        self, name: str, port: int, public_port: int, hook: str | None = None, notify: str = ""
+    ) -> Path:
+        """``notify``: YAML of the idp account's ``notify:`` list (flow style), if any."""
         self.monkeypatch.setenv("ROTATOR_TEST_CONSOLE_KEY", SIGNING_KEY)
         self.monkeypatch.setenv("FAXPLUS_SECRET", self.fax.clients[self.fax.client_id])
         self.monkeypatch.setenv("IDP_SECRET", IDP_SECRET)
@@ -90,6 +93,7 @@ accounts:
     client_secret: env:IDP_SECRET
     scope: api
     sinks: [{{store: files, path: idp.json}}]
+{"    notify: " + notify if notify else ""}
   cc:
     provider: oauth2
     grant: client_credentials
