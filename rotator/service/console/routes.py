@@ -16,6 +16,7 @@ URL carries a token, a code, a verifier or a state.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -43,6 +44,8 @@ __all__ = ["CALLBACK_PATH", "Console", "build_console", "can_authorize"]
 _log = structlog.get_logger("rotator.console")
 CALLBACK_PATH = "/oauth/callback"
 _AUTHORIZE = "/authorize/"
+#: callbacks exchanging a code at once (the health server has 4 threads in all)
+EXCHANGES_AT_ONCE = 2
 
 
 def _utcnow() -> datetime:
@@ -73,6 +76,9 @@ class Console:
         self.clock = clock
         self.on_reauthorized = on_reauthorized
         self.book = FlowBook(lambda name: rotator.accounts[name].state_store)
+        # The listener answers with a few threads that /healthz shares: callbacks
+        # waiting on a slow vendor must never take them all (a failed probe is a restart).
+        self._exchanging = threading.BoundedSemaphore(EXCHANGES_AT_ONCE)
 
     def link_for(self, account: str) -> str | None:
         """A fresh link for an account that can be authorized (alerts: one per sending)."""
@@ -138,6 +144,15 @@ class Console:
         error = params.get("error", [""])[0]
         if not state:
             raise LinkRefused(400, "the callback has no state; open the link from the alert again")
+        if not self._exchanging.acquire(blocking=False):
+            # answered before the flow is touched: the same callback works on a reload
+            raise LinkRefused(503, "other sign-ins are being finished; reload this page shortly")
+        try:
+            return self._finish(path, state, code, error)
+        finally:
+            self._exchanging.release()
+
+    def _finish(self, path: str, state: str, code: str, error: str) -> Answer:
         flow = self.book.finish(state, self.clock(), spend=bool(code) and not error)
         name = flow.account
         if error:

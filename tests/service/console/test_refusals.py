@@ -169,3 +169,19 @@ def test_a_state_store_outage_is_a_503_and_spends_nothing(
     assert answer.status_code == 503
     assert_secure(answer)
     assert one.get(link).status_code == 302  # the link still works once the store is back
+
+
+def test_callbacks_beyond_two_at_once_wait_their_turn_and_lose_nothing(one: Replica) -> None:
+    from rotator.service.console.routes import EXCHANGES_AT_ONCE
+
+    _, vendor_url = started(one, "idp")
+    back = back_from_vendor(vendor_url)
+    taken = [one.console._exchanging.acquire(blocking=False) for _ in range(EXCHANGES_AT_ONCE)]
+    assert all(taken)  # two slow vendors hold both slots: /healthz keeps its threads
+    try:
+        busy = one.get(back)
+    finally:
+        for _ in taken:
+            one.console._exchanging.release()
+    assert busy.status_code == 503 and "reload this page" in busy.text
+    assert one.get(back).status_code == 200  # the same callback, once a slot is free
