@@ -144,3 +144,32 @@ def test_link_needs_the_console_and_prints_a_signed_link(
     proc = run_rotator(["authorize", "idp", "--link", "-c", str(path)], env=env)
     assert proc.returncode == 0, proc.stderr
     assert "https://rotator.example.com/authorize/idp?exp=" in proc.stdout
+
+
+def test_a_link_from_the_command_line_opens_on_the_daemon_with_the_generated_key(
+    tmp_path: Path, idp: OAuth2Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from rotator.commands.link import print_link
+    from rotator.service.app import build_console, build_rotator
+
+    monkeypatch.setenv("IDP_SECRET", SECRET)
+    path = write(tmp_path, idp, console=True, authorize_url=idp.authorize_url)
+    raw = yaml.safe_load(path.read_text())
+    del raw["server"]["console"]["signing_key"]
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(str(path))
+    assert config.server.console is not None and config.server.console.signing_key is None
+    out = io.StringIO()
+    assert print_link(config, "idp", out=out) == 0
+    link = next(w for w in out.getvalue().split() if w.startswith("https://"))
+    rotator = build_rotator(config)
+    try:
+        console = build_console(config, rotator)
+        assert console is not None
+        query = link.split("?", 1)[1]
+        assert console.signer.verify("idp", query, datetime.now(UTC)).account == "idp"
+    finally:
+        rotator.http.close()
+    assert oct((tmp_path / "spool" / "console.key").stat().st_mode & 0o777) == "0o600"
