@@ -1,14 +1,18 @@
-"""Two daemons, one state store: a link minted for one is finished by the other."""
+"""Daemons: two on one state store finish each other's flows; an alert's link saves an account."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from rotator.config import load_config
+from rotator.secrets import Secret
 from rotator.service.app import open_stores
 from rotator.state import AccountState
 from tests.fakes.consent import click
 from tests.service.console.kit import Setup, ports
+from tests.support.alertkit import Hook
 from tests.support.net import wait_until
 from tests.support.proc import DaemonProcess, run_rotator
 
@@ -46,3 +50,49 @@ def test_two_daemons_share_the_flow_through_the_state_store(setup: Setup) -> Non
     assert record is not None
     state = AccountState.from_record("idp", record.strings())
     assert state.refresh_token is not None and not state.failed
+
+
+def test_an_enhanced_account_29_days_in_is_saved_from_its_alert_without_a_shell(
+    setup: Setup,
+) -> None:
+    port, _ = ports()
+    url = f"http://127.0.0.1:{port}"
+    hook = Hook()
+    try:
+        config_path = setup.config("alerting", port, port, hook=f"http://127.0.0.1:{hook.port}/h")
+        authorized = datetime.now(UTC) - timedelta(days=29)
+        old = setup.fax.grant(authorized_at=authorized.timestamp())
+        store = open_stores(load_config(str(config_path)))["files"]
+        seeded = AccountState(
+            "fp", provider="faxplus", refresh_token=Secret(old), authorized_at=authorized
+        )
+        store.write("state/fp", seeded.to_record(), expected_version=None)
+        with DaemonProcess(config_path) as daemon:
+            alert = wait_until(
+                lambda: next((b for _, b in hook.got if b.get("account") == "fp"), None),
+                timeout=60,
+                what="the expiry alert of fp",
+            )
+            assert alert["kind"] == "refresh_token_expiry" and alert["status"] == "firing"
+            link = alert["reauthorize_url"]
+            assert link.startswith(f"{url}/authorize/fp?")
+            with httpx.Client() as browser:
+                page = click(browser, link)
+            assert page.status_code == 200 and "(enhanced security)" in page.text
+            wait_until(
+                lambda: any(
+                    b.get("account") == "fp" and b.get("status") == "resolved" for _, b in hook.got
+                ),
+                timeout=30,
+                what="the resolved notice",
+            )
+            assert httpx.get(link).status_code == 410
+            assert daemon.stop() == 0
+    finally:
+        hook.close()
+    record = store.read("state/fp")
+    assert record is not None
+    state = AccountState.from_record("fp", record.strings())
+    assert state.refresh_token is not None and state.refresh_token.reveal() != old
+    assert state.refresh_expires_at is not None
+    assert state.refresh_expires_at - datetime.now(UTC) > timedelta(days=29)
