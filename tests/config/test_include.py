@@ -122,6 +122,34 @@ def test_any_split_into_files_loads_to_the_same_config(
         assert all(a.refresh_share == 0.5 for a in config.accounts.values())
 
 
+@settings(max_examples=25, deadline=None)
+@given(names=NAMES, files=st.integers(min_value=1, max_value=4), data=st.data())
+def test_any_name_written_twice_is_refused_naming_both_files(
+    names: list[str], files: int, data: st.DataObject
+) -> None:
+    twice = data.draw(st.sampled_from(names))
+    # two different homes for the twice-written name: -1 is the main file
+    first, second = data.draw(
+        st.lists(st.integers(-1, files - 1), min_size=2, max_size=2, unique=True)
+    )
+    shown = {-1: "rotator.yaml", **{i: f"accounts.d/{i}.yaml" for i in range(files)}}
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        parts: dict[int, dict[str, Any]] = {home: {} for home in range(-1, files)}
+        for name in names:
+            if name != twice:
+                parts[data.draw(st.integers(-1, files - 1))][name] = oauth_account(name)
+        for home in (first, second):
+            parts[home][twice] = oauth_account(twice)
+        for index in range(files):
+            write(tmp / shown[index], {"accounts": parts[index]} if parts[index] else "")
+        message = refusal(main_with(tmp, parts[-1], ["accounts.d/*.yaml"]))
+    later, earlier = sorted((first, second), reverse=True)
+    assert f"{shown[later]}: accounts.{twice}: defined twice, here (line " in message
+    assert f"{shown[earlier]} (line " in message
+    assert "(line 0)" not in message
+
+
 # -- what is read, and in which order ------------------------------------------------
 
 
