@@ -336,3 +336,33 @@ def test_check_counts_the_files(tmp_path: Path) -> None:
     proc = run_rotator(["check", "-c", str(main)])
     assert proc.returncode == 0, proc.stderr
     assert "configuration OK: 2 accounts (from 2 files), 2 stores" in proc.stdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    include=st.one_of(
+        st.lists(st.text(max_size=40), max_size=4),
+        st.lists(st.sampled_from(["*", "../*", "/", ".", "[", "accounts.d/[!a]*", "**/*"])),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+        st.integers(),
+    ),
+    body=st.text(max_size=200),
+)
+def test_any_include_and_any_included_text_gives_a_config_or_a_config_error(
+    include: Any, body: str
+) -> None:
+    """Hostile input: nothing but ConfigError leaves, whatever the patterns and the files."""
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory) / "etc"
+        (tmp / "accounts.d").mkdir(parents=True)
+        (tmp / "accounts.d" / "x.yaml").write_text(body, encoding="utf-8")
+        raw = copy.deepcopy(MAIN)
+        raw["include"] = include
+        try:
+            main = write(tmp / "rotator.yaml", raw)
+        except ValueError:  # text YAML cannot write (a lone surrogate)
+            return
+        try:
+            load_config(str(main))
+        except ConfigError as exc:
+            assert loading.INTERNAL not in str(exc)
