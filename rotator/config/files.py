@@ -168,8 +168,15 @@ def read_includes(
                     path=where,
                 )
             _check_regular(path, name, where)
-            text = read_text(path, what="included file", limit=min(MAX_FILE_BYTES, budget))
+            text = read_text(path, what="included file")
             budget -= len(text.encode("utf-8"))
+            if budget < 0:
+                raise ConfigError(
+                    f"the main file and its included files pass {MAX_TOTAL_BYTES // 2**20} MB "
+                    f"together at {name} (100,000 accounts take about 12 MB); "
+                    "include fewer files",
+                    path=where,
+                )
             files.append(_parse_included(text, name, main_shown))
     return Includes(tuple(files), tuple(unmatched))
 
