@@ -172,3 +172,19 @@ def test_reload_keeps_unchanged_accounts_as_they_run(tmp_path: Path) -> None:
             assert daemon.accounts["a2"].sinks[0][0] is daemon.stores["files"]
         finally:
             daemon.stop()
+
+
+def test_an_include_glob_matching_nothing_is_logged_at_start(tmp_path: Path) -> None:
+    import structlog
+
+    from rotator.service.app import build_daemon
+
+    config = write_main(tmp_path)
+    config.write_text(config.read_text().replace("[accounts.d/*.yaml]", "[teams/*.yaml]"))
+    daemon = build_daemon(str(config))
+    with structlog.testing.capture_logs() as logs:
+        daemon.start()
+        daemon.stop()
+    [warning] = [e for e in logs if e["event"] == "include pattern matches no file"]
+    assert warning["pattern"] == "teams/*.yaml"
+    assert warning["log_level"] == "warning"
