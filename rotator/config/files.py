@@ -42,7 +42,7 @@ import yaml
 
 from rotator.config import yamlfile
 from rotator.config.fields import shown
-from rotator.config.messages import MAX_MESSAGE, key_path
+from rotator.config.messages import MAX_MESSAGE, Refusals, key_path
 from rotator.errors import ConfigError
 
 __all__ = [
@@ -136,6 +136,7 @@ def read_includes(
         )
     main_real = os.path.realpath(main) if main else None
     seen: set[str] = set()
+    refusals = Refusals()
     files: list[Included] = []
     unmatched: list[str] = []
     for index, pattern in enumerate(patterns):
@@ -177,13 +178,23 @@ def read_includes(
                     "include fewer files",
                     path=where,
                 )
-            files.append(_parse_included(text, name, main_shown))
+            try:
+                files.append(_parse_included(text, name, main_shown))
+            except ConfigError as exc:
+                refusals.add(exc)  # the other files are read too: one check shows each
+                if refusals.full:
+                    break
+        if refusals.full:
+            break
+    refusals.raise_any()
     return Includes(tuple(files), tuple(unmatched))
 
 
 def _shown_path(path: str, base_dir: str) -> str:
+    """A matched file as messages name it; a name a terminal would act on is quoted."""
     relative = os.path.relpath(path, base_dir)
-    return path if relative.startswith(os.pardir) else relative
+    name = path if relative.startswith(os.pardir) else relative
+    return name if name.isprintable() else ascii(name)
 
 
 def _check_regular(path: str, name: str, where: str) -> None:

@@ -43,7 +43,7 @@ from rotator.config.files import (
     read_text,
     yaml_error,
 )
-from rotator.config.messages import config_error, key_path
+from rotator.config.messages import Refusals, config_error, key_path
 from rotator.config.models import AccountSettings, Config, state_store
 from rotator.errors import ConfigError
 from rotator.providers.registry import PROVIDERS, provider_class
@@ -165,13 +165,15 @@ def _validate(raw: dict[Any, Any], main: _Main) -> Config:
             "is not an account key of any provider", path=key_path(["defaults", unknown])
         )
     accounts: dict[str, AccountSettings] = {}
+    refusals = Refusals()
     for name, body in accounts_raw.items():
         try:
             accounts[name] = _account(name, body, defaults)
         except ConfigError as exc:
-            if not at(name):
-                raise
-            raise ConfigError(f"{at(name)}{exc}") from None
+            refusals.add(ConfigError(f"{at(name)}{exc}") if at(name) else exc)
+            if refusals.full:
+                break
+    refusals.raise_any()
 
     config = base.model_copy(
         update={

@@ -369,3 +369,40 @@ def test_any_include_and_any_included_text_gives_a_config_or_a_config_error(
             load_config(str(main))
         except ConfigError as exc:
             assert loading.INTERNAL not in str(exc)
+
+
+def test_check_shows_the_refusals_of_every_file_at_once(tmp_path: Path) -> None:
+    broken = oauth_account("x")
+    del broken["token_url"]
+    write(tmp_path / "accounts.d/a.yaml", {"accounts": {"a": broken}, "stores": {}})
+    write(tmp_path / "accounts.d/b.yaml", "accounts:\n  b: [\n")
+    write(tmp_path / "accounts.d/c.yaml", {"accounts": {"c": broken}})
+    main = main_with(tmp_path, {}, ["accounts.d/*.yaml"])
+    first = refusal(main)
+    assert first.startswith("accounts.d/a.yaml: stores: ")
+    assert "\n  also accounts.d/b.yaml: not valid YAML" in first
+    # once every file reads, the accounts' own refusals come together
+    write(tmp_path / "accounts.d/a.yaml", {"accounts": {"a": broken}})
+    write(tmp_path / "accounts.d/b.yaml", {"accounts": {"b": oauth_account("b")}})
+    proc = run_rotator(["check", "-c", str(main)])
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("rotator: config: accounts.d/a.yaml: accounts.a.token_url: ")
+    assert "\n  also accounts.d/c.yaml: accounts.c.token_url: " in proc.stderr
+
+
+def test_refusals_are_bounded_however_many_accounts_are_broken(tmp_path: Path) -> None:
+    accounts = {f"a{index}": {"sinks": "nope"} for index in range(5000)}
+    write(tmp_path / "accounts.d/x.yaml", {"accounts": accounts})
+    message = refusal(main_with(tmp_path, {}, ["accounts.d/*.yaml"]))
+    assert message.count("accounts.d/x.yaml: accounts.") == 6  # one per account refused
+    assert message.endswith("(the first 6 refusals; there may be more)")
+    assert len(message) <= 2000
+
+
+def test_a_file_name_a_terminal_would_act_on_is_quoted(tmp_path: Path) -> None:
+    write(tmp_path / "accounts.d/x\nrotator: configuration OK.yaml", "stores: {}\n")
+    main = main_with(tmp_path, {}, ["accounts.d/*.yaml"])
+    assert refusal(main).startswith("'accounts.d/x\\nrotator: configuration OK.yaml': stores: ")
+    proc = run_rotator(["check", "-c", str(main)])
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1  # one line: the name's newline is shown escaped
