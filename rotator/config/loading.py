@@ -337,6 +337,8 @@ def _check_paths(config: Config, at: _Origins) -> None:
         store = state_store(config, name)
         claim(store, account.state_path(name), f"{at(name)}accounts.{name}.state")
         claim(store, f"alerts/{name}", f"{at(name)}accounts.{name} (alert record)")
+        if account.notify:
+            claim(store, f"notify/{name}", f"{at(name)}accounts.{name} (notify record)")
     for name, account in config.accounts.items():
         for index, sink in enumerate(account.sinks):
             claim(sink.store, sink.path, f"{at(name)}accounts.{name}.sinks[{index}].path")

@@ -108,6 +108,8 @@ class Daemon:
         self.hooks_on_start: list[Callable[[], None]] = []
         self.hooks_on_reload: list[Callable[[], None]] = []
         self.hooks_on_stop: list[Callable[[], None]] = []
+        #: at stop, once the rotations in flight are done and before the stores close
+        self.hooks_on_drained: list[Callable[[], None]] = []
         #: around every reload, applied or refused (systemd's RELOADING=1 ... READY=1)
         self.hooks_before_reload: list[Callable[[], None]] = []
         self.hooks_after_reload: list[Callable[[], None]] = []
@@ -339,6 +341,7 @@ class Daemon:
                 in_flight=self._in_flight,
                 grace_s=grace,
             )
+        _call_hooks(self.hooks_on_drained, "drained")
         self.http.close()
         for store in self.stores.values():
             store.close()
