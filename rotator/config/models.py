@@ -344,6 +344,10 @@ class Config(Model):
     accounts: dict[str, AccountSettings] = Field(default_factory=dict)
     #: where the configuration was read from (not a key of the file)
     source: str = ""
+    #: the files ``include:`` matched, as messages name them (not a key of the file)
+    included: tuple[str, ...] = ()
+    #: ``include:`` globs that matched no file: allowed, ``check`` warns (not a key of the file)
+    unmatched_includes: tuple[str, ...] = ()
 
 
 def state_store(config: Config, account: str) -> str:

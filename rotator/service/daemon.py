@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -64,8 +64,20 @@ class Rewired:
     changed: tuple[str, ...]
 
 
-#: (config path, running config, running stores) -> the new parts, or ReloadRefused
-Rewire = Callable[[str, Config, Mapping[str, SecretStore]], Rewired]
+class Rewire(Protocol):
+    """(config path, running config, running stores, running accounts) -> the new parts.
+
+    Raises ReloadRefused. Unchanged accounts come back as the running objects.
+    """
+
+    def __call__(
+        self,
+        config_path: str,
+        running: Config,
+        running_stores: Mapping[str, SecretStore],
+        *,
+        running_accounts: Mapping[str, Account] | None = None,
+    ) -> Rewired: ...
 
 
 class Daemon:
@@ -244,7 +256,9 @@ class Daemon:
 
     def _reload(self) -> bool:
         try:
-            new = self._rewire(self.config_path, self.config, self.stores)
+            new = self._rewire(
+                self.config_path, self.config, self.stores, running_accounts=self.rotator.accounts
+            )
         except Exception as exc:  # any failure at all: the running configuration stays
             _log.error(
                 "reload refused; keeping the running configuration", error=refusal_reason(exc)
@@ -342,6 +356,10 @@ class Daemon:
 
 
 def _warn_insecure(config: Config) -> None:
+    for pattern in config.unmatched_includes:
+        _log.warning(
+            "include pattern matches no file", pattern=pattern, accounts=len(config.accounts)
+        )
     for name, account in config.accounts.items():
         if not account.tls_verify:
             _log.warning(
