@@ -165,6 +165,9 @@ def polite_client_class() -> Callable[..., httpx.Client]:
                 self.politeness.release(permit, None, None)
                 raise
             status, retry_after = response.status_code, response.headers.get("retry-after")
+            if response.is_closed:  # built whole in memory (httpx.MockTransport)
+                self.politeness.release(permit, status, retry_after)
+                return response
             response.stream = _ReleasingStream(
                 response.stream,  # type: ignore[arg-type]
                 lambda: self.politeness.release(permit, status, retry_after),

@@ -288,17 +288,18 @@ class Politeness:
         """
         key = host_key(url)
         began = self.clock()
-        deadline = began + budget
+        # a slot is freed by another thread: that wait is on the real clock
+        slot_deadline = time.monotonic() + budget
         with self._cond:
             gate = self._gate(key)
             while gate.in_flight >= gate.limit.concurrency:
-                left = deadline - self.clock()
+                left = slot_deadline - time.monotonic()
                 if self.waiter.stopped or left <= 0:
                     raise Throttled(host_label(key), budget, "its concurrency cap is reached")
                 self._cond.wait(min(left, _SLOT_POLL))
             now = self.clock()
             start = gate.start_time(now)
-            if start > deadline or self.waiter.stopped:
+            if start > began + budget or self.waiter.stopped:
                 why = "the vendor asked for a pause" if gate.paused_until > now else "rate limit"
                 raise Throttled(host_label(key), start - now, why)
             gate.reserve(start)
