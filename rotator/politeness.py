@@ -31,7 +31,8 @@ import email.utils
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -53,7 +54,6 @@ __all__ = [
     "Throttled",
     "host_key",
     "host_label",
-    "plan_limits",
     "retry_after_seconds",
     "status_class",
 ]
@@ -122,9 +122,7 @@ def host_label(key: str) -> str:
 
 def status_class(status: int | None) -> str:
     """``2xx`` .. ``5xx`` for an answer, ``error`` for no answer (timeout, refused)."""
-    if status is None or not 100 <= status <= 599:
-        return "error"
-    return f"{status // 100}xx"
+    return f"{status // 100}xx" if status is not None and 100 <= status <= 599 else "error"
 
 
 def retry_after_seconds(value: str | None, now_wall: float) -> float | None:
@@ -186,6 +184,8 @@ class _Gate:
     #: GCRA's theoretical arrival time: calls may start at tat - tolerance
     tat: float = 0.0
     in_flight: int = 0
+    #: callers waiting for a slot, in arrival order
+    waiting: deque[object] = field(default_factory=deque)
     paused_until: float = 0.0
     backoff: float = 0.0
     #: the last slot handed to a job deferred by a pause (spaced at the rate)
@@ -292,11 +292,18 @@ class Politeness:
         slot_deadline = time.monotonic() + budget
         with self._cond:
             gate = self._gate(key)
-            while gate.in_flight >= gate.limit.concurrency:
-                left = slot_deadline - time.monotonic()
-                if self.waiter.stopped or left <= 0:
-                    raise Throttled(host_label(key), budget, "its concurrency cap is reached")
-                self._cond.wait(min(left, _SLOT_POLL))
+            # first come, first served: without a queue one worker can lose every wake-up
+            ticket = object()
+            gate.waiting.append(ticket)
+            try:
+                while gate.waiting[0] is not ticket or gate.in_flight >= gate.limit.concurrency:
+                    left = slot_deadline - time.monotonic()
+                    if self.waiter.stopped or left <= 0:
+                        raise Throttled(host_label(key), budget, "its concurrency cap is reached")
+                    self._cond.wait(min(left, _SLOT_POLL))
+            finally:
+                gate.waiting.remove(ticket)
+                self._cond.notify_all()  # the next in the queue looks again
             now = self.clock()
             start = gate.start_time(now)
             if start > began + budget or self.waiter.stopped:
@@ -330,7 +337,7 @@ class Politeness:
                 gate.pause(self.clock() + seconds)
             elif status is not None:
                 gate.backoff = 0.0
-            self._cond.notify()
+            self._cond.notify_all()
 
     # -- the daemon's view --------------------------------------------------------------
 
@@ -370,31 +377,3 @@ class Politeness:
                 )
                 for key, gate in sorted(self._gates.items())
             ]
-
-
-# --- configuration: one limit per host ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedLimits:
-    """Each host's limit, and the hosts whose accounts asked for different ones
-    (the strictest of each number wins: host -> the accounts that disagree)."""
-
-    limits: dict[str, RateLimit]
-    conflicts: dict[str, tuple[str, ...]]
-
-
-def plan_limits(accounts: Iterable[tuple[str, Sequence[str], RateLimit]]) -> PlannedLimits:
-    """(account, its vendor URLs, its limit) -> one limit per host, strictest wins."""
-    limits: dict[str, RateLimit] = {}
-    users: dict[str, dict[RateLimit, list[str]]] = {}
-    for account, urls, limit in accounts:
-        for key in {host_key(url) for url in urls}:
-            limits[key] = limits[key].strictest(limit) if key in limits else limit
-            users.setdefault(key, {}).setdefault(limit, []).append(account)
-    conflicts = {
-        key: tuple(sorted(a for names in by_limit.values() for a in names))
-        for key, by_limit in users.items()
-        if len(by_limit) > 1
-    }
-    return PlannedLimits(limits, conflicts)

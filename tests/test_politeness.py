@@ -28,7 +28,6 @@ from rotator.politeness import (
     Throttled,
     host_key,
     host_label,
-    plan_limits,
     retry_after_seconds,
     status_class,
 )
@@ -257,20 +256,6 @@ def test_status_classes() -> None:
         "error",
         "error",
     ]
-
-
-def test_conflicting_limits_on_one_host_take_the_strictest_of_each_number() -> None:
-    planned = plan_limits(
-        [
-            ("a", [HOST], RateLimit(10, 20, 2)),
-            ("b", ["https://vendor.example/api"], RateLimit(5, 30, 8)),
-            ("c", ["https://other.example/t"], RateLimit(1, 1, 1)),
-            ("d", [HOST, "https://api.example/v3"], RateLimit(10, 20, 2)),
-        ]
-    )
-    assert planned.limits[host_key(HOST)] == RateLimit(5, 20, 2)
-    assert planned.limits[host_key("https://api.example")] == RateLimit(10, 20, 2)
-    assert planned.conflicts == {host_key(HOST): ("a", "b", "d")}
 
 
 # --- through the client every vendor call uses -------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from rotator.politeness import Politeness, RateLimit, host_key, host_label, plan_limits
+from rotator.politeness import Politeness, RateLimit, host_key, host_label
 from rotator.schedule import is_due
 
 if TYPE_CHECKING:
@@ -34,9 +34,11 @@ if TYPE_CHECKING:
 __all__ = [
     "SPREAD_WINDOW",
     "Overdue",
+    "PlannedLimits",
     "StartPlan",
     "configure_politeness",
     "paused_host",
+    "plan_limits",
     "pool_executor",
     "scheduler",
     "spread_overdue",
@@ -105,6 +107,31 @@ def scheduler(**options: Any) -> Any:
                 super().wakeup()
 
     return Scheduler(**options)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedLimits:
+    """Each host's limit, and the hosts whose accounts asked for different ones
+    (the strictest of each number wins: host -> the accounts that disagree)."""
+
+    limits: dict[str, RateLimit]
+    conflicts: dict[str, tuple[str, ...]]
+
+
+def plan_limits(accounts: Iterable[tuple[str, Sequence[str], RateLimit]]) -> PlannedLimits:
+    """(account, its vendor URLs, its limit) -> one limit per host, strictest wins."""
+    limits: dict[str, RateLimit] = {}
+    users: dict[str, dict[RateLimit, list[str]]] = {}
+    for account, urls, limit in accounts:
+        for key in {host_key(url) for url in urls}:
+            limits[key] = limits[key].strictest(limit) if key in limits else limit
+            users.setdefault(key, {}).setdefault(limit, []).append(account)
+    conflicts = {
+        key: tuple(sorted(a for names in by_limit.values() for a in names))
+        for key, by_limit in users.items()
+        if len(by_limit) > 1
+    }
+    return PlannedLimits(limits, conflicts)
 
 
 def paused_host(politeness: Politeness, account: Account) -> datetime | None:

@@ -18,10 +18,17 @@ from hypothesis import strategies as st
 
 from rotator.politeness import Politeness, RateLimit, host_key
 from rotator.secrets import Secret
-from rotator.service.scheduling import SPREAD_WINDOW, Overdue, StartPlan, spread_overdue
+from rotator.service.scheduling import (
+    SPREAD_WINDOW,
+    Overdue,
+    StartPlan,
+    plan_limits,
+    spread_overdue,
+)
 from rotator.state import AccountState
 from tests.test_politeness import FakeTime, assert_within_rate
 
+A_TOKEN = "https://vendor.example/oauth/token"
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOSTS = {
     host_key("https://a.example/token"): RateLimit(10, 20, 8),
@@ -101,6 +108,20 @@ def test_a_restart_with_every_account_overdue_never_exceeds_the_rate(
         politeness.release(permit, 200, None)
     for host, limit in HOSTS.items():
         assert_within_rate(starts[host], limit)
+
+
+def test_conflicting_limits_on_one_host_take_the_strictest_of_each_number() -> None:
+    planned = plan_limits(
+        [
+            ("a", [A_TOKEN], RateLimit(10, 20, 2)),
+            ("b", ["https://vendor.example/api"], RateLimit(5, 30, 8)),
+            ("c", ["https://other.example/t"], RateLimit(1, 1, 1)),
+            ("d", [A_TOKEN, "https://api.example/v3"], RateLimit(10, 20, 2)),
+        ]
+    )
+    assert planned.limits[host_key(A_TOKEN)] == RateLimit(5, 20, 2)
+    assert planned.limits[host_key("https://api.example")] == RateLimit(10, 20, 2)
+    assert planned.conflicts == {host_key(A_TOKEN): ("a", "b", "d")}
 
 
 # --- the daemon's first runs ---------------------------------------------------------------
