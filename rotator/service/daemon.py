@@ -168,8 +168,7 @@ class Daemon:
         )
         configure_politeness(self.http.politeness, self.config, self.rotator.waiter)
         plan = StartPlan(self.rotator.accounts, self.http.politeness, self._job, self._schedule)
-        for name in self.rotator.accounts:
-            self._workers.submit(plan.first_run, name)
+        plan.start(self._workers)
         self.ready.set()
         for hook in self.hooks_on_start:
             hook()

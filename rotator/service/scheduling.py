@@ -46,6 +46,8 @@ __all__ = [
 
 #: the start spreads overdue accounts over at most this long (see spread_overdue)
 SPREAD_WINDOW = timedelta(minutes=5)
+#: planned runs this close go straight to the worker pool, in the plan's order
+_DIRECT = timedelta(seconds=1)
 
 _log = structlog.get_logger("rotator.daemon")
 
@@ -170,6 +172,13 @@ class StartPlan:
         self._schedule = schedule
         self._overdue: list[Overdue] = []
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, pool: ThreadPoolExecutor) -> None:
+        """Every account's first run, straight to the pool (no date job per account)."""
+        self._pool = pool
+        for name in self._accounts:
+            pool.submit(self.first_run, name)
 
     def first_run(self, name: str) -> None:
         overdue = None
@@ -180,8 +189,18 @@ class StartPlan:
         except Exception as exc:  # a future's exception would go unseen
             _log.exception("first run crashed", account=name, error=repr(exc))
         finally:
+            # Slots within a second go to the pool in order (the host's gate holds them
+            # to its rate; 10,000 date jobs would each wake the scheduler), later ones
+            # become date jobs.
+            soon = datetime.now(UTC) + _DIRECT
             for account, when in self.looked(overdue):
-                self._schedule(account, when, planned=self._now)
+                if when <= soon and self._pool is not None:
+                    try:
+                        self._pool.submit(self._job, account, planned=self._now)
+                    except RuntimeError:  # the pool is shut down: the daemon is stopping
+                        break
+                else:
+                    self._schedule(account, when, planned=self._now)
 
     def look(self, account: Account | None) -> Overdue | None:
         """The account as :class:`Overdue` when its first run would call the vendor now.
