@@ -319,3 +319,30 @@ def test_deferred_jobs_are_spaced_at_the_rate_after_the_pause() -> None:
     slots = [politeness.deferral_slot(HOST) for _ in range(4)]
     assert slots == pytest.approx([10, 10.25, 10.5, 10.75])
     assert politeness.stats()[0].deferred == 4
+
+
+def test_no_vendor_call_can_bypass_the_gate() -> None:
+    """The class, not the instance: rotator builds httpx clients in one place only, and
+    every client it hands out is the polite one (so probe, authorize, online checks and
+    every provider's calls all pass their host's gate)."""
+    import re
+    from pathlib import Path
+
+    import rotator
+
+    bypass = re.compile(
+        r"httpx\.(Client|AsyncClient|HTTPTransport)\(|httpx\.(get|post|request|stream)\("
+    )
+    package = Path(rotator.__file__).parent
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path != package / "http.py" and bypass.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+    clients = HttpClients()
+    try:
+        assert isinstance(clients.get(), polite_client_class())  # type: ignore[arg-type]
+        assert isinstance(clients.get(verify=False), polite_client_class())  # type: ignore[arg-type]
+    finally:
+        clients.close()
