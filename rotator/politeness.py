@@ -345,10 +345,8 @@ class Politeness:
         """Seconds until every host of ``urls`` takes calls again (0: now)."""
         now = self.clock()
         with self._cond:
-            return max(
-                (g.paused_until - now for k in map(host_key, urls) if (g := self._gates.get(k))),
-                default=0.0,
-            )
+            paused = [g.paused_until for k in map(host_key, urls) if (g := self._gates.get(k))]
+        return max(0.0, max(paused, default=now) - now)
 
     def deferral_slot(self, url: str) -> float:
         """Seconds from now for a job deferred by its host's pause: after the pause,
