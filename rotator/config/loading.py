@@ -272,6 +272,8 @@ def _check_paths(config: Config) -> None:
         store = state_store(config, name)
         claim(store, account.state_path(name), f"accounts.{name}.state")
         claim(store, f"alerts/{name}", f"accounts.{name} (alert record)")
+        if account.notify:
+            claim(store, f"notify/{name}", f"accounts.{name} (notify record)")
     for name, account in config.accounts.items():
         for index, sink in enumerate(account.sinks):
             claim(sink.store, sink.path, f"accounts.{name}.sinks[{index}].path")

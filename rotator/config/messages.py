@@ -28,7 +28,8 @@ _MAX_PART = 60
 _MAX_LINES = 6
 
 _TAG_CHOICES = {
-    "type": "file, vault, aws for stores; webhook, command, email for channels",
+    "type": "file, vault, aws for stores; webhook, command, email for channels; "
+    "exec, webhook for notify",
     "method": "token, approle, kubernetes",
 }
 _UNION_TAGS = {
@@ -41,6 +42,7 @@ _UNION_TAGS = {
     "webhook",
     "command",
     "email",
+    "exec",
 }
 
 

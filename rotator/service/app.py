@@ -26,13 +26,16 @@ from rotator.secrets import SecretRef, resolve
 
 if TYPE_CHECKING:
     from rotator.http import HttpClients
+    from rotator.notify import Notifications
     from rotator.rotation.rotator import Observer, Rotator
     from rotator.service.daemon import Daemon, Rewired
+    from rotator.service.metrics import Metrics
     from rotator.service.monitor import Monitor
 
 __all__ = [
     "Service",
     "build_daemon",
+    "build_notifications",
     "build_rotator",
     "build_service",
     "open_spool",
@@ -80,6 +83,25 @@ def build_rotator(
         http=http if http is not None else HttpClients(max_connections=4),
         observers=list(observers),
         spool=open_spool(config) if spool else None,
+    )
+
+
+def build_notifications(rotator: Rotator, *, metrics: Metrics | None = None) -> Notifications:
+    """Consumer notifications for ``rotator``'s accounts, claimed in their state stores.
+
+    The accounts are looked up at each event, so a reload's new ``notify:`` entries
+    apply from the next event on.
+    """
+    from rotator.notify import Notifications, StoreClaims
+
+    def state_store_of(account: str) -> SecretStore:
+        return rotator.accounts[account].state_store
+
+    return Notifications(
+        lambda: rotator.accounts,
+        claims=StoreClaims(state_store_of),
+        replica=rotator.owner,
+        on_outcome=metrics.notified if metrics is not None else None,
     )
 
 
@@ -131,6 +153,11 @@ def build_service(
     daemon.hooks_before_reload.append(monitor.before_reload)
     daemon.hooks_after_reload.append(monitor.after_reload)
     daemon.hooks_on_stop.append(monitor.on_stop)
+    # consumer notifications: after the sinks, off the rotation's thread; at stop they
+    # get their own bounded wait once the rotations in flight are done (their events too)
+    notifications = build_notifications(rotator, metrics=monitor.metrics)
+    rotator.observers.append(notifications)
+    daemon.hooks_on_drained.append(notifications.close)
     return Service(daemon, monitor)
 
 

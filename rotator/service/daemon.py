@@ -51,6 +51,8 @@ _TICK = "__rotator_tick__"
 #: the tick's interval: the scheduler looks at its jobs at least this often
 _TICK_SECONDS = 30
 _FALLBACK_RECHECK = timedelta(seconds=60)
+#: when a job was planned (lateness counts from it); None: when it is scheduled for
+Planned = datetime | None
 #: a refused reload's reason is logged at most this long (a hostile file can be huge)
 
 
@@ -102,6 +104,8 @@ class Daemon:
         self.hooks_on_start: list[Callable[[], None]] = []
         self.hooks_on_reload: list[Callable[[], None]] = []
         self.hooks_on_stop: list[Callable[[], None]] = []
+        #: at stop, once the rotations in flight are done and before the stores close
+        self.hooks_on_drained: list[Callable[[], None]] = []
         #: around every reload, applied or refused (systemd's RELOADING=1 ... READY=1)
         self.hooks_before_reload: list[Callable[[], None]] = []
         self.hooks_after_reload: list[Callable[[], None]] = []
@@ -182,12 +186,7 @@ class Daemon:
         _warn_insecure(self.config)
 
     def _schedule(
-        self,
-        name: str,
-        when: datetime,
-        *,
-        retry_failed: bool = False,
-        planned: datetime | None = None,
+        self, name: str, when: datetime, *, retry_failed: bool = False, planned: Planned = None
     ) -> None:
         if self.stopping.is_set() or self.scheduler is None:
             return
@@ -336,6 +335,7 @@ class Daemon:
                 in_flight=self._in_flight,
                 grace_s=grace,
             )
+        _call_hooks(self.hooks_on_drained, "drained")
         self.http.close()
         for store in self.stores.values():
             store.close()
