@@ -29,6 +29,7 @@ from rotator.config.fields import (
     StorePrefix,
     parse_duration,
 )
+from rotator.politeness import DEFAULT_LIMIT, RateLimit
 from rotator.tokens import MIN_LIFETIME
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Notify",
     "NotifyEvent",
     "PositiveDuration",
+    "RateLimitSettings",
     "Ref",
     "ServerSettings",
     "Sink",
@@ -299,6 +301,21 @@ class StateRef(Model):
     path: StorePath | None = None
 
 
+class RateLimitSettings(Model):
+    """``rate_limit:`` of an account (or ``defaults``): the limits of its vendor's host.
+
+    Accounts on one host share one limit; when they set different ones, each
+    number's strictest value wins (``rotator.politeness.plan_limits``, logged).
+    """
+
+    per_second: float = Field(default=DEFAULT_LIMIT.per_second, gt=0, le=10_000)
+    burst: int = Field(default=DEFAULT_LIMIT.burst, ge=1, le=10_000)
+    concurrency: int = Field(default=DEFAULT_LIMIT.concurrency, ge=1, le=256)
+
+    def limit(self) -> RateLimit:
+        return RateLimit(self.per_second, self.burst, self.concurrency)
+
+
 class AccountSettings(Model):
     """Keys every account has; each provider's model adds its own."""
 
@@ -318,7 +335,13 @@ class AccountSettings(Model):
     ca_bundle: Path | None = None
     tls_verify: bool = True
     refresh_token_warn: list[Duration] | None = None
+    rate_limit: RateLimitSettings = RateLimitSettings()
     notify: list[Notify] = Field(default_factory=list)
+
+    def vendor_urls(self) -> tuple[str, ...]:
+        """The URLs the provider calls (their hosts get this account's rate_limit)."""
+        urls = (getattr(self, "token_url", None), getattr(self, "api_base", None))
+        return tuple(str(url) for url in urls if url)
 
     def state_path(self, account: str) -> str:
         return (self.state.path if self.state and self.state.path else None) or f"state/{account}"

@@ -148,6 +148,8 @@ def build_service(
     # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
     monitor = Monitor(daemon, environ=environ)
     rotator.observers.append(monitor)
+    if monitor.metrics is not None:
+        monitor.metrics.watch_vendors(http.politeness)
     daemon.hooks_on_start.append(monitor.on_start)
     daemon.hooks_before_reload.append(monitor.before_reload)
     daemon.hooks_after_reload.append(monitor.after_reload)
