@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from rotator.config.console import ConsoleSettings
 from rotator.config.fields import (
     Duration,
     FileMode,
@@ -29,6 +30,7 @@ from rotator.config.fields import (
     StorePrefix,
     parse_duration,
 )
+from rotator.politeness import DEFAULT_LIMIT, RateLimit
 from rotator.tokens import MIN_LIFETIME
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "Notify",
     "NotifyEvent",
     "PositiveDuration",
+    "RateLimitSettings",
     "Ref",
     "ServerSettings",
     "Sink",
@@ -66,36 +69,6 @@ class Model(BaseModel):
 
 
 # --- server and stores ---------------------------------------------------------
-
-
-class ConsoleSettings(Model):
-    """``server.console``: re-authorization links (and the status page) on ``server.listen``."""
-
-    #: how people's browsers reach the listener; the redirect URI is {public_url}/oauth/callback
-    public_url: HttpUrl
-    #: a link in an alert is valid this long, and once
-    link_ttl: PositiveDuration = timedelta(hours=24)
-    #: the links' HMAC key (default: a 0600 file generated beside the spool key)
-    signing_key: Ref | None = None
-    #: the status page's token (default: the page answers loopback only)
-    viewer_token: Ref | None = None
-
-    @model_validator(mode="after")
-    def _check_url(self) -> ConsoleSettings:
-        if "?" in self.public_url or "#" in self.public_url:
-            raise ValueError("public_url must not have a query or fragment")
-        if self.link_ttl > timedelta(days=30):
-            raise ValueError("link_ttl must be at most 30d (a link is a key to the account)")
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return self.public_url.rstrip("/")
-
-    @property
-    def callback_url(self) -> str:
-        """The one redirect URI to register at every vendor."""
-        return f"{self.base_url}/oauth/callback"
 
 
 class ServerSettings(Model):
@@ -341,6 +314,21 @@ class StateRef(Model):
     path: StorePath | None = None
 
 
+class RateLimitSettings(Model):
+    """``rate_limit:`` of an account (or ``defaults``): the limits of its vendor's host.
+
+    Accounts on one host share one limit; when they set different ones, each
+    number's strictest value wins (``rotator.politeness.plan_limits``, logged).
+    """
+
+    per_second: float = Field(default=DEFAULT_LIMIT.per_second, gt=0, le=10_000)
+    burst: int = Field(default=DEFAULT_LIMIT.burst, ge=1, le=10_000)
+    concurrency: int = Field(default=DEFAULT_LIMIT.concurrency, ge=1, le=256)
+
+    def limit(self) -> RateLimit:
+        return RateLimit(self.per_second, self.burst, self.concurrency)
+
+
 class AccountSettings(Model):
     """Keys every account has; each provider's model adds its own."""
 
@@ -360,7 +348,13 @@ class AccountSettings(Model):
     ca_bundle: Path | None = None
     tls_verify: bool = True
     refresh_token_warn: list[Duration] | None = None
+    rate_limit: RateLimitSettings = RateLimitSettings()
     notify: list[Notify] = Field(default_factory=list)
+
+    def vendor_urls(self) -> tuple[str, ...]:
+        """The URLs the provider calls (their hosts get this account's rate_limit)."""
+        urls = (getattr(self, "token_url", None), getattr(self, "api_base", None))
+        return tuple(str(url) for url in urls if url)
 
     def state_path(self, account: str) -> str:
         return (self.state.path if self.state and self.state.path else None) or f"state/{account}"
@@ -386,6 +380,10 @@ class Config(Model):
     accounts: dict[str, AccountSettings] = Field(default_factory=dict)
     #: where the configuration was read from (not a key of the file)
     source: str = ""
+    #: the files ``include:`` matched, as messages name them (not a key of the file)
+    included: tuple[str, ...] = ()
+    #: ``include:`` globs that matched no file: allowed, ``check`` warns (not a key of the file)
+    unmatched_includes: tuple[str, ...] = ()
 
 
 def state_store(config: Config, account: str) -> str:

@@ -27,6 +27,7 @@ from rotator.secrets import SecretRef, resolve
 if TYPE_CHECKING:
     from rotator.http import HttpClients
     from rotator.notify import Notifications
+    from rotator.rotation.accounts import Account
     from rotator.rotation.authorization import Authorized
     from rotator.rotation.rotator import Observer, Rotator
     from rotator.service.console.routes import Console
@@ -157,6 +158,8 @@ def build_service(
         links=console.link_for if console is not None else None,
     )
     rotator.observers.append(monitor)
+    if monitor.metrics is not None:
+        monitor.metrics.watch_vendors(http.politeness)
     daemon.hooks_on_start.append(monitor.on_start)
     daemon.hooks_before_reload.append(monitor.before_reload)
     daemon.hooks_after_reload.append(monitor.after_reload)
@@ -207,18 +210,29 @@ def build_daemon(config_path: str, **kwargs: Any) -> Daemon:
     return build_service(config_path, **kwargs).daemon
 
 
-def rewire(config_path: str, running: Config, running_stores: Mapping[str, SecretStore]) -> Rewired:
-    """The parts of the configuration now in ``config_path``, for a reload.
+def rewire(
+    config_path: str,
+    running: Config,
+    running_stores: Mapping[str, SecretStore],
+    *,
+    running_accounts: Mapping[str, Account] | None = None,
+) -> Rewired:
+    """The parts of the configuration now in ``config_path`` (and its included files).
 
-    Unchanged stores are kept (their login, pool and keep-alive carry on); only
-    new or changed ones are opened, and closed again if the reload fails. Any
-    failure at all (a bad file, ``timeout: .inf`` overflowing, a store that does
-    not open, an account that does not build) is a ``ReloadRefused`` whose
-    message is bounded and holds no secret the running configuration knows.
+    Only what changed is rebuilt. Unchanged stores are kept (their login, pool
+    and keep-alive carry on); only new or changed ones are opened, and closed
+    again if the reload fails. An account whose settings and stores are
+    unchanged keeps its running :class:`Account` (its provider instance, and so
+    whatever that caches); only new and changed accounts are built. Any failure
+    at all (a bad file, an included file broken, ``timeout: .inf`` overflowing,
+    a store that does not open, an account that does not build) is a
+    ``ReloadRefused`` whose message is bounded and holds no secret the running
+    configuration knows.
     """
     from rotator.rotation.accounts import build_accounts
     from rotator.service.daemon import ReloadRefused, Rewired, refusal_reason
 
+    running_accounts = running_accounts or {}
     opened: dict[str, SecretStore] = {}
     try:
         config = load_config(config_path)
@@ -228,19 +242,36 @@ def rewire(config_path: str, running: Config, running_stores: Mapping[str, Secre
                 stores[name] = running_stores[name]
             else:
                 opened[name] = stores[name] = open_store(name, settings)
-        accounts = build_accounts(config, stores)
-        changed = tuple(
-            n
-            for n in set(accounts) & set(running.accounts)
-            if config.accounts[n] != running.accounts[n]
-            or store_settings_of(config, n) != store_settings_of(running, n)
+        kept = {
+            name: running_accounts[name]
+            for name in config.accounts
+            if name in running_accounts and _unchanged(name, config, running, stores)
+        }
+        fresh = config.model_copy(
+            update={"accounts": {n: a for n, a in config.accounts.items() if n not in kept}}
         )
+        built = build_accounts(fresh, stores)
+        # the new configuration's order, kept and built accounts alike
+        accounts = {name: kept.get(name) or built[name] for name in config.accounts}
+        changed = tuple(n for n in built if n in running.accounts)
     except Exception as exc:
         for store in opened.values():
             store.close()
         reason = scrub_values(refusal_reason(exc), _local_secret_values(running))
         raise ReloadRefused(reason) from None
     return Rewired(config, stores, accounts, tuple(opened.values()), changed)
+
+
+def _unchanged(
+    name: str, config: Config, running: Config, stores: Mapping[str, SecretStore]
+) -> bool:
+    """The account reads and writes the same places, with the same settings and stores."""
+    return (
+        name in running.accounts
+        and config.accounts[name] == running.accounts[name]
+        and state_store(config, name) == state_store(running, name)
+        and store_settings_of(config, name) == store_settings_of(running, name)
+    )
 
 
 def _local_secret_values(config: Config) -> list[str]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -34,7 +34,13 @@ from rotator.errors import RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
 from rotator.rotation.rotator import Outcome, RotationResult, Rotator
-from rotator.service.scheduling import pool_executor, scheduler
+from rotator.service.scheduling import (
+    StartPlan,
+    configure_politeness,
+    paused_host,
+    pool_executor,
+    scheduler,
+)
 from rotator.service.signals import refusal_reason, run_in_foreground
 from rotator.state import AccountState
 
@@ -45,6 +51,8 @@ _TICK = "__rotator_tick__"
 #: the tick's interval: the scheduler looks at its jobs at least this often
 _TICK_SECONDS = 30
 _FALLBACK_RECHECK = timedelta(seconds=60)
+#: when a job was planned (lateness counts from it); None: when it is scheduled for
+Planned = datetime | None
 #: a refused reload's reason is logged at most this long (a hostile file can be huge)
 
 
@@ -64,8 +72,20 @@ class Rewired:
     changed: tuple[str, ...]
 
 
-#: (config path, running config, running stores) -> the new parts, or ReloadRefused
-Rewire = Callable[[str, Config, Mapping[str, SecretStore]], Rewired]
+class Rewire(Protocol):
+    """(config path, running config, running stores, running accounts) -> the new parts.
+
+    Raises ReloadRefused. Unchanged accounts come back as the running objects.
+    """
+
+    def __call__(
+        self,
+        config_path: str,
+        running: Config,
+        running_stores: Mapping[str, SecretStore],
+        *,
+        running_accounts: Mapping[str, Account] | None = None,
+    ) -> Rewired: ...
 
 
 class Daemon:
@@ -162,9 +182,9 @@ class Daemon:
         self.scheduler.add_job(
             lambda: None, "interval", seconds=_TICK_SECONDS, id=_TICK, executor=_TICK
         )
-        now = datetime.now(UTC)
-        for name in self.rotator.accounts:
-            self._workers.submit(self._first_run, name, now)
+        configure_politeness(self.http.politeness, self.config, self.rotator.waiter)
+        plan = StartPlan(self.rotator.accounts, self.http.politeness, self._job, self._schedule)
+        plan.start(self._workers)
         self.ready.set()
         for hook in self.hooks_on_start:
             hook()
@@ -177,7 +197,9 @@ class Daemon:
         )
         _warn_insecure(self.config)
 
-    def _schedule(self, name: str, when: datetime, *, retry_failed: bool = False) -> None:
+    def _schedule(
+        self, name: str, when: datetime, *, retry_failed: bool = False, planned: Planned = None
+    ) -> None:
         if self.stopping.is_set() or self.scheduler is None:
             return
         add = self.scheduler.add_job
@@ -187,20 +209,17 @@ class Daemon:
             self._job,
             "date",
             run_date=when,
-            args=[name, retry_failed, when],
+            args=[name, retry_failed, planned or when],
             id=name,
             name=name,
             replace_existing=True,
         )
 
-    def _first_run(self, name: str, planned: datetime) -> None:
-        try:
-            self._job(name, planned=planned)
-        except Exception as exc:  # a future's exception would go unseen
-            _log.exception("first run crashed", account=name, error=repr(exc))
-
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts:
+            return
+        if (later := paused_host(self.http.politeness, self.rotator.accounts[name])) is not None:
+            self._schedule(name, later, retry_failed=retry_failed, planned=planned)
             return
         with self._in_flight_done:
             self._in_flight += 1
@@ -244,7 +263,9 @@ class Daemon:
 
     def _reload(self) -> bool:
         try:
-            new = self._rewire(self.config_path, self.config, self.stores)
+            new = self._rewire(
+                self.config_path, self.config, self.stores, running_accounts=self.rotator.accounts
+            )
         except Exception as exc:  # any failure at all: the running configuration stays
             _log.error(
                 "reload refused; keeping the running configuration", error=refusal_reason(exc)
@@ -255,6 +276,7 @@ class Daemon:
         self.config = new.config
         self.stores = new.stores
         self.rotator.accounts = new.accounts
+        configure_politeness(self.http.politeness, new.config, self.rotator.waiter)
         if retired:
             # Rotations in flight may still hold them: close after the grace period.
             def close_retired() -> None:
@@ -342,6 +364,10 @@ class Daemon:
 
 
 def _warn_insecure(config: Config) -> None:
+    for pattern in config.unmatched_includes:
+        _log.warning(
+            "include pattern matches no file", pattern=pattern, accounts=len(config.accounts)
+        )
     for name, account in config.accounts.items():
         if not account.tls_verify:
             _log.warning(

@@ -4,7 +4,9 @@ The metrics live in a private ``CollectorRegistry`` (nothing global, so tests
 and two daemons in one process never collide), with the standard ``process_*``
 and ``python_info`` collectors registered on it (the systemd unit's memory and
 file-descriptor advice reads them). Labels are account names, results, channel
-names and alert kinds: never a token, URL or error text.
+names and alert kinds: never a token, URL or error text. Vendor hosts are
+labelled by host name (and a port other than the scheme's): no user, path or
+query, since URLs can carry secrets.
 
 ``/metrics`` is prometheus_client's own exposition handler, subclassed: it
 negotiates OpenMetrics through ``Accept``, gzips when asked, filters with
@@ -20,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -35,13 +37,22 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import MetricsHandler
+from prometheus_client.registry import Collector
 
 from rotator import __version__
+from rotator.politeness import WAIT_BUCKETS
 from rotator.service.health import Probe, probe_answer
 from rotator.tokens import format_time
 
 if TYPE_CHECKING:
+    from rotator.politeness import Politeness
     from rotator.state import AccountState
 
 __all__ = ["RELOGIN_AT", "Metrics", "exposition_handler"]
@@ -187,6 +198,10 @@ class Metrics:
         with self._relogins_lock:
             self._relogins_counted.pop(account, None)
 
+    def watch_vendors(self, politeness: Politeness) -> None:
+        """Export each vendor host's requests, limiter waits and pause, read at scrape."""
+        self.registry.register(_VendorCollector(politeness))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -194,6 +209,48 @@ class Metrics:
 def _remove(metric: Gauge | Counter, *labels: str) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
+
+
+class _VendorCollector(Collector):
+    """``rotator_vendor_*`` from :meth:`Politeness.stats` (no lock taken per request)."""
+
+    def __init__(self, politeness: Politeness) -> None:
+        self._politeness = politeness
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked: the series come and go with the hosts
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "rotator_vendor_requests",
+            "Calls to vendor hosts by status class (2xx..5xx, error: no answer).",
+            labels=["host", "class"],
+        )
+        waits = HistogramMetricFamily(
+            "rotator_vendor_limiter_wait_seconds",
+            "Time a call or a deferred job waited for its host's limiter (rate, "
+            "concurrency, a pause the vendor asked for).",
+            labels=["host"],
+        )
+        pause = GaugeMetricFamily(
+            "rotator_vendor_pause_seconds",
+            "Seconds until the host takes calls again (a 429/503 pause); 0 when open.",
+            labels=["host"],
+        )
+        deferred = CounterMetricFamily(
+            "rotator_vendor_deferred_jobs",
+            "Jobs deferred because their host was paused.",
+            labels=["host"],
+        )
+        for host in self._politeness.stats():
+            for kind, count in sorted(host.requests.items()):
+                requests.add_metric([host.label, kind], count)
+            bounds = [str(b) for b in WAIT_BUCKETS]
+            buckets = [*zip(bounds, host.wait_buckets, strict=True), ("+Inf", host.wait_count)]
+            waits.add_metric([host.label], buckets, host.wait_sum)
+            pause.add_metric([host.label], host.paused_for)
+            deferred.add_metric([host.label], host.deferred)
+        yield from (requests, waits, pause, deferred)
 
 
 class _Discard(io.BufferedIOBase):

@@ -16,6 +16,11 @@ The authorization code grant (RFC 6749 4.1, RFC 7636 PKCE), strictly:
   ``redirect_uri``, and the ``code_verifier`` whose S256 is the challenge (a
   missing or wrong verifier is ``invalid_grant``; so is one sent for a code that
   had no challenge).
+
+Knobs for politeness (tests/proofs/test_politeness.py): ``calls`` records when
+each token request arrived and which refresh token it spent; ``vendor_limit``
+makes the emulator enforce a rate of its own, as a vendor does: a request over
+it is answered ``429`` with ``Retry-After`` (and counted in ``over_limit``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +69,16 @@ class OAuth2Emulator(Sandbox):
         self.codes: dict[str, _Code] = {}
         #: every /authorize request's parameters (a test checks what rotator sent)
         self.authorize_requests: list[dict[str, str]] = []
+        #: (time.monotonic() at arrival, the refresh token sent or "") per token request
+        self.calls: list[tuple[float, str]] = []
+        self.over_limit = 0
+        self._limit: tuple[float, float, str] | None = None
+        self._tat = 0.0
+
+    def vendor_limit(self, per_second: float, burst: int, retry_after: str = "1") -> None:
+        """Answer 429 + Retry-After to requests over ``per_second`` (``burst`` at once)."""
+        with self.lock:
+            self._limit = (per_second, burst, retry_after)
 
     @property
     def authorize_url(self) -> str:
@@ -139,7 +155,25 @@ class OAuth2Emulator(Sandbox):
     # -- the token endpoint's authorization_code grant -------------------------------------
 
     def _handle_token(self, handler: BaseHTTPRequestHandler, raw: bytes, query_string: str) -> None:
-        params = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        now = time.monotonic()
+        params = dict(parse_qsl(raw.decode("utf-8", "replace")))
+        params.update(parse_qsl(query_string))
+        with self.lock:
+            self.calls.append((now, params.get("refresh_token", "")))
+            over = False
+            if self._limit is not None:  # GCRA, as rotator's own gate (independent code)
+                per_second, burst, retry_after = self._limit
+                interval = 1 / per_second
+                if now < self._tat - (burst - 1) * interval:
+                    over = True
+                    self.over_limit += 1
+                else:
+                    self._tat = max(self._tat, now) + interval
+        if over:
+            self._error(
+                handler, 429, "slow_down", "rate limit", headers={"Retry-After": retry_after}
+            )
+            return
         if params.get("grant_type") != "authorization_code" or self.failures:
             super()._handle_token(handler, raw, query_string)
             return
