@@ -24,9 +24,10 @@ from rotator.errors import RotatorError, StoreError, scrub_values
 
 if TYPE_CHECKING:
     from rotator.config.models import AccountSettings, Config
+    from rotator.rotation.rotator import Rotator
     from rotator.state import AccountState
 
-__all__ = ["HEADERS", "render_table", "status"]
+__all__ = ["HEADERS", "account_rows", "health", "render_table", "status"]
 
 HEADERS = (
     "ACCOUNT",
@@ -42,7 +43,8 @@ HEADERS = (
 ERROR_WIDTH = 80
 
 
-def _health(row: Mapping[str, Any]) -> str:
+def health(row: Mapping[str, Any]) -> str:
+    """The STATE word of one row: FAILED, RETRYING(n), OK or NO TOKEN (the console shows it too)."""
     if row["failed"]:
         return "FAILED"
     if row["consecutive_failures"]:
@@ -60,7 +62,7 @@ def render_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             for cell in (
                 row["account"],
                 row["provider"] or "-",
-                _health(row),
+                health(row),
                 row["access_token_expires_at"] or "-",
                 row["refresh_token_expires_at"] or ("never" if row["has_refresh_token"] else "-"),
                 row["last_success_at"] or "-",
@@ -97,6 +99,27 @@ def _scrubbed(row: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
     return {k: scrub_values(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
 
 
+def account_rows(rotator: Rotator) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every account's scrubbed row, and one scrubbed line per state that could not be read.
+
+    The one row model of ``rotator status`` and the console's status page.
+    """
+    from rotator.state import describe
+
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for name, account in rotator.accounts.items():
+        try:
+            state, _ = rotator.read_state(account)
+        except StoreError as exc:
+            secrets = _known_secrets(account.settings, None)
+            problems.append(scrub_values(f"{name}: {exc}", secrets))
+            continue
+        secrets = _known_secrets(account.settings, state)
+        rows.append(_scrubbed(describe([state])[0], secrets))
+    return rows, problems
+
+
 def status(
     config: Config,
     *,
@@ -106,22 +129,11 @@ def status(
 ) -> int:
     """Print every account's status; 1 when a state could not be read, else 0."""
     from rotator.commands.common import open_rotator
-    from rotator.state import describe
 
     stdout, stderr = out or sys.stdout, err or sys.stderr
     rotator = open_rotator(config, spool=False)  # status only reads
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
     try:
-        for name, account in rotator.accounts.items():
-            try:
-                state, _ = rotator.read_state(account)
-            except StoreError as exc:
-                secrets = _known_secrets(account.settings, None)
-                problems.append(scrub_values(f"{name}: {exc}", secrets))
-                continue
-            secrets = _known_secrets(account.settings, state)
-            rows.append(_scrubbed(describe([state])[0], secrets))
+        rows, problems = account_rows(rotator)
     finally:
         rotator.http.close()
     if as_json:
