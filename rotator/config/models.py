@@ -37,6 +37,7 @@ __all__ = [
     "AwsStoreSettings",
     "CommandChannel",
     "Config",
+    "ConsoleSettings",
     "Duration",
     "EmailChannel",
     "FileStoreSettings",
@@ -62,8 +63,40 @@ class Model(BaseModel):
 # --- server and stores ---------------------------------------------------------
 
 
+class ConsoleSettings(Model):
+    """``server.console``: re-authorization links (and the status page) on ``server.listen``."""
+
+    #: how people's browsers reach the listener; the redirect URI is {public_url}/oauth/callback
+    public_url: HttpUrl
+    #: a link in an alert is valid this long, and once
+    link_ttl: PositiveDuration = timedelta(hours=24)
+    #: the links' HMAC key (default: a 0600 file generated beside the spool key)
+    signing_key: Ref | None = None
+    #: the status page's token (default: the page answers loopback only)
+    viewer_token: Ref | None = None
+
+    @model_validator(mode="after")
+    def _check_url(self) -> ConsoleSettings:
+        if "?" in self.public_url or "#" in self.public_url:
+            raise ValueError("public_url must not have a query or fragment")
+        if self.link_ttl > timedelta(days=30):
+            raise ValueError("link_ttl must be at most 30d (a link is a key to the account)")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/")
+
+    @property
+    def callback_url(self) -> str:
+        """The one redirect URI to register at every vendor."""
+        return f"{self.base_url}/oauth/callback"
+
+
 class ServerSettings(Model):
     listen: Listen | None = None
+    #: re-authorization links and the status page (off when absent); needs listen
+    console: ConsoleSettings | None = None
     #: how long rotations in flight may take to finish on SIGTERM
     shutdown_grace: Duration = timedelta(seconds=30)
     #: rotations running at once (a bounded worker pool)
@@ -72,6 +105,15 @@ class ServerSettings(Model):
     spool_dir: Path | None = None
     #: key for the spool (default: a generated 0600 key file in spool_dir)
     spool_key: Ref | None = None
+
+    @model_validator(mode="after")
+    def _check_console(self) -> ServerSettings:
+        if self.console is not None and self.listen is None:
+            raise ValueError(
+                "console is served on server.listen: set listen (e.g. 0.0.0.0:9464) "
+                "or remove console"
+            )
+        return self
 
 
 def store_identity(settings: BaseModel) -> str:
