@@ -16,20 +16,34 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support import leakcheck
 from tests.support.leakcheck import log_file
 from tests.support.net import LoopbackHTTPServer, wait_until
+from tests.support.proc import env_for
 
-__all__ = ["CHROMEDRIVER", "CHROMIUM", "Browser", "HandleServer", "browser_missing"]
+__all__ = [
+    "CHROMEDRIVER",
+    "CHROMIUM",
+    "Browser",
+    "DemoProcess",
+    "HandleServer",
+    "browser_missing",
+]
 
 # Selenium logs every WebDriver command at DEBUG, the keys typed into a password field
 # included: the suite captures log lines for the leak check, so a typed token would be a leak.
@@ -208,3 +222,61 @@ class HandleServer(LoopbackHTTPServer):
                 return None
 
         super().__init__(Handler, name="console")
+
+
+class DemoProcess:
+    """``rotator demo`` as a child process in ``directory``; output captured for the leak check.
+
+    The demo makes its own secrets; :meth:`register_secrets` hands them (and every token
+    its files and state hold) to the leak check once they exist.
+    """
+
+    def __init__(self, directory: Path, *, args: tuple[str, ...] = ()) -> None:
+        self.directory = directory
+        self.log_path = log_file("demo")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rotator", "demo", "--directory", str(directory), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env_for(),
+        )
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_output(self, pattern: str, *, timeout: float = 60) -> re.Match[str]:
+        """The first match of regular expression ``pattern`` in the output, waited for."""
+
+        def found() -> re.Match[str] | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"rotator demo exited early:\n{self.output()[-3000:]}")
+            return re.search(pattern, self.output())
+
+        match: re.Match[str] = wait_until(found, timeout=timeout, what=f"{pattern!r} from the demo")
+        return match
+
+    def register_secrets(self) -> None:
+        for name in ("client-secret", "fax-secret"):
+            path = self.directory / name
+            if path.exists():
+                leakcheck.register(path.read_text().strip(), "demo client secret")
+        for path in [*self.directory.glob("tokens/*"), *self.directory.glob("state/**/*")]:
+            if path.is_file():
+                for value in re.findall(r"(?:access|refresh)-[A-Za-z0-9_-]{20,}", path.read_text()):
+                    leakcheck.register(value, "demo token")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait (by PID); the exit code."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(timeout=10)
+        finally:
+            self._log.close()
