@@ -27,11 +27,13 @@ from rotator.secrets import SecretRef, resolve
 if TYPE_CHECKING:
     from rotator.http import HttpClients
     from rotator.rotation.rotator import Observer, Rotator
+    from rotator.service.console.routes import Console
     from rotator.service.daemon import Daemon, Rewired
     from rotator.service.monitor import Monitor
 
 __all__ = [
     "Service",
+    "build_console",
     "build_daemon",
     "build_rotator",
     "build_service",
@@ -122,14 +124,33 @@ def build_service(
     daemon = Daemon(
         config_path, config=config, stores=stores, rotator=rotator, http=http, rewire=rewire
     )
+    console = build_console(config, rotator)
     # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
-    monitor = Monitor(daemon, environ=environ)
+    monitor = Monitor(
+        daemon,
+        environ=environ,
+        pages=console.handle if console is not None else None,
+        links=console.link_for if console is not None else None,
+    )
     rotator.observers.append(monitor)
     daemon.hooks_on_start.append(monitor.on_start)
     daemon.hooks_before_reload.append(monitor.before_reload)
     daemon.hooks_after_reload.append(monitor.after_reload)
     daemon.hooks_on_stop.append(monitor.on_stop)
     return Service(daemon, monitor)
+
+
+def build_console(config: Config, rotator: Rotator) -> Console | None:
+    """The console (``server.console``) over ``rotator``; None when it is off.
+
+    Its signing key is ``signing_key``, else a 0600 file beside the spool key."""
+    from rotator.service.console.routes import build_console as build
+
+    settings = config.server.console
+    if settings is None:
+        return None
+    key_dir = rotator.spool.directory if rotator.spool is not None else default_spool_dir()
+    return build(settings, rotator, key_dir)
 
 
 def build_daemon(config_path: str, **kwargs: Any) -> Daemon:

@@ -196,10 +196,23 @@ class _Discard(io.BufferedIOBase):
         return len(data)
 
 
+#: the hook for paths the server does not own (the console):
+#: ``(method, path, query, headers, body) -> (status, headers, body)``, or None when
+#: the path is not the hook's either
+Pages = Callable[
+    [str, str, str, Mapping[str, str], bytes], "tuple[int, dict[str, str], bytes] | None"
+]
+#: a request body larger than this is no form of ours
+_MAX_BODY = 64 * 1024
+
+
 def exposition_handler(
-    metrics: Metrics, probes: Mapping[str, Callable[[], Probe]]
+    metrics: Metrics,
+    probes: Mapping[str, Callable[[], Probe]],
+    pages: Pages | None = None,
 ) -> type[BaseHTTPRequestHandler]:
-    """The request handler for ``server.listen``: ``/metrics`` and the ``probes`` by path."""
+    """The request handler for ``server.listen``: ``/metrics``, the ``probes`` by path,
+    and every other path offered to ``pages`` (the console) before a 404."""
 
     class Handler(MetricsHandler):
         registry = metrics.registry
@@ -212,10 +225,47 @@ def exposition_handler(
                 super().do_GET()
                 return
             probe = probes.get(path)
-            if probe is None:
-                status, body = 404, b"not found: try /metrics, /healthz or /readyz\n"
-            else:
-                status, body = probe_answer(probe())
+            if probe is not None:
+                self._send(*probe_answer(probe()))
+            elif not self._offer(self.command, b""):
+                self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+        def do_POST(self) -> None:
+            length = self.headers.get("Content-Length", "0")
+            if not length.isdigit() or int(length) > _MAX_BODY:
+                self._send(413, b"request body too large\n")
+                return
+            body = self._read_body(int(length))
+            if body is None or not self._offer("POST", body):
+                self._send(404 if body is not None else 400, b"not found\n")
+
+        def _read_body(self, length: int) -> bytes | None:
+            # the head reader already took what arrived with the head; read the rest here
+            data = self.rfile.read(length)
+            while len(data) < length:
+                chunk = self.connection.recv(min(65536, length - len(data)))
+                if not chunk:
+                    return None
+                data += chunk
+            return data
+
+        def _offer(self, method: str, body: bytes) -> bool:
+            if pages is None:
+                return False
+            split = urlsplit(self.path)
+            answer = pages(method, split.path, split.query, dict(self.headers.items()), body)
+            if answer is None:
+                return False
+            status, headers, content = answer
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+            return True
+
+        def _send(self, status: int, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
