@@ -19,13 +19,11 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from rotator.commands.rows import account_rows, health
 from rotator.commands.terminal import fit, printable
-from rotator.errors import RotatorError, StoreError, scrub_values
 
 if TYPE_CHECKING:
-    from rotator.config.models import AccountSettings, Config
-    from rotator.rotation.rotator import Rotator
-    from rotator.state import AccountState
+    from rotator.config.models import Config
 
 __all__ = ["HEADERS", "account_rows", "health", "render_table", "status"]
 
@@ -41,17 +39,6 @@ HEADERS = (
 )
 #: how much of a last error the table shows (--json has all of it)
 ERROR_WIDTH = 80
-
-
-def health(row: Mapping[str, Any]) -> str:
-    """The STATE word of one row: FAILED, RETRYING(n), OK or NO TOKEN (the console shows it too)."""
-    if row["failed"]:
-        return "FAILED"
-    if row["consecutive_failures"]:
-        return f"RETRYING({row['consecutive_failures']})"
-    if row["access_token_expires_at"]:
-        return "OK"
-    return "NO TOKEN"
 
 
 def render_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -77,47 +64,6 @@ def render_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in [HEADERS, *table]
     ]
-
-
-def _known_secrets(settings: AccountSettings, state: AccountState | None) -> list[str]:
-    """Every secret value of one account that status can know without the network."""
-    from rotator.commands.online import secret_refs
-    from rotator.secrets import resolve
-
-    values = []
-    if state is not None:
-        values += [s.reveal() for s in (state.refresh_token, state.access_token) if s is not None]
-    for _, ref in secret_refs(settings):
-        try:
-            values.append(resolve(ref).reveal())
-        except RotatorError:
-            continue  # an unresolvable reference has no value to leak
-    return values
-
-
-def _scrubbed(row: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
-    return {k: scrub_values(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
-
-
-def account_rows(rotator: Rotator) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every account's scrubbed row, and one scrubbed line per state that could not be read.
-
-    The one row model of ``rotator status`` and the console's status page.
-    """
-    from rotator.state import describe
-
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for name, account in rotator.accounts.items():
-        try:
-            state, _ = rotator.read_state(account)
-        except StoreError as exc:
-            secrets = _known_secrets(account.settings, None)
-            problems.append(scrub_values(f"{name}: {exc}", secrets))
-            continue
-        secrets = _known_secrets(account.settings, state)
-        rows.append(_scrubbed(describe([state])[0], secrets))
-    return rows, problems
 
 
 def status(

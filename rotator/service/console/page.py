@@ -1,20 +1,8 @@
 """The console's read-only status page at ``/`` and its "Re-authorize" button.
 
-Who may look: with ``server.console.viewer_token`` configured, a client that
-sends it as ``Authorization: Bearer`` or a browser that entered it once into
-the login form; without one, loopback clients only (anyone who can reach a
-loopback socket can already read the state store on this host). The browser
-gets a cookie holding ``expiry.HMAC(key, expiry | sha256(token))``, never the
-token: a stolen cookie dies with its expiry or when the token changes, and the
-token cannot be recovered from it. The cookie is ``HttpOnly`` (no script reads
-it), ``SameSite=Strict`` (no other site's page sends it) and ``Secure`` when
-``public_url`` is https.
-
-Every form carries a token bound to the viewer's credential (the cookie, the
-bearer token or "loopback") and its own expiry, and every POST whose
-``Origin`` or ``Sec-Fetch-Site`` says another site sent it is refused: a
-loopback viewer has no cookie for SameSite to protect, so the form token is
-what stops a hostile page in the same browser from minting links.
+Who may look, and which forms are the viewer's own, is viewers.py's business:
+a viewer token (bearer header or a signed-in cookie) or, without one, loopback
+only; a per-viewer form token and an Origin check on every POST.
 
 Everything on the page is HTML-escaped (account names, vendor error text
 come from configuration and vendors), the rows are the ones ``rotator status``
@@ -28,31 +16,39 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import html
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl
 
 import structlog
 
-from rotator.commands.callback import is_loopback
-from rotator.commands.status import health
+from rotator.commands.rows import health
 from rotator.commands.terminal import printable
 from rotator.secrets import Secret
+from rotator.service.console.viewers import COOKIE, SESSION_TTL, Viewers
 
-__all__ = ["COOKIE", "Answer", "StatusPage", "is_page_path"]
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rotator.config.models import ConsoleSettings
+    from rotator.rotation.rotator import Rotator
+
+__all__ = [
+    "COOKIE",
+    "SESSION_TTL",
+    "Answer",
+    "ConsoleParts",
+    "StatusPage",
+    "is_page_path",
+    "status_page_for",
+]
 
 #: (HTTP status, headers, body) as the console dispatch answers
 Answer = tuple[int, dict[str, str], bytes]
 Rows = tuple[list[dict[str, Any]], list[str]]
 
-COOKIE = "rotator_console"
-#: how long a browser stays signed in after entering the viewer token
-SESSION_TTL = 12 * 3600
-#: how long a rendered form's token is accepted (a page left open over lunch still works)
-FORM_TTL = 4 * 3600
 #: the page reloads itself this often (seconds): a viewer watches an account recover
 REFRESH_EVERY = 5
 REAUTHORIZE_PATH = "/console/reauthorize"
@@ -84,11 +80,6 @@ def _esc(value: object) -> str:
     return html.escape(printable(str(value)), quote=True)
 
 
-def _mac(key: bytes, *parts: str) -> str:
-    digest = hmac.new(key, "|".join(parts).encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
 class StatusPage:
     """The page's HTTP answers; :meth:`handle` is called by the console dispatch.
 
@@ -103,7 +94,7 @@ class StatusPage:
         *,
         rows: Callable[[], Rows],
         can_authorize: Callable[[str], bool],
-        mint: Callable[[str], str],
+        mint: Callable[[str], str | None],
         key: bytes,
         viewer_token: Secret | None = None,
         public_url: str | None = None,
@@ -112,11 +103,7 @@ class StatusPage:
         self._rows = rows
         self._can_authorize = can_authorize
         self._mint = mint
-        self._key = key
-        self._token = viewer_token
-        self._public_url = public_url.rstrip("/") if public_url else None
-        self._secure = bool(public_url and public_url.lower().startswith("https:"))
-        self._clock = clock
+        self._viewers = Viewers(key, viewer_token, public_url, clock)
 
     # -- the dispatch entry -----------------------------------------------------------------
 
@@ -138,14 +125,14 @@ class StatusPage:
         if method not in ("GET", "HEAD", "POST"):
             return self._page(405, "Method not allowed", "<p>Use GET or POST.</p>")
         if method == "POST":
-            refusal = self._cross_site(lowered)
+            refusal = self._viewers.cross_site(lowered)
             if refusal:
                 _log.warning("console request refused", path=path, reason=refusal, peer=peer)
                 return self._page(403, "Refused", f"<p>{_esc(refusal)}</p>")
         form = dict(parse_qsl(body.decode("utf-8", "replace"))) if method == "POST" else {}
         if path == "/" and method == "POST" and "token" in form:
             return self._login(form["token"], peer)
-        credential = self._credential(lowered, peer)
+        credential = self._viewers.credential(lowered, peer)
         if credential is None:
             return self._refuse_viewer(peer)
         if path == REAUTHORIZE_PATH:
@@ -156,54 +143,8 @@ class StatusPage:
             return self._page(400, "Bad request", "<p>Nothing to do with that form.</p>")
         return self._status(credential)
 
-    # -- who is looking ---------------------------------------------------------------------
-
-    def _token_hash(self) -> str:
-        token = self._token.reveal() if self._token is not None else ""
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    def _session(self, expiry: int) -> str:
-        return f"{expiry}.{_mac(self._key, 'console-session', str(expiry), self._token_hash())}"
-
-    def _credential(self, headers: Mapping[str, str], peer: str) -> str | None:
-        """What binds this viewer's forms: the session, the bearer token's hash, or "loopback"."""
-        if self._token is None:
-            return "loopback" if is_loopback(peer) else None
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer " and hmac.compare_digest(
-            auth[7:].strip().encode(), self._token.reveal().encode()
-        ):
-            return "bearer:" + self._token_hash()
-        session = _cookie(headers.get("cookie", ""), COOKIE)
-        expiry, _, _ = session.partition(".")
-        if (
-            expiry.isdigit()
-            and int(expiry) > self._clock()
-            and hmac.compare_digest(session.encode(), self._session(int(expiry)).encode())
-        ):
-            return "session:" + session
-        return None
-
-    def _cross_site(self, headers: Mapping[str, str]) -> str:
-        """Why a POST looks sent by another site's page, or ""."""
-        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            return "this form was sent from another site; open the console page itself"
-        origin = headers.get("origin")
-        if origin is None:
-            return ""  # not a browser (curl), or an old one: the form token still binds it
-        allowed = {f"http://{headers.get('host', '')}", f"https://{headers.get('host', '')}"}
-        if self._public_url:
-            parts = urlsplit(self._public_url)
-            allowed.add(f"{parts.scheme}://{parts.netloc}")
-        if origin not in allowed:
-            return (
-                f"this form was sent from {origin}, not from the console "
-                f"({self._public_url or 'the address the page was opened at'})"
-            )
-        return ""
-
     def _refuse_viewer(self, peer: str) -> Answer:
-        if self._token is None:
+        if not self._viewers.needs_token:
             _log.warning("console refused a non-loopback viewer", peer=peer)
             return self._page(
                 403,
@@ -216,39 +157,22 @@ class StatusPage:
         return self._login_form(401, "")
 
     def _login(self, token: str, peer: str) -> Answer:
-        if self._token is None:
+        if not self._viewers.needs_token:
             return self._page(400, "Bad request", "<p>No viewer token is configured.</p>")
-        if not hmac.compare_digest(token.strip().encode(), self._token.reveal().encode()):
+        if not self._viewers.token_ok(token):
             _log.warning("console sign-in refused: wrong viewer token", peer=peer)
             return self._login_form(
                 401, "That is not the console's viewer token (server.console.viewer_token)."
             )
-        expiry = int(self._clock()) + SESSION_TTL
-        cookie = (
-            f"{COOKIE}={self._session(expiry)}; Path=/; Max-Age={SESSION_TTL}; "
-            "HttpOnly; SameSite=Strict" + ("; Secure" if self._secure else "")
-        )
+        cookie = self._viewers.session_cookie()
         _log.info("console sign-in", peer=peer)
         return 303, {"Location": "/", "Set-Cookie": cookie, **_HEADERS}, b""
-
-    # -- the forms' tokens ------------------------------------------------------------------
-
-    def _form_token(self, credential: str) -> str:
-        expiry = str(int(self._clock()) + FORM_TTL)
-        return f"{expiry}.{_mac(self._key, 'console-form', expiry, credential)}"
-
-    def _form_token_ok(self, given: str, credential: str) -> bool:
-        expiry, _, _ = given.partition(".")
-        if not expiry.isdigit() or int(expiry) <= self._clock():
-            return False
-        expected = f"{expiry}.{_mac(self._key, 'console-form', expiry, credential)}"
-        return hmac.compare_digest(given.encode(), expected.encode())
 
     # -- the answers ------------------------------------------------------------------------
 
     def _reauthorize(self, form: Mapping[str, str], credential: str, peer: str) -> Answer:
         account = form.get("account", "")
-        if not self._form_token_ok(form.get("csrf", ""), credential):
+        if not self._viewers.form_token_ok(form.get("csrf", ""), credential):
             _log.warning("console re-authorize refused: bad form token", peer=peer)
             return self._page(
                 403,
@@ -265,12 +189,16 @@ class StatusPage:
                 '<a href="/">Back to the status page</a>.</p>',
             )
         url = self._mint(account)
+        if url is None:  # its settings changed since the page was shown
+            return self._page(
+                409, "Cannot re-authorize", f"<p>{_esc(account)} cannot be re-authorized now.</p>"
+            )
         _log.info("console link minted for a viewer", account=account, peer=peer)
         return 303, {"Location": url, **_HEADERS}, b""
 
     def _status(self, credential: str) -> Answer:
         rows, problems = self._rows()
-        csrf = self._form_token(credential)
+        csrf = self._viewers.form_token(credential)
         lines = [
             "<table><tr><th>Account</th><th>Provider</th><th>State</th><th>Access expires</th>"
             "<th>Refresh expires</th><th>Next refresh</th><th>Last error</th><th></th></tr>"
@@ -349,9 +277,44 @@ _HEADERS = {
 }
 
 
-def _cookie(header: str, name: str) -> str:
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
-    return ""
+class ConsoleParts(Protocol):
+    """What the page needs of the console (routes.py's ``Console``, which imports this)."""
+
+    settings: ConsoleSettings
+    rotator: Rotator
+
+    def link_for(self, account: str) -> str | None: ...
+
+
+def status_page_for(console: ConsoleParts, key_dir: Path) -> StatusPage:
+    """The status page of a daemon's console: status's rows over its rotator, links from it.
+
+    The viewer token is resolved here, once: a changed token takes a restart (as the
+    signing key does), and a token that cannot be resolved stops the start.
+    """
+    from rotator.commands.rows import account_rows
+    from rotator.rotation.authorization import NotAuthorizable, authorizable
+    from rotator.secrets import resolve
+    from rotator.service.console.links import load_signing_key
+
+    rotator, settings = console.rotator, console.settings
+
+    def can_authorize(name: str) -> bool:
+        account = rotator.accounts.get(name)
+        if account is None:
+            return False
+        try:
+            authorizable(account)
+        except NotAuthorizable:
+            return False
+        return True
+
+    token = settings.viewer_token
+    return StatusPage(
+        rows=lambda: account_rows(rotator),
+        can_authorize=can_authorize,
+        mint=console.link_for,
+        key=load_signing_key(settings, key_dir),
+        viewer_token=resolve(token) if token is not None else None,
+        public_url=settings.public_url,
+    )

@@ -120,8 +120,10 @@ def test_without_a_viewer_token_loopback_sees_the_page_and_others_are_told_what_
     assert status == 200 and 'data-account="fp"' in text and "faxplus" in text
     assert "default-src 'none'" in head["Content-Security-Policy"]
     assert head["Cache-Control"] == "no-store" and head["Referrer-Policy"] == "same-origin"
-    for peer in ("::1", "127.0.0.9"):
+    for peer in ("::1", "127.0.0.9", "::ffff:127.0.0.1"):
         assert call(target, peer=peer)[0] == 200
+    for peer in ("::ffff:10.1.2.3", "", "localhost"):
+        assert call(target, peer=peer)[0] == 403
     status, _, text = call(target, peer="10.1.2.3")
     assert status == 403
     assert "server.console.viewer_token" in text and 'data-account="fp"' not in text
