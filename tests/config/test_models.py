@@ -190,7 +190,7 @@ REFUSALS: dict[str, tuple[Mutation, str]] = {
     ),
     "unknown account key": (
         lambda r: account(r).update(colour="blue"),
-        "accounts.idp-api.colour: unknown key (valid keys: ca_bundle, client_auth, client_id,",
+        "accounts.idp-api.colour: unknown key (valid keys: authorize_params, authorize_url,",
     ),
     "undefined sink store": (
         lambda r: account(r)["sinks"][0].update(store="fils"),
