@@ -97,9 +97,19 @@ class Browser:
         self.driver.set_page_load_timeout(30)
 
     def record(self) -> None:
-        """Append the current address and page to the leak check's capture."""
+        """Append the current address and page to the leak check's capture.
+
+        One address is kept without its query: ``/oauth/callback?code=...``, where the
+        vendor's redirect hands the daemon its single-use code. That is the vendor's
+        output and the daemon's input, as a token endpoint's answer is; everything the
+        daemon writes (its pages, its links, its redirects) is captured whole.
+        """
+        url = self.driver.current_url
+        split = urlsplit(url)
+        if split.path.endswith("/oauth/callback"):
+            url = split._replace(query="<the vendor's code and state>").geturl()
         with self._capture.open("a", encoding="utf-8") as out:
-            out.write(f"--- {self.driver.current_url}\n{self.driver.page_source}\n")
+            out.write(f"--- {url}\n{self.driver.page_source}\n")
 
     def open(self, url: str) -> str:
         """Navigate to ``url``; the page's visible text."""
