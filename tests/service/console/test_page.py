@@ -387,3 +387,42 @@ def test_in_chromium_the_token_form_signs_in_and_the_button_follows_a_fresh_link
         assert mint.accounts == ["fp"] and len(link_target.opened) == 1
         browser.open(server.url + "/")
         assert "link 2 opened for fp" in browser.click("tr[data-account=fp] button")
+
+
+def _outside_address() -> str:
+    """An IPv4 address of this machine that is not loopback, or ""."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: only picks the route
+        except OSError:
+            return ""
+        address = str(probe.getsockname()[0])
+    return "" if address.startswith("127.") else address
+
+
+def test_the_listener_hands_the_page_the_real_peer_so_loopback_only_holds() -> None:
+    from rotator.service.health import HealthServer
+    from rotator.service.metrics import Metrics, exposition_handler
+
+    outside = _outside_address()
+    if not outside:
+        pytest.skip("no non-loopback IPv4 address on this machine to connect from")
+    handler = exposition_handler(Metrics(), {}, pages=page().handle)
+    server = HealthServer("0.0.0.0:0", handler)  # both sides: loopback and outside
+    server.start()
+    try:
+        port = server.address[1]
+        local = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert local.status_code == 200 and 'data-account="fp"' in local.text
+        remote = httpx.get(f"http://{outside}:{port}/", timeout=10)
+        assert remote.status_code == 403 and "viewer_token" in remote.text
+        forged = httpx.get(
+            f"http://{outside}:{port}/",
+            headers={"X-Forwarded-For": "127.0.0.1", "Host": "127.0.0.1"},
+            timeout=10,
+        )
+        assert forged.status_code == 403
+    finally:
+        server.stop()
