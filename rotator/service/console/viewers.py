@@ -3,7 +3,7 @@
 With ``server.console.viewer_token`` configured, a viewer is a client that sends
 it as ``Authorization: Bearer`` or a browser that entered it once into the login
 form; without one, a loopback client (who can reach a loopback socket can read
-the state store on this host anyway). The browser's cookie holds
+the state store on this host anyway) whose request no proxy forwarded. The browser's cookie holds
 ``expiry.HMAC(key, expiry | sha256(token))``, never the token: a stolen cookie
 dies with its expiry or when the token changes, and the token cannot be
 recovered from it. It is ``HttpOnly`` (no script reads it), ``SameSite=Strict``
@@ -89,7 +89,10 @@ class Viewers:
     def credential(self, headers: Mapping[str, str], peer: str) -> str | None:
         """What binds this viewer's forms, or None for no viewer (``headers`` lower-cased)."""
         if self._token is None:
-            return "loopback" if is_loopback_peer(peer) else None
+            # a reverse proxy on this host makes every client loopback: a request it
+            # forwarded (and says so) is not taken for a local one
+            proxied = "forwarded" in headers or "x-forwarded-for" in headers
+            return "loopback" if is_loopback_peer(peer) and not proxied else None
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer " and self.token_ok(auth[7:]):
             return "bearer:" + self._token_hash()

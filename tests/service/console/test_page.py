@@ -124,6 +124,9 @@ def test_without_a_viewer_token_loopback_sees_the_page_and_others_are_told_what_
         assert call(target, peer=peer)[0] == 200
     for peer in ("::ffff:10.1.2.3", "", "localhost"):
         assert call(target, peer=peer)[0] == 403
+    # a reverse proxy on this host connects from loopback for everyone
+    for header in ("X-Forwarded-For", "Forwarded"):
+        assert call(target, headers={header: "for=203.0.113.9"})[0] == 403
     status, _, text = call(target, peer="10.1.2.3")
     assert status == 403
     assert "server.console.viewer_token" in text and 'data-account="fp"' not in text
