@@ -235,6 +235,7 @@ class Dispatcher:
             self._quiet.discard(account)
         else:
             self._quiet.add(account)
+        due = [self._with_link(alert) for alert in due]  # a fresh link per sending
         for alert in due:
             delivered = self._deliver(alert)
             if not delivered and self.channels:
@@ -276,7 +277,6 @@ class Dispatcher:
         return replace(alert, reauthorize_url=link)
 
     def _deliver(self, alert: Alert) -> bool:
-        alert = self._with_link(alert)
         _log.log(
             _LEVELS[alert.severity],
             alert.summary,
