@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from tests.fakes.oauth2 import OAuth2Emulator, emulator
+from rotator.demo.sandbox import Sandbox
 from tests.support import leakcheck
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,12 +29,22 @@ def challenge(verifier: str) -> str:
 
 
 @pytest.fixture
-def vendor() -> Iterator[OAuth2Emulator]:
-    with emulator(clients={"app": SECRET, "other": SECRET}, redirects={"app": {CALLBACK}}) as v:
-        yield v
+def vendor() -> Iterator[Sandbox]:
+    # the product's sandbox itself (tests/fakes/oauth2.py has an authorization server of
+    # its own), with every value it makes registered with the leak check
+    sandbox = Sandbox(
+        clients={"app": SECRET, "other": SECRET},
+        redirects={"app": {CALLBACK}},
+        on_issue=leakcheck.register,
+    )
+    sandbox.start()
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
 
 
-def consent(vendor: OAuth2Emulator, **extra: str) -> tuple[httpx.Client, str]:
+def consent(vendor: Sandbox, **extra: str) -> tuple[httpx.Client, str]:
     """Open the login page; the client and the form's request id."""
     client = httpx.Client(base_url=vendor.base_url, timeout=10)
     query = {"response_type": "code", "client_id": "app", "redirect_uri": CALLBACK, "state": "s1"}
@@ -46,7 +56,7 @@ def consent(vendor: OAuth2Emulator, **extra: str) -> tuple[httpx.Client, str]:
     return client, match.group(1)
 
 
-def allow(vendor: OAuth2Emulator, **extra: str) -> tuple[httpx.Client, str]:
+def allow(vendor: Sandbox, **extra: str) -> tuple[httpx.Client, str]:
     client, request = consent(vendor, **extra)
     answer = client.post("/login", data={"request": request, "decision": "allow"})
     assert answer.status_code == 302
@@ -62,7 +72,7 @@ def exchange(client: httpx.Client, code: str, **extra: str) -> httpx.Response:
     return client.post("/oauth/token", data=form, auth=("app", SECRET))
 
 
-def test_allow_issues_a_code_that_buys_a_rotating_grant_once(vendor: OAuth2Emulator) -> None:
+def test_allow_issues_a_code_that_buys_a_rotating_grant_once(vendor: Sandbox) -> None:
     client, code = allow(vendor)
     first = exchange(client, code)
     assert first.status_code == 200, first.text
@@ -73,7 +83,7 @@ def test_allow_issues_a_code_that_buys_a_rotating_grant_once(vendor: OAuth2Emula
     assert "already used" in again.json()["error_description"]
 
 
-def test_deny_answers_access_denied_to_the_redirect_uri(vendor: OAuth2Emulator) -> None:
+def test_deny_answers_access_denied_to_the_redirect_uri(vendor: Sandbox) -> None:
     client, request = consent(vendor)
     answer = client.post("/login", data={"request": request, "decision": "deny"})
     query = parse_qs(urlsplit(answer.headers["location"]).query)
@@ -91,7 +101,7 @@ def test_deny_answers_access_denied_to_the_redirect_uri(vendor: OAuth2Emulator) 
     ],
 )
 def test_an_unregistered_client_or_redirect_is_refused_without_a_redirect(
-    vendor: OAuth2Emulator, query: dict[str, str], why: str
+    vendor: Sandbox, query: dict[str, str], why: str
 ) -> None:
     answer = httpx.get(f"{vendor.base_url}/login?{urlencode({'response_type': 'code', **query})}")
     assert answer.status_code == 400, why
@@ -107,7 +117,7 @@ def test_an_unregistered_client_or_redirect_is_refused_without_a_redirect(
     ],
 )
 def test_a_code_is_bound_to_its_redirect_uri_and_pkce_challenge_and_dies_on_misuse(
-    vendor: OAuth2Emulator, extra: dict[str, str], refusal: str
+    vendor: Sandbox, extra: dict[str, str], refusal: str
 ) -> None:
     client, code = allow(vendor, code_challenge=challenge(VERIFIER), code_challenge_method="S256")
     answer = exchange(client, code, **extra)
@@ -116,7 +126,7 @@ def test_a_code_is_bound_to_its_redirect_uri_and_pkce_challenge_and_dies_on_misu
     assert exchange(client, code, code_verifier=VERIFIER).status_code == 400
 
 
-def test_pkce_with_the_right_verifier_succeeds_and_plain_is_refused(vendor: OAuth2Emulator) -> None:
+def test_pkce_with_the_right_verifier_succeeds_and_plain_is_refused(vendor: Sandbox) -> None:
     client, code = allow(vendor, code_challenge=challenge(VERIFIER), code_challenge_method="S256")
     assert exchange(client, code, code_verifier=VERIFIER).status_code == 200
     page = client.get(
@@ -133,14 +143,14 @@ def test_pkce_with_the_right_verifier_succeeds_and_plain_is_refused(vendor: OAut
     assert parse_qs(urlsplit(page.headers["location"]).query)["error"] == ["invalid_request"]
 
 
-def test_a_code_for_one_client_is_refused_to_another(vendor: OAuth2Emulator) -> None:
+def test_a_code_for_one_client_is_refused_to_another(vendor: Sandbox) -> None:
     client, code = allow(vendor)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK}
     answer = client.post("/oauth/token", data=form, auth=("other", SECRET))
     assert answer.status_code == 400 and "another client" in answer.json()["error_description"]
 
 
-def test_a_code_expires(vendor: OAuth2Emulator) -> None:
+def test_a_code_expires(vendor: Sandbox) -> None:
     vendor.authorizations.code_ttl = -1.0
     client, code = allow(vendor)
     answer = exchange(client, code)

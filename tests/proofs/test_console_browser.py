@@ -2,7 +2,8 @@
 
 A daemon runs as a process with the console on its listener. An enhanced-security
 Fax.Plus account 29 days into its grant (the Fax.Plus emulator) and a generic OAuth2
-account whose grant died (the sandbox's authorization server, PKCE S256) each raise
+account whose grant died (the OAuth2 emulator's authorization server, PKCE S256
+required) each raise
 an alert at a local webhook receiver; the test opens the alert's ``reauthorize_url``
 in headless Chromium, presses Allow on the vendor's page, and checks what the daemon
 kept: the new refresh token in the state store, the 30-day expiry from now, the
@@ -85,7 +86,7 @@ accounts:
     client_id: idp-app
     client_secret: file:{tmp / "idp-secret"}
     client_auth: basic
-    authorize_url: {idp.base_url}/login
+    authorize_url: {idp.authorize_url}
     redirect_uri: {console}/oauth/callback
     sinks: [{{store: files, path: idp.json}}]
 """
@@ -150,13 +151,13 @@ def test_an_alert_link_reauthorizes_faxplus_and_pkce_oauth2_in_chromium(
     hook: Hook,
 ) -> None:
     fax = FaxPlusEmulator(enhanced=True)
-    idp = OAuth2Emulator(clients={"idp-app": IDP_SECRET}, access_ttl=300.0)
+    idp = OAuth2Emulator(clients={"idp-app": IDP_SECRET}, require_pkce=True)
     fax.start()
     idp.start()
     port = free_port()
     callback = f"http://127.0.0.1:{port}/oauth/callback"
     fax.redirect_uris[fax.client_id] = callback
-    idp.authorizations.redirects["idp-app"] = {callback}
+    idp.redirect_uris["idp-app"] = callback
     config = _config(tmp_path, port, fax, idp)
     authorized_at = datetime.now(UTC) - 29 * DAY
     old_fax = fax.grant(authorized_at=authorized_at.timestamp())
@@ -202,8 +203,9 @@ def test_an_alert_link_reauthorizes_faxplus_and_pkce_oauth2_in_chromium(
         state = _state(config, "idp")
         assert state.refresh_token is not None and state.refresh_token.reveal() != dead
         assert idp.grant_for(state.refresh_token.reveal()) is not None and not state.failed
-        exchange = [r for r in idp.requests if "code" in r["params"]]
-        assert len(exchange) == 1 and "code_verifier" in exchange[0]["params"]
+        # the emulator required the challenge, and spent the code only for its verifier
+        (asked,) = idp.authorize_requests
+        assert asked["code_challenge_method"] == "S256" and asked["code_challenge"]
         _alert(hook, "idp", "resolved")
         _refused_again(browser, link)
     finally:
