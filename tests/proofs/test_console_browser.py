@@ -141,6 +141,7 @@ def _reauthorize_in_chromium(chromium: Browser, link: str) -> str:
 def _refused_again(chromium: Browser, link: str) -> None:
     assert "Refused" in chromium.open(link)
     again = httpx.get(link, timeout=10, follow_redirects=False)
+    leakcheck.log_file("console-refusal").write_text(f"{again.status_code}\n{again.text}")
     assert 400 <= again.status_code < 500, again.status_code
     assert "location" not in again.headers
 

@@ -429,3 +429,24 @@ def test_the_listener_hands_the_page_the_real_peer_so_loopback_only_holds() -> N
         assert forged.status_code == 403
     finally:
         server.stop()
+
+
+def test_in_chromium_hostile_text_on_the_page_stays_text(
+    browser: Browser,  # noqa: F811 - the fixture
+) -> None:
+    attacks = [
+        "<script>document.title='pwned'</script>",
+        "<img src=x onerror=\"document.title='pwned'\">",
+        '"><svg onload="document.title=\'pwned\'">',
+    ]
+    states = tuple(
+        AccountState(account=f"acct{i}{attack}", provider="oauth2", last_error=attack, failed=True)
+        for i, attack in enumerate(attacks)
+    )
+    with HandleServer(page(states=states).handle) as server:
+        text = browser.open(server.url + "/")
+        assert browser.driver.title == "rotator status"
+        for attack in attacks:
+            assert attack in text  # shown as the characters it is made of
+        assert browser.driver.execute_script("return document.scripts.length") == 0
+        assert browser.driver.execute_script("return document.images.length") == 0
