@@ -57,9 +57,10 @@ _PATHS = ("/", REAUTHORIZE_PATH)
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
     "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.3em .6em;"
-    "text-align:left;vertical-align:top}th{background:#f3f3f3}"
-    ".FAILED{color:#b00;font-weight:bold}.OK{color:#070}.err{max-width:30em;"
-    "overflow-wrap:anywhere}.note{color:#555}"
+    "text-align:left;vertical-align:top;white-space:nowrap}th{background:#f3f3f3}"
+    ".FAILED{color:#b00;font-weight:bold}.OK{color:#070}.RETRYING{color:#a60}"
+    ".err{white-space:normal;min-width:15em;max-width:30em;overflow-wrap:anywhere}"
+    ".note{color:#555}"
 )
 _STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
 _CSP = (
