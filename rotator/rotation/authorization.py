@@ -48,13 +48,14 @@ if TYPE_CHECKING:
     from rotator.rotation.spool import Reservation
     from rotator.state import AccountState
     from rotator.tokens import TokenSet
+    from rotator.waits import Waiter
 
 __all__ = ["PENDING_KEYS", "Authorized", "NotAuthorizable", "authorizable", "authorize_code"]
 
 _log = structlog.get_logger("rotator.rotation")
 
 #: ``extra`` keys of a pending `rotator authorize` (printed URL, pasted code later)
-PENDING_KEYS = ("authorize_state", "authorize_started_at")
+PENDING_KEYS = ("authorize_state", "authorize_started_at", "authorize_verifier")
 #: how often a wait for another worker's lease looks again
 LEASE_POLL = 0.2
 
@@ -96,6 +97,7 @@ def authorize_code(
     redirect_uri: str,
     code_verifier: str | None = None,
     lease_wait: float | None = None,
+    waiter: Waiter | None = None,
     on_reauthorized: Callable[[Authorized], None] | None = None,
 ) -> Authorized:
     """Exchange ``code`` under the account's lease and keep the grant (rule 1).
@@ -114,7 +116,7 @@ def authorize_code(
             rotator.grants.settle(account, pending)
         reservation = _reserve(rotator, account)
         try:
-            lease = _lease(rotator, account, lease_wait)
+            lease = _lease(rotator, account, lease_wait, waiter or rotator.waiter)
             before = lease.state
             client = rotator.http.get(
                 verify=account.settings.tls_verify, ca_bundle=account.settings.ca_bundle
@@ -181,7 +183,7 @@ def _reserve(rotator: Rotator, account: Account) -> Reservation | None:
         ) from None
 
 
-def _lease(rotator: Rotator, account: Account, wait: float | None) -> Lease:
+def _lease(rotator: Rotator, account: Account, wait: float | None, waiter: Waiter) -> Lease:
     """Take the account's lease, waiting up to ``wait`` (default lease_ttl) for a holder."""
     limit = account.settings.lease_ttl.total_seconds() if wait is None else wait
     deadline = time.monotonic() + limit
@@ -191,7 +193,7 @@ def _lease(rotator: Rotator, account: Account, wait: float | None) -> Lease:
         if not isinstance(lease, Busy):
             return lease
         left = deadline - time.monotonic()
-        if left <= 0 or not rotator.waiter.sleep(min(LEASE_POLL, left)):
+        if left <= 0 or not waiter.sleep(min(LEASE_POLL, left)):
             raise lease.error or LeaseHeld(account.name, state.lease_owner, 0.0)
 
 
