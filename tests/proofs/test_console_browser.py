@@ -192,6 +192,14 @@ def test_an_alert_link_reauthorizes_faxplus_and_pkce_oauth2_in_chromium(
         assert state.refresh_expires_at.strftime("%Y-%m-%d") in text
         _alert(hook, "fp", "resolved")
         _refused_again(browser, link)
+        # the status page's button leads to the vendor again, and the signed link it
+        # minted does not travel there in a Referer
+        shown = browser.open(f"http://127.0.0.1:{port}/")
+        assert "fp" in shown and "FAILED" not in shown.split("idp")[0]
+        assert "Allow" in browser.click("tr[data-account=fp] button")
+        # (the GETs: the browser arriving from rotator; a POST is the vendor's own form)
+        arrivals = [r for r in fax.requests if r.path == "/login" and r.method == "GET"]
+        assert len(arrivals) == 2 and not any("referer" in r.headers for r in arrivals)
         # ... and it keeps rotating with the new grant
         refreshed = run_rotator(["refresh", "fp", "-c", str(config)])
         assert refreshed.returncode == 0, refreshed.stderr[-2000:]
