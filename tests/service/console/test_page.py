@@ -450,3 +450,45 @@ def test_in_chromium_hostile_text_on_the_page_stays_text(
             assert attack in text  # shown as the characters it is made of
         assert browser.driver.execute_script("return document.scripts.length") == 0
         assert browser.driver.execute_script("return document.images.length") == 0
+
+
+def test_the_daemon_serves_the_page_with_its_viewer_token_and_real_links(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from rotator.service.app import build_service
+    from tests.service.console.kit import ports
+
+    port, _ = ports()
+    path = setup.config("page", port, port)
+    config = yaml.safe_load(path.read_text())
+    config["server"]["console"]["viewer_token"] = "env:PAGE_TEST_VIEWER_TOKEN"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("PAGE_TEST_VIEWER_TOKEN", VIEWER_TOKEN)
+    service = build_service(str(path))
+    server = service.monitor.server
+    assert server is not None
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as client:
+            assert client.get("/").status_code == 401  # loopback too: a token is configured
+            bearer = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+            shown = client.get("/", headers=bearer)
+            assert shown.status_code == 200 and 'data-account="idp"' in shown.text
+            leakcheck.log_file("console-page").write_text(shown.text)
+            pressed = client.post(
+                REAUTHORIZE_PATH,
+                headers=bearer,
+                data={"account": "idp", "csrf": csrf_of(shown.text)},
+            )
+            assert pressed.status_code == 303
+            link = pressed.headers["location"]
+            assert link.startswith(f"{base}/authorize/idp?")
+            assert client.get(link).status_code == 302  # on to the vendor's page
+            # /metrics and the probes are still the listener's own, without a token
+            assert client.get("/metrics").status_code == 200
+    finally:
+        server.stop()
+        service.daemon.rotator.http.close()
