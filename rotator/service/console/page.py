@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,6 +52,8 @@ Rows = tuple[list[dict[str, Any]], list[str]]
 
 #: the page reloads itself this often (seconds): a viewer watches an account recover
 REFRESH_EVERY = 5
+#: the rows are read from the state store at most this often (seconds), whoever looks
+ROWS_TTL = 2.0
 REAUTHORIZE_PATH = "/console/reauthorize"
 _PATHS = ("/", REAUTHORIZE_PATH)
 
@@ -102,6 +105,10 @@ class StatusPage:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._rows = rows
+        self._rows_lock = threading.Lock()
+        self._cached: Rows | None = None
+        self._cached_at = 0.0
+        self._reading = False
         self._can_authorize = can_authorize
         self._mint = mint
         self._viewers = Viewers(key, viewer_token, public_url, clock)
@@ -169,6 +176,23 @@ class StatusPage:
         _log.info("console sign-in", peer=peer)
         return 303, {"Location": "/", "Set-Cookie": cookie, **_HEADERS}, b""
 
+    def _current_rows(self) -> Rows:
+        """The rows, read at most once per :data:`ROWS_TTL`; while one viewer's request
+        reads them (a store may take its timeout), the others get the previous rows: a
+        few open pages must not hold the listener's threads that answer ``/healthz``."""
+        with self._rows_lock:
+            now = time.monotonic()
+            if self._cached is not None and (now - self._cached_at < ROWS_TTL or self._reading):
+                return self._cached
+            self._reading = True
+        try:
+            rows = self._rows()
+        except Exception as exc:  # a store outage is shown, not a 500
+            rows = ([], [f"the states could not be read: {type(exc).__name__}"])
+        with self._rows_lock:
+            self._cached, self._cached_at, self._reading = rows, now, False
+        return rows
+
     # -- the answers ------------------------------------------------------------------------
 
     def _reauthorize(self, form: Mapping[str, str], credential: str, peer: str) -> Answer:
@@ -181,8 +205,7 @@ class StatusPage:
                 "<p>This form is stale or was not made by this console. "
                 '<a href="/">Reload the status page</a> and press the button again.</p>',
             )
-        names = {row["account"] for row in self._rows()[0]}
-        if account not in names or not self._can_authorize(account):
+        if not self._can_authorize(account):  # also False for an unknown account
             return self._page(
                 404,
                 "No such account",
@@ -198,7 +221,7 @@ class StatusPage:
         return 303, {"Location": url, **_HEADERS}, b""
 
     def _status(self, credential: str) -> Answer:
-        rows, problems = self._rows()
+        rows, problems = self._current_rows()
         csrf = self._viewers.form_token(credential)
         lines = [
             "<table><tr><th>Account</th><th>Provider</th><th>State</th><th>Access expires</th>"

@@ -6,6 +6,7 @@ only for a viewer's own form, over plain HTTP and in a real Chromium.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from rotator.service.console.page import COOKIE, REAUTHORIZE_PATH, SESSION_TTL, 
 from rotator.state import AccountState, describe
 from tests.support import leakcheck
 from tests.support.browser import Browser, HandleServer, browser  # noqa: F401 - the fixture
-from tests.support.net import LoopbackHTTPServer
+from tests.support.net import LoopbackHTTPServer, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -492,3 +493,43 @@ def test_the_daemon_serves_the_page_with_its_viewer_token_and_real_links(
     finally:
         server.stop()
         service.daemon.rotator.http.close()
+
+
+def test_the_rows_are_read_once_per_ttl_and_a_slow_read_does_not_hold_other_viewers() -> None:
+    import threading
+
+    from rotator.service.console import page as page_module
+
+    calls: list[float] = []
+    release = threading.Event()
+
+    def rows() -> Any:
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            release.wait(10)  # the second read hangs, as a store at its timeout does
+        return describe([fp_state()]), []
+
+    target = StatusPage(rows=rows, can_authorize=lambda _: True, mint=Minted(), key=KEY)
+    assert call(target)[0] == 200 and call(target)[0] == 200
+    assert len(calls) == 1  # within ROWS_TTL: one read for both
+    target._cached_at -= page_module.ROWS_TTL  # the TTL is over (the page's own field)
+    slow = threading.Thread(target=call, args=(target,))
+    slow.start()
+    try:
+        wait_until(lambda: len(calls) == 2, timeout=5, what="the slow read to start")
+        started = time.monotonic()
+        status, _, text = call(target)  # answered from the previous rows at once
+        assert status == 200 and 'data-account="fp"' in text
+        assert time.monotonic() - started < 1 and len(calls) == 2
+    finally:
+        release.set()
+        slow.join(10)
+
+
+def test_a_failing_read_is_shown_on_the_page_not_a_500() -> None:
+    def rows() -> Any:
+        raise RuntimeError("the store is down")
+
+    target = StatusPage(rows=rows, can_authorize=lambda _: True, mint=Minted(), key=KEY)
+    status, _, text = call(target)
+    assert status == 200 and "the states could not be read: RuntimeError" in text
