@@ -305,7 +305,8 @@ class FaxPlusProvider(CodeFlow):
         if state.refresh_token is None:
             raise InvalidGrant(
                 "no_refresh_token",
-                f"no refresh token stored; run: rotator authorize {self.account}",
+                f"no refresh token stored; run: rotator authorize {self.account} (or seed one: "
+                f"rotator import {self.account})",
             )
         # previous=None: refresh_expires_at is then only what this answer carried
         tokens = _token_call(

@@ -112,6 +112,9 @@ class Console:
                 printable(path.removeprefix(_AUTHORIZE))[:100] if route == self._authorize else None
             )
             return self._refused(refused.status, refused.reason, path=path, account=account)
+        except RotatorError as exc:  # the state store is down: nothing was started or spent
+            _log.error("console: cannot answer", path=path, error=str(exc))
+            return page(503, "Try again", ["The state store did not answer; try again shortly."])
 
     # -- the routes ----------------------------------------------------------------------
 

@@ -151,3 +151,21 @@ def test_other_paths_are_not_the_consoles(one: Replica) -> None:
     with httpx.Client() as client:
         assert client.get(f"{one.url}/nothing").status_code == 404
         assert client.get(f"{one.url}/authorize").status_code == 404
+
+
+def test_a_state_store_outage_is_a_503_and_spends_nothing(
+    one: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rotator.errors import StoreUnavailable
+
+    def down(account: str) -> object:
+        raise StoreUnavailable("the file store is down (in this test)")
+
+    link = one.console.link_for("idp")
+    assert link is not None
+    with monkeypatch.context() as patch:
+        patch.setattr(one.console.book, "_load", down)
+        answer = one.get(link)
+    assert answer.status_code == 503
+    assert_secure(answer)
+    assert one.get(link).status_code == 302  # the link still works once the store is back
