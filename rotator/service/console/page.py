@@ -87,7 +87,7 @@ def _esc(value: object) -> str:
 class StatusPage:
     """The page's HTTP answers; :meth:`handle` is called by the console dispatch.
 
-    ``rows`` returns the status rows and problems (:func:`rotator.commands.status.account_rows`),
+    ``rows`` returns the status rows and problems (:func:`rotator.commands.rows.account_rows`),
     ``can_authorize`` says which accounts get a button, ``mint`` makes a signed one-time
     link for an account, ``key`` is the console's signing key (the page derives its own
     values from it under labels of its own).
