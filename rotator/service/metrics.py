@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import (
@@ -263,12 +263,27 @@ class _Discard(io.BufferedIOBase):
         return len(data)
 
 
-#: the hook for paths the server does not own (the console):
-#: ``(method, path, query, headers, body) -> (status, headers, body)``, or None when
-#: the path is not the hook's either
-Pages = Callable[
-    [str, str, str, Mapping[str, str], bytes], "tuple[int, dict[str, str], bytes] | None"
-]
+class Pages(Protocol):
+    """The hook for paths the server does not own (the console).
+
+    ``(method, path, query, headers, body, peer=) -> (status, headers, body)``, or None
+    when the path is not the hook's either; ``peer`` is the client's address (the status
+    page answers loopback clients only while no viewer token is configured).
+    """
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        /,
+        *,
+        peer: str,
+    ) -> tuple[int, dict[str, str], bytes] | None: ...
+
+
 #: a request body larger than this is no form of ours
 _MAX_BODY = 64 * 1024
 
@@ -320,7 +335,9 @@ def exposition_handler(
             if pages is None:
                 return False
             split = urlsplit(self.path)
-            answer = pages(method, split.path, split.query, dict(self.headers.items()), body)
+            headers = dict(self.headers.items())
+            peer = str(self.client_address[0])
+            answer = pages(method, split.path, split.query, headers, body, peer=peer)
             if answer is None:
                 return False
             status, headers, content = answer

@@ -29,6 +29,7 @@ from rotator.providers.base import Authorizable
 from rotator.service.console.answers import Answer, page, redirect
 from rotator.service.console.book import FlowBook
 from rotator.service.console.links import LinkRefused, LinkSigner
+from rotator.service.console.page import StatusPage, is_page_path, status_page_for
 from rotator.tokens import format_time
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class Console:
         # The listener answers with a few threads that /healthz shares: callbacks
         # waiting on a slow vendor must never take them all (a failed probe is a restart).
         self._exchanging = threading.BoundedSemaphore(EXCHANGES_AT_ONCE)
+        #: the read-only status page at ``/`` (page.py); set by :func:`build_console`
+        self.status_page: StatusPage | None = None
 
     def link_for(self, account: str) -> str | None:
         """A fresh link for an account that can be authorized (alerts: one per sending)."""
@@ -94,8 +97,12 @@ class Console:
         query: str,
         headers: Mapping[str, str],
         body: bytes,
+        *,
+        peer: str = "",
     ) -> Answer | None:
         """The answer for a console path; None for a path that is not the console's."""
+        if self.status_page is not None and is_page_path(path):
+            return self.status_page.handle(method, path, query, headers, body, peer=peer)
         if path == CALLBACK_PATH:
             route = self._callback
         elif path.startswith(_AUTHORIZE):
@@ -223,4 +230,6 @@ class Console:
 
 def build_console(settings: ConsoleSettings, rotator: Rotator, key_dir: Path) -> Console:
     """The console of a daemon (its key beside the spool key unless ``signing_key``)."""
-    return Console(settings, LinkSigner.from_settings(settings, key_dir), rotator)
+    console = Console(settings, LinkSigner.from_settings(settings, key_dir), rotator)
+    console.status_page = status_page_for(console, key_dir)
+    return console
