@@ -129,6 +129,10 @@ def build_service(
     daemon.hooks_before_reload.append(monitor.before_reload)
     daemon.hooks_after_reload.append(monitor.after_reload)
     daemon.hooks_on_stop.append(monitor.on_stop)
+    if config.server.coordination is not None:
+        from rotator.service.coordination import join_replicas
+
+        join_replicas(config.server.coordination, daemon, monitor)
     return Service(daemon, monitor)
 
 

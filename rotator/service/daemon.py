@@ -19,6 +19,7 @@ running configuration.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,8 @@ class Daemon:
         self.http = http
         self.rotator = rotator
         self._rewire = rewire
+        #: the accounts this process schedules (partitioned replicas own a share of them)
+        self.owns: Callable[[str], bool] = lambda name: True
         self.scheduler: Any = None
         self._workers: ThreadPoolExecutor | None = None
         self.hooks_on_start: list[Callable[[], None]] = []
@@ -161,7 +164,7 @@ class Daemon:
             lambda: None, "interval", seconds=_TICK_SECONDS, id=_TICK, executor=_TICK
         )
         now = datetime.now(UTC)
-        for name in self.rotator.accounts:
+        for name in filter(self.owns, self.rotator.accounts):
             self._workers.submit(self._first_run, name, now)
         self.ready.set()
         for hook in self.hooks_on_start:
@@ -176,7 +179,7 @@ class Daemon:
         _warn_insecure(self.config)
 
     def _schedule(self, name: str, when: datetime, *, retry_failed: bool = False) -> None:
-        if self.stopping.is_set() or self.scheduler is None:
+        if self.stopping.is_set() or self.scheduler is None or not self.owns(name):
             return
         add = self.scheduler.add_job
         if when - datetime.now(UTC) > timedelta(seconds=_TICK_SECONDS + 1):
@@ -198,7 +201,7 @@ class Daemon:
             _log.exception("first run crashed", account=name, error=repr(exc))
 
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
-        if self.stopping.is_set() or name not in self.rotator.accounts:
+        if self.stopping.is_set() or name not in self.rotator.accounts or not self.owns(name):
             return
         with self._in_flight_done:
             self._in_flight += 1
@@ -227,8 +230,13 @@ class Daemon:
             self._schedule(name, result.next_run or datetime.now(UTC) + _FALLBACK_RECHECK)
 
     def trigger(self, name: str) -> None:
-        """Run an account's job now (used by reload and tests)."""
+        """Run an account's job now (used by reload, a replica's new share, and tests)."""
         self._schedule(name, datetime.now(UTC))
+
+    def drop(self, name: str) -> None:
+        """Forget an account's next run (a replica's lost share); one in flight finishes."""
+        with contextlib.suppress(Exception):  # no job: nothing to forget
+            self.scheduler.remove_job(name)
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -270,7 +278,7 @@ class Daemon:
         for name in removed:
             if self.scheduler is not None and self.scheduler.get_job(name):
                 self.scheduler.remove_job(name)
-        for name in new.accounts:
+        for name in filter(self.owns, new.accounts):
             # A reload is the operator's "try again": failed accounts get one attempt.
             if name in added or name in changed:
                 self._schedule(name, now, retry_failed=True)
