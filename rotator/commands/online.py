@@ -82,7 +82,7 @@ def check_online(config: Config) -> int:
             broken += 1
     broken += _faxmax_logins(config)
     if config.server.coordination is not None:
-        from rotator.service.coordination import check_backend
+        from rotator.service.coordination_backend import check_backend
 
         ok, said = check_backend(config.server.coordination)
         print(f"coordination: {'OK' if ok else 'ERROR'} {printable(said)}")

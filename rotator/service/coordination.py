@@ -18,33 +18,30 @@ the length of the outage those accounts have two schedulers: the lease makes
 that safe (at most one spends a refresh token; the other re-reads the state and
 finds the token fresh), and it costs state reads, not vendor calls. Dropping
 the share instead would stop every rotation while the backend is down, and an
-outage of the shared backend is the likelier case. Such a replica is not ready
-(``/readyz``) until it is back in the group; when it is, tooz has removed it,
-so it joins again and the ring settles.
+outage of the shared backend is the likelier case. Once the membership timeout
+has passed without an answer such a replica is not ready (``/readyz``); when
+the backend answers again, the others have removed it, so it joins again and
+the ring settles.
 
-tooz is imported only here, and this module only when ``server.coordination``
-is set: ``rotator --help`` and a one-process daemon never load it.
+tooz is imported only through :mod:`rotator.service.coordination_backend`, and
+these modules only when ``server.coordination`` is set: ``rotator --help`` and
+a one-process daemon never load them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from rotator.config.models import CoordinationSettings
-from rotator.errors import scrub_values
-from rotator.secrets import SecretRef, resolve
+from rotator.service.coordination_backend import connect, member_id, scrubbed, tooz, within
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
@@ -54,20 +51,15 @@ if TYPE_CHECKING:
 __all__ = [
     "Change",
     "Replica",
-    "backend_url",
-    "connect",
     "join_replicas",
-    "member_id",
+    "move_jobs",
     "repartition",
     "share_of",
 ]
 
 _log = structlog.get_logger("rotator.coordination")
-T = TypeVar("T")
 #: how long a stopping replica waits for its loop and for its goodbye to the group
 _STOP_WAIT = 3.0
-#: ``check --online`` gives the backend at most this long (or the membership timeout)
-_CHECK_WAIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,59 +81,6 @@ def repartition(before: Collection[str], after: Collection[str]) -> Change:
 def share_of(accounts: Iterable[str], owns: Callable[[str], bool]) -> frozenset[str]:
     """The accounts ``owns`` (the ring's word for this member) gives to this replica."""
     return frozenset(name for name in accounts if owns(name))
-
-
-def member_id() -> bytes:
-    """Who this replica is in the group: host (a pod's name), PID and a random tail."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".encode()
-
-
-def backend_url(settings: CoordinationSettings) -> str:
-    """The tooz URL, resolved when it is a reference (it may hold a password)."""
-    if isinstance(settings.url, SecretRef):
-        return resolve(settings.url).reveal().strip()
-    return settings.url
-
-
-def within(seconds: float, work: Callable[[], T]) -> T:
-    """``work()`` on a thread of its own; ``TimeoutError`` when it has not answered in time.
-
-    tooz's Redis driver retries a refused connection fifteen times, each with the
-    client's own backoff: about a minute before it says no. A late call is left
-    to finish on its (daemon) thread.
-    """
-    outcome: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, work()))
-        except BaseException as exc:
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=run, name="rotator-coordination-call", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if not outcome:
-        raise TimeoutError(f"no answer within {seconds:g}s")
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return cast(T, value)
-
-
-def _tooz() -> Any:
-    return importlib.import_module("tooz.coordination")
-
-
-def connect(settings: CoordinationSettings, member: bytes, *, heart: bool = True) -> Any:
-    """A started tooz coordinator (heartbeating on its own thread when ``heart``)."""
-    coordinator = _tooz().get_coordinator(
-        backend_url(settings),
-        member,
-        membership_timeout=settings.membership_timeout.total_seconds(),
-    )
-    coordinator.start(start_heart=heart)
-    return coordinator
 
 
 class Replica:
@@ -292,10 +231,10 @@ class Replica:
         return change
 
     def _join(self) -> None:
-        tooz = _tooz()
+        coordination = tooz()
         try:
             self._partitioner = self._coordinator.join_partitioned_group(self._group)
-        except tooz.MemberAlreadyExist:
+        except coordination.MemberAlreadyExist:
             # still listed from before an outage: a partitioner over the group as it is
             self._partitioner = importlib.import_module("tooz.partitioner").Partitioner(
                 self._coordinator, self._group
@@ -326,18 +265,6 @@ class Replica:
         return scrubbed(self.settings, text)
 
 
-def scrubbed(settings: CoordinationSettings, text: str) -> str:
-    """``text`` cut short, without the backend URL or its password (a reference may hold both)."""
-    secrets = []
-    if isinstance(settings.url, SecretRef):
-        try:
-            url = backend_url(settings)
-            secrets += [url, urlsplit(url).password or ""]
-        except Exception:  # noqa: S110 - an unreadable reference holds nothing to scrub
-            pass
-    return scrub_values(text[:500], [s for s in secrets if s])
-
-
 def move_jobs(daemon: Daemon, change: Change) -> None:
     """Drop the jobs of the accounts lost, run the accounts gained now.
 
@@ -350,30 +277,6 @@ def move_jobs(daemon: Daemon, change: Change) -> None:
         daemon.drop(name)
     for name in sorted(change.gained):
         daemon.trigger(name)
-
-
-def check_backend(settings: CoordinationSettings) -> tuple[bool, str]:
-    """``check --online``: connect, read the group's members, join nothing; (ok, what)."""
-    tooz = _tooz()
-    scheme = urlsplit(settings.url).scheme if isinstance(settings.url, str) else "the reference"
-
-    def members() -> set[bytes]:
-        coordinator = connect(settings, member_id(), heart=False)
-        try:
-            found: set[bytes] = coordinator.get_members(settings.group.encode()).get()
-        except tooz.GroupNotCreated:
-            found = set()
-        finally:
-            with contextlib.suppress(Exception):
-                coordinator.stop()
-        return found
-
-    try:
-        found = within(min(_CHECK_WAIT, settings.membership_timeout.total_seconds()), members)
-    except Exception as exc:
-        said = scrubbed(settings, f"{type(exc).__name__}: {exc}")
-        return False, f"{scheme} backend unreachable: {said}"
-    return True, f"{scheme} backend answers; group {settings.group!r} has {len(found)} members"
 
 
 def join_replicas(settings: CoordinationSettings, daemon: Daemon, monitor: Monitor) -> Replica:

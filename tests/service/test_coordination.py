@@ -19,14 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotator.config.models import CoordinationSettings
-from rotator.service.coordination import (
-    Change,
-    Replica,
-    check_backend,
-    move_jobs,
-    repartition,
-    share_of,
-)
+from rotator.service.coordination import Change, Replica, move_jobs, repartition, share_of
+from rotator.service.coordination_backend import check_backend
 from tests.support.servers import RedisServer
 
 NAMES = st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=8)
@@ -318,3 +312,46 @@ def test_without_coordination_tooz_is_never_imported(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split() == ["loaded:"]
+
+
+def test_a_replica_daemon_says_its_share_in_readyz_and_metrics(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """The wiring of ``rotator run``: the replica joins on start, schedules its
+    share, answers /readyz with its place in the group, exports its metrics,
+    and leaves the group on stop."""
+    import httpx
+
+    from rotator.service.app import build_service
+    from tests.service.test_daemon import write_config
+    from tests.support.net import free_port, wait_until
+
+    port = free_port()
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=("alpha", "beta"))
+    text = config.read_text().replace(
+        "server: {",
+        f"server: {{listen: '127.0.0.1:{port}', coordination: {{url: '{redis.url}', "
+        "group: wired, membership_timeout: 3s, watch_interval: 0.2s}, ",
+        1,
+    )
+    config.write_text(text)
+    service = build_service(str(config))
+    daemon = service.daemon
+    daemon.start()
+    try:
+        wait_until(lambda: daemon.owns("alpha") and daemon.owns("beta"), what="the share")
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert "one of 1 replicas, 2 accounts" in ready.text
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "rotator_replica_members 1.0" in metrics
+        assert "rotator_replica_owned_accounts 2.0" in metrics
+        assert "rotator_replica_coordination_up 1.0" in metrics
+    finally:
+        daemon.stop("test")
+    (watcher,), _ = replicas(redis.url, "wired", 1, ["alpha"])
+    try:
+        watcher.step()
+        assert watcher.members == {watcher.member}, "the stopped replica is still in the group"
+    finally:
+        watcher.stop()
