@@ -292,6 +292,15 @@ def join_replicas(settings: CoordinationSettings, daemon: Daemon, monitor: Monit
     daemon.owns = replica.owns
     daemon.hooks_on_start.append(replica.start)
     daemon.hooks_on_stop.append(replica.stop)
+
+    def after_reload() -> None:
+        if daemon.config.server.coordination != settings:
+            _log.warning(
+                "server.coordination changed; it applies at the next start",
+                fix="restart the replicas one by one to join with the new settings",
+            )
+
+    daemon.hooks_on_reload.append(after_reload)
     monitor.readiness.append(replica.readiness)
     if monitor.metrics is not None:
         from prometheus_client import Gauge

@@ -355,3 +355,29 @@ def test_a_replica_daemon_says_its_share_in_readyz_and_metrics(
         assert watcher.members == {watcher.member}, "the stopped replica is still in the group"
     finally:
         watcher.stop()
+
+
+def test_rotator_check_online_says_whether_the_backend_answers(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    from tests.service.test_daemon import write_config
+    from tests.support.net import free_port
+    from tests.support.proc import run_rotator
+
+    config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=())
+    body = config.read_text()
+    for url, code, said in (
+        (redis.url, 0, "coordination: OK redis backend answers; group 'online' has 0 members"),
+        (f"redis://127.0.0.1:{free_port()}", 1, "coordination: ERROR redis backend unreachable"),
+    ):
+        config.write_text(
+            body.replace(
+                "server: {",
+                f"server: {{coordination: {{url: '{url}', group: online, "
+                "membership_timeout: 3s}, ",
+                1,
+            )
+        )
+        done = run_rotator(["check", "-c", str(config), "--online"])
+        assert done.returncode == code, done.stdout + done.stderr
+        assert said in done.stdout
