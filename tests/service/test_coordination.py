@@ -381,3 +381,51 @@ def test_rotator_check_online_says_whether_the_backend_answers(
         done = run_rotator(["check", "-c", str(config), "--online"])
         assert done.returncode == code, done.stdout + done.stderr
         assert said in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("coordination", "complaint"),
+    [
+        (
+            "{url: 'redis://:pw-Zq7761@redis:6379'}",
+            "server.coordination.url: must be a tooz backend URL such as "
+            "redis://127.0.0.1:6379; a URL with a password goes in a reference",
+        ),
+        ("{url: 'redis://redis:6379?password=pw-Zq7761'}", "goes in a reference"),
+        ("{url: 'ftp://redis:6379'}", "'ftp' is not a coordination backend; use one of"),
+        ("{url: 'file:relative'}", "file: reference needs an absolute path"),
+        (
+            "{url: 'redis://r:6379', watch_interval: 30s}",
+            "watch_interval must be shorter than membership_timeout",
+        ),
+        ("{url: 'redis://r:6379', group: 'a b'}", "server.coordination.group"),
+        ("{url: 'redis://r:6379', membership: 3s}", "membership"),
+    ],
+)
+def test_bad_coordination_settings_are_refused_with_the_fix(
+    tmp_path: Path, coordination: str, complaint: str
+) -> None:
+    from rotator.config import load_config
+    from rotator.errors import ConfigError
+
+    path = tmp_path / "rotator.yaml"
+    path.write_text(f"server: {{coordination: {coordination}}}\naccounts: {{}}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(path))
+    assert complaint in str(refused.value)
+    assert "pw-Zq7761" not in str(refused.value)
+
+
+def test_a_coordination_url_may_be_a_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rotator.config import load_config
+    from rotator.service.coordination_backend import backend_url
+
+    monkeypatch.setenv("ROTATOR_TEST_COORDINATION", "redis://:pw@redis:6379\n")
+    path = tmp_path / "rotator.yaml"
+    path.write_text("server: {coordination: {url: 'env:ROTATOR_TEST_COORDINATION'}}\n")
+    settings = load_config(str(path)).server.coordination
+    assert settings is not None
+    assert backend_url(settings) == "redis://:pw@redis:6379"
+    assert "pw" not in repr(settings)
