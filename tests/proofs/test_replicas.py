@@ -1,7 +1,7 @@
 """Proof: three replicas on Redis share the accounts, survive the loss of one, spend nothing twice.
 
 Three ``rotator run`` processes with ``server.coordination`` on a real
-``redis-server`` (free loopback port, stopped by PID) work 2,400 accounts
+``redis-server`` (free loopback port, stopped by PID) work 2,000 accounts
 against the OAuth2 emulator in its strictest mode: refresh tokens rotate, and
 presenting a spent one revokes the whole grant (``reuse_grace=0``). Each
 replica must own about a third of the accounts; after a ``kill -9`` of one, the
