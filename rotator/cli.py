@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except (ConfigError, UsageError) as exc:
         prefix = "rotator: config: " if isinstance(exc, ConfigError) else "rotator: "
-        _refuse(prefix + str(exc))
+        _refuse(prefix + str(exc), several=isinstance(exc, ConfigError))
         return EXIT_USAGE
     except RotatorError as exc:
         _refuse(f"rotator: {exc}")  # may carry a vendor's or a store's text
@@ -190,10 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _refuse(message: str) -> None:
+def _refuse(message: str, *, several: bool = False) -> None:
     from rotator.commands.terminal import fit, printable
 
-    print(fit(printable(message), sys.stderr), file=sys.stderr)
+    # a configuration refused for several problems: one line each ("\n  also ..."),
+    # the only line break kept; every other control character is shown escaped
+    parts = message.split(_ALSO) if several else [message]
+    lines = (fit(printable(line), sys.stderr) for line in parts)
+    print(_ALSO.join(lines), file=sys.stderr)
+
+
+_ALSO = "\n  also "
 
 
 # --- commands: each parses nothing and decides nothing; rotator/commands/ does the work -----

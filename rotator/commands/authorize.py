@@ -45,6 +45,7 @@ from rotator.waits import Waiter
 if TYPE_CHECKING:
     from rotator.config.models import Config
     from rotator.providers.faxplus import FaxPlusSettings
+    from rotator.state import AccountState
     from rotator.tokens import TokenSet
 
 __all__ = [
@@ -354,6 +355,7 @@ def _store_grant(
         )
         try:
             store.write(path, granted.to_record(), expected_version=version)
+            _tell_consumers(store, granted, settings, now)
             return
         except StoreConflict:
             continue
@@ -361,4 +363,18 @@ def _store_grant(
     raise AuthorizeError(
         "the account's state kept changing while storing the new grant; nothing was stored "
         "and the code is spent: run `rotator authorize` again"
+    )
+
+
+def _tell_consumers(
+    store: Any, granted: AccountState, settings: FaxPlusSettings, now: datetime
+) -> None:
+    """``reauthorized`` to the account's ``notify:`` entries, before the command exits."""
+    if not settings.notify or granted.refresh_token is None:
+        return
+    from rotator.notify import Notifications, StoreClaims, reauthorized
+    from rotator.rotation.lease import default_owner
+
+    Notifications(dict, claims=StoreClaims(lambda _: store), replica=default_owner()).deliver(
+        reauthorized(granted, settings, now, granted.refresh_token.reveal()), settings
     )

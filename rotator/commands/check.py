@@ -13,11 +13,18 @@ __all__ = ["check"]
 
 def check(config: Config, *, online: bool = False, out: TextIO | None = None) -> int:
     """Say the (already validated) configuration is OK; --online resolves and probes."""
+    files = f" (from {1 + len(config.included)} files)" if config.included else ""
     print(
-        f"{config.source}: configuration OK: {len(config.accounts)} accounts, "
+        f"{config.source}: configuration OK: {len(config.accounts)} accounts{files}, "
         f"{len(config.stores)} stores",
         file=out or sys.stdout,
     )
+    for pattern in config.unmatched_includes:
+        print(
+            f"warning: include: {pattern!r} matches no file (allowed: an empty directory "
+            "has no accounts yet; check the pattern if it should)",
+            file=sys.stderr,
+        )
     # valid, but unlike what the vendor documents (a settings model may say so)
     for name, settings in config.accounts.items():
         for key, advice in getattr(settings, "config_warnings", list)():

@@ -1,7 +1,9 @@
 """``rotator refresh ACCOUNT``: one rotation now, waiting for another worker's lease.
 
 The wait for the lease goes through a :class:`~rotator.waits.Waiter`, like
-every wait in rotator, so Ctrl-C or a stop ends it at once.
+every wait in rotator, so Ctrl-C or a stop ends it at once. Consumers'
+notifications (``notify:``) go out before the command exits, in its own thread,
+bounded by each entry's timeout and attempts.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def refresh(
     from rotator.commands.common import open_rotator
     from rotator.commands.terminal import printable
     from rotator.rotation.rotator import Outcome
+    from rotator.service.app import build_notifications
     from rotator.tokens import format_time
 
     stdout, stderr = out or sys.stdout, err or sys.stderr
@@ -54,6 +57,8 @@ def refresh(
                 break
             if not waiter.sleep(min(POLL_MAX, max(POLL_MIN, left))):
                 break
+        # consumers hear of it as from the daemon: once per replica set, before we exit
+        build_notifications(rotator).deliver_result(result)
     finally:
         rotator.http.close()
     state = result.state

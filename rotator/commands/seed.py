@@ -4,6 +4,7 @@ The token comes from standard input (or ``--file``), never from the command
 line where ``ps`` would show it, and is never echoed. It is written with
 compare-and-set, and not while a worker holds the account's lease: that worker
 is about to write its own grant, which would silently replace the seeded one.
+Consumers listening to ``reauthorized`` are told before the command exits.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def seed(
     """Store ``token`` as the account's refresh token, clearing a failure; the exit code."""
     from rotator.config.models import state_store
     from rotator.errors import StoreConflict
+    from rotator.notify import reauthorized
     from rotator.rotation.rotator import utc_now
     from rotator.secrets import Secret
+    from rotator.service.app import build_notifications
 
     stdout, stderr = out or sys.stdout, err or sys.stderr
     rotator = open_rotator(config)
@@ -108,6 +111,9 @@ def seed(
         except StoreConflict:
             continue
         where = f"{state_store(config, account_name)}:{account.state_path}"
+        build_notifications(rotator).deliver(
+            reauthorized(seeded, account.settings, utc_now(), token), account.settings
+        )
         print(
             f"{account_name}: refresh token imported into {where}; the daemon refreshes it "
             f"at its next look (or now: rotator refresh {account_name})",

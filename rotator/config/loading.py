@@ -9,6 +9,12 @@ checked. Every refusal is a :class:`ConfigError` whose message starts with the
 key path, e.g.
 ``accounts.idp-api.sinks[0].store: 'fils' is not a defined store (defined: files, vault)``.
 
+Accounts may also live in the files ``include:`` names (:mod:`.files` reads
+them); they join the main file's accounts before the second pass, so defaults
+and stores apply to them alike. With ``include:`` in use every message about an
+account starts with the file it is written in
+(``accounts.d/x.yaml: accounts.acme.client_id: ...``).
+
 The file is hostile input: :func:`load_config` raises nothing but ConfigError,
 whatever the bytes (the daemon's reload on SIGHUP relies on it), and the YAML
 loader bounds alias expansion, nesting and number sizes.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,7 +34,16 @@ from pydantic import ValidationError
 
 from rotator.config import yamlfile
 from rotator.config.fields import shown
-from rotator.config.messages import MAX_MESSAGE, config_error, key_path
+from rotator.config.files import (
+    MAX_FILE_BYTES,
+    MAX_TOTAL_BYTES,
+    Included,
+    Includes,
+    read_includes,
+    read_text,
+    yaml_error,
+)
+from rotator.config.messages import Refusals, config_error, key_path
 from rotator.config.models import AccountSettings, Config, state_store
 from rotator.errors import ConfigError
 from rotator.providers.registry import PROVIDERS, provider_class
@@ -42,10 +58,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = "/etc/rotator/rotator.yaml"
-#: a configuration larger than this is refused unread (-c /dev/zero must not fill memory)
-MAX_FILE_BYTES = 32 * 2**20
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_TOP_KEYS = ("server", "stores", "defaults", "alerts", "accounts")
+_TOP_KEYS = ("server", "include", "stores", "defaults", "alerts", "accounts")
 
 
 def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -54,84 +68,69 @@ def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) 
 
 
 def load_config(path: str) -> Config:
-    """Read and validate a configuration file; every failure is a ConfigError."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"configuration file {path} does not exist (give -c FILE or set $ROTATOR_CONFIG)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(
-            f"configuration file {path} is larger than {MAX_FILE_BYTES // 2**20} MB "
-            "(10,000 accounts take about 1.2 MB)"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"configuration file {path} is not UTF-8 (byte {exc.start}); save it as UTF-8"
-        ) from None
-    return parse_config(text, source=path)
+    """Read and validate a configuration file (and the files it includes).
+
+    Every failure is a ConfigError.
+    """
+    text = read_text(path)
+    return parse_config(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def parse_config(text: str, *, source: str = "<string>") -> Config:
+def parse_config(text: str, *, source: str = "<string>", base_dir: str | None = None) -> Config:
     """Validate the text of a configuration file; every failure is a ConfigError.
+
+    ``include:`` patterns are relative to ``base_dir`` (default: the directory of
+    ``source`` when it names a file, else the working directory).
 
     Every value is bounded before it reaches arithmetic, so an exception other
     than ConfigError is a bug in these checks; it still becomes a ConfigError
     (``check`` exits 2, a daemon reloading on SIGHUP keeps its configuration),
     and its message says so (the hostile-input tests look for it).
     """
+    is_file = not source.startswith("<")
+    if base_dir is None:
+        base_dir = os.path.dirname(os.path.abspath(source)) if is_file else os.getcwd()
+    main = _Main(text, source, base_dir, source if is_file else None)
     try:
-        return _parse(text, source)
+        return _parse(main)
     except ConfigError:
         raise
     except Exception as exc:  # the contract: nothing but ConfigError leaves
         raise ConfigError(f"{source}: {INTERNAL} ({type(exc).__name__})") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Main:
+    """The main file: its text (read again for lines only when a message needs them)."""
+
+    text: str
+    source: str
+    base_dir: str
+    path: str | None
+
+    def line_of(self, account: Any) -> int:
+        lines: dict[tuple[Any, ...], int] = {}
+        yamlfile.load(self.text, one_line=True, key_lines=lines)
+        return lines.get(("accounts", account), 0)
+
+
 #: the message of a ConfigError that stands for a bug in the checks
 INTERNAL = "the file could not be validated; this is a bug in rotator's checks, please report it"
 
 
-def _parse(text: str, source: str) -> Config:
+def _parse(main: _Main) -> Config:
     try:
-        raw = yamlfile.load(text, one_line=True)
+        raw = yamlfile.load(main.text, one_line=True)
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, source) from None
+        raise yaml_error(exc, main.source) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    return _validate(raw, source)
+        raise ConfigError(f"{main.source}: the top level must be a mapping of sections")
+    return _validate(raw, main)
 
 
-def _yaml_error(exc: yaml.YAMLError, source: str) -> ConfigError:
-    """A refusal of the loader starts with its key path; a syntax error with the file."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = str(getattr(exc, "problem", None) or "invalid YAML")
-    located = getattr(exc, "key_path", None)
-    syntax = isinstance(exc, yaml.scanner.ScannerError | yaml.parser.ParserError)
-    if located and not syntax:
-        shown_path = located if len(located) <= _PATH_PARTS else [*located[:_PATH_PARTS], "…"]
-        message = f"{key_path(shown_path)}: {problem} ({source}, {where or 'no position'})"
-    else:
-        message = f"{source}: not valid YAML{' at ' + where if where else ''}: {problem}"
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
-    return ConfigError(message)
-
-
-#: keys of a path shown in a YAML refusal (one nested 64 deep would fill a screen)
-_PATH_PARTS = 12
-
-
-def _validate(raw: dict[Any, Any], source: str) -> Config:
+def _validate(raw: dict[Any, Any], main: _Main) -> Config:
     for key in raw:
         if key not in _TOP_KEYS:
             raise ConfigError(
@@ -143,54 +142,120 @@ def _validate(raw: dict[Any, Any], source: str) -> Config:
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError("must be a mapping of account keys", path="defaults")
-    top = {k: v for k, v in raw.items() if k != "accounts"}
+    top = {k: v for k, v in raw.items() if k not in ("accounts", "include")}
     try:
-        base = Config.model_validate({**top, "source": source})
+        base = Config.model_validate({**top, "source": main.source})
     except ValidationError as exc:
         raise config_error(exc, model=Config, data=top) from None
+
+    includes = read_includes(
+        raw.get("include"),
+        base_dir=main.base_dir,
+        main=main.path,
+        main_shown=main.source,
+        budget=MAX_TOTAL_BYTES - len(main.text.encode("utf-8")),
+    )
+    accounts_raw, origins = _merge(accounts_raw, includes, main)
+    # with include: in use, every message about an account names the file it is written in
+    at = _Origins(origins, main.source) if "include" in raw else _Origins({}, "")
 
     unknown = _unknown_defaults(defaults, accounts_raw)
     if unknown is not None:
         raise ConfigError(
             "is not an account key of any provider", path=key_path(["defaults", unknown])
         )
-
     accounts: dict[str, AccountSettings] = {}
+    refusals = Refusals()
     for name, body in accounts_raw.items():
-        if not isinstance(name, str) or not ACCOUNT_NAME.fullmatch(name):
-            raise ConfigError(
-                "account names use letters, digits, '.', '_' and '-' (at most 100)",
-                path=key_path(["accounts", name]),
-            )
-        path = f"accounts.{name}"
-        if not isinstance(body, dict):
-            raise ConfigError("must be a mapping of account keys", path=path)
-        provider = body.get("provider", defaults.get("provider"))
-        if not isinstance(provider, str):
-            raise ConfigError(
-                f"required key is missing (one of: {', '.join(PROVIDERS.names())})",
-                path=f"{path}.provider",
-            )
-        if provider not in PROVIDERS:
-            # the registry quotes the name whole and looks for the closest: not for 1 MB of it
-            raise ConfigError(PROVIDERS.unknown(shown(provider)[1:-1]), path=f"{path}.provider")
-        model = provider_class(provider, path=f"{path}.provider").settings_model
-        merged = {
-            key: value
-            for key, value in defaults.items()
-            if key in model.model_fields and key not in body
-        }
-        merged.update(body)
         try:
-            accounts[name] = model.model_validate(merged)
-        except ValidationError as exc:
-            raise config_error(exc, prefix=path, model=model, data=merged) from None
+            accounts[name] = _account(name, body, defaults)
+        except ConfigError as exc:
+            refusals.add(ConfigError(f"{at(name)}{exc}") if at(name) else exc)
+            if refusals.full:
+                break
+    refusals.raise_any()
 
-    config = base.model_copy(update={"accounts": accounts})
-    _check_references(config)
-    _check_paths(config)
-    _check_aws_names(config)
+    config = base.model_copy(
+        update={
+            "accounts": accounts,
+            "included": tuple(part.shown for part in includes.files),
+            "unmatched_includes": includes.unmatched,
+        }
+    )
+    _check_references(config, at)
+    _check_paths(config, at)
+    _check_aws_names(config, at)
     return config
+
+
+class _Origins:
+    """Account name -> ``"accounts.d/x.yaml: "``, the file a message names (or nothing)."""
+
+    def __init__(self, origins: dict[Any, str], main: str) -> None:
+        self.origins = origins
+        self.main = main
+
+    def __call__(self, name: Any) -> str:
+        where = self.origins.get(name, self.main)
+        return f"{where}: " if where else ""
+
+
+def _merge(
+    accounts: dict[Any, Any], includes: Includes, main: _Main
+) -> tuple[dict[Any, Any], dict[Any, str]]:
+    """The main file's accounts and every included file's, each name once."""
+    if not includes.files:
+        return accounts, {}
+    combined = dict(accounts)
+    found_in: dict[Any, Included] = {}
+    for part in includes.files:
+        for name, body in part.accounts.items():
+            if name in combined:
+                first = found_in.get(name)
+                if first is None:
+                    elsewhere = f"{main.source} (line {main.line_of(name)})"
+                else:
+                    elsewhere = f"{first.shown} (line {first.lines.get(name, 0)})"
+                raise ConfigError(
+                    f"{part.shown}: {key_path(['accounts', name])}: defined twice, here "
+                    f"(line {part.lines.get(name, 0)}) and in {elsewhere}; "
+                    "an account has one name: rename or remove one of them"
+                )
+            combined[name] = body
+            found_in[name] = part
+    return combined, {name: part.shown for name, part in found_in.items()}
+
+
+def _account(name: Any, body: Any, defaults: dict[Any, Any]) -> AccountSettings:
+    """One account, validated by its provider's model after ``defaults`` fill it in."""
+    if not isinstance(name, str) or not ACCOUNT_NAME.fullmatch(name):
+        raise ConfigError(
+            "account names use letters, digits, '.', '_' and '-' (at most 100)",
+            path=key_path(["accounts", name]),
+        )
+    path = f"accounts.{name}"
+    if not isinstance(body, dict):
+        raise ConfigError("must be a mapping of account keys", path=path)
+    provider = body.get("provider", defaults.get("provider"))
+    if not isinstance(provider, str):
+        raise ConfigError(
+            f"required key is missing (one of: {', '.join(PROVIDERS.names())})",
+            path=f"{path}.provider",
+        )
+    if provider not in PROVIDERS:
+        # the registry quotes the name whole and looks for the closest: not for 1 MB of it
+        raise ConfigError(PROVIDERS.unknown(shown(provider)[1:-1]), path=f"{path}.provider")
+    model = provider_class(provider, path=f"{path}.provider").settings_model
+    merged = {
+        key: value
+        for key, value in defaults.items()
+        if key in model.model_fields and key not in body
+    }
+    merged.update(body)
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise config_error(exc, prefix=path, model=model, data=merged) from None
 
 
 def _unknown_defaults(defaults: dict[Any, Any], accounts: dict[Any, Any]) -> str | None:
@@ -214,11 +279,11 @@ def _unknown_defaults(defaults: dict[Any, Any], accounts: dict[Any, Any]) -> str
     return keys[0] if keys else None
 
 
-def _check_references(config: Config) -> None:
+def _check_references(config: Config, at: _Origins) -> None:
     defined = ", ".join(sorted(config.stores)) or "none"
     for name, account in config.accounts.items():
         for index, sink in enumerate(account.sinks):
-            where = f"accounts.{name}.sinks[{index}]"
+            where = f"{at(name)}accounts.{name}.sinks[{index}]"
             store = config.stores.get(sink.store)
             if store is None:
                 raise ConfigError(
@@ -237,22 +302,22 @@ def _check_references(config: Config) -> None:
                 raise ConfigError(
                     "no state store: define one under stores and set "
                     "defaults.state.store (or state.store here)",
-                    path=f"accounts.{name}.state",
+                    path=f"{at(name)}accounts.{name}.state",
                 )
             if len(config.stores) > 1 and len(file_stores) != 1:
                 raise ConfigError(
                     "which store keeps the state? set state.store here or defaults.state.store "
                     f"(defined: {defined})",
-                    path=f"accounts.{name}.state",
+                    path=f"{at(name)}accounts.{name}.state",
                 )
         elif account.state.store not in config.stores:
             raise ConfigError(
                 f"{shown(account.state.store)} is not a defined store (defined: {defined})",
-                path=f"accounts.{name}.state.store",
+                path=f"{at(name)}accounts.{name}.state.store",
             )
 
 
-def _check_paths(config: Config) -> None:
+def _check_paths(config: Config, at: _Origins) -> None:
     """Every (store, path) has one writer: a state, an alert record or a sink.
 
     Paths are compared as a store reads them, percent-decoded: ``a%2Fb`` and
@@ -270,20 +335,25 @@ def _check_paths(config: Config) -> None:
 
     for name, account in config.accounts.items():
         store = state_store(config, name)
-        claim(store, account.state_path(name), f"accounts.{name}.state")
-        claim(store, f"alerts/{name}", f"accounts.{name} (alert record)")
+        claim(store, account.state_path(name), f"{at(name)}accounts.{name}.state")
+        claim(store, f"alerts/{name}", f"{at(name)}accounts.{name} (alert record)")
+        if account.notify:
+            claim(store, f"notify/{name}", f"{at(name)}accounts.{name} (notify record)")
     for name, account in config.accounts.items():
         for index, sink in enumerate(account.sinks):
-            claim(sink.store, sink.path, f"accounts.{name}.sinks[{index}].path")
+            claim(sink.store, sink.path, f"{at(name)}accounts.{name}.sinks[{index}].path")
 
 
-def _check_aws_names(config: Config) -> None:
+def _check_aws_names(config: Config, at: _Origins) -> None:
     """Secrets Manager takes fewer names than a path allows: say so in ``check``, not
     at the first write (``prefix`` + path, letters, digits and ``/_+=.@-``)."""
     for name, account in config.accounts.items():
-        places = [(state_store(config, name), account.state_path(name), f"accounts.{name}.state")]
+        origin = at(name)
+        places = [
+            (state_store(config, name), account.state_path(name), f"{origin}accounts.{name}.state")
+        ]
         places += [
-            (sink.store, sink.path, f"accounts.{name}.sinks[{index}].path")
+            (sink.store, sink.path, f"{origin}accounts.{name}.sinks[{index}].path")
             for index, sink in enumerate(account.sinks)
         ]
         for store_name, path, where in places:

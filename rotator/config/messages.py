@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from rotator.config.fields import has_userinfo, shown
 from rotator.errors import ConfigError
 
-__all__ = ["MAX_MESSAGE", "config_error", "key_path", "model_at"]
+__all__ = ["MAX_MESSAGE", "Refusals", "config_error", "key_path", "model_at"]
 
 #: the longest message a configuration error may have (a few problems, each one line)
 MAX_MESSAGE = 2000
@@ -28,7 +28,8 @@ _MAX_PART = 60
 _MAX_LINES = 6
 
 _TAG_CHOICES = {
-    "type": "file, vault, aws for stores; webhook, command, email for channels",
+    "type": "file, vault, aws for stores; webhook, command, email for channels; "
+    "exec, webhook for notify",
     "method": "token, approle, kubernetes",
 }
 _UNION_TAGS = {
@@ -41,6 +42,7 @@ _UNION_TAGS = {
     "webhook",
     "command",
     "email",
+    "exec",
 }
 
 
@@ -138,6 +140,39 @@ def config_error(
     if len(first) > MAX_MESSAGE:
         first = first[: MAX_MESSAGE - 1] + "…"
     return ConfigError(first)
+
+
+class Refusals:
+    """Refusals collected across accounts and files, raised as one bounded ConfigError.
+
+    An operator fixing generated account files wants every broken file in one
+    ``check``, not one per run. Collecting stops at ``limit`` (:attr:`full`): a
+    hostile file with 100,000 broken accounts is neither validated to the end
+    nor printed whole.
+    """
+
+    def __init__(self, limit: int = _MAX_LINES) -> None:
+        self.limit = limit
+        self.messages: list[str] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.messages) >= self.limit
+
+    def add(self, exc: ConfigError) -> None:
+        if not self.full:
+            self.messages.append(str(exc))
+
+    def raise_any(self) -> None:
+        if not self.messages:
+            return
+        first, *rest = self.messages
+        text = first + "".join(f"\n  also {message}" for message in rest)
+        if self.full:
+            text += f"\n  (the first {self.limit} refusals; there may be more)"
+        if len(text) > MAX_MESSAGE:
+            text = text[: MAX_MESSAGE - 1] + "…"
+        raise ConfigError(text)
 
 
 def _quote_hint(value: bool | int | float) -> str:

@@ -14,9 +14,9 @@ import json
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from rotator.config.coordination import CoordinationSettings
 from rotator.config.fields import (
@@ -33,6 +33,7 @@ from rotator.config.fields import (
 from rotator.tokens import MIN_LIFETIME
 
 __all__ = [
+    "NOTIFY_EVENTS",
     "AccountSettings",
     "AlertsSettings",
     "AwsStoreSettings",
@@ -41,9 +42,12 @@ __all__ = [
     "CoordinationSettings",
     "Duration",
     "EmailChannel",
+    "ExecNotify",
     "FileStoreSettings",
     "HttpUrl",
     "Model",
+    "Notify",
+    "NotifyEvent",
     "PositiveDuration",
     "Ref",
     "ServerSettings",
@@ -51,6 +55,7 @@ __all__ = [
     "StateRef",
     "VaultStoreSettings",
     "WebhookChannel",
+    "WebhookNotify",
     "parse_duration",
     "state_store",
     "store_identity",
@@ -163,7 +168,25 @@ class WebhookChannel(Model):
     timeout: Duration = timedelta(seconds=10)
 
 
-class CommandChannel(Model):
+class _Program(Model):
+    """A program rotator runs: ``argv`` without a shell, and the daemon variables it may see.
+
+    ``pass_env`` names must be real names, none of systemd's, and none of the
+    ``RESERVED`` prefix that rotator sets itself.
+    """
+
+    RESERVED: ClassVar[str] = "ROTATOR_"
+    SET_FOR: ClassVar[str] = "each event"
+    argv: list[str] = Field(min_length=1)
+    pass_env: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_pass_env(self) -> Self:
+        _check_env_names(self.pass_env, reserved=self.RESERVED, use=f"for {self.SET_FOR}")
+        return self
+
+
+class CommandChannel(_Program):
     """``argv`` run with the alert on stdin, in a minimal environment.
 
     The command sees PATH, HOME, LANG, LC_ALL and TZ (when set), the alert's
@@ -171,25 +194,25 @@ class CommandChannel(Model):
     ``pass_env`` names: the daemon's environment holds its credentials.
     """
 
+    RESERVED: ClassVar[str] = "ROTATOR_ALERT_"
+    SET_FOR: ClassVar[str] = "each alert"
     type: Literal["command"]
-    argv: list[str] = Field(min_length=1)
     timeout: Duration = timedelta(seconds=30)
-    pass_env: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _check_pass_env(self) -> CommandChannel:
-        for index, name in enumerate(self.pass_env):
-            where = f"pass_env[{index}] {name!r}"
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(
-                    f"{where} is not an environment variable name "
-                    "(letters, digits and _, not starting with a digit)"
-                )
-            if name.startswith("ROTATOR_ALERT_"):
-                raise ValueError(f"{where}: ROTATOR_ALERT_* are set by rotator for each alert")
-            if name in {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"}:
-                raise ValueError(f"{where}: the command must not speak to systemd for rotator")
-        return self
+
+def _check_env_names(names: list[str], *, reserved: str, use: str) -> None:
+    """``pass_env`` of a program rotator runs: real names, none of ours, none of systemd's."""
+    for index, name in enumerate(names):
+        where = f"pass_env[{index}] {name!r}"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(
+                f"{where} is not an environment variable name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        if name.startswith(reserved):
+            raise ValueError(f"{where}: {reserved}* are set by rotator {use}")
+        if name in {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS"}:
+            raise ValueError(f"{where}: the command must not speak to systemd for rotator")
 
 
 class EmailChannel(Model):
@@ -216,6 +239,53 @@ class AlertsSettings(Model):
     #: failures in a row before an alert (bounded like every number of the file)
     failure_threshold: int = Field(default=3, ge=1, le=1000)
     channels: list[Channel] = Field(default_factory=list)
+
+
+# --- notifications to consumers (rotator.notify) ------------------------------------
+
+NotifyEvent = Literal["rotated", "reauthorized", "failed", "recovered"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("rotated", "reauthorized", "failed", "recovered")
+
+
+def _no_repeats(events: list[NotifyEvent]) -> list[NotifyEvent]:
+    if len(set(events)) != len(events):
+        raise ValueError("events lists an event twice")
+    return events
+
+
+class ExecNotify(_Program):
+    """Run ``argv`` (no shell) after an event, in a minimal environment.
+
+    The program sees PATH, HOME, LANG, LC_ALL and TZ (when set), the event's
+    ROTATOR_* variables and the ``pass_env`` names; the access token only on its
+    standard input, and only with ``token: stdin``.
+    """
+
+    type: Literal["exec"]
+    #: a reload command cares that the token changed, not about the account's health
+    events: Annotated[list[NotifyEvent], AfterValidator(_no_repeats)] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS[:1]), min_length=1
+    )
+    #: "stdin": the access token on the program's standard input; "none": never
+    token: Literal["stdin", "none"] = "none"
+    timeout: PositiveDuration = timedelta(seconds=30)
+
+
+class WebhookNotify(Model):
+    """POST each event as JSON, signed per Standard Webhooks with ``secret`` (whsec_...)."""
+
+    type: Literal["webhook"]
+    url: Ref
+    secret: Ref
+    events: Annotated[list[NotifyEvent], AfterValidator(_no_repeats)] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1
+    )
+    timeout: PositiveDuration = timedelta(seconds=10)
+    #: tries of one event, the first included (backing off 1 s, 2 s, 4 s, ... up to 60 s)
+    attempts: int = Field(default=5, ge=1, le=20)
+
+
+Notify = Annotated[ExecNotify | WebhookNotify, Field(discriminator="type")]
 
 
 # --- accounts ------------------------------------------------------------------
@@ -252,6 +322,7 @@ class AccountSettings(Model):
     ca_bundle: Path | None = None
     tls_verify: bool = True
     refresh_token_warn: list[Duration] | None = None
+    notify: list[Notify] = Field(default_factory=list)
 
     def state_path(self, account: str) -> str:
         return (self.state.path if self.state and self.state.path else None) or f"state/{account}"
@@ -277,6 +348,10 @@ class Config(Model):
     accounts: dict[str, AccountSettings] = Field(default_factory=dict)
     #: where the configuration was read from (not a key of the file)
     source: str = ""
+    #: the files ``include:`` matched, as messages name them (not a key of the file)
+    included: tuple[str, ...] = ()
+    #: ``include:`` globs that matched no file: allowed, ``check`` warns (not a key of the file)
+    unmatched_includes: tuple[str, ...] = ()
 
 
 def state_store(config: Config, account: str) -> str:

@@ -27,6 +27,11 @@ when PyYAML has it), so the result is what ``yaml.safe_load`` returns, and:
 
 Errors are ``yaml.YAMLError`` with a ``problem_mark``, like PyYAML's own, and a
 ``key_path`` (the keys and indexes down to the problem, outermost first).
+
+``key_lines`` collects the line of every key of the top level and of the
+mappings right under it (``accounts.acme`` is written on line 12): a message
+about a whole account or section, which no parser error carries, can name
+where it is, e.g. an account defined in two files.
 """
 
 from __future__ import annotations
@@ -61,12 +66,16 @@ _STR = "tag:yaml.org,2002:str"
 _TAG_CACHE = 4096
 
 
-def load(text: str, *, one_line: bool = False) -> Any:
+def load(
+    text: str, *, one_line: bool = False, key_lines: dict[tuple[Any, ...], int] | None = None
+) -> Any:
     """The single document in ``text`` as Python objects (None when empty).
 
     ``one_line``: refuse a string (key or value) with a control character in it,
     a block scalar's newline too (a configuration's values are names, URLs and
     paths: a newline there passes a regex's ``$`` and fails only at run time).
+    ``key_lines``: filled with ``(key,)`` and ``(key, inner key)`` -> line (from 1)
+    for the keys of the top level and of the mappings directly under it.
     """
     loader = _Loader(text)
     try:
@@ -75,7 +84,7 @@ def load(text: str, *, one_line: bool = False) -> Any:
             return None
         loader.get_event()  # document start
         budget = EXPANSION_FLOOR + EXPANSION_FACTOR * len(text)
-        data = _Builder(loader, budget=budget, one_line=one_line).value()
+        data = _Builder(loader, budget=budget, one_line=one_line, key_lines=key_lines).value()
         loader.get_event()  # document end
         if not loader.check_event(yaml.StreamEndEvent):
             event: Any = loader.get_event()
@@ -116,8 +125,18 @@ def _quoted(value: Any) -> str:
 
 
 class _Builder:
-    def __init__(self, loader: Any, *, budget: int, one_line: bool) -> None:
+    def __init__(
+        self,
+        loader: Any,
+        *,
+        budget: int,
+        one_line: bool,
+        key_lines: dict[tuple[Any, ...], int] | None = None,
+    ) -> None:
         self.loader = loader
+        self.key_lines = key_lines
+        #: the top-level key whose value is being built (for ``key_lines``)
+        self.top_key: Any = None
         self.one_line = one_line
         self.anchors: dict[str, Any] = {}
         #: anchor -> how many nodes its value stands for, aliases inside it expanded
@@ -301,6 +320,8 @@ class _Builder:
                     f"key {_quoted(key)} appears twice in one mapping",
                     key_event.start_mark,
                 )
+            if self.depth <= 2:
+                self._note_line(key, key_event)
             try:
                 result[key] = self.value()
             except yaml.YAMLError as exc:
@@ -313,6 +334,19 @@ class _Builder:
             for source in reversed(merges):  # earlier merges win over later ones
                 result.update(source)
             result.update(own)  # and the mapping's own keys over every merge
+
+    def _note_line(self, key: Any, event: Any) -> None:
+        lines = self.key_lines
+        if lines is None:
+            return
+        mark = _mark(event)
+        line = mark.line + 1 if mark is not None else 0
+        if self.depth == 1:
+            self.top_key = key
+            lines[(key,)] = line
+        else:
+            # a mapping at depth 2 is the value of the top key being built
+            lines[(self.top_key, key)] = line
 
     def _is_merge_key(self, event: Any) -> bool:
         if not isinstance(event, yaml.ScalarEvent):

@@ -29,6 +29,8 @@ class Run:
     error: RotatorError | None = None
     facts: RunFacts = field(default_factory=RunFacts)
     published: Published = field(default_factory=Published)
+    #: a rotation succeeded for an account whose state said failed (rotator.notify: recovered)
+    revived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,8 @@ class RotationResult:
     sinks_written: int = 0
     sinks_unchanged: int = 0
     sinks_failed: int = 0
+    #: succeeded on an account that had stopped on a permanent failure
+    revived: bool = False
 
     @property
     def ok(self) -> bool:
@@ -49,6 +53,6 @@ class RotationResult:
 
 
 class Observer(Protocol):
-    """Told about every job run (metrics, alerts). Must not raise; must be quick."""
+    """Told about every job run (metrics, alerts, notify). Must not raise; must be quick."""
 
     def after_rotation(self, result: RotationResult) -> None: ...

@@ -13,7 +13,8 @@
     keep the answer in the reserved spool room, then write the new state FIRST
         (ends the lease; never dropped: retried, held, or set aside for a human)
     publish the consumer view to every sink (unchanged -> no write)
-    decide the next run (schedule.next_run); tell the observers (metrics, alerts)
+    decide the next run (schedule.next_run); tell the observers (metrics, alerts,
+        consumer notifications: a run only reports what it did, rotator.notify delivers)
 
 Each step lives in its own module: the lease (lease.py), the grant keeper that
 owns rule 1 (grants.py), publishing (publish.py), failures (failure.py). This
@@ -190,6 +191,8 @@ class Rotator:
             tokens=tokens,
             new_sinks=lease.state.access_token is None,  # the account's first token
         )
+        if lease.state.failed:
+            run = replace(run, revived=True)
         # One line per rotation, once the state is saved and every sink was tried.
         _log.info(
             "rotated",
@@ -280,6 +283,7 @@ class Rotator:
             sinks_written=run.published.written,
             sinks_unchanged=run.published.unchanged,
             sinks_failed=run.published.failed,
+            revived=run.revived,
         )
 
     def _notify(self, result: RotationResult) -> None:

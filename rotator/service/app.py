@@ -26,13 +26,17 @@ from rotator.secrets import SecretRef, resolve
 
 if TYPE_CHECKING:
     from rotator.http import HttpClients
+    from rotator.notify import Notifications
+    from rotator.rotation.accounts import Account
     from rotator.rotation.rotator import Observer, Rotator
     from rotator.service.daemon import Daemon, Rewired
+    from rotator.service.metrics import Metrics
     from rotator.service.monitor import Monitor
 
 __all__ = [
     "Service",
     "build_daemon",
+    "build_notifications",
     "build_rotator",
     "build_service",
     "open_spool",
@@ -83,6 +87,25 @@ def build_rotator(
     )
 
 
+def build_notifications(rotator: Rotator, *, metrics: Metrics | None = None) -> Notifications:
+    """Consumer notifications for ``rotator``'s accounts, claimed in their state stores.
+
+    The accounts are looked up at each event, so a reload's new ``notify:`` entries
+    apply from the next event on.
+    """
+    from rotator.notify import Notifications, StoreClaims
+
+    def state_store_of(account: str) -> SecretStore:
+        return rotator.accounts[account].state_store
+
+    return Notifications(
+        lambda: rotator.accounts,
+        claims=StoreClaims(state_store_of),
+        replica=rotator.owner,
+        on_outcome=metrics.notified if metrics is not None else None,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """A daemon and the monitor hooked into it."""
@@ -129,6 +152,11 @@ def build_service(
     daemon.hooks_before_reload.append(monitor.before_reload)
     daemon.hooks_after_reload.append(monitor.after_reload)
     daemon.hooks_on_stop.append(monitor.on_stop)
+    # consumer notifications: after the sinks, off the rotation's thread; at stop they
+    # get their own bounded wait once the rotations in flight are done (their events too)
+    notifications = build_notifications(rotator, metrics=monitor.metrics)
+    rotator.observers.append(notifications)
+    daemon.hooks_on_drained.append(notifications.close)
     if config.server.coordination is not None:
         from rotator.service.coordination import join_replicas
 
@@ -141,18 +169,29 @@ def build_daemon(config_path: str, **kwargs: Any) -> Daemon:
     return build_service(config_path, **kwargs).daemon
 
 
-def rewire(config_path: str, running: Config, running_stores: Mapping[str, SecretStore]) -> Rewired:
-    """The parts of the configuration now in ``config_path``, for a reload.
+def rewire(
+    config_path: str,
+    running: Config,
+    running_stores: Mapping[str, SecretStore],
+    *,
+    running_accounts: Mapping[str, Account] | None = None,
+) -> Rewired:
+    """The parts of the configuration now in ``config_path`` (and its included files).
 
-    Unchanged stores are kept (their login, pool and keep-alive carry on); only
-    new or changed ones are opened, and closed again if the reload fails. Any
-    failure at all (a bad file, ``timeout: .inf`` overflowing, a store that does
-    not open, an account that does not build) is a ``ReloadRefused`` whose
-    message is bounded and holds no secret the running configuration knows.
+    Only what changed is rebuilt. Unchanged stores are kept (their login, pool
+    and keep-alive carry on); only new or changed ones are opened, and closed
+    again if the reload fails. An account whose settings and stores are
+    unchanged keeps its running :class:`Account` (its provider instance, and so
+    whatever that caches); only new and changed accounts are built. Any failure
+    at all (a bad file, an included file broken, ``timeout: .inf`` overflowing,
+    a store that does not open, an account that does not build) is a
+    ``ReloadRefused`` whose message is bounded and holds no secret the running
+    configuration knows.
     """
     from rotator.rotation.accounts import build_accounts
     from rotator.service.daemon import ReloadRefused, Rewired, refusal_reason
 
+    running_accounts = running_accounts or {}
     opened: dict[str, SecretStore] = {}
     try:
         config = load_config(config_path)
@@ -162,19 +201,36 @@ def rewire(config_path: str, running: Config, running_stores: Mapping[str, Secre
                 stores[name] = running_stores[name]
             else:
                 opened[name] = stores[name] = open_store(name, settings)
-        accounts = build_accounts(config, stores)
-        changed = tuple(
-            n
-            for n in set(accounts) & set(running.accounts)
-            if config.accounts[n] != running.accounts[n]
-            or store_settings_of(config, n) != store_settings_of(running, n)
+        kept = {
+            name: running_accounts[name]
+            for name in config.accounts
+            if name in running_accounts and _unchanged(name, config, running, stores)
+        }
+        fresh = config.model_copy(
+            update={"accounts": {n: a for n, a in config.accounts.items() if n not in kept}}
         )
+        built = build_accounts(fresh, stores)
+        # the new configuration's order, kept and built accounts alike
+        accounts = {name: kept.get(name) or built[name] for name in config.accounts}
+        changed = tuple(n for n in built if n in running.accounts)
     except Exception as exc:
         for store in opened.values():
             store.close()
         reason = scrub_values(refusal_reason(exc), _local_secret_values(running))
         raise ReloadRefused(reason) from None
     return Rewired(config, stores, accounts, tuple(opened.values()), changed)
+
+
+def _unchanged(
+    name: str, config: Config, running: Config, stores: Mapping[str, SecretStore]
+) -> bool:
+    """The account reads and writes the same places, with the same settings and stores."""
+    return (
+        name in running.accounts
+        and config.accounts[name] == running.accounts[name]
+        and state_store(config, name) == state_store(running, name)
+        and store_settings_of(config, name) == store_settings_of(running, name)
+    )
 
 
 def _local_secret_values(config: Config) -> list[str]:

@@ -274,7 +274,9 @@ def move_jobs(daemon: Daemon, change: Change) -> None:
     (the daemon's ``owns`` gate already says no).
     """
     for name in sorted(change.lost):
-        daemon.drop(name)
+        if daemon.scheduler is not None:
+            with contextlib.suppress(Exception):  # no job (running, or never added): none to drop
+                daemon.scheduler.remove_job(name)
     for name in sorted(change.gained):
         daemon.trigger(name)
 

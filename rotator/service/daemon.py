@@ -19,13 +19,12 @@ running configuration.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -65,8 +64,20 @@ class Rewired:
     changed: tuple[str, ...]
 
 
-#: (config path, running config, running stores) -> the new parts, or ReloadRefused
-Rewire = Callable[[str, Config, Mapping[str, SecretStore]], Rewired]
+class Rewire(Protocol):
+    """(config path, running config, running stores, running accounts) -> the new parts.
+
+    Raises ReloadRefused. Unchanged accounts come back as the running objects.
+    """
+
+    def __call__(
+        self,
+        config_path: str,
+        running: Config,
+        running_stores: Mapping[str, SecretStore],
+        *,
+        running_accounts: Mapping[str, Account] | None = None,
+    ) -> Rewired: ...
 
 
 class Daemon:
@@ -99,6 +110,8 @@ class Daemon:
         self.hooks_on_start: list[Callable[[], None]] = []
         self.hooks_on_reload: list[Callable[[], None]] = []
         self.hooks_on_stop: list[Callable[[], None]] = []
+        #: at stop, once the rotations in flight are done and before the stores close
+        self.hooks_on_drained: list[Callable[[], None]] = []
         #: around every reload, applied or refused (systemd's RELOADING=1 ... READY=1)
         self.hooks_before_reload: list[Callable[[], None]] = []
         self.hooks_after_reload: list[Callable[[], None]] = []
@@ -233,11 +246,6 @@ class Daemon:
         """Run an account's job now (used by reload, a replica's new share, and tests)."""
         self._schedule(name, datetime.now(UTC))
 
-    def drop(self, name: str) -> None:
-        """Forget an account's next run (a replica's lost share); one in flight finishes."""
-        with contextlib.suppress(Exception):  # no job: nothing to forget
-            self.scheduler.remove_job(name)
-
     # -- reload ---------------------------------------------------------------------------
 
     def reload(self) -> bool:
@@ -250,7 +258,9 @@ class Daemon:
 
     def _reload(self) -> bool:
         try:
-            new = self._rewire(self.config_path, self.config, self.stores)
+            new = self._rewire(
+                self.config_path, self.config, self.stores, running_accounts=self.rotator.accounts
+            )
         except Exception as exc:  # any failure at all: the running configuration stays
             _log.error(
                 "reload refused; keeping the running configuration", error=refusal_reason(exc)
@@ -333,6 +343,7 @@ class Daemon:
                 in_flight=self._in_flight,
                 grace_s=grace,
             )
+        _call_hooks(self.hooks_on_drained, "drained")
         self.http.close()
         for store in self.stores.values():
             store.close()
@@ -347,6 +358,10 @@ class Daemon:
 
 
 def _warn_insecure(config: Config) -> None:
+    for pattern in config.unmatched_includes:
+        _log.warning(
+            "include pattern matches no file", pattern=pattern, accounts=len(config.accounts)
+        )
     for name, account in config.accounts.items():
         if not account.tls_verify:
             _log.warning(

@@ -113,6 +113,13 @@ class Metrics:
             ["channel", "kind"],
             registry=r,
         )
+        self.notify = Counter(
+            "rotator_notify",
+            "Consumer notifications by account, entry type (exec, webhook), event and outcome "
+            "(delivered, failed, dropped, claimed_elsewhere).",
+            ["account", "type", "event", "outcome"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "rotator_build_info",
             "Always 1; the labels say which rotator runs.",
@@ -168,6 +175,9 @@ class Metrics:
 
     def alert_sent(self, channel: str, kind: str) -> None:
         self.alerts_sent.labels(channel, kind).inc()
+
+    def notified(self, account: str, kind: str, event: str, outcome: str) -> None:
+        self.notify.labels(account, kind, event, outcome).inc()
 
     def forget(self, account: str) -> None:
         """Drop an account's series (it left the configuration on reload)."""

@@ -24,6 +24,7 @@ from rotator.config import load_config
 from rotator.rotation.rotator import Outcome
 from rotator.rotation.spool import default_spool_dir
 from tests.support import leakcheck
+from tests.support.kubelet import atomic_writer
 from tests.support.proc import run_rotator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -476,3 +477,87 @@ def test_notes_warn_when_state_would_be_lost_with_the_pod(chart: Any) -> None:
     assert "WARNING: the state" in render(chart, values)["NOTES"]
     assert "WARNING" not in render(chart, CASES["file"])["NOTES"]
     assert "config.accounts is empty" in render(chart, {})["NOTES"]
+
+
+# --- accounts from several ConfigMaps --------------------------------------------
+
+ACCOUNT_MAPS = ["rotator-accounts-team-a", "rotator-accounts-team-b"]
+
+
+def _team_accounts(team: str, count: int) -> str:
+    accounts = {
+        f"{team}-{index}": {
+            "provider": "oauth2",
+            "token_url": "https://idp.example/oauth/token",
+            "client_id": f"{team}-{index}",
+            "client_secret": "env:IDP_CLIENT_SECRET",
+            "sinks": [{"store": "files", "path": f"tokens/{team}-{index}.json"}],
+        }
+        for index in range(count)
+    }
+    return yaml.safe_dump({"accounts": accounts})
+
+
+def test_account_configmaps_are_mounted_and_included(chart: Any, tmp_path: Path) -> None:
+    values = {**CASES["file"], "extraAccountConfigMaps": ACCOUNT_MAPS}
+    report = helm_chart.lint(CHART, values, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    rendered = render(chart, values)
+    docs = rendered["docs"]
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+    for doc in (one(docs, "Deployment"), one(docs, "Pod", hook=True)):
+        volumes = {v["name"]: v for v in pod_spec(doc)["volumes"]}
+        mounts = {m["mountPath"]: m for m in container(doc)["volumeMounts"]}
+        for name in ACCOUNT_MAPS:
+            mount = mounts[f"/etc/rotator/accounts.d/{name}"]
+            assert mount["readOnly"] is True
+            assert volumes[mount["name"]]["configMap"] == {"name": name}
+    assert "config.accounts is empty" not in rendered["NOTES"]
+    text = one(docs, "ConfigMap")["data"]["rotator.yaml"]
+    assert yaml.safe_load(text)["include"] == ["accounts.d/*/*.yaml"]
+
+    # /etc/rotator as the kubelet lays it out: each ConfigMap an atomic writer's
+    # directory (..data links), the account ones at their nested mount points
+    etc = atomic_writer(tmp_path / "etc-rotator", {"rotator.yaml": text})
+    atomic_writer(etc / "accounts.d" / ACCOUNT_MAPS[0], {"accounts.yaml": _team_accounts("a", 3)})
+    atomic_writer(
+        etc / "accounts.d" / ACCOUNT_MAPS[1],
+        {"web.yaml": _team_accounts("b", 2), "api.yaml": _team_accounts("c", 1)},
+    )
+    out = rotator_check("-c", str(etc / "rotator.yaml"))
+    assert "configuration OK: 7 accounts (from 4 files)" in out
+    config = load_config(str(etc / "rotator.yaml"))
+    assert config.included == (
+        f"accounts.d/{ACCOUNT_MAPS[0]}/accounts.yaml",
+        f"accounts.d/{ACCOUNT_MAPS[1]}/api.yaml",
+        f"accounts.d/{ACCOUNT_MAPS[1]}/web.yaml",
+    )
+    # the main file's defaults apply to the ConfigMaps' accounts
+    states = [a.state.store if a.state else None for a in config.accounts.values()]
+    assert states == ["files"] * 7
+
+
+def test_without_account_configmaps_nothing_is_included(chart: Any) -> None:
+    docs = render(chart, CASES["file"])["docs"]
+    assert "include" not in yaml.safe_load(one(docs, "ConfigMap")["data"]["rotator.yaml"])
+    names = {v["name"] for v in pod_spec(one(docs, "Deployment"))["volumes"]}
+    assert not {n for n in names if n.startswith("accounts-")}
+
+
+def test_a_user_include_is_kept_beside_the_configmaps(chart: Any) -> None:
+    values = {
+        **CASES["file"],
+        "config": {**CASES["file"]["config"], "include": ["/extra/*.yaml"]},
+        "extraAccountConfigMaps": ACCOUNT_MAPS[:1],
+    }
+    config = yaml.safe_load(one(render(chart, values)["docs"], "ConfigMap")["data"]["rotator.yaml"])
+    assert config["include"] == ["/extra/*.yaml", "accounts.d/*/*.yaml"]
+
+
+@pytest.mark.parametrize("names", [["Team_A"], ["a", "a"], [""], "team-a"])
+def test_values_schema_refuses_bad_account_configmaps(chart: Any, names: Any) -> None:
+    with pytest.raises(helm_errors.HelmError, match="extraAccountConfigMaps"):
+        chart.render(values={"extraAccountConfigMaps": names}, name=RELEASE, namespace=NAMESPACE)

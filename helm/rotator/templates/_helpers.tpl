@@ -112,7 +112,23 @@ seccompProfile:
 - name: config
   configMap:
     name: {{ include "rotator.fullname" . }}
+{{- range $index, $name := .Values.extraAccountConfigMaps }}
+- name: accounts-{{ $index }}
+  configMap:
+    name: {{ $name }}
+{{- end }}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- end }}
+
+{{/* The account ConfigMaps, each in its own directory under the config's: the
+     kubelet creates the mount points inside the config volume (nested ConfigMap
+     mounts); the include pattern skips the kubelet's ..data entries. */}}
+{{- define "rotator.accountMounts" -}}
+{{- range $index, $name := .Values.extraAccountConfigMaps }}
+- name: accounts-{{ $index }}
+  mountPath: /etc/rotator/accounts.d/{{ $name }}
+  readOnly: true
+{{- end }}
 {{- end }}

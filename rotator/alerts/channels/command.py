@@ -13,10 +13,13 @@ confusingly without it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rotator.alerts.channels.base import AlertChannelError
@@ -26,7 +29,15 @@ if TYPE_CHECKING:
     from rotator.alerts.rules import Alert
     from rotator.config.models import CommandChannel
 
-__all__ = ["BASE_ENV", "CommandAlertChannel", "alert_environment", "child_environment"]
+__all__ = [
+    "BASE_ENV",
+    "CommandAlertChannel",
+    "Finished",
+    "alert_environment",
+    "child_environment",
+    "minimal_environment",
+    "run_program",
+]
 
 #: taken from the daemon's environment when set: where programs are, the language
 #: and time zone their output is in, and the home directory (see the docstring)
@@ -48,11 +59,11 @@ def alert_environment(alert: Alert) -> dict[str, str]:
     }
 
 
-def child_environment(
-    alert: Alert, pass_env: Iterable[str], environ: Mapping[str, str]
+def minimal_environment(
+    pass_env: Iterable[str], environ: Mapping[str, str], own: Mapping[str, str]
 ) -> dict[str, str]:
-    """The command's whole environment: :data:`BASE_ENV` and ``pass_env`` names that
-    are set in ``environ``, then the alert's variables. Pure."""
+    """A program's whole environment: :data:`BASE_ENV` and ``pass_env`` names that are
+    set in ``environ``, then rotator's ``own`` variables (which win). Pure."""
     env = {
         name: environ[name]
         for name in (*BASE_ENV, *pass_env)
@@ -61,8 +72,67 @@ def child_environment(
     # Without PATH, exec would fall back to a default anyway; saying it keeps the
     # child's view the same whichever way it looks programs up.
     env.setdefault("PATH", os.defpath)
-    env.update(alert_environment(alert))
+    env.update(own)
     return env
+
+
+def child_environment(
+    alert: Alert, pass_env: Iterable[str], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The alert command's environment: :func:`minimal_environment` with the alert's variables."""
+    return minimal_environment(pass_env, environ, alert_environment(alert))
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a program rotator ran ended (it ran to its end: no timeout)."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+#: after a kill, how long the pipes may take to close (a grandchild that left the
+#: process group could hold them open for ever)
+_AFTER_KILL = 5.0
+
+
+def run_program(
+    argv: Sequence[str], *, stdin: bytes, env: Mapping[str, str], timeout: float, what: str
+) -> Finished:
+    """Run ``argv`` (no shell) with ``stdin``, in a session of its own; its output.
+
+    On timeout the whole process group is killed (a shell script's children too,
+    not only the shell), and :class:`AlertChannelError` says so. ``what`` names
+    the program in messages ("alert command", "notify exec").
+    """
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argv comes from the operator's configuration
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise AlertChannelError(f"{what} {argv[0]!r} not found") from None
+    except PermissionError:
+        raise AlertChannelError(f"{what} {argv[0]!r} is not executable") from None
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=_AFTER_KILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise AlertChannelError(
+            f"{what} {argv[0]!r} did not finish within {timeout:g}s; its process group was killed"
+        ) from None
+    return Finished(proc.returncode, stdout, stderr)
 
 
 class CommandAlertChannel:
@@ -75,24 +145,13 @@ class CommandAlertChannel:
     def send(self, alert: Alert) -> None:
         argv = list(self.settings.argv)
         env = child_environment(alert, self.settings.pass_env, os.environ)
-        try:
-            done = subprocess.run(  # noqa: S603 - argv comes from the operator's configuration
-                argv,
-                input=json.dumps(alert.payload()).encode(),
-                capture_output=True,
-                timeout=self.settings.timeout.total_seconds(),
-                check=False,
-                env=env,
-            )
-        except FileNotFoundError:
-            raise AlertChannelError(f"alert command {argv[0]!r} not found") from None
-        except PermissionError:
-            raise AlertChannelError(f"alert command {argv[0]!r} is not executable") from None
-        except subprocess.TimeoutExpired:
-            raise AlertChannelError(
-                f"alert command {argv[0]!r} did not finish within "
-                f"{self.settings.timeout.total_seconds():g}s"
-            ) from None
+        done = run_program(
+            argv,
+            stdin=json.dumps(alert.payload()).encode(),
+            env=env,
+            timeout=self.settings.timeout.total_seconds(),
+            what="alert command",
+        )
         if done.returncode != 0:
             # An allow-listed variable may well be a credential (a pager's API key);
             # a script that echoes it on failure must not put it in our log.

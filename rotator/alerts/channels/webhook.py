@@ -8,6 +8,7 @@ never sits in a log line or an exception message.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rotator import __version__
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from rotator.alerts.rules import Alert
     from rotator.config.models import WebhookChannel
 
-__all__ = ["WebhookAlertChannel", "slack_payload"]
+__all__ = ["HttpRefused", "WebhookAlertChannel", "post_json", "slack_payload"]
 
 
 _SLACK_ICONS = {
@@ -39,41 +40,74 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
 
 
 class WebhookAlertChannel:
-    """POST the alert as JSON (``format: json``) or as a Slack message (``format: slack``).
-
-    Sent with the standard library rather than httpx on purpose: httpx logs every
-    request URL at INFO, and a webhook URL (Slack's above all) is a credential.
-    """
+    """POST the alert as JSON (``format: json``) or as a Slack message (``format: slack``)."""
 
     def __init__(self, settings: WebhookChannel, *, name: str = "webhook") -> None:
         self.name = name
         self.settings = settings
 
     def send(self, alert: Alert) -> None:
-        import urllib.error  # here, not at the top: the daemon starts without them
-        import urllib.request
-
-        url = resolve(self.settings.url).reveal()
-        where = f"webhook {self.settings.url}"  # the reference, never the URL
-        if not url.startswith(("https://", "http://")):
-            raise AlertChannelError(f"{where} does not hold an http:// or https:// URL")
         body = slack_payload(alert) if self.settings.format == "slack" else alert.payload()
-        request = urllib.request.Request(  # noqa: S310 - scheme checked above
-            url,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "User-Agent": f"rotator/{__version__}"},
-            method="POST",
+        post_json(
+            resolve(self.settings.url).reveal(),
+            json.dumps(body).encode(),
+            where=f"webhook {self.settings.url}",  # the reference, never the URL
+            timeout=self.settings.timeout.total_seconds(),
         )
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - scheme checked above
-                request, timeout=self.settings.timeout.total_seconds()
-            ) as response:
-                response.read(4096)
-        except urllib.error.HTTPError as exc:
-            text = exc.read(512).decode("utf-8", "replace")
-            raise AlertChannelError(
-                f"{where} answered HTTP {exc.code}: {scrub(text, 120)}"
-            ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise AlertChannelError(f"{where} did not answer: {type(reason).__name__}") from None
+
+
+class HttpRefused(AlertChannelError):
+    """A webhook did not take a POST; ``status`` is its HTTP status (None: no answer).
+
+    ``misconfigured``: the request was never sent (not an http(s) URL); no retry helps.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, misconfigured: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.misconfigured = misconfigured
+
+
+def post_json(
+    url: str,
+    body: bytes,
+    *,
+    where: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> int:
+    """POST ``body`` (JSON) to ``url``; the HTTP status, or :class:`HttpRefused`.
+
+    Sent with the standard library rather than httpx on purpose: httpx logs every
+    request URL at INFO, and a webhook URL (Slack's above all) is a credential.
+    ``where`` names the target in messages: the secret reference, never the URL.
+    """
+    import urllib.error  # here, not at the top: the daemon starts without them
+    import urllib.request
+
+    if not url.startswith(("https://", "http://")):
+        raise HttpRefused(f"{where} does not hold an http:// or https:// URL", misconfigured=True)
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        url,
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": f"rotator/{__version__}",
+            **(headers or {}),
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            response.read(4096)
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        text = exc.read(512).decode("utf-8", "replace")
+        raise HttpRefused(
+            f"{where} answered HTTP {exc.code}: {scrub(text, 120)}", status=exc.code
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise HttpRefused(f"{where} did not answer: {type(reason).__name__}") from None
