@@ -170,6 +170,8 @@ def write_config(
         "  grant: client_credentials",
         "  client_auth: basic",
         "  client_secret: 'env:BENCH_CLIENT_SECRET'",
+        # the bench measures rotator's own cost: the emulator gets no politeness limit
+        "  rate_limit: {per_second: 10000, burst: 10000, concurrency: 256}",
         f"  state: {{store: {state}}}",
         "accounts:",
     ]

@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the grant was authorized (ISO 8601, UTC); starts the 30-day clock of "
         "Fax.Plus enhanced-security tokens",
     )
-    p = sub.add_parser("authorize", help="OAuth2 authorization-code bootstrap (Fax.Plus)")
+    p = sub.add_parser(
+        "authorize", help="OAuth2 authorization-code bootstrap (faxplus, oauth2 with authorize_url)"
+    )
     _common(p)
     p.add_argument("account")
     how = p.add_mutually_exclusive_group()
@@ -95,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="catch the redirect here (default: the loopback redirect_uri); a non-loopback "
         "address is reachable from other machines and draws a warning",
+    )
+    how.add_argument(
+        "--link",
+        action="store_true",
+        help="print a signed one-time console link instead (needs server.console)",
     )
     p.add_argument(
         "--no-verify",
@@ -254,6 +261,10 @@ def cmd_authorize(args: argparse.Namespace) -> int:
         )
     config = load(args.config)
     require_account(config, args.account)
+    if args.link:
+        from rotator.commands.link import print_link
+
+        return print_link(config, args.account)
     return authorize(
         config,
         args.account,

@@ -10,6 +10,13 @@ rotation, each a hand-over of the interpreter lock; now it is 5 (``strace -c``,
 connection per vendor host; the TLS context (CA certificates loaded once) is
 shared.
 
+:class:`PoliteClient` is the client every one of them is: each request it sends
+passes the gate of its host (:mod:`rotator.politeness`: concurrency cap, rate
+limit, the pauses a vendor asks for) whoever sends it, so no call to a vendor
+can bypass the limits. The wait is bounded by half the request's timeout: a call
+that would wait longer is not made (:class:`~rotator.politeness.Throttled`),
+so the lease of the account it rotates stays well within its time.
+
 :func:`iter_decoded` reads an answer's body with the decompressed size capped
 while it is decompressed: httpx inflates each network chunk whole, so a 50 KB
 gzip bomb reached about 150 MB before any size check saw a byte of it.
@@ -19,18 +26,25 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rotator.errors import BadResponse
+from rotator.politeness import Permit, Politeness
 
 if TYPE_CHECKING:
     import ssl
 
     import httpx
 
-__all__ = ["ACCEPT_ENCODING", "MAX_DECODED_BYTES", "HttpClients", "iter_decoded"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "MAX_DECODED_BYTES",
+    "HttpClients",
+    "iter_decoded",
+    "polite_client_class",
+]
 
 #: keep-alive connections per thread: one per vendor host for this many hosts
 PER_THREAD_CONNECTIONS = 8
@@ -50,8 +64,14 @@ class HttpClients:
     """
 
     def __init__(
-        self, *, max_connections: int = PER_THREAD_CONNECTIONS, user_agent: str = "rotator"
+        self,
+        *,
+        max_connections: int = PER_THREAD_CONNECTIONS,
+        user_agent: str = "rotator",
+        politeness: Politeness | None = None,
     ) -> None:
+        #: the gates of every vendor host, shared by every thread's client
+        self.politeness = politeness if politeness is not None else Politeness()
         self._local = threading.local()
         self._all: list[httpx.Client] = []
         self._tls: dict[tuple[bool, str], bool | ssl.SSLContext] = {}
@@ -76,7 +96,8 @@ class HttpClients:
             tls = self._tls.get(key)
             if tls is None:
                 tls = self._tls[key] = _tls_context(key[0], ca_bundle)
-            client = httpx.Client(
+            client = polite_client_class()(
+                self.politeness,
                 verify=tls,
                 follow_redirects=False,
                 trust_env=True,
@@ -96,6 +117,70 @@ class HttpClients:
                 client.close()
             self._all.clear()
             self._local = threading.local()
+
+
+_polite_client: Callable[..., httpx.Client] | None = None
+
+
+def polite_client_class() -> Callable[..., httpx.Client]:
+    """The ``httpx.Client`` subclass whose every request passes its host's gate.
+
+    Built on first use: httpx is imported only by the commands that call out.
+    """
+    global _polite_client  # noqa: PLW0603 - one class, built once, httpx imported lazily
+    if _polite_client is not None:
+        return _polite_client
+    import httpx
+
+    class _ReleasingStream(httpx.SyncByteStream):
+        """The answer's body; closing it frees the host's slot (once)."""
+
+        def __init__(self, inner: httpx.SyncByteStream, on_close: Any) -> None:
+            self._inner = inner
+            self._on_close = on_close
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._inner
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                on_close, self._on_close = self._on_close, None
+                if on_close is not None:
+                    on_close()
+
+    class PoliteClient(httpx.Client):
+        def __init__(self, politeness: Politeness, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.politeness = politeness
+
+        def send(self, request: httpx.Request, *, stream: bool = False, **kwargs: Any) -> Any:
+            timeouts = request.extensions.get("timeout") or {}
+            read = timeouts.get("read") or timeouts.get("connect") or 30.0
+            permit: Permit = self.politeness.acquire(str(request.url), budget=read / 2)
+            try:
+                response = super().send(request, stream=True, **kwargs)
+            except BaseException:
+                self.politeness.release(permit, None, None)
+                raise
+            status, retry_after = response.status_code, response.headers.get("retry-after")
+            if response.is_closed:  # built whole in memory (httpx.MockTransport)
+                self.politeness.release(permit, status, retry_after)
+                return response
+            response.stream = _ReleasingStream(
+                response.stream,  # type: ignore[arg-type]
+                lambda: self.politeness.release(permit, status, retry_after),
+            )
+            if not stream:
+                try:
+                    response.read()
+                finally:
+                    response.close()
+            return response
+
+    _polite_client = PoliteClient
+    return PoliteClient
 
 
 def _tls_context(verify: bool, ca_bundle: Path | None) -> bool | ssl.SSLContext:

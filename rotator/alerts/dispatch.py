@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -147,6 +147,9 @@ class Dispatcher:
     backoff: float = 2.0
     waiter: Waiter = field(default_factory=Waiter)
     on_sent: Callable[[str, str], None] | None = None
+    #: a fresh signed console link for an account (None: it cannot be authorized);
+    #: None when the console is off
+    link_for: Callable[[str], str | None] | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     #: accounts known to have nothing sent: a healthy account costs no store read
@@ -167,7 +170,7 @@ class Dispatcher:
         then costs no hand-off to another thread.
         """
         return state.account in self._quiet and not evaluate(
-            state, settings, self.alerts, self.clock()
+            state, settings, self.alerts, self.clock(), console=self.link_for is not None
         )
 
     def check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
@@ -186,7 +189,7 @@ class Dispatcher:
     def _check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
         account = state.account
         now = self.clock()
-        conditions = evaluate(state, settings, self.alerts, now)
+        conditions = evaluate(state, settings, self.alerts, now, console=self.link_for is not None)
         if not conditions and account in self._quiet:
             return []
         durable = True
@@ -232,6 +235,7 @@ class Dispatcher:
             self._quiet.discard(account)
         else:
             self._quiet.add(account)
+        due = [self._with_link(alert) for alert in due]  # a fresh link per sending
         for alert in due:
             delivered = self._deliver(alert)
             if not delivered and self.channels:
@@ -260,6 +264,17 @@ class Dispatcher:
             self.memory.save(account, undo(current), token)
         except StoreError as exc:
             _log.warning("cannot update the alert record", account=account, error=str(exc))
+
+    def _with_link(self, alert: Alert) -> Alert:
+        """The alert with a fresh re-authorization link, when it calls for one."""
+        if self.link_for is None or alert.status != "firing" or not alert.reauthorize:
+            return alert
+        try:
+            link = self.link_for(alert.account)
+        except Exception as exc:  # an alert goes out without its link rather than not at all
+            _log.error("no re-authorization link", account=alert.account, error=type(exc).__name__)
+            return alert
+        return replace(alert, reauthorize_url=link)
 
     def _deliver(self, alert: Alert) -> bool:
         _log.log(

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from rotator.alerts.fixes import grant_fix
 from rotator.errors import scrub_values
 from rotator.tokens import format_time, parse_time
 
@@ -69,6 +70,8 @@ class Condition:
     summary: str  # one line: what, when, and the fix
     action: str  # the fix on its own, e.g. "rotator authorize acme-fax"
     expires_at: datetime | None = None
+    #: the fix is a re-authorization: the alert carries a console link
+    reauthorize: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +120,13 @@ class Alert:
     repeat: bool = False
     expires_at: datetime | None = None
     since: datetime | None = None
+    reauthorize: bool = False
+    #: a fresh signed console link, set per sending (never logged)
+    reauthorize_url: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """The JSON document webhooks, commands and e-mail carry (documented in the README)."""
+        link = {"reauthorize_url": self.reauthorize_url} if self.reauthorize_url else {}
         return {
             "version": 1,
             "status": self.status,
@@ -133,6 +140,7 @@ class Alert:
             "expires_at": format_time(self.expires_at) if self.expires_at else None,
             "since": format_time(self.since) if self.since else None,
             "time": format_time(self.at),
+            **link,
         }
 
     @property
@@ -169,10 +177,16 @@ def evaluate(
     settings: AccountSettings,
     alerts: AlertsSettings,
     now: datetime,
+    *,
+    console: bool = False,
 ) -> list[Condition]:
-    """Every condition that holds for one account at ``now``. No I/O."""
+    """Every condition that holds for one account at ``now``. No I/O.
+
+    ``console``: server.console is on (an account without a redirect URI of its
+    own can then be authorized through it)."""
     account = state.account
     out: list[Condition] = []
+    fix = grant_fix(account, settings, console=console)
     non_renewable = settings.provider in NON_RENEWABLE_PROVIDERS
     # The end of the grant: a refresh token's expiry, or a personal access token's
     # (its provider records that as refresh_expires_at; expires_at is only how long
@@ -186,12 +200,11 @@ def evaluate(
         if level:
             if non_renewable:
                 what, kind = "personal access token", Kind.TOKEN_EXPIRY
-                action = _replace_pat(account)
-                fix = f"replace the token: {action}"
+                told_fix = f"replace the token: {fix.action}"
             else:
                 what, kind = "refresh token", Kind.REFRESH_TOKEN_EXPIRY
-                action = f"rotator authorize {account}"
-                fix = f"re-authorize with: {action}"
+                verb = "re-authorize" if fix.reauthorize else "renew the grant"
+                told_fix = f"{verb} with: {fix.action}"
             if remaining > timedelta(0):
                 told = f"expires in {human_duration(remaining)} ({_when(end)})"
             elif remaining > -timedelta(minutes=1):
@@ -204,24 +217,22 @@ def evaluate(
                     kind=kind,
                     level=level,
                     severity=Severity.CRITICAL if level >= len(warn) else Severity.WARNING,
-                    summary=f"{what} of {account} {told}; {fix}",
-                    action=action,
+                    summary=f"{what} of {account} {told}; {told_fix}",
+                    action=fix.action,
                     expires_at=end,
+                    reauthorize=fix.reauthorize,
                 )
             )
     error = f" (last error: {_error_text(state)})" if state.last_error else ""
     if state.failed:
         code = state.last_error_code
+        dead = False
         if code == "invalid_client":
             action = f"fix the client credentials of {account}, then: rotator refresh {account}"
         elif code == "secret_ref":
             action = "fix the secret reference named in the error, then reload rotator"
-        elif non_renewable:
-            action = _replace_pat(account)
-        elif code in _DEAD_GRANT_CODES or not code:
-            action = (
-                f"rotator authorize {account} (or seed a refresh token: rotator import {account})"
-            )
+        elif code in _DEAD_GRANT_CODES or not code or non_renewable:
+            action, dead = fix.action, fix.reauthorize
         else:
             action = f"fix the cause, then: rotator refresh {account}"
         out.append(
@@ -233,6 +244,7 @@ def evaluate(
                 summary=f"{account} can no longer be refreshed{error}; {action}",
                 action=action,
                 expires_at=state.expires_at,
+                reauthorize=dead,
             )
         )
     elif state.consecutive_failures >= alerts.failure_threshold:
@@ -296,13 +308,6 @@ def _error_text(state: AccountState) -> str:
     return scrub_values(state.last_error, (t.reveal() for t in tokens if t is not None))
 
 
-def _replace_pat(account: str) -> str:
-    return (
-        f"create a new personal access token, put it where accounts.{account}.token points, "
-        f"set accounts.{account}.expires_at and reload rotator"
-    )
-
-
 def plan(
     account: str,
     provider: str,
@@ -332,6 +337,7 @@ def plan(
                 repeat=repeat_,
                 expires_at=cond.expires_at,
                 since=since or now,
+                reauthorize=cond.reauthorize,
             )
 
         if before is None:

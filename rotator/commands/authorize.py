@@ -1,20 +1,21 @@
-"""``rotator authorize``: the Fax.Plus authorization-code bootstrap.
+"""``rotator authorize``: the authorization-code bootstrap, for every provider that takes one.
 
-The flow (DESIGN.md, issue 4):
+Any account whose provider is :class:`~rotator.providers.base.Authorizable`
+(``faxplus``, and ``oauth2`` with ``authorize_url``) can be authorized. The flow:
 
-1. print the authorization URL, with a random ``state``;
+1. print the authorization URL, with a random ``state`` (and a PKCE S256
+   challenge where the provider uses PKCE);
 2. get the code back: listen on the loopback ``redirect_uri`` (or ``--listen``)
    and catch the browser's redirect (the listener, in callback.py, accepts only
    the request carrying that ``state``), or take ``--code`` pasted by the user
-   (``--code -``: from standard input). Without either, the ``state`` is kept
-   in the account's state (``extra``) so that a later
+   (``--code -``: from standard input). Without either, the ``state`` (and the
+   PKCE verifier) is kept in the account's state (``extra``) so that a later
    ``--code 'https://.../callback?code=...&state=...'`` can be checked against it;
-3. check ``state`` (in constant time); exchange the code (query string, HTTP Basic);
-4. write the refresh token and ``authorized_at`` to the state store with
-   compare-and-set, clearing a ``failed`` flag;
-5. optionally check the token with ``GET {api_base}/accounts/self``.
+3. check ``state``; exchange the code by the rotation's rules (rotation/authorization.py);
+4. optionally check a Fax.Plus token with ``GET {api_base}/accounts/self``.
 
-Nothing here prints a token.
+``--link`` prints a signed console link instead (``server.console``). The redirect
+URI is ``redirect_uri``, else the console's. Nothing here prints a token.
 """
 
 from __future__ import annotations
@@ -38,15 +39,14 @@ from rotator.commands.callback import (
     warn_if_exposed,
 )
 from rotator.commands.terminal import printable
-from rotator.errors import ConfigError, RotatorError, StoreConflict
+from rotator.errors import ConfigError, LeaseHeld, StoreConflict
 from rotator.tokens import format_time
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.config.models import Config
-    from rotator.providers.faxplus import FaxPlusSettings
-    from rotator.state import AccountState
-    from rotator.tokens import TokenSet
+    from rotator.providers.base import Authorizable
+    from rotator.rotation.authorization import Authorized
 
 __all__ = [
     "AuthorizeError",
@@ -58,6 +58,7 @@ __all__ = [
 #: extra keys of the account state that hold a pending authorization
 PENDING_STATE = "authorize_state"
 PENDING_SINCE = "authorize_started_at"
+PENDING_VERIFIER = "authorize_verifier"
 #: how long a printed authorization URL's state is accepted by a later --code
 PENDING_TTL = timedelta(hours=1)
 #: how often a wait for another worker's lease looks again
@@ -71,26 +72,42 @@ def _utc_now() -> datetime:
 # --- the command ----------------------------------------------------------------------------
 
 
-def _faxplus_settings(config: Config, account: str) -> FaxPlusSettings:
-    from rotator.providers.faxplus import FaxPlusSettings
+def _provider(config: Config, account: str) -> tuple[Authorizable, str]:
+    """The account's provider, if it can be authorized, and the redirect URI to use."""
+    from rotator.providers.base import Authorizable
+    from rotator.providers.registry import provider_class
 
     if account not in config.accounts:
         known = ", ".join(sorted(config.accounts)) or "none"
         raise ConfigError(f"no account {account!r} in {config.source} (accounts: {known})")
     settings = config.accounts[account]
-    if not isinstance(settings, FaxPlusSettings):
+    provider = provider_class(settings.provider)(account, settings)
+    if not isinstance(provider, Authorizable):
+        from rotator.alerts.fixes import grant_fix
+
         raise ConfigError(
-            f"authorize is for faxplus accounts; this one is {settings.provider!r} "
-            f"(seed it with `rotator import {account}`)",
+            f"authorize is for providers that take an authorization code (faxplus, oauth2 "
+            f"with authorize_url); this one is {settings.provider!r}: "
+            f"{grant_fix(account, settings).action}",
             path=f"accounts.{account}.provider",
         )
-    if settings.redirect_uri is None:
+    problem = provider.authorize_problem()
+    if problem is not None:
+        raise ConfigError(f"required by `rotator authorize`: {problem}", path=f"accounts.{account}")
+    console = config.server.console
+    redirect_uri = provider.redirect_uri or (console.callback_url if console else None)
+    if redirect_uri is None:
         raise ConfigError(
-            "required by `rotator authorize`: the redirect URI registered with the Fax.Plus app "
-            "(e.g. http://127.0.0.1:8765/callback)",
+            "required by `rotator authorize`: the redirect URI registered with the vendor's app "
+            "(e.g. http://127.0.0.1:8765/callback), or server.console (its "
+            "{public_url}/oauth/callback is then the redirect URI)",
             path=f"accounts.{account}.redirect_uri",
         )
-    return settings
+    return provider, redirect_uri
+
+
+def _vendor(config: Config, account: str) -> str:
+    return {"faxplus": "Fax.Plus"}.get(config.accounts[account].provider, "the vendor")
 
 
 def authorize(
@@ -114,38 +131,36 @@ def authorize(
     the account's ``lease_ttl``) before the code is spent.
     """
     from rotator.config.models import state_store
-    from rotator.http import HttpClients
-    from rotator.providers.faxplus import (
-        authorization_url,
-        exchange_code,
-        refresh_expiry,
-        with_sent_expiry,
-    )
+    from rotator.providers.base import pkce_challenge
     from rotator.service.app import open_stores
 
     stdout = out or sys.stdout
     waiter = waiter or Waiter()
-    settings = _faxplus_settings(config, account)
-    redirect_uri = settings.redirect_uri or ""
-    store_name = state_store(config, account)
-    store = open_stores(config)[store_name]
+    provider, redirect_uri = _provider(config, account)
+    settings = config.accounts[account]
+    store = open_stores(config)[state_store(config, account)]
     path = settings.state_path(account)
-
     wait = settings.lease_ttl.total_seconds() if lease_wait is None else lease_wait
-    owner = f"authorize:{secrets.token_hex(4)}"
+    vendor = _vendor(config, account)
 
     def say(line: str) -> None:
         print(line, file=stdout, flush=True)
 
     callback: Callback
+    verifier: str | None = None
     if code is not None:
         callback = parse_pasted_code(code)
-        _check_pasted_state(callback, _read(store, account, path)[0], clock())
+        pending = _read(store, account, path)[0]
+        _check_pasted_state(callback, pending, clock())
+        verifier = pending.extra.get(PENDING_VERIFIER) or None
     else:
         state_value = secrets.token_urlsafe(24)
-        url = authorization_url(settings, state_value)
+        verifier = secrets.token_urlsafe(48) if provider.supports_pkce else None
+        challenge = pkce_challenge(verifier) if verifier else None
+        url = provider.authorization_url(state_value, redirect_uri, challenge)
         address = listen_address(listen, redirect_uri)
         if address is None:
+            kept = {PENDING_VERIFIER: verifier} if verifier else {}
             _when_free(
                 store,
                 account=account,
@@ -157,15 +172,16 @@ def authorize(
                     state,
                     provider=state.provider or settings.provider,
                     extra={
-                        **state.extra,
+                        **{k: v for k, v in state.extra.items() if k != PENDING_VERIFIER},
                         PENDING_STATE: state_value,
                         PENDING_SINCE: format_time(now),
+                        **kept,
                     },
                 ),
             )
-            say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
+            say(f"Open this URL, sign in to {vendor} and allow access:\n\n  {url}\n")
             say(
-                f"Fax.Plus then sends the browser to {redirect_uri}. Copy that whole address "
+                f"{vendor} then sends the browser to {redirect_uri}. Copy that whole address "
                 f"and run:\n\n  rotator authorize {account} --code '<the address>'\n"
             )
             return 0
@@ -175,70 +191,123 @@ def authorize(
         with CallbackListener(
             address[0], address[1], urlsplit(redirect_uri).path, state_value, account=account
         ) as listener:
-            say(f"Open this URL, sign in to Fax.Plus and allow access:\n\n  {url}\n")
+            say(f"Open this URL, sign in to {vendor} and allow access:\n\n  {url}\n")
             say(f"Waiting for the redirect on {address[0]}:{address[1]} ...")
             callback = listener.wait(timeout)
     if callback.error:
-        raise AuthorizeError(f"Fax.Plus did not grant access: {callback.error}")
+        raise AuthorizeError(f"{vendor} did not grant access: {callback.error}")
     if not callback.code:
         raise AuthorizeError("no authorization code given")
-
-    _when_free(
-        store,
-        account=account,
-        path=path,
-        clock=clock,
+    done = _exchange(
+        config,
+        account,
+        callback.code,
+        redirect_uri=redirect_uri,
+        verifier=verifier,
         wait=wait,
         waiter=waiter,
-        change=lambda state, now: replace(
-            state, lease_owner=owner, lease_until=now + settings.lease_ttl
-        ),
     )
-    clients = HttpClients(max_connections=2)
-    try:
-        client = clients.get(verify=settings.tls_verify, ca_bundle=settings.ca_bundle)
-        now = clock()
-        try:
-            tokens = exchange_code(settings, client, callback.code, now)
-        except RotatorError:
-            _release(store, account, path, owner)
-            raise
-        # the code exchange's own refresh_token_expires_in (if any) and the 30-day rule
-        sent = tokens.refresh_expires_at
-        expiry = refresh_expiry(enhanced=settings.enhanced_security, authorized_at=now, sent=sent)
-        tokens = replace(with_sent_expiry(tokens, sent), refresh_expires_at=expiry)
-        _store_grant(store, account=account, path=path, settings=settings, tokens=tokens, now=now)
-        refresh_note = "it does not expire"
-        if expiry is not None:
-            why = "enhanced security" if settings.enhanced_security else "Fax.Plus says so"
-            refresh_note = f"{why}: it expires {format_time(expiry)}; authorize again before then"
-        say(
-            f"{account}: authorized at {format_time(now)}; refresh token stored in "
-            f"{store_name}:{path} ({refresh_note})"
-        )
-        if verify:
-            from rotator.errors import ProviderError
-            from rotator.providers.faxplus import verify_token
+    return _report(config, account, done, verify=verify, say=say)
 
-            try:
-                verify_token(
-                    client,
-                    settings.api_base,
-                    tokens.access_token,
-                    settings.client_id,
-                    settings.timeout.total_seconds(),
-                )
-            except ProviderError as exc:
-                say(f"{account}: stored, but GET /accounts/self failed: {printable(str(exc))}")
-                return 1
-            say(f"{account}: verified: GET {settings.api_base}/accounts/self answered OK")
-        say(
-            f"{account}: the daemon publishes a fresh token at its next look "
-            f"(or now: rotator refresh {account})"
+
+def _exchange(
+    config: Config,
+    account: str,
+    code: str,
+    *,
+    redirect_uri: str,
+    verifier: str | None,
+    wait: float,
+    waiter: Waiter,
+) -> Authorized:
+    """The code's grant, kept by the rotation's rules."""
+    from rotator.rotation.authorization import authorize_code
+    from rotator.service.app import build_rotator
+
+    rotator = build_rotator(config)
+    try:
+        return authorize_code(
+            rotator,
+            account,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=verifier,
+            lease_wait=wait,
+            waiter=waiter,
+            on_reauthorized=_tell_consumers(config, account),
         )
+    except LeaseHeld as exc:
+        raise AuthorizeError(
+            f"a worker ({exc.owner}) is rotating {account} right now; "
+            "try again in a moment (nothing was spent)"
+        ) from None
     finally:
-        clients.close()
-    return 0
+        rotator.http.close()
+
+
+def _tell_consumers(config: Config, account: str) -> Callable[[Authorized], None]:
+    """``reauthorized`` to the account's ``notify:`` entries, before the command exits."""
+
+    def tell(done: Authorized) -> None:
+        settings = config.accounts[account]
+        grant = done.state.refresh_token
+        if not settings.notify or grant is None:
+            return
+        from rotator.config.models import state_store
+        from rotator.notify import Notifications, StoreClaims, reauthorized
+        from rotator.rotation.lease import default_owner
+        from rotator.service.app import open_stores
+
+        store = open_stores(config)[state_store(config, account)]
+        Notifications(dict, claims=StoreClaims(lambda _: store), replica=default_owner()).deliver(
+            reauthorized(done.state, settings, done.tokens.issued_at, grant.reveal()), settings
+        )
+
+    return tell
+
+
+def _report(
+    config: Config, account: str, done: Authorized, *, verify: bool, say: Callable[[str], None]
+) -> int:
+    from rotator.config.models import state_store
+
+    settings = config.accounts[account]
+    expiry = done.tokens.refresh_expires_at
+    refresh_note = "it does not expire"
+    if expiry is not None:
+        enhanced = getattr(settings, "enhanced_security", False)
+        why = "enhanced security" if enhanced else f"{_vendor(config, account)} says so"
+        refresh_note = f"{why}: it expires {format_time(expiry)}; authorize again before then"
+    where = f"{state_store(config, account)}:{settings.state_path(account)}"
+    held = "" if done.landing.value == "landed" else " (held in the spool: the store is down)"
+    say(
+        f"{account}: authorized at {format_time(done.tokens.issued_at)}; refresh token stored "
+        f"in {where}{held} ({refresh_note}); sinks published"
+        + (f" ({done.sinks_failed} failed)" if done.sinks_failed else "")
+    )
+    api_base = getattr(settings, "api_base", None)
+    if verify and settings.provider == "faxplus" and api_base:
+        from rotator.errors import ProviderError
+        from rotator.http import HttpClients
+        from rotator.providers.faxplus import verify_token
+
+        clients = HttpClients(max_connections=1)
+        try:
+            client = clients.get(verify=settings.tls_verify, ca_bundle=settings.ca_bundle)
+            verify_token(
+                client,
+                api_base,
+                done.tokens.access_token,
+                getattr(settings, "client_id", None),
+                settings.timeout.total_seconds(),
+            )
+        except ProviderError as exc:
+            say(f"{account}: stored, but GET /accounts/self failed: {printable(str(exc))}")
+            return 1
+        finally:
+            clients.close()
+        say(f"{account}: verified: GET {api_base}/accounts/self answered OK")
+    return 0 if done.landing.value == "landed" else 1
 
 
 def _read(store: Any, account: str, path: str) -> tuple[Any, Any]:
@@ -307,74 +376,3 @@ def _when_free(
             return
         except StoreConflict:
             continue
-
-
-def _release(store: Any, account: str, path: str, owner: str) -> None:
-    """Best effort: give the lease back after a failed exchange (it expires anyway)."""
-    from rotator.errors import StoreError
-
-    try:
-        state, version = _read(store, account, path)
-        if state.lease_owner == owner:
-            released = replace(state, lease_owner="", lease_until=None)
-            store.write(path, released.to_record(), expected_version=version)
-    except StoreError:
-        pass
-
-
-def _store_grant(
-    store: Any,
-    *,
-    account: str,
-    path: str,
-    settings: FaxPlusSettings,
-    tokens: TokenSet,
-    now: datetime,
-) -> None:
-    for _ in range(5):
-        state, version = _read(store, account, path)
-        extra = {
-            k: v
-            for k, v in {**state.extra, **tokens.extra}.items()
-            if k not in (PENDING_STATE, PENDING_SINCE)
-        }
-        granted = replace(
-            state.with_tokens(tokens),
-            provider=settings.provider,
-            authorized_at=now,
-            refresh_expires_at=tokens.refresh_expires_at,
-            last_success_at=now,
-            next_refresh_at=None,  # the daemon rotates and publishes at its next look
-            failed=False,
-            consecutive_failures=0,
-            last_error="",
-            last_error_code="",
-            lease_owner="",
-            lease_until=None,
-            extra=extra,
-        )
-        try:
-            store.write(path, granted.to_record(), expected_version=version)
-            _tell_consumers(store, granted, settings, now)
-            return
-        except StoreConflict:
-            continue
-    # The code is spent; say so plainly rather than lose the grant silently.
-    raise AuthorizeError(
-        "the account's state kept changing while storing the new grant; nothing was stored "
-        "and the code is spent: run `rotator authorize` again"
-    )
-
-
-def _tell_consumers(
-    store: Any, granted: AccountState, settings: FaxPlusSettings, now: datetime
-) -> None:
-    """``reauthorized`` to the account's ``notify:`` entries, before the command exits."""
-    if not settings.notify or granted.refresh_token is None:
-        return
-    from rotator.notify import Notifications, StoreClaims, reauthorized
-    from rotator.rotation.lease import default_owner
-
-    Notifications(dict, claims=StoreClaims(lambda _: store), replica=default_owner()).deliver(
-        reauthorized(granted, settings, now, granted.refresh_token.reveal()), settings
-    )

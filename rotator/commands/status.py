@@ -19,14 +19,13 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from rotator.commands.rows import account_rows, health
 from rotator.commands.terminal import fit, printable
-from rotator.errors import RotatorError, StoreError, scrub_values
 
 if TYPE_CHECKING:
-    from rotator.config.models import AccountSettings, Config
-    from rotator.state import AccountState
+    from rotator.config.models import Config
 
-__all__ = ["HEADERS", "render_table", "status"]
+__all__ = ["HEADERS", "account_rows", "health", "render_table", "status"]
 
 HEADERS = (
     "ACCOUNT",
@@ -42,16 +41,6 @@ HEADERS = (
 ERROR_WIDTH = 80
 
 
-def _health(row: Mapping[str, Any]) -> str:
-    if row["failed"]:
-        return "FAILED"
-    if row["consecutive_failures"]:
-        return f"RETRYING({row['consecutive_failures']})"
-    if row["access_token_expires_at"]:
-        return "OK"
-    return "NO TOKEN"
-
-
 def render_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     """The status table's lines; every cell made :func:`printable`."""
     table = [
@@ -60,7 +49,7 @@ def render_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             for cell in (
                 row["account"],
                 row["provider"] or "-",
-                _health(row),
+                health(row),
                 row["access_token_expires_at"] or "-",
                 row["refresh_token_expires_at"] or ("never" if row["has_refresh_token"] else "-"),
                 row["last_success_at"] or "-",
@@ -77,26 +66,6 @@ def render_table(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     ]
 
 
-def _known_secrets(settings: AccountSettings, state: AccountState | None) -> list[str]:
-    """Every secret value of one account that status can know without the network."""
-    from rotator.commands.online import secret_refs
-    from rotator.secrets import resolve
-
-    values = []
-    if state is not None:
-        values += [s.reveal() for s in (state.refresh_token, state.access_token) if s is not None]
-    for _, ref in secret_refs(settings):
-        try:
-            values.append(resolve(ref).reveal())
-        except RotatorError:
-            continue  # an unresolvable reference has no value to leak
-    return values
-
-
-def _scrubbed(row: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
-    return {k: scrub_values(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
-
-
 def status(
     config: Config,
     *,
@@ -106,22 +75,11 @@ def status(
 ) -> int:
     """Print every account's status; 1 when a state could not be read, else 0."""
     from rotator.commands.common import open_rotator
-    from rotator.state import describe
 
     stdout, stderr = out or sys.stdout, err or sys.stderr
     rotator = open_rotator(config, spool=False)  # status only reads
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
     try:
-        for name, account in rotator.accounts.items():
-            try:
-                state, _ = rotator.read_state(account)
-            except StoreError as exc:
-                secrets = _known_secrets(account.settings, None)
-                problems.append(scrub_values(f"{name}: {exc}", secrets))
-                continue
-            secrets = _known_secrets(account.settings, state)
-            rows.append(_scrubbed(describe([state])[0], secrets))
+        rows, problems = account_rows(rotator)
     finally:
         rotator.http.close()
     if as_json:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from rotator.config.console import ConsoleSettings
 from rotator.config.coordination import CoordinationSettings
 from rotator.config.fields import (
     Duration,
@@ -30,6 +31,7 @@ from rotator.config.fields import (
     StorePrefix,
     parse_duration,
 )
+from rotator.politeness import DEFAULT_LIMIT, RateLimit
 from rotator.tokens import MIN_LIFETIME
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "AwsStoreSettings",
     "CommandChannel",
     "Config",
+    "ConsoleSettings",
     "CoordinationSettings",
     "Duration",
     "EmailChannel",
@@ -49,6 +52,7 @@ __all__ = [
     "Notify",
     "NotifyEvent",
     "PositiveDuration",
+    "RateLimitSettings",
     "Ref",
     "ServerSettings",
     "Sink",
@@ -71,6 +75,8 @@ class Model(BaseModel):
 
 class ServerSettings(Model):
     listen: Listen | None = None
+    #: re-authorization links and the status page (off when absent); needs listen
+    console: ConsoleSettings | None = None
     #: replicas sharing the accounts (absent: this process rotates them all)
     coordination: CoordinationSettings | None = None
     #: how long rotations in flight may take to finish on SIGTERM
@@ -81,6 +87,15 @@ class ServerSettings(Model):
     spool_dir: Path | None = None
     #: key for the spool (default: a generated 0600 key file in spool_dir)
     spool_key: Ref | None = None
+
+    @model_validator(mode="after")
+    def _check_console(self) -> ServerSettings:
+        if self.console is not None and self.listen is None:
+            raise ValueError(
+                "console is served on server.listen: set listen (e.g. 0.0.0.0:9464) "
+                "or remove console"
+            )
+        return self
 
 
 def store_identity(settings: BaseModel) -> str:
@@ -303,6 +318,21 @@ class StateRef(Model):
     path: StorePath | None = None
 
 
+class RateLimitSettings(Model):
+    """``rate_limit:`` of an account (or ``defaults``): the limits of its vendor's host.
+
+    Accounts on one host share one limit; when they set different ones, each
+    number's strictest value wins (``rotator.politeness.plan_limits``, logged).
+    """
+
+    per_second: float = Field(default=DEFAULT_LIMIT.per_second, gt=0, le=10_000)
+    burst: int = Field(default=DEFAULT_LIMIT.burst, ge=1, le=10_000)
+    concurrency: int = Field(default=DEFAULT_LIMIT.concurrency, ge=1, le=256)
+
+    def limit(self) -> RateLimit:
+        return RateLimit(self.per_second, self.burst, self.concurrency)
+
+
 class AccountSettings(Model):
     """Keys every account has; each provider's model adds its own."""
 
@@ -322,7 +352,13 @@ class AccountSettings(Model):
     ca_bundle: Path | None = None
     tls_verify: bool = True
     refresh_token_warn: list[Duration] | None = None
+    rate_limit: RateLimitSettings = RateLimitSettings()
     notify: list[Notify] = Field(default_factory=list)
+
+    def vendor_urls(self) -> tuple[str, ...]:
+        """The URLs the provider calls (their hosts get this account's rate_limit)."""
+        urls = (getattr(self, "token_url", None), getattr(self, "api_base", None))
+        return tuple(str(url) for url in urls if url)
 
     def state_path(self, account: str) -> str:
         return (self.state.path if self.state and self.state.path else None) or f"state/{account}"

@@ -13,7 +13,9 @@ Standard library only, served on loopback. It behaves like a strict provider:
   models the grace period strict providers offer for the one window no client
   can close: the vendor rotated, but its answer never arrived; within it the
   last refresh token spent by a rotation stays valid);
-- configurable lifetimes and injected failures.
+- configurable lifetimes and injected failures;
+- a vendor-like login page with an Allow button and the ``authorization_code``
+  grant (rotator/demo/login.py) for the clients given ``redirects``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
+from rotator.demo.login import LOGIN_PATH, Authorizations
+
 __all__ = ["Grant", "Injected", "Sandbox"]
 
 
@@ -36,8 +41,6 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
         # A client that went away mid-reply (a killed daemon, a timed-out call) is
         # routine here; anything else still prints its traceback.
         if isinstance(sys.exc_info()[1], ConnectionError):
@@ -83,6 +86,7 @@ class Sandbox:
         delay: float = 0.0,
         reuse_grace: float = 0.0,
         answer_delay: float = 0.0,
+        redirects: dict[str, set[str]] | None = None,
     ) -> None:
         self.clients = dict(clients or {})
         self.users = dict(users or {})
@@ -110,6 +114,7 @@ class Sandbox:
         self.connections = 0  # open client connections (a dead client's close soon)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.authorizations = Authorizations(redirects or {}, self._new)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -202,12 +207,8 @@ class Sandbox:
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
     ) -> None:
-        if isinstance(body, dict):
-            raw = json.dumps(body).encode()
-        elif isinstance(body, str):
-            raw = body.encode()
-        else:
-            raw = body
+        raw = json.dumps(body).encode() if isinstance(body, dict) else body
+        raw = raw.encode() if isinstance(raw, str) else raw
         with self.lock:
             self.failures.extend(
                 Injected(status, raw, content_type, dict(headers or {})) for _ in range(count)
@@ -244,7 +245,11 @@ class Sandbox:
         self._reply(handler, status, body, headers=headers)
 
     def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
-        """``GET /userinfo`` with a Bearer token: 200 while the token is valid."""
+        """``GET /userinfo`` with a Bearer token: 200 while the token is valid; the login page."""
+        split = urlsplit(handler.path)
+        if split.path == LOGIN_PATH:
+            self._reply(handler, *self.authorizations.show(split.query))
+            return
         auth = handler.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
         if urlsplit(handler.path).path == "/userinfo" and token and self.access_valid(token):
@@ -256,6 +261,9 @@ class Sandbox:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         split = urlsplit(handler.path)
+        if split.path == LOGIN_PATH:
+            self._reply(handler, *self.authorizations.decide(raw))
+            return
         if split.path != self.token_path:
             self._error(handler, 404, "not_found", "no such endpoint")
             return
@@ -306,6 +314,11 @@ class Sandbox:
         grant_type = params.get("grant_type")
         if grant_type == "refresh_token":
             self._refresh(handler, client_id, params.get("refresh_token", ""))
+        elif grant_type == "authorization_code":
+            if refused := self.authorizations.redeem(client_id, params):
+                self._error(handler, 400, "invalid_grant", refused)
+            else:
+                self._issue(handler, client_id, self.issue_grant(client_id), None)
         elif grant_type == "client_credentials":
             self._issue(handler, client_id, None, params.get("scope"))
         elif grant_type == "password":
@@ -400,12 +413,9 @@ class Sandbox:
         access = self._new("access")
         with self.lock:
             self._access[access] = (time.time() + self.access_ttl, client_id)
-            now = time.time()
-            self._access = (
-                {k: v for k, v in self._access.items() if v[0] > now - 60}
-                if len(self._access) > 50_000
-                else self._access
-            )
+            if len(self._access) > 50_000:  # forget the long expired
+                now = time.time()
+                self._access = {k: v for k, v in self._access.items() if v[0] > now - 60}
         body: dict[str, Any] = {"access_token": access, "token_type": "bearer"}
         if self.send_expires_in:
             body["expires_in"] = self.access_ttl

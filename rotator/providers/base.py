@@ -7,11 +7,13 @@ and says what consumers receive. It takes its ``httpx.Client`` from the caller
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from rotator.errors import BadResponse, PermanentProviderError, TransientProviderError
 from rotator.http import iter_decoded
@@ -24,9 +26,11 @@ if TYPE_CHECKING:
     from rotator.state import AccountState
 
 __all__ = [
+    "Authorizable",
     "HttpAnswer",
     "Provider",
     "base_view",
+    "pkce_challenge",
     "send",
 ]
 
@@ -48,6 +52,54 @@ class Provider(Protocol):
         """What sinks receive: strings, and objects where a vendor needs one (never an
         object flattened into a JSON string)."""
         ...
+
+
+@runtime_checkable
+class Authorizable(Protocol):
+    """A provider that can obtain a grant by the authorization-code flow (RFC 6749 4.1).
+
+    ``rotator authorize`` and the console's links both drive it, so what "can be
+    authorized" means is decided here, once: :meth:`authorize_problem` answers
+    None when the account's settings allow the flow, else what to set.
+    """
+
+    account: str
+
+    @property
+    def supports_pkce(self) -> bool:
+        """True when the flow sends an S256 ``code_challenge`` (RFC 7636)."""
+        ...
+
+    @property
+    def redirect_uri(self) -> str | None:
+        """The account's own ``redirect_uri`` (None: not configured)."""
+        ...
+
+    def authorize_problem(self) -> str | None:
+        """None when the account can be authorized; else what its settings lack."""
+        ...
+
+    def authorization_url(
+        self, state: str, redirect_uri: str, code_challenge: str | None
+    ) -> str: ...
+
+    def exchange_code(
+        self,
+        client: httpx.Client,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None,
+        now: datetime,
+    ) -> TokenSet:
+        """Trade a code for tokens; the answer must carry a refresh token, and its
+        ``refresh_expires_at`` follows the vendor's rules for a fresh authorization."""
+        ...
+
+
+def pkce_challenge(verifier: str) -> str:
+    """RFC 7636 S256: BASE64URL(SHA256(ASCII(code_verifier))), without padding."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def base_view(account: str, provider: str, tokens: TokenSet) -> dict[str, str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, ClassVar
-from urllib.parse import urlencode
 
 import structlog
 from pydantic import Field, PlainValidator
@@ -30,6 +29,7 @@ from pydantic import Field, PlainValidator
 from rotator.config.fields import shown
 from rotator.config.models import AccountSettings, HttpUrl, Ref
 from rotator.errors import BadResponse, InvalidGrant, PermanentProviderError, secret_values
+from rotator.providers.authcode import CodeFlow
 from rotator.providers.base import base_view, send
 from rotator.providers.oauth2 import basic_auth_header, keep_refresh_token, token_request
 from rotator.secrets import Secret, resolve
@@ -178,20 +178,13 @@ def _sent_before(state: AccountState) -> datetime | None:
         return None
 
 
-def authorization_url(settings: FaxPlusSettings, state: str) -> str:
+def authorization_url(
+    settings: FaxPlusSettings, state: str, redirect_uri: str | None = None
+) -> str:
     """The page the user opens to grant access (``scope=all``, plus our ``state``)."""
-    if settings.redirect_uri is None:
+    if (uri := redirect_uri or settings.redirect_uri) is None:
         raise PermanentProviderError("no_redirect_uri", "the account has no redirect_uri")
-    query = urlencode(
-        {
-            "response_type": "code",
-            "client_id": settings.client_id,
-            "redirect_uri": settings.redirect_uri,
-            "scope": "all",
-            "state": state,
-        }
-    )
-    return f"{settings.authorize_url}?{query}"
+    return FaxPlusProvider("", settings).authorization_url(state, uri, None)
 
 
 def _token_call(
@@ -231,23 +224,17 @@ def _token_call(
 
 
 def exchange_code(
-    settings: FaxPlusSettings, client: httpx.Client, code: str, now: datetime
+    settings: FaxPlusSettings,
+    client: httpx.Client,
+    code: str,
+    now: datetime,
+    redirect_uri: str | None = None,
 ) -> TokenSet:
     """Trade an authorization code for tokens; the answer must carry a refresh token."""
-    if settings.redirect_uri is None:
+    if (uri := redirect_uri or settings.redirect_uri) is None:
         raise PermanentProviderError("no_redirect_uri", "the account has no redirect_uri")
-    tokens = _token_call(
-        settings,
-        client,
-        {
-            "grant_type": "authorization_code",
-            "client_id": settings.client_id,
-            "code": code,
-            "redirect_uri": settings.redirect_uri,
-        },
-        now,
-        None,
-    )
+    params = {"grant_type": "authorization_code", "client_id": settings.client_id}
+    tokens = _token_call(settings, client, {**params, "code": code, "redirect_uri": uri}, now, None)
     if tokens.refresh_token is None:
         raise BadResponse("the code exchange answered without a refresh_token")
     return tokens
@@ -284,23 +271,42 @@ def verify_token(
     raise error
 
 
-class FaxPlusProvider:
+class FaxPlusProvider(CodeFlow):
     name: ClassVar[str] = "faxplus"
     settings_model: ClassVar[type[AccountSettings]] = FaxPlusSettings
 
     def __init__(self, account: str, settings: FaxPlusSettings) -> None:
         self.account = account
-        self.settings = settings
+        self.settings: FaxPlusSettings = settings
 
     @property
     def needs_seed(self) -> bool:
         return True
 
+    def _authorize_params(self) -> dict[str, str]:
+        return {"scope": "all"}
+
+    def exchange_code(
+        self,
+        client: httpx.Client,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None,
+        now: datetime,
+    ) -> TokenSet:
+        """The code's tokens; the refresh token's expiry by the 30-day rule from ``now``."""
+        tokens = exchange_code(self.settings, client, code, now, redirect_uri)
+        sent = tokens.refresh_expires_at
+        enhanced = self.settings.enhanced_security
+        expiry = refresh_expiry(enhanced=enhanced, authorized_at=now, sent=sent)
+        return replace(with_sent_expiry(tokens, sent), refresh_expires_at=expiry)
+
     def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
         if state.refresh_token is None:
             raise InvalidGrant(
                 "no_refresh_token",
-                f"no refresh token stored; run: rotator authorize {self.account}",
+                f"no refresh token stored; run: rotator authorize {self.account} (or seed one: "
+                f"rotator import {self.account})",
             )
         # previous=None: refresh_expires_at is then only what this answer carried
         tokens = _token_call(

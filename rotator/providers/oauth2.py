@@ -16,7 +16,8 @@ from urllib.parse import quote
 from pydantic import Field, model_validator
 
 from rotator.config.models import AccountSettings, HttpUrl, Ref
-from rotator.errors import InvalidGrant, secret_values
+from rotator.errors import BadResponse, InvalidGrant, secret_values
+from rotator.providers.authcode import CodeFlow
 from rotator.providers.base import base_view, send
 from rotator.secrets import Secret, resolve
 from rotator.tokens import MIN_LIFETIME, ConsumerView, TokenSet, parse_token_response
@@ -46,6 +47,11 @@ class OAuth2Settings(AccountSettings):
     username: str | None = None
     password: Ref | None = None
     extra_params: dict[str, str] = Field(default_factory=dict)
+    #: the authorization-code bootstrap (`rotator authorize`, console links)
+    authorize_url: HttpUrl | None = None
+    redirect_uri: HttpUrl | None = None
+    pkce: bool = True
+    authorize_params: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_grant(self) -> OAuth2Settings:
@@ -66,6 +72,12 @@ class OAuth2Settings(AccountSettings):
         clash = reserved & set(self.extra_params)
         if clash:
             raise ValueError(f"extra_params must not set {', '.join(sorted(clash))}")
+        ours = {"response_type", "client_id", "redirect_uri", "state", "code_challenge"}
+        clash = (ours | {"code_challenge_method"}) & set(self.authorize_params)
+        if clash:
+            raise ValueError(f"authorize_params must not set {', '.join(sorted(clash))}")
+        if self.authorize_url is not None and self.grant != "refresh_token":
+            raise ValueError("authorize_url is for grant refresh_token (the code yields one)")
         return self
 
 
@@ -137,17 +149,50 @@ def token_request(
     )
 
 
-class OAuth2Provider:
+class OAuth2Provider(CodeFlow):
     name: ClassVar[str] = "oauth2"
     settings_model: ClassVar[type[AccountSettings]] = OAuth2Settings
 
     def __init__(self, account: str, settings: OAuth2Settings) -> None:
         self.account = account
-        self.settings = settings
+        self.settings: OAuth2Settings = settings
 
     @property
     def needs_seed(self) -> bool:
         return self.settings.grant == "refresh_token"
+
+    def _pkce(self) -> bool:
+        return self.settings.pkce
+
+    def _authorize_params(self) -> dict[str, str]:
+        scope = {"scope": self.settings.scope} if self.settings.scope else {}
+        return {**scope, **self.settings.authorize_params}
+
+    def authorize_problem(self) -> str | None:
+        if self.settings.grant != "refresh_token":
+            return f"grant {self.settings.grant!r} needs no authorization"
+        if self.settings.client_id is None:
+            return f"accounts.{self.account}.client_id is not set"
+        if self.settings.authorize_url is None:
+            return f"accounts.{self.account}.authorize_url is not set"
+        return None
+
+    def exchange_code(
+        self,
+        client: httpx.Client,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None,
+        now: datetime,
+    ) -> TokenSet:
+        """RFC 6749 4.1.3 (and RFC 7636 4.5): the code, the redirect URI, the verifier."""
+        params = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier is not None:
+            params["code_verifier"] = code_verifier
+        tokens = self._token_call(client, params, now, None, known=[code, code_verifier])
+        if tokens.refresh_token is None:
+            raise BadResponse("the code exchange answered without a refresh_token")
+        return tokens
 
     def refresh(self, state: AccountState, client: httpx.Client, now: datetime) -> TokenSet:
         s = self.settings
@@ -172,9 +217,24 @@ class OAuth2Provider:
             params["grant_type"] = "client_credentials"
         if s.scope:
             params["scope"] = s.scope
+        tokens = self._token_call(client, params, now, previous, known=known)
+        return keep_refresh_token(tokens, state) if s.grant == "refresh_token" else tokens
+
+    def _token_call(
+        self,
+        client: httpx.Client,
+        params: dict[str, str],
+        now: datetime,
+        previous: TokenSet | None,
+        *,
+        known: list[Secret | str | None],
+    ) -> TokenSet:
+        """One token request with the account's client authentication."""
+        s = self.settings
+        params = {**s.extra_params, **params}
         headers: dict[str, str] = {}
         client_secret = resolve(s.client_secret) if s.client_secret is not None else None
-        known.append(client_secret)
+        known = [*known, client_secret]
         # The model validator guarantees id and secret for basic and post.
         if s.client_auth == "basic" and s.client_id and client_secret:
             headers["Authorization"] = basic_auth_header(s.client_id, client_secret)
@@ -184,7 +244,7 @@ class OAuth2Provider:
             params["client_secret"] = client_secret.reveal()
         elif s.client_id:
             params["client_id"] = s.client_id
-        tokens = token_request(
+        return token_request(
             client,
             url=s.token_url,
             params=params,
@@ -197,7 +257,6 @@ class OAuth2Provider:
             min_lifetime=s.min_lifetime,
             secrets=secret_values(*known),
         )
-        return keep_refresh_token(tokens, state) if s.grant == "refresh_token" else tokens
 
     def consumer_view(self, tokens: TokenSet) -> ConsumerView:
         return base_view(self.account, self.name, tokens)

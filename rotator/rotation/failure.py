@@ -14,6 +14,8 @@ from datetime import datetime
 
 import structlog
 
+from rotator.alerts.fixes import grant_fix
+from rotator.config.models import AccountSettings
 from rotator.errors import InvalidGrant, ProviderError, StoreError
 from rotator.rotation.lease import Lease
 from rotator.schedule import Outcome, RunFacts, next_run
@@ -70,18 +72,16 @@ def record_failure(
         consecutive_failures=failures,
         retry_at=None if permanent else format_time(retry),
         token_expires_at=format_time(leased.expires_at) if leased.expires_at else None,
-        fix=fix_for(account.name, error) if permanent else None,
+        fix=fix_for(account.name, error, account.settings) if permanent else None,
     )
     lease.give_back(failed_state)
     return outcome, Lease.released(failed_state), RunFacts(planned=retry)
 
 
-def fix_for(account: str, error: ProviderError) -> str:
+def fix_for(account: str, error: ProviderError, settings: AccountSettings) -> str:
+    """The fix of a permanent failure; a dead grant's is :func:`grant_fix`'s (per provider)."""
     if isinstance(error, InvalidGrant):
-        return (
-            f"the grant is dead: run `rotator authorize {account}` or seed a new refresh "
-            f"token with `rotator import {account}`"
-        )
+        return f"the grant is dead: {grant_fix(account, settings).action}"
     if error.code == "invalid_client":
         return "the vendor refused the client credentials: check client_id and client_secret"
     if error.code == "secret_ref":

@@ -11,7 +11,7 @@ through :class:`~rotator.service.monitor.Supervised` and is hooked in here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +28,17 @@ if TYPE_CHECKING:
     from rotator.http import HttpClients
     from rotator.notify import Notifications
     from rotator.rotation.accounts import Account
+    from rotator.rotation.authorization import Authorized
     from rotator.rotation.rotator import Observer, Rotator
+    from rotator.service.console.routes import Console
     from rotator.service.daemon import Daemon, Rewired
     from rotator.service.metrics import Metrics
     from rotator.service.monitor import Monitor
 
 __all__ = [
     "Service",
+    "announce_reauthorized",
+    "build_console",
     "build_daemon",
     "build_notifications",
     "build_rotator",
@@ -145,9 +149,17 @@ def build_service(
     daemon = Daemon(
         config_path, config=config, stores=stores, rotator=rotator, http=http, rewire=rewire
     )
+    console = build_console(config, rotator)
     # alerts, metrics and health, sd_notify: observes rotations, hooks the lifecycle
-    monitor = Monitor(daemon, environ=environ)
+    monitor = Monitor(
+        daemon,
+        environ=environ,
+        pages=console.handle if console is not None else None,
+        links=console.link_for if console is not None else None,
+    )
     rotator.observers.append(monitor)
+    if monitor.metrics is not None:
+        monitor.metrics.watch_vendors(http.politeness)
     daemon.hooks_on_start.append(monitor.on_start)
     daemon.hooks_before_reload.append(monitor.before_reload)
     daemon.hooks_after_reload.append(monitor.after_reload)
@@ -156,12 +168,45 @@ def build_service(
     # get their own bounded wait once the rotations in flight are done (their events too)
     notifications = build_notifications(rotator, metrics=monitor.metrics)
     rotator.observers.append(notifications)
+    if console is not None:  # a grant from a console link is a `reauthorized` event
+        console.on_reauthorized = announce_reauthorized(notifications, rotator)
     daemon.hooks_on_drained.append(notifications.close)
     if config.server.coordination is not None:
         from rotator.service.coordination import join_replicas
 
         join_replicas(config.server.coordination, daemon, monitor)
     return Service(daemon, monitor)
+
+
+def announce_reauthorized(
+    notifications: Notifications, rotator: Rotator
+) -> Callable[[Authorized], None]:
+    """Queue ``reauthorized`` for the account's ``notify:`` entries (never waits)."""
+
+    def announce(done: Authorized) -> None:
+        from rotator.notify import reauthorized
+
+        account = rotator.accounts.get(done.account)
+        grant = done.state.refresh_token
+        if account is None or not account.settings.notify or grant is None:
+            return
+        event = reauthorized(done.state, account.settings, done.tokens.issued_at, grant.reveal())
+        notifications.emit([event], account.settings)
+
+    return announce
+
+
+def build_console(config: Config, rotator: Rotator) -> Console | None:
+    """The console (``server.console``) over ``rotator``; None when it is off.
+
+    Its signing key is ``signing_key``, else a 0600 file beside the spool key."""
+    from rotator.service.console.routes import build_console as build
+
+    settings = config.server.console
+    if settings is None:
+        return None
+    key_dir = rotator.spool.directory if rotator.spool is not None else default_spool_dir()
+    return build(settings, rotator, key_dir)
 
 
 def build_daemon(config_path: str, **kwargs: Any) -> Daemon:

@@ -34,7 +34,13 @@ from rotator.errors import RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
 from rotator.rotation.rotator import Outcome, RotationResult, Rotator
-from rotator.service.scheduling import pool_executor, scheduler
+from rotator.service.scheduling import (
+    StartPlan,
+    configure_politeness,
+    paused_host,
+    pool_executor,
+    scheduler,
+)
 from rotator.service.signals import refusal_reason, run_in_foreground
 from rotator.state import AccountState
 
@@ -45,6 +51,8 @@ _TICK = "__rotator_tick__"
 #: the tick's interval: the scheduler looks at its jobs at least this often
 _TICK_SECONDS = 30
 _FALLBACK_RECHECK = timedelta(seconds=60)
+#: when a job was planned (lateness counts from it); None: when it is scheduled for
+Planned = datetime | None
 #: a refused reload's reason is logged at most this long (a hostile file can be huge)
 
 
@@ -103,8 +111,7 @@ class Daemon:
         self.http = http
         self.rotator = rotator
         self._rewire = rewire
-        #: the accounts this process schedules (partitioned replicas own a share of them)
-        self.owns: Callable[[str], bool] = lambda name: True
+        self.owns: Callable[[str], bool] = lambda name: True  # a replica's share (coordination)
         self.scheduler: Any = None
         self._workers: ThreadPoolExecutor | None = None
         self.hooks_on_start: list[Callable[[], None]] = []
@@ -176,9 +183,10 @@ class Daemon:
         self.scheduler.add_job(
             lambda: None, "interval", seconds=_TICK_SECONDS, id=_TICK, executor=_TICK
         )
-        now = datetime.now(UTC)
-        for name in filter(self.owns, self.rotator.accounts):
-            self._workers.submit(self._first_run, name, now)
+        configure_politeness(self.http.politeness, self.config, self.rotator.waiter)
+        owned = {n: a for n, a in self.rotator.accounts.items() if self.owns(n)}
+        plan = StartPlan(owned, self.http.politeness, self._job, self._schedule)
+        plan.start(self._workers)
         self.ready.set()
         for hook in self.hooks_on_start:
             hook()
@@ -191,7 +199,9 @@ class Daemon:
         )
         _warn_insecure(self.config)
 
-    def _schedule(self, name: str, when: datetime, *, retry_failed: bool = False) -> None:
+    def _schedule(
+        self, name: str, when: datetime, *, retry_failed: bool = False, planned: Planned = None
+    ) -> None:
         if self.stopping.is_set() or self.scheduler is None or not self.owns(name):
             return
         add = self.scheduler.add_job
@@ -201,20 +211,17 @@ class Daemon:
             self._job,
             "date",
             run_date=when,
-            args=[name, retry_failed, when],
+            args=[name, retry_failed, planned or when],
             id=name,
             name=name,
             replace_existing=True,
         )
 
-    def _first_run(self, name: str, planned: datetime) -> None:
-        try:
-            self._job(name, planned=planned)
-        except Exception as exc:  # a future's exception would go unseen
-            _log.exception("first run crashed", account=name, error=repr(exc))
-
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts or not self.owns(name):
+            return
+        if (later := paused_host(self.http.politeness, self.rotator.accounts[name])) is not None:
+            self._schedule(name, later, retry_failed=retry_failed, planned=planned)
             return
         with self._in_flight_done:
             self._in_flight += 1
@@ -271,6 +278,7 @@ class Daemon:
         self.config = new.config
         self.stores = new.stores
         self.rotator.accounts = new.accounts
+        configure_politeness(self.http.politeness, new.config, self.rotator.waiter)
         if retired:
             # Rotations in flight may still hold them: close after the grace period.
             def close_retired() -> None:

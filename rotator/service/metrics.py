@@ -4,7 +4,9 @@ The metrics live in a private ``CollectorRegistry`` (nothing global, so tests
 and two daemons in one process never collide), with the standard ``process_*``
 and ``python_info`` collectors registered on it (the systemd unit's memory and
 file-descriptor advice reads them). Labels are account names, results, channel
-names and alert kinds: never a token, URL or error text.
+names and alert kinds: never a token, URL or error text. Vendor hosts are
+labelled by host name (and a port other than the scheme's): no user, path or
+query, since URLs can carry secrets.
 
 ``/metrics`` is prometheus_client's own exposition handler, subclassed: it
 negotiates OpenMetrics through ``Accept``, gzips when asked, filters with
@@ -20,10 +22,10 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import (
@@ -35,13 +37,22 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import MetricsHandler
+from prometheus_client.registry import Collector
 
 from rotator import __version__
+from rotator.politeness import WAIT_BUCKETS
 from rotator.service.health import Probe, probe_answer
 from rotator.tokens import format_time
 
 if TYPE_CHECKING:
+    from rotator.politeness import Politeness
     from rotator.state import AccountState
 
 __all__ = ["RELOGIN_AT", "Metrics", "exposition_handler"]
@@ -187,6 +198,10 @@ class Metrics:
         with self._relogins_lock:
             self._relogins_counted.pop(account, None)
 
+    def watch_vendors(self, politeness: Politeness) -> None:
+        """Export each vendor host's requests, limiter waits and pause, read at scrape."""
+        self.registry.register(_VendorCollector(politeness))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -194,6 +209,48 @@ class Metrics:
 def _remove(metric: Gauge | Counter, *labels: str) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
+
+
+class _VendorCollector(Collector):
+    """``rotator_vendor_*`` from :meth:`Politeness.stats` (no lock taken per request)."""
+
+    def __init__(self, politeness: Politeness) -> None:
+        self._politeness = politeness
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked: the series come and go with the hosts
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "rotator_vendor_requests",
+            "Calls to vendor hosts by status class (2xx..5xx, error: no answer).",
+            labels=["host", "class"],
+        )
+        waits = HistogramMetricFamily(
+            "rotator_vendor_limiter_wait_seconds",
+            "Time a call or a deferred job waited for its host's limiter (rate, "
+            "concurrency, a pause the vendor asked for).",
+            labels=["host"],
+        )
+        pause = GaugeMetricFamily(
+            "rotator_vendor_pause_seconds",
+            "Seconds until the host takes calls again (a 429/503 pause); 0 when open.",
+            labels=["host"],
+        )
+        deferred = CounterMetricFamily(
+            "rotator_vendor_deferred_jobs",
+            "Jobs deferred because their host was paused.",
+            labels=["host"],
+        )
+        for host in self._politeness.stats():
+            for kind, count in sorted(host.requests.items()):
+                requests.add_metric([host.label, kind], count)
+            bounds = [str(b) for b in WAIT_BUCKETS]
+            buckets = [*zip(bounds, host.wait_buckets, strict=True), ("+Inf", host.wait_count)]
+            waits.add_metric([host.label], buckets, host.wait_sum)
+            pause.add_metric([host.label], host.paused_for)
+            deferred.add_metric([host.label], host.deferred)
+        yield from (requests, waits, pause, deferred)
 
 
 class _Discard(io.BufferedIOBase):
@@ -206,10 +263,38 @@ class _Discard(io.BufferedIOBase):
         return len(data)
 
 
+class Pages(Protocol):
+    """The hook for paths the server does not own (the console).
+
+    ``(method, path, query, headers, body, peer=) -> (status, headers, body)``, or None
+    when the path is not the hook's either; ``peer`` is the client's address (the status
+    page answers loopback clients only while no viewer token is configured).
+    """
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        /,
+        *,
+        peer: str,
+    ) -> tuple[int, dict[str, str], bytes] | None: ...
+
+
+#: a request body larger than this is no form of ours
+_MAX_BODY = 64 * 1024
+
+
 def exposition_handler(
-    metrics: Metrics, probes: Mapping[str, Callable[[], Probe]]
+    metrics: Metrics,
+    probes: Mapping[str, Callable[[], Probe]],
+    pages: Pages | None = None,
 ) -> type[BaseHTTPRequestHandler]:
-    """The request handler for ``server.listen``: ``/metrics`` and the ``probes`` by path."""
+    """The request handler for ``server.listen``: ``/metrics``, the ``probes`` by path,
+    and every other path offered to ``pages`` (the console) before a 404."""
 
     class Handler(MetricsHandler):
         registry = metrics.registry
@@ -222,10 +307,49 @@ def exposition_handler(
                 super().do_GET()
                 return
             probe = probes.get(path)
-            if probe is None:
-                status, body = 404, b"not found: try /metrics, /healthz or /readyz\n"
-            else:
-                status, body = probe_answer(probe())
+            if probe is not None:
+                self._send(*probe_answer(probe()))
+            elif not self._offer(self.command, b""):
+                self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+        def do_POST(self) -> None:
+            length = self.headers.get("Content-Length", "0")
+            if not length.isdigit() or int(length) > _MAX_BODY:
+                self._send(413, b"request body too large\n")
+                return
+            body = self._read_body(int(length))
+            if body is None or not self._offer("POST", body):
+                self._send(404 if body is not None else 400, b"not found\n")
+
+        def _read_body(self, length: int) -> bytes | None:
+            # the head reader already took what arrived with the head; read the rest here
+            data = self.rfile.read(length)
+            while len(data) < length:
+                chunk = self.connection.recv(min(65536, length - len(data)))
+                if not chunk:
+                    return None
+                data += chunk
+            return data
+
+        def _offer(self, method: str, body: bytes) -> bool:
+            if pages is None:
+                return False
+            split = urlsplit(self.path)
+            headers = dict(self.headers.items())
+            peer = str(self.client_address[0])
+            answer = pages(method, split.path, split.query, headers, body, peer=peer)
+            if answer is None:
+                return False
+            status, headers, content = answer
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+            return True
+
+        def _send(self, status: int, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

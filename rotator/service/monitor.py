@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from rotator.config.models import Config
     from rotator.rotation.accounts import Account
     from rotator.rotation.rotator import RotationResult
-    from rotator.service.metrics import Metrics
+    from rotator.service.metrics import Metrics, Pages
     from rotator.state import AccountState
 
 __all__ = ["SWEEP_JOB", "Monitor", "Supervised"]
@@ -95,8 +95,13 @@ class Monitor:
         *,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        pages: Pages | None = None,
+        links: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``pages``: the console's routes on ``server.listen``; ``links``: a fresh
+        re-authorization link per alert (both None when the console is off)."""
         self.daemon = daemon
+        self._links = links
         self.clock = clock
         self.notifier = Notifier(environ)
         self.watchdog = Watchdog(self.notifier, self.alive)
@@ -120,7 +125,8 @@ class Monitor:
                 "/healthz": CachedProbe(self._healthz, ttl=2),
                 "/readyz": CachedProbe(self._readyz, ttl=10),
             }
-            self.server = HealthServer(self._listen, exposition_handler(self.metrics, probes))
+            handler = exposition_handler(self.metrics, probes, pages)
+            self.server = HealthServer(self._listen, handler)
 
     def _dispatcher(self) -> Dispatcher:
         config = self.daemon.config
@@ -132,6 +138,7 @@ class Monitor:
             # pauses between attempts of a failing channel end when the daemon stops
             waiter=Waiter(self.daemon.stopping),
             on_sent=self._alert_sent,
+            link_for=self._links,
         )
 
     def _now(self) -> datetime:

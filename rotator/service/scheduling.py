@@ -1,16 +1,72 @@
-"""APScheduler, fitted to the daemon: one worker pool, and add_job that can let it sleep.
+"""APScheduler, fitted to the daemon: one worker pool, and add_job that can let it sleep;
+and the start's plan for overdue accounts.
 
 APScheduler is imported inside the functions: ``rotator --help`` and the
 one-shot commands never pay for it.
+
+:class:`StartPlan` collects what each account's first look found (overdue or
+not) and, once every account has been looked at, spreads the overdue ones with
+:func:`spread_overdue` (pure: most urgent first, at each host's rate): a
+restart after an outage, with every account overdue, does not call every vendor
+at once.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["pool_executor", "scheduler"]
+import structlog
+
+from rotator.politeness import Politeness, RateLimit, host_key, host_label
+from rotator.schedule import is_due
+
+if TYPE_CHECKING:
+    from rotator.config import Config
+    from rotator.rotation.accounts import Account
+    from rotator.waits import Waiter
+
+__all__ = [
+    "SPREAD_WINDOW",
+    "Overdue",
+    "PlannedLimits",
+    "StartPlan",
+    "configure_politeness",
+    "paused_host",
+    "plan_limits",
+    "pool_executor",
+    "scheduler",
+    "spread_overdue",
+]
+
+#: the start spreads overdue accounts over at most this long (see spread_overdue)
+SPREAD_WINDOW = timedelta(minutes=5)
+#: planned runs this close go straight to the worker pool, in the plan's order
+_DIRECT = timedelta(seconds=1)
+
+_log = structlog.get_logger("rotator.daemon")
+
+
+def configure_politeness(politeness: Politeness, config: Config, waiter: Waiter) -> None:
+    """Each vendor host's limit from the accounts' ``rate_limit`` (strictest wins, logged);
+    the daemon's ``waiter``, so its stop ends a limiter wait."""
+    planned = plan_limits(
+        (name, s.vendor_urls(), s.rate_limit.limit()) for name, s in config.accounts.items()
+    )
+    politeness.configure(planned.limits)
+    politeness.waiter = waiter
+    for key, accounts in planned.conflicts.items():
+        _log.warning(
+            "accounts on one vendor host set different rate_limit; the strictest wins",
+            host=host_label(key),
+            accounts=list(accounts[:20]),
+            limit=str(politeness.limit_for(key)),
+        )
 
 
 def pool_executor(pool: ThreadPoolExecutor) -> Any:
@@ -53,3 +109,181 @@ def scheduler(**options: Any) -> Any:
                 super().wakeup()
 
     return Scheduler(**options)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedLimits:
+    """Each host's limit, and the hosts whose accounts asked for different ones
+    (the strictest of each number wins: host -> the accounts that disagree)."""
+
+    limits: dict[str, RateLimit]
+    conflicts: dict[str, tuple[str, ...]]
+
+
+def plan_limits(accounts: Iterable[tuple[str, Sequence[str], RateLimit]]) -> PlannedLimits:
+    """(account, its vendor URLs, its limit) -> one limit per host, strictest wins."""
+    limits: dict[str, RateLimit] = {}
+    users: dict[str, dict[RateLimit, list[str]]] = {}
+    for account, urls, limit in accounts:
+        for key in {host_key(url) for url in urls}:
+            limits[key] = limits[key].strictest(limit) if key in limits else limit
+            users.setdefault(key, {}).setdefault(limit, []).append(account)
+    conflicts = {
+        key: tuple(sorted(a for names in by_limit.values() for a in names))
+        for key, by_limit in users.items()
+        if len(by_limit) > 1
+    }
+    return PlannedLimits(limits, conflicts)
+
+
+def paused_host(politeness: Politeness, account: Account) -> datetime | None:
+    """When the account's job may run, if its vendor host asked for a pause (429/503):
+    the job waits in the schedule, not in a worker holding the account's lease.
+
+    The deferred jobs of a host are spaced at its rate after the pause, in the
+    order they were deferred; their lateness still counts from the planned time.
+    """
+    urls = account.settings.vendor_urls()
+    if not urls or politeness.hold_off(urls) <= 0:
+        return None
+    return datetime.now(UTC) + timedelta(seconds=politeness.deferral_slot(urls[0]))
+
+
+class StartPlan:
+    """The start's first runs: overdue accounts wait for the plan, the others run now.
+
+    Each first run looks at the account's state; the last look computes the plan
+    (:func:`spread_overdue`) and schedules the overdue accounts by it, their
+    lateness counted from the start.
+    """
+
+    def __init__(
+        self,
+        accounts: Mapping[str, Account],
+        politeness: Politeness,
+        job: Callable[..., None],
+        schedule: Callable[..., None],
+    ) -> None:
+        self._accounts = accounts
+        self._left = len(accounts)
+        self._now = datetime.now(UTC)
+        self._limits = politeness.limit_for
+        self._job = job
+        self._schedule = schedule
+        self._overdue: list[Overdue] = []
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, pool: ThreadPoolExecutor) -> None:
+        """Every account's first run, straight to the pool (no date job per account)."""
+        self._pool = pool
+        for name in self._accounts:
+            pool.submit(self.first_run, name)
+
+    def first_run(self, name: str) -> None:
+        overdue = None
+        try:
+            overdue = self.look(self._accounts.get(name))
+            if overdue is None:
+                self._job(name, planned=self._now)
+        except Exception as exc:  # a future's exception would go unseen
+            _log.exception("first run crashed", account=name, error=repr(exc))
+        finally:
+            # Slots within a second go to the pool in order (the host's gate holds them
+            # to its rate; 10,000 date jobs would each wake the scheduler), later ones
+            # become date jobs.
+            soon = datetime.now(UTC) + _DIRECT
+            for account, when in self.looked(overdue):
+                if when <= soon and self._pool is not None:
+                    try:
+                        self._pool.submit(self._job, account, planned=self._now)
+                    except RuntimeError:  # the pool is shut down: the daemon is stopping
+                        break
+                else:
+                    self._schedule(account, when, planned=self._now)
+
+    def look(self, account: Account | None) -> Overdue | None:
+        """The account as :class:`Overdue` when its first run would call the vendor now.
+
+        A failed account, one not due, or one whose state cannot be read runs at
+        once (its run decides: it calls no vendor, or reports the store's error).
+        """
+        if account is None:
+            return None
+        try:
+            state, _ = account.read_state()
+        except Exception:  # the run itself reads again and reports
+            return None
+        if state.failed or not is_due(
+            self._now,
+            has_token=state.access_token is not None,
+            next_refresh_at=state.next_refresh_at,
+        ):
+            return None
+        urls = account.settings.vendor_urls()
+        return Overdue(account.name, host_key(urls[0]) if urls else "", state.expires_at)
+
+    def looked(self, overdue: Overdue | None) -> list[tuple[str, datetime]]:
+        """One account looked at; once all were, the plan (account, when), else []."""
+        with self._lock:
+            if overdue is not None:
+                self._overdue.append(overdue)
+            self._left -= 1
+            if self._left != 0:
+                return []
+            found, self._overdue = self._overdue, []
+        plan = spread_overdue(found, self._now, self._limits)
+        if plan:
+            _log.info("overdue accounts spread", count=len(plan), last=plan[-1][1].isoformat())
+        return plan
+
+
+# --- the start's plan: pure --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """An account that is due now: its host key and its access token's expiry."""
+
+    account: str
+    host: str
+    expires_at: datetime | None
+
+
+def spread_overdue(
+    overdue: Iterable[Overdue],
+    now: datetime,
+    limits: Callable[[str], RateLimit],
+    window: timedelta = SPREAD_WINDOW,
+) -> list[tuple[str, datetime]]:
+    """When each overdue account runs: per host, most urgent first, spaced evenly.
+
+    Urgency: no token or an expired one first, then the nearest expiry. Each
+    host's accounts are spaced at its sustained rate (1/per_second), squeezed to
+    fit ``min(window, time to the earliest expiry still ahead)``: spreading must
+    never push an account past its own expiry (the list is sorted by expiry, so
+    the last slot, within the window, comes before every expiry still ahead).
+    When squeezed below the rate, the host's bucket holds the calls to its rate.
+    Returns (account, when) sorted by when.
+    """
+    by_host: dict[str, list[Overdue]] = {}
+    for item in overdue:
+        by_host.setdefault(item.host, []).append(item)
+    plan: list[tuple[str, datetime]] = []
+    for host, items in by_host.items():
+        items.sort(key=lambda o: _urgency(o, now))
+        ahead = [o.expires_at - now for o in items if o.expires_at and o.expires_at > now]
+        fit = min([window, *ahead])
+        gap = timedelta(seconds=1 / limits(host).per_second)
+        if len(items) > 1 and gap * (len(items) - 1) > fit:
+            gap = fit / (len(items) - 1)
+        plan.extend((o.account, now + gap * i) for i, o in enumerate(items))
+    plan.sort(key=lambda pair: pair[1])
+    return plan
+
+
+def _urgency(item: Overdue, now: datetime) -> tuple[int, float]:
+    if item.expires_at is None:
+        return (0, -math.inf)
+    left = (item.expires_at - now).total_seconds()
+    return (0, left) if left <= 0 else (1, left)

@@ -9,8 +9,21 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from rotator.alerts.rules import Kind, Severity, evaluate, human_duration
+from rotator.providers.faxplus import FaxPlusSettings
 from rotator.secrets import Secret
 from tests.support.alertkit import ALERTS, T0, settings, state
+
+
+def faxplus_settings(**kw: object) -> FaxPlusSettings:
+    base: dict[str, object] = {
+        "provider": "faxplus",
+        "sinks": [{"store": "files", "path": "x.json"}],
+        "client_id": "APIK-1",
+        "client_secret": "env:FAXPLUS_SECRET",
+        "enhanced_security": True,
+        "redirect_uri": "https://rotator.example.com/oauth/callback",
+    }
+    return FaxPlusSettings.model_validate({**base, **kw})
 
 
 def test_no_condition_for_a_healthy_account() -> None:
@@ -32,12 +45,26 @@ def test_refresh_token_thresholds(
     left: timedelta, level: int, severity: Severity, told: str
 ) -> None:
     end = T0 + left
-    [cond] = evaluate(state(refresh_expires_at=end), settings(), ALERTS, T0)
+    [cond] = evaluate(state(refresh_expires_at=end), faxplus_settings(), ALERTS, T0)
     assert (cond.kind, cond.level, cond.severity) == (Kind.REFRESH_TOKEN_EXPIRY, level, severity)
     stamp = end.strftime("%Y-%m-%d %H:%M UTC")
     assert cond.summary == (
         f"refresh token of acme-fax {told} ({stamp}); re-authorize with: rotator authorize acme-fax"
     )
+    assert cond.action == "rotator authorize acme-fax"
+    assert cond.reauthorize
+
+
+def test_refresh_token_expiry_of_an_account_without_a_code_flow_says_import() -> None:
+    end = T0 + timedelta(days=3)
+    [cond] = evaluate(state(refresh_expires_at=end), settings(), ALERTS, T0)
+    assert cond.action.startswith("rotator import acme-fax")
+    assert not cond.reauthorize
+    # with the console on, a Fax.Plus account needs no redirect_uri of its own
+    bare = faxplus_settings(redirect_uri=None)
+    [cond] = evaluate(state(refresh_expires_at=end), bare, ALERTS, T0)
+    assert cond.action.startswith("rotator import acme-fax")
+    [cond] = evaluate(state(refresh_expires_at=end), bare, ALERTS, T0, console=True)
     assert cond.action == "rotator authorize acme-fax"
 
 
@@ -93,9 +120,11 @@ def test_dead_grant_is_critical_and_says_authorize_or_import() -> None:
         last_error="invalid_grant: token revoked",
         last_error_code="invalid_grant",
     )
-    [cond] = evaluate(dead, settings(), ALERTS, T0)
+    [cond] = evaluate(dead, faxplus_settings(), ALERTS, T0)
     assert (cond.kind, cond.severity) == (Kind.DEAD, Severity.CRITICAL)
-    assert "rotator authorize acme-fax" in cond.summary
+    assert cond.action == "rotator authorize acme-fax"
+    assert cond.reauthorize
+    [cond] = evaluate(dead, settings(), ALERTS, T0)
     assert "rotator import acme-fax" in cond.summary
     bad_client = replace(dead, last_error_code="invalid_client")
     [cond] = evaluate(bad_client, settings(), ALERTS, T0)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from rotator.secrets import Secret
 from rotator.service.app import open_stores
 from rotator.state import AccountState
 from rotator.tokens import format_time
+from tests.fakes.consent import click
 from tests.fakes.faxplus import FaxPlusEmulator
 from tests.fakes.vendorhttp import quiet_http_libraries, running
 from tests.support import leakcheck
@@ -146,7 +148,7 @@ def test_listening_mode_catches_the_redirect(tmp_path: Path, vendor: FaxPlusEmul
                     time.sleep(0.05)
             # the browser: the consent page redirects to our listener
             with httpx.Client(follow_redirects=True) as browser:
-                page = browser.get(url)
+                page = click(browser, url)
             assert page.status_code == 200 and "You can close this" in page.text
             assert proc.wait(timeout=30) == 0
         finally:
@@ -196,7 +198,7 @@ def test_code_mode_checks_the_state_and_clears_failed(
     assert "--code" in first.stdout
     url = authorization_url(first.stdout)
     with httpx.Client() as browser:
-        location = browser.get(url).headers["location"]
+        location = click(browser, url, follow=False).headers["location"]
     assert location.startswith(redirect + "?code=")
 
     # a pasted address with another state is refused; nothing stored
@@ -221,18 +223,15 @@ def test_code_mode_checks_the_state_and_clears_failed(
 
 def _redirect_without_state(vendor: FaxPlusEmulator, redirect_uri: str) -> str:
     """Where the vendor sends a browser that authorized with no ``state`` (a hand-made link)."""
+    query = {
+        "response_type": "code",
+        "client_id": vendor.client_id,
+        "redirect_uri": redirect_uri,
+        "scope": "all",
+    }
     with httpx.Client() as browser:
-        return str(
-            browser.get(
-                vendor.authorize_url,
-                params={
-                    "response_type": "code",
-                    "client_id": vendor.client_id,
-                    "redirect_uri": redirect_uri,
-                    "scope": "all",
-                },
-            ).headers["location"]
-        )
+        url = f"{vendor.authorize_url}?{urlencode(query)}"
+        return str(click(browser, url, follow=False).headers["location"])
 
 
 def test_bare_code_is_accepted_with_a_note(tmp_path: Path, vendor: FaxPlusEmulator) -> None:
@@ -395,7 +394,7 @@ def test_listener_ignores_forged_redirects_and_warns_off_loopback(
                     assert stranger.get(f"{listener}/other?{query}").status_code == 400
             assert proc.poll() is None  # still waiting
             with httpx.Client(follow_redirects=True) as browser:
-                page = browser.get(url)
+                page = click(browser, url)
             assert page.status_code == 200 and "You can close this" in page.text
             assert proc.wait(timeout=30) == 0
         finally:
@@ -420,7 +419,7 @@ def test_code_from_stdin_keeps_it_off_the_command_line(
     first = run_rotator(["authorize", "acme-fax", "-c", str(config)], env=env)
     assert first.returncode == 0, first.stderr
     with httpx.Client() as browser:
-        location = browser.get(authorization_url(first.stdout)).headers["location"]
+        location = click(browser, authorization_url(first.stdout), follow=False).headers["location"]
     # run_rotator logs its argv for the leak check: the code is not in it, only in stdin
     done = run_rotator(
         ["authorize", "acme-fax", "-c", str(config), "--code", "-", "--no-verify"],
@@ -490,7 +489,7 @@ def test_a_redirect_without_state_says_how_to_finish_with_code(
             assert time.monotonic() < deadline, "authorize did not start listening"
             time.sleep(0.05)
         with httpx.Client(follow_redirects=True) as browser:
-            pages = [browser.get(authorization_url(out.read_text())) for _ in range(2)]
+            pages = [click(browser, authorization_url(out.read_text())) for _ in range(2)]
         waiting.join(timeout=30)
         landed = str(pages[0].url)
         assert "state=" not in landed and "code=" in landed

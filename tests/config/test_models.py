@@ -190,7 +190,7 @@ REFUSALS: dict[str, tuple[Mutation, str]] = {
     ),
     "unknown account key": (
         lambda r: account(r).update(colour="blue"),
-        "accounts.idp-api.colour: unknown key (valid keys: ca_bundle, client_auth, client_id,",
+        "accounts.idp-api.colour: unknown key (valid keys: authorize_params, authorize_url,",
     ),
     "undefined sink store": (
         lambda r: account(r)["sinks"][0].update(store="fils"),
@@ -363,3 +363,38 @@ def test_zero_durations_that_would_busy_loop_are_refused(key: str) -> None:
     raw = base()
     account(raw)[key] = "0s"
     assert f"accounts.idp-api.{key}: must be longer than 0s" in refused(raw)
+
+
+# -- rate_limit (politeness toward vendors) ------------------------------------------------
+
+
+def test_rate_limit_defaults_to_the_politeness_defaults_and_comes_from_defaults() -> None:
+    from rotator.politeness import DEFAULT_LIMIT, RateLimit
+
+    settings = parse_config(yaml.safe_dump(base())).accounts["idp-api"]
+    assert settings.rate_limit.limit() == DEFAULT_LIMIT == RateLimit(10, 20, 8)
+    assert settings.vendor_urls() == ("https://idp.example/oauth/token",)
+    raw = base()
+    raw["defaults"]["rate_limit"] = {"per_second": 2, "burst": 3}
+    settings = parse_config(yaml.safe_dump(raw)).accounts["idp-api"]
+    assert settings.rate_limit.limit() == RateLimit(2, 3, 8)
+    account(raw)["rate_limit"] = {"concurrency": 1}  # an account's own replaces the default
+    settings = parse_config(yaml.safe_dump(raw)).accounts["idp-api"]
+    assert settings.rate_limit.limit() == RateLimit(10, 20, 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"per_second": 0}, ["rate_limit.per_second", "greater than 0"]),
+        ({"burst": 0}, ["rate_limit.burst", "greater than or equal to 1"]),
+        ({"concurrency": 1000}, ["rate_limit.concurrency", "256"]),
+        ({"per_minute": 5}, ["rate_limit.per_minute"]),
+    ],
+)
+def test_a_bad_rate_limit_names_its_key(value: dict[str, int], words: list[str]) -> None:
+    raw = base()
+    account(raw)["rate_limit"] = value
+    message = refused(raw)
+    for word in words:
+        assert word in message, message

@@ -5,6 +5,8 @@ Strict where Fax.Plus documents it:
 - ``POST /token`` wants the parameters in the *query string*, an empty body,
   ``Content-Type: application/x-www-form-urlencoded`` and HTTP Basic
   ``base64(client_id:client_secret)``; anything else is refused;
+- ``/login`` is the sign-in page with an Allow step (tests.fakes.consent); its
+  codes are single use and bound to the redirect URI they were issued for;
 - ``grant_type=authorization_code`` needs ``client_id`` (the Basic one), a
   fresh ``code`` issued by ``/login`` and the same ``redirect_uri``;
 - refresh tokens on enhanced-security clients die 30 days after authorization
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from tests.fakes.consent import consent_page
 from tests.fakes.vendorhttp import Reply, Request, VendorServer
 from tests.support import leakcheck
 
@@ -120,7 +123,7 @@ class FaxPlusEmulator(VendorServer):
     # -- routes -----------------------------------------------------------------------------
 
     def route(self, request: Request) -> Reply:
-        if request.method == "GET" and request.path == "/login":
+        if request.method in ("GET", "POST") and request.path == "/login":
             return self._login(request)
         if request.method == "POST" and request.path == "/token":
             return self._token(request)
@@ -129,8 +132,13 @@ class FaxPlusEmulator(VendorServer):
         return Reply(404, {"error": "not_found"})
 
     def _login(self, request: Request) -> Reply:
-        """The consent page, already consented: redirect back with a code."""
-        q = request.query_dict
+        """The documented login page: sign in, then an Allow step (a plain form).
+
+        GET shows the form (the request's parameters as hidden fields); POSTing it
+        with ``decision=allow`` redirects to ``redirect_uri`` with a single-use code
+        bound to that URI, ``decision=deny`` with ``error=access_denied``.
+        """
+        q = request.query_dict if request.method == "GET" else request.form_dict
         client_id = q.get("client_id", "")
         if q.get("response_type") != "code" or q.get("scope") != "all":
             return Reply(400, b"response_type=code and scope=all are required", "text/plain")
@@ -140,13 +148,23 @@ class FaxPlusEmulator(VendorServer):
         redirect = q.get("redirect_uri", "")
         if registered is not None and redirect != registered:
             return Reply(400, b"redirect_uri does not match the registered one", "text/plain")
-        code = self.issue("code")
-        with self.lock:
-            self.codes[code] = (client_id, redirect)
-        back = {"code": code}
+        if not redirect.startswith(("http://", "https://")):
+            return Reply(400, b"redirect_uri is required", "text/plain")
+        if request.method == "GET":
+            fields = {k: v for k, v in q.items() if k != "decision"}
+            return Reply(200, consent_page("/login", fields, "the app"), "text/html; charset=utf-8")
+        back: dict[str, str] = {}
+        if q.get("decision") == "allow":
+            code = self.issue("code")
+            with self.lock:
+                self.codes[code] = (client_id, redirect)
+            back["code"] = code
+        else:
+            back["error"] = "access_denied"
         if "state" in q and self.echo_state:
             back["state"] = q["state"]
-        return Reply(302, b"", "text/plain", {"Location": f"{redirect}?{urlencode(back)}"})
+        sep = "&" if "?" in redirect else "?"
+        return Reply(302, b"", "text/plain", {"Location": f"{redirect}{sep}{urlencode(back)}"})
 
     def _client(self, request: Request) -> str | None:
         header = request.headers.get("authorization", "")

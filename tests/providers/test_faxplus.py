@@ -29,6 +29,7 @@ from rotator.providers.faxplus import (
 from rotator.providers.registry import provider_class
 from rotator.secrets import Secret
 from rotator.state import AccountState
+from tests.fakes.consent import click
 from tests.fakes.faxplus import FaxPlusEmulator
 from tests.fakes.vendorhttp import Reply, running
 from tests.support import leakcheck
@@ -270,7 +271,7 @@ def test_authorization_url_and_code_exchange(
         f"{vendor.authorize_url}?response_type=code&client_id={vendor.client_id}"
         "&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&scope=all&state=st4te"
     )
-    back = client.get(url)
+    back = click(client, url, follow=False)  # the login page's Allow step
     location = httpx.URL(back.headers["location"])
     assert location.params["state"] == "st4te"
     tokens = exchange_code(settings, client, location.params["code"], NOW)

@@ -17,6 +17,7 @@ from rotator.backends.file import FileStore
 from rotator.config import Config, parse_config
 from rotator.errors import LeaseHeld, StoreConflict
 from rotator.http import HttpClients
+from rotator.politeness import Politeness
 from rotator.rotation.accounts import Account, build_accounts
 from rotator.rotation.rotator import Outcome, RotationResult, Rotator
 from rotator.secrets import Secret
@@ -149,7 +150,10 @@ def make_world(tmp: Path, server: OAuth2Emulator, *, broken_sink: bool = False) 
     clock = Clock()
     rotator = Rotator(
         accounts=build_accounts(config, stores),
-        http=HttpClients(max_connections=2),
+        # the hosts' gate on the test's clock: a vendor's pause passes when the test says
+        http=HttpClients(
+            max_connections=2, politeness=Politeness(clock=lambda: clock().timestamp())
+        ),
         owner="worker-a",
         clock=clock,
         rand=lambda: 0.0,

@@ -284,3 +284,37 @@ def test_every_metric_name_and_label_is_kept() -> None:
     for name, labels in expected.items():
         assert labelled[name] == labels, name
     assert "rotator_build_info" in described
+
+
+def test_vendor_hosts_are_exported_by_host_name_only() -> None:
+    """Requests by status class, limiter waits and the current pause of each vendor host;
+    the label is the host (and a port other than the scheme's), never a user, path or query."""
+    from rotator.politeness import Politeness
+
+    politeness = Politeness()
+    metrics = Metrics()
+    metrics.watch_vendors(politeness)
+    secret = leakcheck.register("metrics-url-secret-value", "refresh token")
+    url = f"https://user:{secret}@idp.example/oauth/token?refresh_token={secret}"
+    for status, retry_after in ((200, None), (200, None), (400, None), (None, None)):
+        politeness.release(politeness.acquire(url, budget=1), status, retry_after)
+    politeness.release(politeness.acquire("http://127.0.0.1:8080/t", budget=1), 429, "60")
+    text = metrics.render().decode()
+    assert secret not in text and "oauth" not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = {
+        (s.labels["host"], s.labels["class"]): s.value
+        for s in families["rotator_vendor_requests"].samples
+    }
+    assert requests == {
+        ("idp.example", "2xx"): 2,
+        ("idp.example", "4xx"): 1,
+        ("idp.example", "error"): 1,
+        ("127.0.0.1:8080", "4xx"): 1,
+    }
+    waits = families["rotator_vendor_limiter_wait_seconds"].samples
+    counts = {s.labels["host"]: s.value for s in waits if s.name.endswith("_count")}
+    assert counts == {"idp.example": 4, "127.0.0.1:8080": 1}
+    pause = {s.labels["host"]: s.value for s in families["rotator_vendor_pause_seconds"].samples}
+    assert pause["idp.example"] == 0 and 59 < pause["127.0.0.1:8080"] <= 60
+    assert "rotator_vendor_deferred_jobs" in families

@@ -48,8 +48,11 @@ _SYSTEMD_ONLY = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LI
 
 
 def alert_environment(alert: Alert) -> dict[str, str]:
-    """The ``ROTATOR_ALERT_*`` variables: the alert's routing fields, none free text."""
+    """The ``ROTATOR_ALERT_*`` variables: the alert's routing fields, none free text;
+    ``ROTATOR_REAUTHORIZE_URL`` when the alert carries a console link."""
+    link = {"ROTATOR_REAUTHORIZE_URL": alert.reauthorize_url} if alert.reauthorize_url else {}
     return {
+        **link,
         "ROTATOR_ALERT_STATUS": alert.status,
         "ROTATOR_ALERT_KIND": str(alert.kind),
         "ROTATOR_ALERT_SEVERITY": str(alert.severity),

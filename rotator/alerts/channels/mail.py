@@ -50,6 +50,8 @@ class EmailAlertChannel:
         lines = [alert.summary, ""]
         if alert.action:
             lines += [f"What to do: {alert.action}", ""]
+        if alert.reauthorize_url:
+            lines += [f"Re-authorize in a browser (valid once): {alert.reauthorize_url}", ""]
         lines += [f"{key}: {value}" for key, value in payload.items() if value not in (None, "")]
         msg.set_content("\n".join(lines) + "\n")
         return msg

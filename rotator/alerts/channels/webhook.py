@@ -36,6 +36,11 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     text = f"{icon} *{alert.title}*"
     if alert.repeat:
         text += " _(reminder)_"
+    if alert.reauthorize_url:
+        # a signed one-time link: unfurling would spend nothing (a link is spent by its
+        # callback) but would fetch it from Slack's servers, so it is not unfurled
+        text += f"\n<{alert.reauthorize_url}|Re-authorize {alert.account}> (valid once)"
+        return {"text": text, "unfurl_links": False, "unfurl_media": False}
     return {"text": text}
 
 

@@ -135,6 +135,9 @@ class FaxmaxSettings(AccountSettings):
     def url(self) -> str:
         return self.endpoint or f"https://{self.domain}/api/v1"
 
+    def vendor_urls(self) -> tuple[str, ...]:
+        return (self.url,)
+
 
 def login_payload(username: str, remote_ip: str, now: datetime) -> bytes:
     """The JSON a passwordless login token encrypts; ``exp`` is never more than 3 s ahead."""

@@ -1,0 +1,194 @@
+"""The start's plan: overdue accounts spread per host, most urgent first (pure, fake clock).
+
+The class of defect: a restart with every account overdue calls a vendor faster
+than its rate, serves a token that expires later before one that expires
+sooner, or pushes an account past its own expiry. Checked over hypothesis'
+sets of accounts, and through the limiter itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotator.politeness import Politeness, RateLimit, host_key
+from rotator.secrets import Secret
+from rotator.service.scheduling import (
+    SPREAD_WINDOW,
+    Overdue,
+    StartPlan,
+    plan_limits,
+    spread_overdue,
+)
+from rotator.state import AccountState
+from tests.test_politeness import FakeTime, assert_within_rate
+
+A_TOKEN = "https://vendor.example/oauth/token"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+HOSTS = {
+    host_key("https://a.example/token"): RateLimit(10, 20, 8),
+    host_key("https://b.example/token"): RateLimit(0.5, 1, 1),
+    host_key("http://127.0.0.1:9999/t"): RateLimit(100, 5, 2),
+}
+
+#: seconds from NOW to an access token's expiry (None: no token)
+expiries = st.one_of(st.none(), st.integers(min_value=-7200, max_value=7200))
+overdue_sets = st.lists(
+    st.tuples(st.sampled_from(sorted(HOSTS)), expiries), min_size=0, max_size=80
+)
+
+
+def overdue_of(items: list[tuple[str, int | None]]) -> list[Overdue]:
+    return [
+        Overdue(f"acct{i}", host, None if left is None else NOW + timedelta(seconds=left))
+        for i, (host, left) in enumerate(items)
+    ]
+
+
+def urgency(item: Overdue) -> tuple[int, float]:
+    if item.expires_at is None:
+        return (0, float("-inf"))
+    left = (item.expires_at - NOW).total_seconds()
+    return (0, left) if left <= 0 else (1, left)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=overdue_sets)
+def test_each_host_is_served_most_urgent_first_within_its_window(
+    items: list[tuple[str, int | None]],
+) -> None:
+    overdue = overdue_of(items)
+    plan = spread_overdue(overdue, NOW, HOSTS.__getitem__)
+    assert sorted(name for name, _ in plan) == sorted(o.account for o in overdue)
+    when = dict(plan)
+    for host, limit in HOSTS.items():
+        mine = [o for o in overdue if o.host == host]
+        if not mine:
+            continue
+        served = sorted(mine, key=lambda o: when[o.account])
+        # most urgent first: expired or tokenless, then the nearest expiry
+        assert [urgency(o) for o in served] == sorted(urgency(o) for o in served)
+        assert when[served[0].account] == NOW  # the most urgent goes at once
+        ahead = [o.expires_at for o in mine if o.expires_at and o.expires_at > NOW]
+        last = max(when[o.account] for o in mine)
+        # never pushed past an expiry still ahead, never longer than the window
+        assert last <= NOW + min([SPREAD_WINDOW, *(a - NOW for a in ahead)])
+        gaps = [
+            (when[b.account] - when[a.account]).total_seconds()
+            for a, b in itertools.pairwise(served)
+        ]
+        # spaced evenly, at the host's rate unless the window squeezes them
+        if gaps:
+            assert max(gaps) - min(gaps) < 1e-6
+            assert gaps[0] <= 1 / limit.per_second + 1e-6
+
+
+@settings(max_examples=100, deadline=None)
+@given(items=overdue_sets)
+def test_a_restart_with_every_account_overdue_never_exceeds_the_rate(
+    items: list[tuple[str, int | None]],
+) -> None:
+    """The plan's jobs, each calling its vendor through the gate at its planned time."""
+    fake = FakeTime()
+    politeness = Politeness(dict(HOSTS), clock=fake.clock, waiter=fake)
+    overdue = overdue_of(items)
+    host_of = {o.account: o.host for o in overdue}
+    starts: dict[str, list[float]] = {host: [] for host in HOSTS}
+    base = fake.now
+    for name, when in spread_overdue(overdue, NOW, HOSTS.__getitem__):
+        fake.now = max(fake.now, base + (when - NOW).total_seconds())
+        host = host_of[name]
+        permit = politeness.acquire(host + "/token", budget=10_000)
+        starts[host].append(fake.now)
+        politeness.release(permit, 200, None)
+    for host, limit in HOSTS.items():
+        assert_within_rate(starts[host], limit)
+
+
+def test_conflicting_limits_on_one_host_take_the_strictest_of_each_number() -> None:
+    planned = plan_limits(
+        [
+            ("a", [A_TOKEN], RateLimit(10, 20, 2)),
+            ("b", ["https://vendor.example/api"], RateLimit(5, 30, 8)),
+            ("c", ["https://other.example/t"], RateLimit(1, 1, 1)),
+            ("d", [A_TOKEN, "https://api.example/v3"], RateLimit(10, 20, 2)),
+        ]
+    )
+    assert planned.limits[host_key(A_TOKEN)] == RateLimit(5, 20, 2)
+    assert planned.limits[host_key("https://api.example")] == RateLimit(10, 20, 2)
+    assert planned.conflicts == {host_key(A_TOKEN): ("a", "b", "d")}
+
+
+# --- the daemon's first runs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Settings:
+    urls: tuple[str, ...]
+
+    def vendor_urls(self) -> tuple[str, ...]:
+        return self.urls
+
+
+@dataclass(frozen=True)
+class _Account:
+    name: str
+    state: AccountState | None
+    settings: _Settings = _Settings(("https://a.example/token",))
+
+    def read_state(self) -> tuple[AccountState, None]:
+        if self.state is None:
+            raise OSError("the state store is down")
+        return self.state, None
+
+
+@dataclass
+class _Calls:
+    jobs: list[str] = field(default_factory=list)
+    scheduled: list[tuple[str, datetime, Any]] = field(default_factory=list)
+
+    def job(self, name: str, **kwargs: Any) -> None:
+        self.jobs.append(name)
+
+    def schedule(self, name: str, when: datetime, **kwargs: Any) -> None:
+        self.scheduled.append((name, when, kwargs.get("planned")))
+
+
+def test_first_runs_run_the_not_due_at_once_and_plan_the_overdue_after_the_last_look() -> None:
+    now = datetime.now(UTC)
+    token = Secret("access-not-a-secret-of-the-suite")
+
+    def state(name: str, expires_in: float | None, due_in: float, *, failed: bool = False) -> Any:
+        expires = None if expires_in is None else now + timedelta(seconds=expires_in)
+        return AccountState(
+            account=name,
+            access_token=token if expires_in is not None else None,
+            expires_at=expires,
+            next_refresh_at=now + timedelta(seconds=due_in),
+            failed=failed,
+        )
+
+    accounts = {
+        "fresh": _Account("fresh", state("fresh", 3000, 1000)),
+        "later": _Account("later", state("later", 600, -10)),
+        "soon": _Account("soon", state("soon", 60, -10)),
+        "expired": _Account("expired", state("expired", -5, -100)),
+        "never": _Account("never", state("never", None, 0)),
+        "failed": _Account("failed", state("failed", 60, -10, failed=True)),
+        "broken": _Account("broken", None),
+    }
+    calls = _Calls()
+    plan = StartPlan(accounts, Politeness(), calls.job, calls.schedule)  # type: ignore[arg-type]
+    for name in accounts:
+        assert calls.scheduled == []  # nothing planned before every account was looked at
+        plan.first_run(name)
+    # not due, failed (its run decides) and unreadable (its run reports) run at once
+    assert sorted(calls.jobs) == ["broken", "failed", "fresh"]
+    order = [name for name, _, _ in sorted(calls.scheduled, key=lambda c: c[1])]
+    assert order == ["never", "expired", "soon", "later"]
+    assert {planned for _, _, planned in calls.scheduled} == {plan._now}  # lateness from the start
