@@ -81,6 +81,12 @@ def check_online(config: Config) -> int:
         if validation.status is ValidationStatus.ERROR:
             broken += 1
     broken += _faxmax_logins(config)
+    if config.server.coordination is not None:
+        from rotator.service.coordination_backend import check_backend
+
+        ok, said = check_backend(config.server.coordination)
+        print(f"coordination: {'OK' if ok else 'ERROR'} {printable(said)}")
+        broken += 0 if ok else 1
     return 1 if broken else 0
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from rotator.config.console import ConsoleSettings
+from rotator.config.coordination import CoordinationSettings
 from rotator.config.fields import (
     Duration,
     FileMode,
@@ -41,6 +42,7 @@ __all__ = [
     "CommandChannel",
     "Config",
     "ConsoleSettings",
+    "CoordinationSettings",
     "Duration",
     "EmailChannel",
     "ExecNotify",
@@ -75,6 +77,8 @@ class ServerSettings(Model):
     listen: Listen | None = None
     #: re-authorization links and the status page (off when absent); needs listen
     console: ConsoleSettings | None = None
+    #: replicas sharing the accounts (absent: this process rotates them all)
+    coordination: CoordinationSettings | None = None
     #: how long rotations in flight may take to finish on SIGTERM
     shutdown_grace: Duration = timedelta(seconds=30)
     #: rotations running at once (a bounded worker pool)

@@ -171,6 +171,10 @@ def build_service(
     if console is not None:  # a grant from a console link is a `reauthorized` event
         console.on_reauthorized = announce_reauthorized(notifications, rotator)
     daemon.hooks_on_drained.append(notifications.close)
+    if config.server.coordination is not None:
+        from rotator.service.coordination import join_replicas
+
+        join_replicas(config.server.coordination, daemon, monitor)
     return Service(daemon, monitor)
 
 

@@ -111,6 +111,7 @@ class Daemon:
         self.http = http
         self.rotator = rotator
         self._rewire = rewire
+        self.owns: Callable[[str], bool] = lambda name: True  # a replica's share (coordination)
         self.scheduler: Any = None
         self._workers: ThreadPoolExecutor | None = None
         self.hooks_on_start: list[Callable[[], None]] = []
@@ -183,7 +184,8 @@ class Daemon:
             lambda: None, "interval", seconds=_TICK_SECONDS, id=_TICK, executor=_TICK
         )
         configure_politeness(self.http.politeness, self.config, self.rotator.waiter)
-        plan = StartPlan(self.rotator.accounts, self.http.politeness, self._job, self._schedule)
+        owned = {n: a for n, a in self.rotator.accounts.items() if self.owns(n)}
+        plan = StartPlan(owned, self.http.politeness, self._job, self._schedule)
         plan.start(self._workers)
         self.ready.set()
         for hook in self.hooks_on_start:
@@ -200,7 +202,7 @@ class Daemon:
     def _schedule(
         self, name: str, when: datetime, *, retry_failed: bool = False, planned: Planned = None
     ) -> None:
-        if self.stopping.is_set() or self.scheduler is None:
+        if self.stopping.is_set() or self.scheduler is None or not self.owns(name):
             return
         add = self.scheduler.add_job
         if when - datetime.now(UTC) > timedelta(seconds=_TICK_SECONDS + 1):
@@ -216,7 +218,7 @@ class Daemon:
         )
 
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
-        if self.stopping.is_set() or name not in self.rotator.accounts:
+        if self.stopping.is_set() or name not in self.rotator.accounts or not self.owns(name):
             return
         if (later := paused_host(self.http.politeness, self.rotator.accounts[name])) is not None:
             self._schedule(name, later, retry_failed=retry_failed, planned=planned)
@@ -248,7 +250,7 @@ class Daemon:
             self._schedule(name, result.next_run or datetime.now(UTC) + _FALLBACK_RECHECK)
 
     def trigger(self, name: str) -> None:
-        """Run an account's job now (used by reload and tests)."""
+        """Run an account's job now (used by reload, a replica's new share, and tests)."""
         self._schedule(name, datetime.now(UTC))
 
     # -- reload ---------------------------------------------------------------------------
@@ -294,7 +296,7 @@ class Daemon:
         for name in removed:
             if self.scheduler is not None and self.scheduler.get_job(name):
                 self.scheduler.remove_job(name)
-        for name in new.accounts:
+        for name in filter(self.owns, new.accounts):
             # A reload is the operator's "try again": failed accounts get one attempt.
             if name in added or name in changed:
                 self._schedule(name, now, retry_failed=True)

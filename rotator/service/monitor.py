@@ -108,6 +108,8 @@ class Monitor:
         self.metrics: Metrics | None = None
         self.server: HealthServer | None = None
         self._failing: set[str] = set()
+        #: more words for /readyz: (ready, reason), e.g. a replica's place in its group
+        self.readiness: list[Callable[[], tuple[bool, str]]] = []
         self._accounts = set(daemon.accounts)
         self._status = ""
         self._status_lock = threading.Lock()
@@ -169,9 +171,15 @@ class Monitor:
             validation = store.validate()
             if validation.status is ValidationStatus.ERROR:
                 problems.append(f"store {name}: {validation.reason}")
+        notes: list[str] = []
+        for check in self.readiness:
+            ok, reason = check()
+            (notes if ok else problems).append(reason)
         if problems:
             return Probe(False, "; ".join(problems))
-        return Probe(True, f"{len(self.daemon.accounts)} accounts, stores validated")
+        return Probe(
+            True, "; ".join([f"{len(self.daemon.accounts)} accounts, stores validated", *notes])
+        )
 
     # -- lifecycle hooks (Daemon.hooks_on_*) -------------------------------------------------
 

@@ -7,6 +7,9 @@
   port with its data (crash proofs stop it mid-rotation).
 - :class:`MotoServer` — moto's Secrets Manager in a thread (``ThreadedMotoServer``),
   or in a subprocess (``separate_process=True``), e.g. with IAM auth enforced.
+- :class:`RedisServer` — Debian's ``redis-server`` with no persistence, the
+  coordination backend of partitioned replicas; :meth:`RedisServer.stop` and
+  :meth:`RedisServer.start` bring it back on the same port (an outage).
 - :class:`AwsFaultProxy` — a reverse proxy in front of moto that throttles,
   loses responses, refuses or interleaves another writer, on demand.
 
@@ -42,6 +45,7 @@ __all__ = [
     "AwsFaultProxy",
     "MotoServer",
     "OpenBao",
+    "RedisServer",
     "bao_binary",
     "free_port",
     "openbao",
@@ -316,6 +320,86 @@ def openbao(*, persistent: bool = False, tls: bool = False) -> Iterator[OpenBao]
         yield server.start()
     finally:
         server.close()
+
+
+class RedisServer:
+    """``redis-server`` on 127.0.0.1, in memory; ``url`` is the tooz backend URL."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="rotator-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+        )
+        if found is None:
+            raise FileNotFoundError("redis-server not found (apt-get install redis-server)")
+        return found
+
+    def start(self) -> RedisServer:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - closed by stop()
+        self._log = log
+        self.proc = subprocess.Popen(
+            [
+                self.binary(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self._answers, what=f"redis-server on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(
+                f"redis-server exited with {self.proc.returncode}; see {self.workdir}"
+            )
+        return self.command("PING") == "+PONG"
+
+    def command(self, *words: str) -> str:
+        """One inline command; the first line of the answer ("" when nothing answers)."""
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
+                conn.sendall((" ".join(words) + "\r\n").encode())
+                return conn.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_pid(self.proc)
+            self.proc = None
+            self._log.close()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class MotoServer:

@@ -1,0 +1,329 @@
+"""Partitioned replicas: several ``rotator run`` processes divide the accounts through tooz.
+
+With ``server.coordination`` set, each replica joins one tooz group
+(``coordinator.join_partitioned_group``) on the backend the user runs (Redis,
+etcd, ...) and owns the accounts that tooz's consistent-hash ring gives it. A
+replica heartbeats on tooz's own thread (``start(start_heart=True)``); a thread
+of ours looks at the membership every ``watch_interval``. When it changes (a
+replica joins, leaves, or stops heartbeating for ``membership_timeout``), every
+replica computes its share again: it schedules the accounts it gained and drops
+the jobs of those it lost (a rotation in flight finishes; the per-account
+compare-and-set lease in the state store stays the final guard against two
+writers). A consistent hash moves only the accounts of the member that came or
+went, so a change costs about a replica's share, not a reshuffle.
+
+A replica that loses the backend keeps its last share. The others remove it
+from the group after ``membership_timeout`` and take its accounts over, so for
+the length of the outage those accounts have two schedulers: the lease makes
+that safe (at most one spends a refresh token; the other re-reads the state and
+finds the token fresh), and it costs state reads, not vendor calls. Dropping
+the share instead would stop every rotation while the backend is down, and an
+outage of the shared backend is the likelier case. Once the membership timeout
+has passed without an answer such a replica is not ready (``/readyz``); when
+the backend answers again, the others have removed it, so it joins again and
+the ring settles.
+
+tooz is imported only through :mod:`rotator.service.coordination_backend`, and
+these modules only when ``server.coordination`` is set: ``rotator --help`` and
+a one-process daemon never load them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from rotator.config.models import CoordinationSettings
+from rotator.service.coordination_backend import connect, member_id, scrubbed, tooz, within
+from rotator.waits import Waiter
+
+if TYPE_CHECKING:
+    from rotator.service.daemon import Daemon
+    from rotator.service.monitor import Monitor
+
+__all__ = [
+    "Change",
+    "Replica",
+    "join_replicas",
+    "move_jobs",
+    "repartition",
+    "share_of",
+]
+
+_log = structlog.get_logger("rotator.coordination")
+#: how long a stopping replica waits for its loop and for its goodbye to the group
+_STOP_WAIT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a new share means for the scheduler: jobs to add, jobs to drop."""
+
+    gained: frozenset[str]
+    lost: frozenset[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.gained or self.lost)
+
+
+def repartition(before: Collection[str], after: Collection[str]) -> Change:
+    """The change from one share to the next."""
+    return Change(frozenset(after) - frozenset(before), frozenset(before) - frozenset(after))
+
+
+def share_of(accounts: Iterable[str], owns: Callable[[str], bool]) -> frozenset[str]:
+    """The accounts ``owns`` (the ring's word for this member) gives to this replica."""
+    return frozenset(name for name in accounts if owns(name))
+
+
+class Replica:
+    """This process's place in the group and its share of the accounts.
+
+    ``accounts`` returns the configured account names (they change on reload);
+    ``on_change`` gets each :class:`Change` and adds or drops jobs. :meth:`owns`
+    is the scheduler's gate: a job of an account this replica does not own is
+    neither run nor scheduled again.
+    """
+
+    def __init__(
+        self,
+        settings: CoordinationSettings,
+        *,
+        accounts: Callable[[], Collection[str]],
+        on_change: Callable[[Change], None],
+        connect: Callable[[CoordinationSettings, bytes], Any] = connect,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.member = member_id()
+        self._accounts = accounts
+        self._on_change = on_change
+        self._connect = connect
+        self._monotonic = monotonic
+        self._waiter = Waiter()
+        self._owned: frozenset[str] = frozenset()
+        self._members: frozenset[bytes] = frozenset()
+        self._seen: tuple[frozenset[bytes], frozenset[str]] | None = None
+        self._coordinator: Any = None
+        self._partitioner: Any = None
+        self._last_contact: float | None = None
+        self._thread: threading.Thread | None = None
+        self._group = settings.group.encode()
+
+    # -- what the daemon, the probes and the metrics ask -------------------------------
+
+    def owns(self, name: str) -> bool:
+        return name in self._owned
+
+    @property
+    def owned(self) -> frozenset[str]:
+        return self._owned
+
+    @property
+    def members(self) -> frozenset[bytes]:
+        return self._members
+
+    def in_touch(self) -> bool:
+        """True while the group has heard from us within the membership timeout."""
+        last = self._last_contact
+        timeout = self.settings.membership_timeout.total_seconds()
+        return last is not None and self._monotonic() - last < timeout
+
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``'s word on coordination: in the group, and with what share."""
+        if self._last_contact is None:
+            return False, "not yet in the coordination group"
+        if not self.in_touch():
+            return False, (
+                "coordination backend unreachable; keeping the last share of "
+                f"{len(self._owned)} accounts"
+            )
+        return True, f"one of {len(self._members)} replicas, {len(self._owned)} accounts"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rotator-coordination")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Leave the group now, so the others take the accounts over at once.
+
+        Bounded: with the backend gone, tooz's Redis driver retries a call for
+        about a minute, and a SIGTERM must not wait for that (the others drop
+        this replica after the membership timeout anyway).
+        """
+        self._waiter.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=_STOP_WAIT)
+        try:
+            within(_STOP_WAIT, self._disconnect)
+        except TimeoutError:
+            _log.warning("left the coordination group without a goodbye (no answer in time)")
+
+    def _run(self) -> None:
+        interval = self.settings.watch_interval.total_seconds()
+        failing = False
+        while True:
+            try:
+                self.step()
+            except Exception as exc:
+                # Logged when it starts, not every look: the connection and the heart
+                # thread retry on their own, and the next look tries again.
+                if not failing:
+                    _log.warning(
+                        "coordination backend unreachable; keeping the last share",
+                        error=self._scrub(f"{type(exc).__name__}: {exc}"),
+                        owned=len(self._owned),
+                        member=self.member.decode(),
+                    )
+                failing = True
+            else:
+                if failing:
+                    _log.info("coordination backend reachable again", owned=len(self._owned))
+                failing = False
+            if not self._waiter.sleep(interval):
+                return
+
+    # -- one look at the group ---------------------------------------------------------
+
+    def step(self) -> Change:
+        """Join if out of the group, read the membership, apply a new share."""
+        if self._coordinator is None:
+            self._coordinator = self._connect(self.settings, self.member)
+        if self._partitioner is None:
+            self._join()
+        self._coordinator.run_watchers()
+        ring = self._partitioner.ring
+        if self.member not in ring.nodes:
+            # removed by the others after an outage: tooz does not rejoin by itself
+            _log.warning("dropped from the coordination group; joining again")
+            self._leave()
+            self._join()
+            self._coordinator.run_watchers()
+            ring = self._partitioner.ring
+        self._last_contact = self._monotonic()
+        members = frozenset(ring.nodes)
+        accounts = frozenset(self._accounts())
+        if self._seen == (members, accounts):
+            return Change(frozenset(), frozenset())
+        owned = share_of(accounts, self._partitioner.belongs_to_self)
+        change = repartition(self._owned, owned)
+        self._members, self._owned, self._seen = members, owned, (members, accounts)
+        _log.info(
+            "share of the accounts",
+            member=self.member.decode(),
+            members=len(members),
+            owned=len(owned),
+            gained=len(change.gained),
+            lost=len(change.lost),
+        )
+        if change:
+            self._on_change(change)
+        return change
+
+    def _join(self) -> None:
+        coordination = tooz()
+        try:
+            self._partitioner = self._coordinator.join_partitioned_group(self._group)
+        except coordination.MemberAlreadyExist:
+            # still listed from before an outage: a partitioner over the group as it is
+            self._partitioner = importlib.import_module("tooz.partitioner").Partitioner(
+                self._coordinator, self._group
+            )
+
+    def _leave(self) -> None:
+        partitioner, self._partitioner = self._partitioner, None
+        if partitioner is None or self._coordinator is None:
+            return
+        with contextlib.suppress(Exception):  # not a member any more is what we wanted
+            self._coordinator.leave_partitioned_group(partitioner)
+
+    def _disconnect(self) -> None:
+        coordinator, self._coordinator = self._coordinator, None
+        self._partitioner = None
+        self._seen = None
+        if coordinator is None:
+            return
+        try:
+            coordinator.stop()  # leaves the group, stops the heart, closes the connection
+        except Exception as exc:
+            _log.warning(
+                "leaving the coordination group failed",
+                error=self._scrub(f"{type(exc).__name__}: {exc}"),
+            )
+
+    def _scrub(self, text: str) -> str:
+        return scrubbed(self.settings, text)
+
+
+def move_jobs(daemon: Daemon, change: Change) -> None:
+    """Drop the jobs of the accounts lost, run the accounts gained now.
+
+    A gained account's run reads its state and rotates only when it is due (as a
+    first run at start does), then schedules its next run; a lost one's job is
+    removed, and a rotation of it in flight finishes without scheduling another
+    (the daemon's ``owns`` gate already says no).
+    """
+    for name in sorted(change.lost):
+        if daemon.scheduler is not None:
+            with contextlib.suppress(Exception):  # no job (running, or never added): none to drop
+                daemon.scheduler.remove_job(name)
+    for name in sorted(change.gained):
+        daemon.trigger(name)
+
+
+def join_replicas(settings: CoordinationSettings, daemon: Daemon, monitor: Monitor) -> Replica:
+    """Hook a :class:`Replica` into the daemon's lifecycle, its probes and its metrics."""
+
+    def apply(change: Change) -> None:
+        move_jobs(daemon, change)
+
+    def accounts() -> Collection[str]:
+        return daemon.accounts.keys()  # looked up each time: a reload replaces the mapping
+
+    replica = Replica(settings, accounts=accounts, on_change=apply)
+    daemon.owns = replica.owns
+    daemon.hooks_on_start.append(replica.start)
+    daemon.hooks_on_stop.append(replica.stop)
+
+    def after_reload() -> None:
+        if daemon.config.server.coordination != settings:
+            _log.warning(
+                "server.coordination changed; it applies at the next start",
+                fix="restart the replicas one by one to join with the new settings",
+            )
+
+    daemon.hooks_on_reload.append(after_reload)
+    monitor.readiness.append(replica.readiness)
+    if monitor.metrics is not None:
+        from prometheus_client import Gauge
+
+        registry = monitor.metrics.registry
+        members = Gauge(
+            "rotator_replica_members",
+            "Replicas in the coordination group, as this replica last saw it.",
+            registry=registry,
+        )
+        members.set_function(lambda: len(replica.members))
+        owned = Gauge(
+            "rotator_replica_owned_accounts",
+            "Accounts this replica schedules (its share of the ring).",
+            registry=registry,
+        )
+        owned.set_function(lambda: len(replica.owned))
+        in_touch = Gauge(
+            "rotator_replica_coordination_up",
+            "1 while the coordination backend has heard from this replica in time.",
+            registry=registry,
+        )
+        in_touch.set_function(lambda: 1 if replica.in_touch() else 0)
+    return replica
