@@ -9,7 +9,6 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-import structlog.testing
 
 from rotator.errors import (
     ConfigError,
@@ -25,6 +24,7 @@ from rotator.state import AccountState
 from tests.fakes.bifit import BifitEmulator
 from tests.fakes.vendorhttp import Reply, running
 from tests.support import leakcheck
+from tests.support.logcapture import captured_logs
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 PASSWORD = "Kassa-pa$$wörd+1"
@@ -104,7 +104,7 @@ def test_refused_refresh_token_logs_in_again_and_says_so(
         vendor.expire_all()
     else:
         vendor.refresh_tokens.clear()  # unknown to the vendor
-    with structlog.testing.capture_logs() as logs:
+    with captured_logs() as logs:
         tokens = provider(settings_for, vendor).refresh(
             AccountState("acct", refresh_token=Secret(old)), client, NOW
         )
@@ -129,7 +129,7 @@ def test_a_working_relogin_is_told_once_per_account(
     rotation (and not never: that hid it)."""
     bifit = provider(settings_for, vendor)
     state = AccountState("acct", refresh_token=Secret(vendor.grant()))
-    with structlog.testing.capture_logs() as logs:
+    with captured_logs() as logs:
         for hour in range(3):
             vendor.refresh_tokens.clear()  # the vendor refuses every refresh token
             tokens = bifit.refresh(state, client, NOW + timedelta(hours=hour))
@@ -138,7 +138,7 @@ def test_a_working_relogin_is_told_once_per_account(
     warnings = [line for line in logs if line["log_level"] == "warning"]
     assert len(warnings) == 1 and "refresh grant was refused" in warnings[0]["event"]
     # another account (its own provider) is told on its own
-    with structlog.testing.capture_logs() as logs:
+    with captured_logs() as logs:
         other = provider(settings_for, vendor)
         vendor.refresh_tokens.clear()
         other.refresh(AccountState("acct", refresh_token=Secret("gone")), client, NOW)

@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.support import leakcheck
+from tests.support.logcapture import captured_logs
 from tests.support.proc import DaemonProcess, run_rotator, wait_for
 
 SECRET = leakcheck.register("s3cr3t-p+ss:w/rd%-reload", "client secret")
@@ -175,14 +176,13 @@ def test_reload_keeps_unchanged_accounts_as_they_run(tmp_path: Path) -> None:
 
 
 def test_an_include_glob_matching_nothing_is_logged_at_start(tmp_path: Path) -> None:
-    import structlog
 
     from rotator.service.app import build_daemon
 
     config = write_main(tmp_path)
     config.write_text(config.read_text().replace("[accounts.d/*.yaml]", "[teams/*.yaml]"))
     daemon = build_daemon(str(config))
-    with structlog.testing.capture_logs() as logs:
+    with captured_logs() as logs:
         daemon.start()
         daemon.stop()
     [warning] = [e for e in logs if e["event"] == "include pattern matches no file"]
