@@ -19,6 +19,7 @@ running configuration.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -293,8 +294,8 @@ class Daemon:
         removed = sorted(set(old_accounts) - set(new.accounts))
         added = sorted(set(new.accounts) - set(old_accounts))
         changed = sorted(new.changed)
-        for name in removed:
-            if self.scheduler is not None and self.scheduler.get_job(name):
+        for name in removed if self.scheduler is not None else ():
+            with contextlib.suppress(LookupError):  # no get_job() first: a date job may fire
                 self.scheduler.remove_job(name)
         for name in filter(self.owns, new.accounts):
             # A reload is the operator's "try again": failed accounts get one attempt.
