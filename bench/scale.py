@@ -101,8 +101,8 @@ def run_scale(env: Env, count: int, seconds: float, timeout: float = 600) -> Sca
     with emulator(env, TTL) as (url, stats_url):
         config = write_config(env, "scale", names, url, state="files", sinks=["sinks"])
         seeded_at = time.time()
-        # planned times start after the start's first looks (about 2 ms an account)
-        first = seeded_at + 30 + count / 1000
+        # planned times start after the seeding and the first looks (~1.4 + ~0.7 ms an account)
+        first = seeded_at + 60 + count * 0.0025
         seed_files(config.parent, names, first, spread)
         result.seed_s = time.time() - seeded_at
         env.note(f"scale: seeded {count:,} accounts in {result.seed_s:.1f}s")
