@@ -171,8 +171,8 @@ def scale_table(s: scale.Scale) -> list[str]:
         f"| CPU s per 1000 rotations (window) | {s.cpu_per_1000_s:.2f} | |",
         f"| warnings/errors logged | {s.problems} | |",
         "",
-        f"Tokens live {scale.TTL:.0f} s; the seeded refresh times are spread over one refresh "
-        "interval, so about one account in 2,412 is due each second. State and sinks in the "
+        f"Tokens live {s.ttl:.0f} s; the seeded refresh times are spread evenly over one "
+        f"refresh interval ({s.ttl * scale.SHARE:.0f} s). State and sinks in the "
         "file store; the daemon runs at debug level (a `job done` line per job, the first "
         "looks included). First job: spawn to the first `job done` line.",
     ]

@@ -7,8 +7,9 @@ layout (state file, sink file, each with its ownership lock file) without an
 fsync per file: seeding is not timed, and 200,000 fsyncs would take longer than
 the phase. One ``sync`` at the end makes the daemon start on a settled disk.
 
-Tokens live an hour; the seeded refresh times are spread evenly over one
-refresh interval (2,412 s), so about 41 accounts are due every second. The
+Tokens live an hour (at 100,000 accounts; see :func:`ttl_for`); the seeded refresh
+times are spread evenly over one refresh interval (2,412 s), so about 41
+accounts are due every second. The
 window starts once the daemon has looked at every account (its first run reads
 each state and finds the sinks current), so the start's reads do not count as
 lateness.
@@ -32,10 +33,17 @@ TTL = 3600.0
 SHARE = 0.67  # the default refresh_share
 
 
+def ttl_for(count: int) -> float:
+    """An hour at 100,000 accounts (about 41 due a second); shorter for fewer, so a
+    small run (the harness's own test) still sees rotations in a short window."""
+    return min(TTL, max(60.0, count * 0.036))
+
+
 @dataclass
 class Scale:
     accounts: int
     seconds: float
+    ttl: float = TTL
     seed_s: float = 0.0
     start_s: float = 0.0  # spawn -> the first job done
     started_s: float = 0.0  # spawn -> the "started" line (every first run queued)
@@ -53,7 +61,7 @@ class Scale:
     problems: int = 0
 
 
-def seed_files(base: Path, names: list[str], first: float, spread: float) -> None:
+def seed_files(base: Path, names: list[str], first: float, spread: float, ttl: float = TTL) -> None:
     """State and sink files as the file store and the oauth2 provider write them."""
     from rotator.backends.file.formats import render
     from rotator.backends.file.store import MARKER
@@ -73,11 +81,11 @@ def seed_files(base: Path, names: list[str], first: float, spread: float) -> Non
 
     for index, name in enumerate(names):
         planned = datetime.fromtimestamp(first + spread * index / len(names), UTC)
-        expires = planned + timedelta(seconds=TTL * (1 - SHARE))
+        expires = planned + timedelta(seconds=ttl * (1 - SHARE))
         tokens = TokenSet(
             access_token=Secret("seed-" + secrets.token_urlsafe(12)),
             token_type="bearer",
-            issued_at=expires - timedelta(seconds=TTL),
+            issued_at=expires - timedelta(seconds=ttl),
             expires_at=expires,
         )
         state = AccountState(account=name, provider="oauth2").with_tokens(tokens)
@@ -95,15 +103,16 @@ def _iso(when: datetime) -> str:
 
 def run_scale(env: Env, count: int, seconds: float, timeout: float = 600) -> Scale:
     """``count`` accounts, hour-long tokens, due evenly; the start, then ``seconds``."""
-    result = Scale(accounts=count, seconds=seconds)
+    ttl = ttl_for(count)
+    result = Scale(accounts=count, seconds=seconds, ttl=ttl)
     names = [f"bench-x-{i:06d}" for i in range(count)]
-    spread = TTL * SHARE
-    with emulator(env, TTL) as (url, stats_url):
+    spread = ttl * SHARE
+    with emulator(env, ttl) as (url, stats_url):
         config = write_config(env, "scale", names, url, state="files", sinks=["sinks"])
         seeded_at = time.time()
         # planned times start after the seeding and the first looks (~1.4 + ~0.7 ms an account)
-        first = seeded_at + 60 + count * 0.0025
-        seed_files(config.parent, names, first, spread)
+        first = seeded_at + 3 + count * 0.0025
+        seed_files(config.parent, names, first, spread, ttl)
         result.seed_s = time.time() - seeded_at
         env.note(f"scale: seeded {count:,} accounts in {result.seed_s:.1f}s")
         with daemon(env, config, "scale", level="debug") as (proc, jobs, spawned):

@@ -15,10 +15,21 @@ This module is the lifecycle only: :mod:`rotator.service.app` builds the parts
 (stores, spool, accounts, rotator, monitor) and hands them in, with the function
 that rebuilds them on SIGHUP. A reload that fails for any reason keeps the
 running configuration.
+
+The configuration, the accounts and their scheduled jobs live as long as the
+process (or until a reload), and at 100,000 accounts they are about two million
+objects: every full pass of the cyclic garbage collector walked them all, a
+pause of one to several seconds with every thread stopped, which was the steady
+state's worst lateness. They are moved out of the collector's sight
+(``gc.freeze``) once built and again once every account had its first run;
+a reload gives them back (``gc.unfreeze``), collects, and freezes the new set.
+Memory is still freed by reference counting; only cycles among frozen objects
+wait for the next reload.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +98,7 @@ class Daemon:
         self.stopping = threading.Event()
         self._in_flight = 0
         self._in_flight_done = threading.Condition()
+        self._first_runs_left = 0
         self.stores = stores
         self.http = http
         self.rotator = rotator
@@ -161,6 +173,8 @@ class Daemon:
             lambda: None, "interval", seconds=_TICK_SECONDS, id=_TICK, executor=_TICK
         )
         now = datetime.now(UTC)
+        gc.freeze()  # the configuration and the accounts: see the module
+        self._first_runs_left = len(self.rotator.accounts)
         for name in self.rotator.accounts:
             self._workers.submit(self._first_run, name, now)
         self.ready.set()
@@ -196,6 +210,12 @@ class Daemon:
             self._job(name, planned=planned)
         except Exception as exc:  # a future's exception would go unseen
             _log.exception("first run crashed", account=name, error=repr(exc))
+        finally:
+            with self._in_flight_done:
+                self._first_runs_left -= 1
+                last = self._first_runs_left == 0
+            if last:
+                gc.freeze()  # and now every account's job and caches
 
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts:
@@ -277,6 +297,11 @@ class Daemon:
             else:
                 self._schedule_failed_retry(name, now)
         _call_hooks(self.hooks_on_reload, "on reload")
+        # the old configuration's objects become collectable, the new ones are frozen
+        del old_accounts
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         _log.info(
             "reloaded", added=added, removed=removed, changed=changed, accounts=len(new.accounts)
         )
