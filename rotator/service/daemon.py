@@ -98,7 +98,7 @@ class Daemon:
         self.stopping = threading.Event()
         self._in_flight = 0
         self._in_flight_done = threading.Condition()
-        self._first_runs_left = 0
+        self._first_runs = _Countdown(0, gc.freeze)
         self.stores = stores
         self.http = http
         self.rotator = rotator
@@ -173,8 +173,8 @@ class Daemon:
             lambda: None, "interval", seconds=_TICK_SECONDS, id=_TICK, executor=_TICK
         )
         now = datetime.now(UTC)
-        gc.freeze()  # the configuration and the accounts: see the module
-        self._first_runs_left = len(self.rotator.accounts)
+        gc.freeze()  # the config and accounts; their jobs after the first runs (module doc)
+        self._first_runs = _Countdown(len(self.rotator.accounts), gc.freeze)
         for name in self.rotator.accounts:
             self._workers.submit(self._first_run, name, now)
         self.ready.set()
@@ -211,11 +211,7 @@ class Daemon:
         except Exception as exc:  # a future's exception would go unseen
             _log.exception("first run crashed", account=name, error=repr(exc))
         finally:
-            with self._in_flight_done:
-                self._first_runs_left -= 1
-                last = self._first_runs_left == 0
-            if last:
-                gc.freeze()  # and now every account's job and caches
+            self._first_runs.done_one()
 
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts:
@@ -297,11 +293,7 @@ class Daemon:
             else:
                 self._schedule_failed_retry(name, now)
         _call_hooks(self.hooks_on_reload, "on reload")
-        # the old configuration's objects become collectable, the new ones are frozen
-        del old_accounts
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+        _refreeze()  # the old configuration's objects collectable, the new ones frozen
         _log.info(
             "reloaded", added=added, removed=removed, changed=changed, accounts=len(new.accounts)
         )
@@ -361,6 +353,29 @@ class Daemon:
     def run_forever(self) -> int:
         """Start, then serve signals until SIGTERM/SIGINT (reload on SIGHUP); the exit code."""
         return run_in_foreground(self)
+
+
+class _Countdown:
+    """Calls ``then`` once, when the last of ``left`` things is done (from any thread)."""
+
+    def __init__(self, left: int, then: Callable[[], None]) -> None:
+        self.left = left
+        self._then = then
+        self._lock = threading.Lock()
+
+    def done_one(self) -> None:
+        with self._lock:
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self._then()
+
+
+def _refreeze() -> None:
+    """Give every frozen object back to the collector, collect, and freeze what lives."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _warn_insecure(config: Config) -> None:

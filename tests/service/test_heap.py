@@ -63,7 +63,7 @@ def test_the_heap_is_frozen_after_the_first_runs_and_a_reload_refreezes_it(
     try:
         daemon.start()
         _wait(lambda: all((tmp_path / "files" / f"{n}.json").exists() for n in names))
-        _wait(lambda: daemon._first_runs_left == 0)
+        _wait(lambda: daemon._first_runs.left == 0)
         frozen = gc.get_freeze_count()
         assert frozen > 0
         # every account's scheduled job existed before the last freeze
