@@ -303,18 +303,27 @@ class Burst:
     daemon_start_s: float = 0.0  # spawn -> "started" (config, stores, scheduler)
     baseline_s: float = 0.0  # the daemon's writes: lease, state, sink (median)
     baseline2_s: float = 0.0  # the two writes no design can skip: state, sink (first round)
+    bare_s: float = 0.0  # the same two writes without rotator's code: the floor (median)
     peak_rss_mb: float = 0.0
     idle_rss_mb: float = 0.0
     cpu_s: float = 0.0
     vendor_calls: int = 0
     #: daemon / baseline of each round (a daemon run and its baseline run back to back)
     ratios: list[float] = field(default_factory=list)
+    #: daemon / bare baseline of each round
+    bare_ratios: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         if self.ratios:
             return statistics.median(self.ratios)
         return self.daemon_s / self.baseline_s if self.baseline_s else float("nan")
+
+    @property
+    def ratio_bare(self) -> float:
+        if self.bare_ratios:
+            return statistics.median(self.bare_ratios)
+        return self.daemon_s / self.bare_s if self.bare_s else float("nan")
 
     @property
     def ratio2(self) -> float:
@@ -332,27 +341,36 @@ def run_burst(env: Env, store: str, count: int, timeout: float, rounds: int = 1)
     tag = f"{store}{count}"
     daemon_times: list[float] = []
     baseline_times: list[float] = []
+    bare_times: list[float] = []
     for round_no in range(rounds):
         rtag = tag if round_no == 0 else f"{tag}r{round_no}"
-        daemon_s, baseline_s = _burst_round(env, result, rtag, timeout=timeout, first=round_no == 0)
+        daemon_s, baseline_s, bare_s = _burst_round(
+            env, result, rtag, timeout=timeout, first=round_no == 0
+        )
         daemon_times.append(daemon_s)
         baseline_times.append(baseline_s)
+        bare_times.append(bare_s)
         result.ratios.append(daemon_s / baseline_s)
+        result.bare_ratios.append(daemon_s / bare_s)
     result.daemon_s = statistics.median(daemon_times)
     result.baseline_s = statistics.median(baseline_times)
+    result.bare_s = statistics.median(bare_times)
     if rounds > 1:
         env.note(
             f"burst {tag}: ratios of the {rounds} rounds "
             + ", ".join(f"{r:.2f}" for r in result.ratios)
-            + f"; median {result.ratio:.2f}"
+            + f"; median {result.ratio:.2f}; to the bare baseline "
+            + ", ".join(f"{r:.2f}" for r in result.bare_ratios)
+            + f"; median {result.ratio_bare:.2f}"
         )
     return result
 
 
 def _burst_round(
     env: Env, result: Burst, tag: str, *, timeout: float, first: bool
-) -> tuple[float, float]:
-    """One daemon run and its baseline; the first round also fills in the resources."""
+) -> tuple[float, float, float]:
+    """One daemon run, its baseline and the bare baseline; the first round also fills
+    in the resources and the 2-write baseline."""
     store, count = result.store, result.accounts
     names = [f"bench-d{tag}-{i:05d}" for i in range(count)]
     state = "files" if store == "file" else "bao"
@@ -388,30 +406,40 @@ def _burst_round(
         # The files stay until the end of the run: see settle().
         # the baselines: same emulator, same store, same concurrency, no daemon
         baseline_s = run_baseline(env, url, store, count, tag, writes=3, timeout=timeout)
+        bare_s = run_baseline(env, url, store, count, tag, writes=2, timeout=timeout, bare=True)
         if first:
             result.baseline2_s = run_baseline(
                 env, url, store, count, tag, writes=2, timeout=timeout
             )
     line = (
         f"burst {tag}: daemon {daemon_s:.2f}s (start {result.daemon_start_s:.2f}s) "
-        f"baseline {baseline_s:.2f}s ratio {daemon_s / baseline_s:.2f}"
+        f"baseline {baseline_s:.2f}s ratio {daemon_s / baseline_s:.2f}; "
+        f"bare baseline {bare_s:.2f}s ratio {daemon_s / bare_s:.2f}"
     )
     if first:
         two = result.baseline2_s
         line += f"; 2-write baseline {two:.2f}s ratio {daemon_s / two:.2f}"
     env.note(line)
-    return daemon_s, baseline_s
+    return daemon_s, baseline_s, bare_s
 
 
 def run_baseline(
-    env: Env, url: str, store: str, count: int, tag: str, *, writes: int, timeout: float
+    env: Env,
+    url: str,
+    store: str,
+    count: int,
+    tag: str,
+    *,
+    writes: int,
+    timeout: float,
+    bare: bool = False,
 ) -> float:
     """Seconds from spawning ``bench.baseline`` to its exit."""
-    name = f"baseline{writes}-{tag}"
+    name = f"baseline{'bare' if bare else writes}-{tag}"
     base = env.work / name
     argv = [PY, "-m", "bench.baseline", "--url", url, "--count", str(count)]
-    argv += ["--prefix", f"bench-b{writes}{tag}-", "--workers", str(WORKERS)]
-    argv += ["--store", store, "--writes", str(writes)]
+    argv += ["--prefix", f"bench-b{'x' if bare else writes}{tag}-", "--workers", str(WORKERS)]
+    argv += ["--store", store, "--writes", str(writes), *(["--bare"] if bare else [])]
     if store == "file":
         argv += ["--state-dir", str(base / "state"), "--sink-dir", str(base / "sinks")]
     else:

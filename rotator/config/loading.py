@@ -45,6 +45,7 @@ from rotator.config.files import (
 )
 from rotator.config.messages import Refusals, config_error, key_path
 from rotator.config.models import AccountSettings, Config, state_store
+from rotator.config.sharing import shared_values
 from rotator.errors import ConfigError
 from rotator.providers.registry import PROVIDERS, provider_class
 
@@ -165,10 +166,14 @@ def _validate(raw: dict[Any, Any], main: _Main) -> Config:
             "is not an account key of any provider", path=key_path(["defaults", unknown])
         )
     accounts: dict[str, AccountSettings] = {}
+    shared: dict[Any, Any] = {}
     refusals = Refusals()
-    for name, body in accounts_raw.items():
+    # Each account's parsed YAML is dropped once its model is built: the raw and the
+    # validated copies of 100,000 accounts are never in memory together.
+    for name in list(accounts_raw):
+        body = accounts_raw.pop(name)
         try:
-            accounts[name] = _account(name, body, defaults)
+            accounts[name] = shared_values(_account(name, body, defaults), shared)
         except ConfigError as exc:
             refusals.add(ConfigError(f"{at(name)}{exc}") if at(name) else exc)
             if refusals.full:

@@ -8,6 +8,15 @@ with :meth:`Lease.give_back` when nothing is written. A lease owner names its
 host, PID namespace and PID, so a lease left by a process that provably died
 here is taken over at once instead of waiting out its TTL past the vendor's
 reuse grace period.
+
+Rule 2 is about refresh tokens: only a grant that holds one can be spent twice.
+A state without a refresh token (client credentials, a password grant, a PAT)
+is refreshed under the in-process lock alone, with no lease write: two
+processes asking for an access token at once cost the vendor a second call and
+lose nothing, and the write that lands the new state still compares the version
+read, so the store never goes back. A lease another worker holds is respected
+either way. That saves one durable write per rotation (a third of a
+client-credentials rotation's store cost).
 """
 
 from __future__ import annotations
@@ -39,7 +48,10 @@ class Lease:
 
     account: Account
     state: AccountState
-    version: Version
+    #: the version our lease write made; for an unwritten lease, the version read
+    version: Version | None
+    #: False: no lease was written (a grant without a refresh token, see the module)
+    written: bool = True
 
     @staticmethod
     def released(state: AccountState) -> AccountState:
@@ -52,6 +64,8 @@ class Lease:
         Compare-and-set on our lease's version: a state that moved on since is not
         ours to touch. Never raises: a lease that cannot be given back expires.
         """
+        if state is None and not self.written:
+            return True  # nothing was written, so nothing is held
         state = self.released(state if state is not None else self.state)
         try:
             self.account.state_store.write(
@@ -100,6 +114,9 @@ def take_lease(
         lease_until=now + account.settings.lease_ttl,
         last_attempt_at=now,
     )
+    if state.refresh_token is None:
+        # nothing to spend twice: the in-process lock is enough (see the module)
+        return Lease(account, leased, version, written=False)
     try:
         written = account.state_store.write(
             account.state_path, leased.to_record(), expected_version=version

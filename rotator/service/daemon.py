@@ -15,6 +15,9 @@ This module is the lifecycle only: :mod:`rotator.service.app` builds the parts
 (stores, spool, accounts, rotator, monitor) and hands them in, with the function
 that rebuilds them on SIGHUP. A reload that fails for any reason keeps the
 running configuration.
+
+The long-lived objects are kept out of the garbage collector's full passes
+(service/heap.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from rotator.errors import RotatorError
 from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
 from rotator.rotation.rotator import Outcome, RotationResult, Rotator
+from rotator.service import heap
 from rotator.service.scheduling import (
     StartPlan,
     configure_politeness,
@@ -186,8 +190,11 @@ class Daemon:
         )
         configure_politeness(self.http.politeness, self.config, self.rotator.waiter)
         owned = {n: a for n, a in self.rotator.accounts.items() if self.owns(n)}
-        plan = StartPlan(owned, self.http.politeness, self._job, self._schedule)
-        plan.start(self._workers)
+        heap.freeze()  # the config and accounts; their jobs after the first runs
+        self.start_plan = StartPlan(
+            owned, self.http.politeness, self._job, self._schedule, then=heap.freeze
+        )
+        self.start_plan.start(self._workers)
         self.ready.set()
         for hook in self.hooks_on_start:
             hook()
@@ -280,16 +287,8 @@ class Daemon:
         self.stores = new.stores
         self.rotator.accounts = new.accounts
         configure_politeness(self.http.politeness, new.config, self.rotator.waiter)
-        if retired:
-            # Rotations in flight may still hold them: close after the grace period.
-            def close_retired() -> None:
-                for store in retired:
-                    store.close()
-
-            grace = new.config.server.shutdown_grace.total_seconds()
-            closer = threading.Timer(grace, close_retired)
-            closer.daemon = True
-            closer.start()
+        if retired:  # rotations in flight may still hold them: closed after the grace period
+            _close_later(retired, new.config.server.shutdown_grace.total_seconds())
         now = datetime.now(UTC)
         removed = sorted(set(old_accounts) - set(new.accounts))
         added = sorted(set(new.accounts) - set(old_accounts))
@@ -304,6 +303,7 @@ class Daemon:
             else:
                 self._schedule_failed_retry(name, now)
         _call_hooks(self.hooks_on_reload, "on reload")
+        heap.refreeze()  # the old configuration's objects collectable, the new ones frozen
         _log.info(
             "reloaded", added=added, removed=removed, changed=changed, accounts=len(new.accounts)
         )
@@ -364,6 +364,16 @@ class Daemon:
     def run_forever(self) -> int:
         """Start, then serve signals until SIGTERM/SIGINT (reload on SIGHUP); the exit code."""
         return run_in_foreground(self)
+
+
+def _close_later(stores: list[SecretStore], grace: float) -> None:
+    def close() -> None:
+        for store in stores:
+            store.close()
+
+    closer = threading.Timer(grace, close)
+    closer.daemon = True
+    closer.start()
 
 
 def _warn_insecure(config: Config) -> None:

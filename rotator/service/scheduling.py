@@ -163,8 +163,14 @@ class StartPlan:
         politeness: Politeness,
         job: Callable[..., None],
         schedule: Callable[..., None],
+        *,
+        then: Callable[[], None] = lambda: None,
     ) -> None:
         self._accounts = accounts
+        #: called once, after the last first run scheduled the plan (the daemon: gc.freeze)
+        self._then = then
+        #: set once every account was looked at and the plan scheduled (and ``then`` called)
+        self.finished = threading.Event()
         self._left = len(accounts)
         self._now = datetime.now(UTC)
         self._limits = politeness.limit_for
@@ -193,7 +199,8 @@ class StartPlan:
             # to its rate; 10,000 date jobs would each wake the scheduler), later ones
             # become date jobs.
             soon = datetime.now(UTC) + _DIRECT
-            for account, when in self.looked(overdue):
+            plan, last = self._looked(overdue)
+            for account, when in plan:
                 if when <= soon and self._pool is not None:
                     try:
                         self._pool.submit(self._job, account, planned=self._now)
@@ -201,6 +208,10 @@ class StartPlan:
                         break
                 else:
                     self._schedule(account, when, planned=self._now)
+            if last:
+                self._accounts = {}  # a reload may drop some: the plan must not keep them alive
+                self._then()
+                self.finished.set()
 
     def look(self, account: Account | None) -> Overdue | None:
         """The account as :class:`Overdue` when its first run would call the vendor now.
@@ -225,17 +236,21 @@ class StartPlan:
 
     def looked(self, overdue: Overdue | None) -> list[tuple[str, datetime]]:
         """One account looked at; once all were, the plan (account, when), else []."""
+        return self._looked(overdue)[0]
+
+    def _looked(self, overdue: Overdue | None) -> tuple[list[tuple[str, datetime]], bool]:
+        """The plan (or []) and whether this was the last account looked at."""
         with self._lock:
             if overdue is not None:
                 self._overdue.append(overdue)
             self._left -= 1
             if self._left != 0:
-                return []
+                return [], False
             found, self._overdue = self._overdue, []
         plan = spread_overdue(found, self._now, self._limits)
         if plan:
             _log.info("overdue accounts spread", count=len(plan), last=plan[-1][1].isoformat())
-        return plan
+        return plan, True
 
 
 # --- the start's plan: pure --------------------------------------------------------------

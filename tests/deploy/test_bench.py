@@ -1,8 +1,9 @@
 """Smoke test of the benchmark harness at a tiny size, so it cannot rot.
 
 Not a performance test: nothing here is timed against a target. It runs
-``python -m bench`` end to end (emulator process, OpenBao, daemon, baseline,
-steady state) with 20 accounts and checks that every phase produced its numbers.
+``python -m bench`` end to end (emulator process, OpenBao, daemon, the baselines,
+steady state, the one-process scale phase) with 20 to 200 accounts and checks that
+every phase produced its numbers.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
                 "20",
                 "--steady-seconds",
                 "4",
+                "--scale",
+                "200",
+                "--scale-seconds",
+                "4",
                 "--out",
                 str(out),
                 "--keep-logs",
@@ -60,6 +65,15 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
     assert "<!-- run:latest -->" in text
     assert re.search(r"\| file \| 20 \| [\d.]+ \|", text), text
     assert re.search(r"\| vault \| 20 \| [\d.]+ \|", text), text
+    # the bare two-write baseline and its ratio, with its target, in every burst row
+    assert len(re.findall(r"\| [\d.]+ \| [\d.]+ \| <= 1\.2 (ok|MISSED) \|", text)) == 2, text
+    assert re.search(r"to the bare baseline [\d.]+, [\d.]+; median [\d.]+", text), text
+    # the scale phase: its start, its memory, one vendor call per account per lifetime
+    assert "### 200 accounts in one process" in text
+    assert re.search(r"\| start to first job \| [\d.]+ s \|", text), text
+    assert re.search(r"\| peak RSS \| \d+ MiB \| <= 400 MiB", text), text
+    scale_rows = text.split("### 200 accounts in one process", 1)[1]
+    assert re.search(r"per lifetime \| [\d.]+ \(max 1\)", scale_rows), scale_rows
     # The average is noise in a 4 s window (a job done after the last poll counts its
     # call but not its lifetime); the per-account maximum is what proves no account
     # was refreshed twice in one lifetime.
@@ -68,12 +82,13 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
     # two rounds per burst store: the ratio is the median of the rounds' ratios
     assert re.search(r"burst file20: ratios of the 2 rounds [\d.]+, [\d.]+; median [\d.]+", text)
     daemon_logs = sorted(logs.glob("daemon-*.log"))
-    assert len(daemon_logs) == 5  # two rounds of two bursts, and the steady state
+    assert len(daemon_logs) == 6  # two rounds of two bursts, the steady state, the scale
     for log in daemon_logs:
         content = log.read_text(encoding="utf-8")
-        # bursts run at the default level (one line per rotation); the steady state at debug
+        # bursts run at the default level (one line per rotation); steady and scale at debug
         assert '"event": "rotated"' in content
-        assert ('"job done"' in content) == log.name.endswith("steady.log"), log.name
+        at_debug = log.name.endswith(("steady.log", "scale.log"))
+        assert ('"job done"' in content) == at_debug, log.name
         assert client_secret not in content
         assert not _TOKEN.search(content), f"a token appears in {log.name}"
     assert not _TOKEN.search(output)
