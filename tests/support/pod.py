@@ -108,7 +108,7 @@ def image_layer(python: str | None = None) -> Path:
     per wheelhouse, install script and interpreter; bind-mounted there in every pod."""
     python = python or pod_python()
     assert python, missing()
-    wheels = wheelhouse()
+    wheels = wheelhouse(python)
     key = hashlib.sha256((INSTALL_SCRIPT.read_text() + python).encode()).hexdigest()[:12]
     target = wheels.parent / f"pod-image-{wheels.name}-{key}"
     if (target / ".complete").exists():
