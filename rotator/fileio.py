@@ -1,4 +1,4 @@
-"""Low-level file helpers shared by the file store and the spool.
+"""Low-level file helpers shared by the file store, the spool and the console.
 
 They live in the core, not in a store: the spool must not depend on a store
 implementation. Each is counted in system calls, because the hot path (every
@@ -9,9 +9,15 @@ each call releases and retakes the GIL: no buffered layer, no ``fstat``,
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["read_fd", "read_file", "write_all"]
+from rotator.errors import ConfigError
+
+__all__ = ["key_file", "read_fd", "read_file", "write_all"]
 
 
 def read_fd(fd: int) -> bytes:
@@ -37,3 +43,48 @@ def write_all(fd: int, content: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def key_file(
+    path: Path, *, key_path: str, damaged: str, unwritable: Callable[[str], str] | None = None
+) -> bytes:
+    """A 32-byte key from its 0600 base64 file, made (and fsynced) on first use.
+
+    Two processes starting at once agree: the file is created exclusively, and
+    the one that loses reads the winner's. ``damaged`` and ``unwritable`` say what
+    to do (the ConfigError names ``key_path``; ``unwritable`` gets the OS error's
+    text); without ``unwritable`` the parent directory must exist and an OSError
+    is the caller's.
+    """
+    raw: bytes | None
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    except OSError as exc:  # e.g. a file where a directory of the path should be
+        if unwritable is None:
+            raise
+        raise ConfigError(unwritable(exc.strerror or str(exc)), path=key_path) from None
+    if raw is None:
+        raw = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+        try:
+            if unwritable is not None:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return key_file(path, key_path=key_path, damaged=damaged, unwritable=unwritable)
+        except OSError as exc:
+            if unwritable is None:
+                raise
+            raise ConfigError(unwritable(exc.strerror or str(exc)), path=key_path) from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(damaged, path=key_path)
+    return key

@@ -20,7 +20,6 @@ landed is set aside (:meth:`Spool.set_aside`), still encrypted, for a human.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import hashlib
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from rotator.errors import ConfigError
-from rotator.fileio import read_file
+from rotator.fileio import key_file, read_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -326,29 +325,12 @@ class Spool:
 
 def _key_file(path: Path) -> bytes:
     """The spool key from its 0600 file, made on first use."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raw = base64.b64encode(secrets.token_bytes(32)) + b"\n"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return _key_file(path)  # another process made it first
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-    try:
-        key = base64.b64decode(raw.strip(), validate=True)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(
-            f"the spool key file {path} is damaged (it must hold 32 bytes in base64): "
-            "restore it, or remove it if the spool directory holds no .grant files",
-            path="server.spool_dir",
-        )
-    return key
+    return key_file(
+        path,
+        key_path="server.spool_dir",
+        damaged=f"the spool key file {path} is damaged (it must hold 32 bytes in base64): "
+        "restore it, or remove it if the spool directory holds no .grant files",
+    )
 
 
 def _read(path: Path) -> bytes | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rotator.errors import ConfigError
+from rotator.fileio import key_file
 
 if TYPE_CHECKING:
     from rotator.config.models import ConsoleSettings
@@ -120,33 +120,13 @@ def load_signing_key(console: ConsoleSettings, key_dir: Path) -> bytes:
 
 
 def _key_file(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raw = base64.b64encode(secrets.token_bytes(32)) + b"\n"
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return _key_file(path)  # another process made it first
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create the console key {path}: {exc.strerror} (set "
-                "server.console.signing_key, or make server.spool_dir writable)",
-                path="server.console.signing_key",
-            ) from None
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-    try:
-        key = base64.b64decode(raw.strip(), validate=True)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(
-            f"the console key file {path} is damaged (it must hold 32 bytes in base64): "
-            "remove it (the links already sent stop working) or restore it",
-            path="server.console.signing_key",
-        )
-    return key
+    return key_file(
+        path,
+        key_path="server.console.signing_key",
+        damaged=f"the console key file {path} is damaged (it must hold 32 bytes in base64): "
+        "remove it (the links already sent stop working) or restore it",
+        unwritable=lambda error: (
+            f"cannot create the console key {path}: {error} (set "
+            "server.console.signing_key, or make server.spool_dir writable)"
+        ),
+    )

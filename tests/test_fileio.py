@@ -1,0 +1,42 @@
+"""rotator.fileio.key_file: the one way the spool key and the console key are made and read."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from rotator.errors import ConfigError
+from rotator.fileio import key_file
+
+
+def test_a_key_is_made_once_0600_and_read_back_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "k.key"
+    first = key_file(path, key_path="server.x", damaged="damaged")
+    assert len(first) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert key_file(path, key_path="server.x", damaged="damaged") == first
+
+
+@pytest.mark.parametrize("content", [b"", b"not base64!\n", b"c2hvcnQ=\n"])
+def test_a_damaged_key_file_is_refused_naming_the_key(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "k.key"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        key_file(path, key_path="server.x", damaged="it is damaged: restore it")
+    assert "it is damaged: restore it" in str(refused.value)
+    assert "server.x" in str(refused.value)
+
+
+def test_an_unwritable_directory_is_a_config_error_only_when_asked(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = blocker / "sub" / "k.key"  # a file stands where a directory should be
+    with pytest.raises(ConfigError) as refused:
+        key_file(path, key_path="server.y", damaged="d", unwritable=lambda e: f"cannot: {e}")
+    assert "cannot: " in str(refused.value) and "server.y" in str(refused.value)
+    with pytest.raises(OSError):
+        key_file(path, key_path="server.y", damaged="d")
+    assert not os.path.exists(path)
