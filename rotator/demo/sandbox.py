@@ -23,49 +23,17 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from rotator.demo.login import LOGIN_PATH, Authorizations
+from rotator.demo.tables import Grant, Injected, SandboxServer
 
 __all__ = ["Grant", "Injected", "Sandbox"]
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that went away mid-reply (a killed daemon, a timed-out call) is
-        # routine here; anything else still prints its traceback.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
-@dataclass
-class Grant:
-    grant_id: str
-    client_id: str
-    current_refresh: str
-    spent: set[str] = field(default_factory=set)
-    revoked: bool = False
-    refreshes: int = 0
-    previous: str = ""
-    previous_spent_at: float = 0.0
-
-
-@dataclass
-class Injected:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Sandbox:
@@ -145,7 +113,7 @@ class Sandbox:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = _Server(("127.0.0.1", port), Handler)
+        self._server = SandboxServer(("127.0.0.1", port), Handler)
         # A short poll interval: stop() waits for the loop to notice (0.5 s by default).
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="sandbox", daemon=True
