@@ -28,6 +28,7 @@ from rotator.schedule import is_due
 
 if TYPE_CHECKING:
     from rotator.config import Config
+    from rotator.config.models import AccountSettings
     from rotator.rotation.accounts import Account
     from rotator.waits import Waiter
 
@@ -55,8 +56,19 @@ _log = structlog.get_logger("rotator.daemon")
 def configure_politeness(politeness: Politeness, config: Config, waiter: Waiter) -> None:
     """Each vendor host's limit from the accounts' ``rate_limit`` (strictest wins, logged);
     the daemon's ``waiter``, so its stop ends a limiter wait."""
+    # Accounts merged from one ``defaults`` share their rate_limit model (config sharing):
+    # one RateLimit per distinct model, not one per account (100,000 at a start).
+    limits: dict[int, tuple[object, RateLimit]] = {}
+
+    def limit_of(settings: AccountSettings) -> RateLimit:
+        model = settings.rate_limit
+        known = limits.get(id(model))
+        if known is None:  # the model is kept beside its limit, so its id stays its own
+            known = limits[id(model)] = (model, model.limit())
+        return known[1]
+
     planned = plan_limits(
-        (name, s.vendor_urls(), s.rate_limit.limit()) for name, s in config.accounts.items()
+        (name, s.vendor_urls(), limit_of(s)) for name, s in config.accounts.items()
     )
     politeness.configure(planned.limits)
     politeness.waiter = waiter
@@ -124,10 +136,23 @@ def plan_limits(accounts: Iterable[tuple[str, Sequence[str], RateLimit]]) -> Pla
     """(account, its vendor URLs, its limit) -> one limit per host, strictest wins."""
     limits: dict[str, RateLimit] = {}
     users: dict[str, dict[RateLimit, list[str]]] = {}
-    for account, urls, limit in accounts:
-        for key in {host_key(url) for url in urls}:
-            limits[key] = limits[key].strictest(limit) if key in limits else limit
-            users.setdefault(key, {}).setdefault(limit, []).append(account)
+    # At a start of 100,000 accounts most share a few URL tuples and limits: each
+    # tuple's host keys are parsed once, each (host, limit) pair is merged once.
+    keys_of: dict[tuple[str, ...], frozenset[str]] = {}
+    for account, given, limit in accounts:
+        urls = tuple(given)  # the same object when it is one already
+        keys = keys_of.get(urls)
+        if keys is None:
+            keys = keys_of[urls] = frozenset(host_key(url) for url in urls)
+        for key in keys:
+            by_limit = users.get(key)
+            if by_limit is None:
+                by_limit = users[key] = {}
+            names = by_limit.get(limit)
+            if names is None:
+                names = by_limit[limit] = []
+                limits[key] = limits[key].strictest(limit) if key in limits else limit
+            names.append(account)
     conflicts = {
         key: tuple(sorted(a for names in by_limit.values() for a in names))
         for key, by_limit in users.items()

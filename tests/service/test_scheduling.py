@@ -124,6 +124,49 @@ def test_conflicting_limits_on_one_host_take_the_strictest_of_each_number() -> N
     assert planned.conflicts == {host_key(A_TOKEN): ("a", "b", "d")}
 
 
+def _plan_limits_one_by_one(
+    accounts: list[tuple[str, tuple[str, ...], RateLimit]],
+) -> tuple[dict[str, RateLimit], dict[str, tuple[str, ...]]]:
+    """plan_limits as first written: every account's hosts parsed and merged on its own."""
+    limits: dict[str, RateLimit] = {}
+    users: dict[str, dict[RateLimit, list[str]]] = {}
+    for account, urls, limit in accounts:
+        for key in {host_key(url) for url in urls}:
+            limits[key] = limits[key].strictest(limit) if key in limits else limit
+            users.setdefault(key, {}).setdefault(limit, []).append(account)
+    conflicts = {
+        key: tuple(sorted(a for names in by_limit.values() for a in names))
+        for key, by_limit in users.items()
+        if len(by_limit) > 1
+    }
+    return limits, conflicts
+
+
+_URLS = st.sampled_from(
+    [A_TOKEN, "https://vendor.example/api", "https://VENDOR.example:443/x", "http://a.example/t"]
+)
+_LIMITS = st.builds(
+    RateLimit, st.sampled_from([0.5, 1.0, 10.0]), st.sampled_from([1, 5]), st.sampled_from([1, 8])
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.lists(_URLS, max_size=3).map(tuple), _LIMITS),
+        max_size=30,
+    )
+)
+def test_planned_limits_are_those_of_each_account_merged_one_by_one(
+    rows: list[tuple[tuple[str, ...], RateLimit]],
+) -> None:
+    # plan_limits parses each distinct URL tuple once and merges each (host, limit)
+    # once: the class of defect is a shortcut that loses a host, a limit or a name
+    accounts = [(f"acct-{i:02d}", urls, limit) for i, (urls, limit) in enumerate(rows)]
+    planned = plan_limits(accounts)
+    assert (planned.limits, planned.conflicts) == _plan_limits_one_by_one(accounts)
+
+
 # --- the daemon's first runs ---------------------------------------------------------------
 
 
