@@ -58,16 +58,28 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 
+#: libyaml's parser when PyYAML was built with it: the same events, about 5x faster
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
 _STR = "tag:yaml.org,2002:str"
 _TAG_CACHE = 4096
+# the parser's events are of exactly these classes: ``is`` is cheaper than isinstance
+_ScalarEvent = yaml.ScalarEvent
+_AliasEvent = yaml.AliasEvent
+_SequenceStartEvent = yaml.SequenceStartEvent
+_SequenceEndEvent = yaml.SequenceEndEvent
+_MappingStartEvent = yaml.MappingStartEvent
+_MappingEndEvent = yaml.MappingEndEvent
 
 
 def load(
-    text: str, *, one_line: bool = False, key_lines: dict[tuple[Any, ...], int] | None = None
+    text: str,
+    *,
+    one_line: bool = False,
+    key_lines: dict[tuple[Any, ...], int] | None = None,
+    loader: Any = None,
 ) -> Any:
     """The single document in ``text`` as Python objects (None when empty).
 
@@ -76,8 +88,11 @@ def load(
     paths: a newline there passes a regex's ``$`` and fails only at run time).
     ``key_lines``: filled with ``(key,)`` and ``(key, inner key)`` -> line (from 1)
     for the keys of the top level and of the mappings directly under it.
+    ``loader``: the PyYAML loader class whose parser and resolver read ``text``
+    (default: libyaml's ``CSafeLoader`` when PyYAML has it, else ``SafeLoader``;
+    both give the same result, tests/config/test_yamlfile.py).
     """
-    loader = _Loader(text)
+    loader = (loader or _Loader)(text)
     try:
         loader.get_event()  # stream start
         if loader.check_event(yaml.StreamEndEvent):
@@ -148,34 +163,47 @@ class _Builder:
         self.budget = budget
         self.depth = 0
         #: plain scalar -> resolved tag: keys and shared values repeat once per account
-        self.plain_tags: dict[tuple[str, Any], str] = {}
+        self.plain_tags: dict[str, str] = {}
+        resolvers = loader.yaml_implicit_resolvers
+        #: a plain scalar whose first character starts none of the resolver's patterns
+        #: is a string (what ``resolve`` finds too, after a call and a dict look-up);
+        #: None (no shortcut) when the resolver has a pattern for any first character
+        self.resolved_by: frozenset[str] | None = (
+            None
+            if None in resolvers or loader.yaml_path_resolvers
+            else frozenset(k for k in resolvers if k)
+        )
 
-    def value(self) -> Any:
-        event: Any = self.loader.get_event()
-        if isinstance(event, yaml.AliasEvent):
-            return self._alias(event)
-        start = self.expanded
-        self.expanded += 1
-        if isinstance(event, yaml.ScalarEvent):
+    def value(self, event: Any = None) -> Any:
+        """The node that starts with ``event`` (default: the next one) as an object."""
+        if event is None:
+            event = self.loader.get_event()
+        kind = event.__class__
+        if kind is _ScalarEvent:
+            self.expanded += 1
             result = self._scalar(event)
             if event.anchor is not None:
                 self.anchors[event.anchor] = result
                 self.sizes[event.anchor] = 1
             return result
-        if isinstance(event, yaml.SequenceStartEvent):
+        if kind is _AliasEvent:
+            return self._alias(event)
+        start = self.expanded
+        self.expanded += 1
+        if kind is _SequenceStartEvent:
             self._check_tag(event, _SEQ)
             result = []
             self._open(event, result)
+            get = self.loader.get_event
             index = 0
-            while not self.loader.check_event(yaml.SequenceEndEvent):
+            while (item := get()).__class__ is not _SequenceEndEvent:
                 try:
-                    result.append(self.value())
+                    result.append(self.value(item))
                 except yaml.YAMLError as exc:
                     _locate(exc, index)
                     raise
                 index += 1
-            self.loader.get_event()
-        elif isinstance(event, yaml.MappingStartEvent):
+        elif kind is _MappingStartEvent:
             self._check_tag(event, _MAP)
             result = {}
             self._open(event, result)
@@ -227,19 +255,29 @@ class _Builder:
             )
         return self.anchors[anchor]
 
+    def _tag(self, event: Any) -> str:
+        """The scalar's tag, resolved as ``SafeLoader`` resolves it."""
+        tag: str | None = event.tag
+        if tag is not None and tag != "!":
+            return tag
+        # libyaml marks a plain scalar's style '', PyYAML's own parser None
+        if event.style or not event.implicit[0]:
+            # quoted, block, or "!": a string whatever it says (implicit is (False, True))
+            resolved: str = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+            return resolved
+        value: str = event.value
+        chars = self.resolved_by
+        if chars is not None and value and value[0] not in chars:
+            return _STR
+        tag = self.plain_tags.get(value)
+        if tag is None:
+            tag = self.loader.resolve(yaml.ScalarNode, value, event.implicit)
+            if len(self.plain_tags) < _TAG_CACHE:
+                self.plain_tags[value] = tag
+        return tag
+
     def _scalar(self, event: Any) -> Any:
-        tag = event.tag
-        if tag is None or tag == "!":
-            if event.style is not None:
-                # quoted or block: a string whatever it says (implicit is (False, True))
-                tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-            else:
-                key = (event.value, event.implicit)
-                tag = self.plain_tags.get(key)
-                if tag is None:
-                    tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-                    if len(self.plain_tags) < _TAG_CACHE:
-                        self.plain_tags[key] = tag
+        tag = self._tag(event)
         if tag == _STR:
             value: str = event.value
             # isprintable() first: the C fast path for the common, clean string
@@ -288,10 +326,9 @@ class _Builder:
 
     def _fill_mapping(self, result: dict[Any, Any], start: Any) -> None:
         merges: list[dict[Any, Any]] = []
-        while not self.loader.check_event(yaml.MappingEndEvent):
-            key_event = self.loader.peek_event()
-            if self._is_merge_key(key_event):
-                self.loader.get_event()
+        get = self.loader.get_event
+        while (key_event := get()).__class__ is not _MappingEndEvent:
+            if key_event.__class__ is _ScalarEvent and self._tag(key_event) == _MERGE:
                 try:
                     merges.extend(self._merge_sources(self.loader.peek_event()))
                 except yaml.YAMLError as exc:
@@ -299,9 +336,9 @@ class _Builder:
                     raise
                 continue
             try:
-                key = self.value()
+                key = self.value(key_event)
             except yaml.YAMLError as exc:
-                if isinstance(key_event, yaml.ScalarEvent):
+                if key_event.__class__ is _ScalarEvent:
                     _locate(exc, key_event.value)  # the key itself is what was refused
                 raise
             try:
@@ -327,7 +364,6 @@ class _Builder:
             except yaml.YAMLError as exc:
                 _locate(exc, key)
                 raise
-        self.loader.get_event()
         if merges:
             own = dict(result)
             result.clear()
@@ -347,14 +383,6 @@ class _Builder:
         else:
             # a mapping at depth 2 is the value of the top key being built
             lines[(self.top_key, key)] = line
-
-    def _is_merge_key(self, event: Any) -> bool:
-        if not isinstance(event, yaml.ScalarEvent):
-            return False
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-        return bool(tag == _MERGE)
 
     def _merge_sources(self, event: Any) -> list[dict[Any, Any]]:
         value = self.value()
