@@ -1,10 +1,10 @@
 """The daemon's lifecycle: start, schedule, reload on SIGHUP, stop on SIGTERM.
 
-One APScheduler 3.11 ``BackgroundScheduler`` over a bounded thread pool runs one
-date job per account; each job rotates (or finds nothing to do) and schedules
-the account's next run. At start every account's first run goes straight to the
-pool (10,000 date jobs all due at once would first be added to the scheduler
-one by one, each waking its thread, before the first one ran): the run reads the
+One APScheduler 3.11 ``BackgroundScheduler`` fires each account's planned run
+(one heap of them, service/heap.py) into a bounded thread pool; each run rotates
+(or finds nothing to do) and plans the account's next run. At start every
+account's first run goes straight to the pool (not 10,000 planned runs all due
+at once, each waking the scheduler's thread, before the first one ran): the run reads the
 stored state and only refreshes accounts whose token is missing or past its
 refresh point; the others keep their stored schedule, so a restart does not
 refresh every account. A 30-second tick keeps the scheduler's clock honest after
@@ -58,7 +58,6 @@ _TICK_SECONDS = 30
 _FALLBACK_RECHECK = timedelta(seconds=60)
 #: when a job was planned (lateness counts from it); None: when it is scheduled for
 Planned = datetime | None
-#: a refused reload's reason is logged at most this long (a hostile file can be huge)
 
 
 class ReloadRefused(RotatorError):
@@ -172,6 +171,7 @@ class Daemon:
             max_workers=self.config.server.workers, thread_name_prefix="rotator-worker"
         )
         self.scheduler = scheduler(
+            fire=self._fire,
             executors={
                 "default": pool_executor(self._workers),
                 # The tick only wakes the scheduler; behind 10,000 queued rotations in
@@ -212,18 +212,19 @@ class Daemon:
     ) -> None:
         if self.stopping.is_set() or self.scheduler is None or not self.owns(name):
             return
-        add = self.scheduler.add_job
-        if when - datetime.now(UTC) > timedelta(seconds=_TICK_SECONDS + 1):
-            add = self.scheduler.add_job_after_tick  # the tick wakes the scheduler in time
-        add(
-            self._job,
-            "date",
-            run_date=when,
-            args=[name, retry_failed, planned or when],
-            id=name,
-            name=name,
-            replace_existing=True,
-        )
+        soon = when - datetime.now(UTC) <= timedelta(seconds=_TICK_SECONDS + 1)  # or: the tick
+        self.scheduler.plan(name, when, (name, retry_failed, planned or when), wake=soon)
+
+    def _fire(self, name: str, retry_failed: bool, planned: datetime) -> None:
+        """The scheduler's thread: an account's planned run is due, to the pool with it."""
+        if self._workers is not None and not self.stopping.is_set():
+            self._workers.submit(self._planned_run, name, retry_failed, planned)
+
+    def _planned_run(self, name: str, retry_failed: bool, planned: datetime) -> None:
+        try:
+            self._job(name, retry_failed, planned)
+        except Exception as exc:  # a future's exception would go unseen
+            _log.exception("job crashed", account=name, error=repr(exc))
 
     def _job(self, name: str, retry_failed: bool = False, planned: datetime | None = None) -> None:
         if self.stopping.is_set() or name not in self.rotator.accounts or not self.owns(name):

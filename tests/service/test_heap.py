@@ -1,7 +1,7 @@
 """The daemon keeps its long-lived heap out of the cyclic collector's walk
 (rotator/service/daemon.py): frozen after the build and after the first runs,
 given back and frozen anew by a reload, and an account dropped by a reload is
-freed."""
+freed. The accounts' planned runs (one heap) keep one plan per account."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rotator.service.app import build_daemon
+from rotator.service.heap import AccountTimers
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.support import leakcheck
 
@@ -84,3 +87,54 @@ def test_the_heap_is_frozen_after_the_first_runs_and_a_reload_refreezes_it(
     finally:
         daemon.stop()
         gc.unfreeze()
+
+
+# --- the accounts' planned runs: one heap, one plan per account ----------------------------
+
+_NAMES = st.sampled_from(["a", "b", "c", "d"])
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), _NAMES, st.integers(0, 20)),
+        st.tuples(st.just("remove"), _NAMES, st.just(0)),
+        st.tuples(st.just("pop"), st.just(""), st.integers(0, 20)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_STEPS)
+def test_account_timers_keep_one_plan_per_account_and_give_the_due_ones_in_order(
+    steps: list[tuple[str, str, int]],
+) -> None:
+    # The class of defect: a replaced plan that still fires, a removed one that fires,
+    # a due one lost or given twice, or the earliest reported wrong (the scheduler then
+    # sleeps past it). Checked against a plain dict of name -> (when, arguments).
+    timers = AccountTimers()
+    model: dict[str, tuple[float, tuple[str, int]]] = {}
+    for serial, (step, name, when) in enumerate(steps):
+        if step == "set":
+            timers.set(name, float(when), (name, serial))
+            model[name] = (float(when), (name, serial))
+        elif step == "remove":
+            assert timers.remove(name) == (model.pop(name, None) is not None)
+        else:
+            due = sorted((w, args) for w, args in model.values() if w <= when)
+            got = timers.pop_due(float(when))
+            assert sorted(got) == sorted(args for _, args in due)
+            assert [model[args[0]][0] for args in got] == sorted(w for w, _ in due)
+            for _, args in due:
+                del model[args[0]]
+        assert len(timers) == len(model)
+        assert timers.next_at() == min((w for w, _ in model.values()), default=None)
+        for key in "abcd":
+            assert timers.get(key) == model.get(key)
+
+
+def test_account_timers_stay_compact_when_plans_are_replaced_over_and_over() -> None:
+    timers = AccountTimers()
+    for round_ in range(5000):
+        timers.set("a", float(round_ % 7), ("a", round_))
+    assert len(timers) == 1
+    assert len(timers._heap) <= 2 + 1024  # stale entries are dropped, not kept for good
+    assert timers.pop_due(10.0) == [("a", 4999)]
