@@ -311,9 +311,24 @@ class Politeness:
                 raise Throttled(host_label(key), start - now, why)
             gate.reserve(start)
             gate.in_flight += 1
-        if not self.waiter.sleep(start - now):
-            self.release(Permit(key, 0.0), None, None, called=False)
-            raise Throttled(host_label(key), start - now, "rotator is stopping")
+        while True:
+            if not self.waiter.sleep(start - now):
+                self.release(Permit(key, 0.0), None, None, called=False)
+                raise Throttled(host_label(key), start - now, "rotator is stopping")
+            with self._cond:
+                # a 429/503 that paused the host while this call waited for its start
+                # holds it too: the vendor asked every call to wait, not only later ones
+                now = self.clock()
+                paused = gate.paused_until > start
+                if paused:
+                    start = gate.start_time(now)
+                    if start <= began + budget:
+                        gate.reserve(start)
+            if not paused:
+                break
+            if start > began + budget:
+                self.release(Permit(key, 0.0), None, None, called=False)
+                raise Throttled(host_label(key), start - now, "the vendor asked for a pause")
         waited = max(self.clock() - began, start - began)
         with self._cond:
             gate.observe_wait(waited)

@@ -171,6 +171,37 @@ def test_a_429_with_retry_after_pauses_the_host_for_every_account() -> None:
     assert [round(b - a, 6) for a, b in itertools.pairwise(starts)] == [0.1] * 4
 
 
+@pytest.mark.parametrize(("retry_after", "budget"), [("3", 60), ("3", 1)])
+def test_a_pause_that_comes_while_a_call_waits_for_its_start_holds_that_call_too(
+    retry_after: str, budget: float
+) -> None:
+    # The call reserved its start (a bucket token 0.5 s ahead), then another call's 429
+    # paused the host: the waiting call must not go out inside the pause (seen in the
+    # process proof: one call 0.25 s after the 429). It waits the pause out, or is
+    # refused when that is past its budget.
+    fake = FakeTime()
+    began = fake.now
+    politeness = gate(RateLimit(2, 1, 2), fake)
+    first = [politeness.acquire(HOST, budget=5)]
+    plain_sleep = fake.sleep
+
+    def answer_429_during_the_wait(seconds: float) -> bool:
+        if first:  # once: the first call's answer lands while the second one waits
+            politeness.release(first.pop(), 429, retry_after)
+        return plain_sleep(seconds)
+
+    fake.sleep = answer_429_during_the_wait  # type: ignore[method-assign]
+    if budget < 3:
+        with pytest.raises(Throttled) as refused:
+            politeness.acquire(HOST, budget=budget)
+        assert refused.value.code == "rate_limited"
+        assert politeness._gates[host_key(HOST)].in_flight == 0  # its slot is freed
+        return
+    second = politeness.acquire(HOST, budget=budget)
+    assert fake.now - began >= 3, f"started {fake.now - began:.2f}s in, inside the 3 s pause"
+    politeness.release(second, 200, None)
+
+
 def test_a_503_with_an_http_date_pauses_until_that_date() -> None:
     fake = FakeTime()
     wall = 1_700_000_000.0
