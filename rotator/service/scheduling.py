@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -151,14 +150,14 @@ def scheduler(*, fire: Callable[..., None] = lambda *args: None, **options: Any)
             wait: float | None = super()._process_jobs()
             if self.state == STATE_PAUSED:
                 return wait  # resume() wakes the thread: overdue runs then run once, at once
-            for args in self.timers.pop_due(time.time()):
+            for args in self.timers.pop_due(datetime.now(UTC).timestamp()):
                 try:
                     fire(*args)
                 except Exception as exc:  # one run that cannot start must not stop the rest
                     _log.error("a planned run could not start", error=repr(exc))
             next_at = self.timers.next_at()
             if next_at is not None:
-                until = max(0.0, next_at - time.time())
+                until = max(0.0, next_at - datetime.now(UTC).timestamp())
                 wait = until if wait is None else min(wait, until)
             return wait
 
