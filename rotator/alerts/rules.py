@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rotator.state import AccountState
 
 __all__ = [
+    "ALERT_KINDS",
     "NON_RENEWABLE_PROVIDERS",
     "Alert",
     "Condition",
@@ -51,6 +52,10 @@ class Kind(StrEnum):
     FAILURES = "failures"
     DEAD = "dead"
     LAPSE = "lapse"  # the access token expires before the next possible attempt
+
+
+#: every alert kind, as payloads and metrics name it; docs/runbook.md has an entry for each
+ALERT_KINDS: tuple[str, ...] = tuple(str(kind) for kind in Kind)
 
 
 class Severity(StrEnum):

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from rotator.rotation.rotator import Rotator
     from rotator.state import AccountState
 
-__all__ = ["account_rows", "health"]
+__all__ = ["STATUS_STATES", "account_rows", "health"]
+
+#: every STATE word :func:`health` gives (``n`` stands for the failures in a row);
+#: docs/runbook.md has an entry for each
+STATUS_STATES = ("OK", "RETRYING(n)", "FAILED", "NO TOKEN")
 
 
 def health(row: Mapping[str, Any]) -> str:
