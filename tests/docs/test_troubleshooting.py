@@ -253,7 +253,7 @@ def vault_policy(scene: Scene, bao: OpenBao) -> str:
 
 
 def store_unreachable(scene: Scene) -> str:
-    scene.env[VAULT_TOKEN_ENV] = "not-a-token-" + secrets.token_hex(4)
+    scene.env[VAULT_TOKEN_ENV] = leakcheck.register("not-a-token-" + secrets.token_hex(4))
     port = free_port()  # nothing listens there
     vault_config(scene, f"http://127.0.0.1:{port}", IDP_ENDPOINT)
     checked = scene.rotator("check", "--online")
@@ -275,7 +275,8 @@ def invalid_client(scene: Scene) -> str:
     with emulator(clients={"app": CLIENT_SECRET}) as vendor:
         files_config(scene, vendor.url)
         scene.rotator("import", "idp-api", stdin=vendor.issue_grant("app") + "\n")
-        (scene.tmp / "idp-secret").write_text("an-old-secret-" + secrets.token_hex(4) + "\n")
+        old = leakcheck.register("an-old-secret-" + secrets.token_hex(4), "client secret")
+        (scene.tmp / "idp-secret").write_text(old + "\n")
         return scene.rotator("refresh", "idp-api")
 
 
