@@ -1,4 +1,4 @@
-"""``server.coordination``: the settings of partitioned replicas (docs/deployment.md, "Partitioned replicas").
+"""``server.coordination``: the settings of partitioned replicas (docs/deployment.md).
 
 Its own module because the URL is a value of its own kind: a tooz backend URL
 written as it is, or a secret reference when it carries a password (a Redis
