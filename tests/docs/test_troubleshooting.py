@@ -37,7 +37,7 @@ from tests.fakes.oauth2 import emulator
 from tests.fakes.vendorhttp import running
 from tests.support import docs, leakcheck
 from tests.support.net import free_port
-from tests.support.proc import DaemonProcess, env_for, run_rotator
+from tests.support.proc import DaemonProcess, env_for
 from tests.support.servers import OpenBao
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +97,8 @@ class Scene:
     tmp: Path
     replacements: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: a command that runs rotator as another user (setpriv ... --), or nothing
+    as_user: list[str] = field(default_factory=list)
 
     @property
     def config(self) -> Path:
@@ -117,12 +119,19 @@ class Scene:
     def rotator(self, *args: str, stdin: str | None = None) -> str:
         """``rotator ARGS -c CONFIG`` as a terminal shows it: stdout and stderr together."""
         command, *rest = args
-        result = run_rotator(
-            [command, "-c", str(self.config), "--log-format", "console", *rest],
-            env=self.env,
-            stdin=stdin,
+        argv = [command, "-c", str(self.config), "--log-format", "console", *rest]
+        result = subprocess.run(
+            [*self.as_user, sys.executable, "-m", "rotator", *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env_for({"HOME": str(self.tmp), **self.env}),
+            check=False,
         )
-        return f"{result.stdout}\n{result.stderr}\nexit code {result.returncode}\n"
+        out = f"{result.stdout}\n{result.stderr}\nexit code {result.returncode}\n"
+        leakcheck.log_file(f"cli-trouble-{command}").write_text(out)
+        return out
 
 
 @pytest.fixture
@@ -322,35 +331,16 @@ def sink_not_writable(scene: Scene) -> str:
             state="state",
             sink="{store: files, path: idp-api.token, format: token}",
         )
-        as_other: list[str] = []
         if os.geteuid() == 0:
             for own in ("state", "spool"):
                 (scene.tmp / own).mkdir()
                 os.chown(scene.tmp / own, 65534, 65534)
             os.chown(scene.tmp / "idp-secret", 65534, 65534)
-            as_other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+            scene.as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         else:
             sink.chmod(0o555)
-
-        def rotator(*args: str, stdin: str | None = None) -> str:
-            command, *rest = args
-            argv = [command, "-c", str(scene.config), "--log-format", "console", *rest]
-            env = env_for({"HOME": str(scene.tmp)})
-            result = subprocess.run(
-                [*as_other, sys.executable, "-m", "rotator", *argv],
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=env,
-                check=False,
-            )
-            out = f"{result.stdout}\n{result.stderr}\nexit code {result.returncode}\n"
-            leakcheck.log_file("cli-trouble").write_text(out)
-            return out
-
-        rotator("import", "idp-api", stdin=vendor.issue_grant("app") + "\n")
-        return rotator("check", "--online") + rotator("refresh", "idp-api")
+        scene.rotator("import", "idp-api", stdin=vendor.issue_grant("app") + "\n")
+        return scene.rotator("check", "--online") + scene.rotator("refresh", "idp-api")
 
 
 SIMPLE: dict[str, Callable[[Scene], str]] = {
