@@ -204,6 +204,14 @@ def test_the_example_rules_carry_annotations_that_land_on_the_page(page: str) ->
             assert f'"{metric.removesuffix("_total")}"' in source, metric
 
 
+def test_every_prometheus_alert_named_in_the_docs_or_the_chart_has_an_entry(page: str) -> None:
+    texts = [p.read_text(encoding="utf-8") for p in docs.pages()]
+    texts.append((CHART / "templates" / "prometheusrule.yaml").read_text(encoding="utf-8"))
+    named = {name for text in texts for name in re.findall(r"- alert: (\w+)", text)}
+    assert "RotatorDown" in named
+    assert named <= set(anchors(page))
+
+
 @pytest.fixture(scope="module")
 def chart() -> Iterator[Any]:
     loaded = helm_chart.Chart.load(CHART)
