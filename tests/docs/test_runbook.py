@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from rotator.alerts.fixes import grant_fix
 from rotator.alerts.rules import ALERT_KINDS, Kind, Sent, evaluate, plan
 from rotator.commands.rows import STATUS_STATES, health
+from rotator.rotation.rotator import Outcome
 from tests.alerts.test_fixes import ACCOUNTS, config
 from tests.support import docs
 from tests.support.alertkit import ALERTS, T0, state
@@ -199,9 +200,12 @@ def test_the_example_rules_carry_annotations_that_land_on_the_page(page: str) ->
     assert all(alert == anchor for alert, anchor in found.items())
     assert set(found) <= set(anchors(page))
     source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "rotator").rglob("*.py"))
+    outcomes = {str(outcome) for outcome in Outcome}
     for rule in group["rules"]:
         for metric in re.findall(r"\brotator_[a-z_]+", rule["expr"]):
             assert f'"{metric.removesuffix("_total")}"' in source, metric
+        for results in re.findall(r'result=~"([a-z_|]+)"', rule["expr"]):
+            assert set(results.split("|")) <= outcomes, results
 
 
 def test_every_prometheus_alert_named_in_the_docs_or_the_chart_has_an_entry(page: str) -> None:
