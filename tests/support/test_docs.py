@@ -77,3 +77,63 @@ def test_substitute_replaces_every_placeholder_and_refuses_a_missing_one() -> No
     )
     with pytest.raises(docs.DocsError, match="no longer contains 'https://gone'"):
         docs.substitute(text, {"addr": "a", "https://gone": "b"})
+
+
+def test_every_fence_comes_back_with_its_markers_and_place(tmp_path: Path) -> None:
+    path = tmp_path / "page.md"
+    path.write_text(
+        "<!-- section:intro -->\n"
+        "text\n"
+        "<!-- note: a prose comment, no marker -->\n"
+        "more text\n"
+        "```yaml\n"
+        "a: 1\n"
+        "```\n"
+        "<!-- test: c/one -->\n"
+        "<!-- config: fragment -->\n"
+        "\n"
+        "   ~~~~ hcl\n"
+        "   x\n"
+        "   ~~~~\n",
+        encoding="utf-8",
+    )
+    first, second = docs.fences(path)
+    assert (first.lang, first.line, first.name, dict(first.markers)) == ("yaml", 5, "", {})
+    assert (second.lang, second.line, second.name) == ("hcl", 11, "c/one")
+    assert dict(second.markers) == {"test": "c/one", "config": "fragment"}
+    assert second.text == "x\n"
+    assert second.where.endswith("page.md:11")
+
+
+@pytest.mark.parametrize(
+    ("markdown", "message"),
+    [
+        ("<!-- cofig: none -->\n```yaml\na: 1\n```\n", "unknown marker 'cofig:'"),
+        ("<!-- config: none -->\n<!-- config: fragment -->\n```\nx\n```\n", "a second 'config:'"),
+        ("<!-- policy: daemon x -->\nprose\n", "is not followed by a fenced block"),
+        ("<!-- test: bad name -->\n```\nx\n```\n", "is not a name"),
+    ],
+)
+def test_a_misspelt_or_stray_marker_is_refused(tmp_path: Path, markdown: str, message: str) -> None:
+    path = tmp_path / "doc.md"
+    path.write_text(markdown, encoding="utf-8")
+    with pytest.raises(docs.DocsError, match=message):
+        list(docs.fences(path))
+
+
+def test_the_docs_are_the_readme_and_every_page_and_names_are_unique_across_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- test: a -->\n```\nfront\n```\n", encoding="utf-8")
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "b.md").write_text("<!-- test: b -->\n```\nb\n```\n", encoding="utf-8")
+    (tmp_path / "docs" / "sub" / "c.md").write_text("```sh\nc\n```\n", encoding="utf-8")
+    monkeypatch.setattr(docs, "README", readme)
+    monkeypatch.setattr(docs, "DOCS", tmp_path / "docs")
+    assert [p.name for p in docs.doc_files()] == ["README.md", "b.md", "c.md"]
+    assert [block.text for block in docs.fences()] == ["front\n", "b\n", "c\n"]
+    assert docs.block("b").path == tmp_path / "docs" / "b.md"
+    (tmp_path / "docs" / "sub" / "c.md").write_text("<!-- test: a -->\n```\nc\n```\n")
+    with pytest.raises(docs.DocsError, match=r"c\.md:2: marker 'test: a' is used twice \(also at "):
+        docs.blocks()
