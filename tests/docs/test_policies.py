@@ -1,0 +1,298 @@
+"""Every Vault policy in the docs works, with exactly that policy, for what it is said to be for.
+
+A policy is a ```hcl block (or the heredoc of a ``vault policy write NAME - <<'HCL'``
+in a shell block) marked with what it is for and the configuration it goes with::
+
+    <!-- policy: daemon configuration/example -->
+    ```hcl
+    path "secret/data/rotator/*" { ... }
+    ```
+
+``daemon`` or ``consumer``, and the ``test:`` name of a YAML configuration block
+of the docs that has a ``type: vault`` store. The policy is written into the
+session's OpenBao (tests/conftest.py) as printed, a token is made with it (and
+OpenBao's ``default`` policy, which the docs say to keep attached), and:
+
+- **daemon**: the paired configuration, run with that token, answers
+  ``rotator check --online`` with every store ``READY``, and ``rotator refresh``
+  lands a rotation: the access token the vendor issued is in every Vault sink;
+- **consumer**: after a rotation of the paired configuration, a token with the
+  policy reads every Vault sink and is refused reading the account's ``state/``
+  path (refresh tokens live there).
+
+The configuration runs as printed except what a reader replaces (the scheme of
+tests/support/docs.py): the Vault address and auth (a token from ``env:``), file
+store directories and the spool (under the test's tmp), the vendor's token URL
+(the OAuth2 emulator, tests/fakes/oauth2.py), the client secret, listeners
+(none), and the account and sink names get a unique suffix, so tests share
+OpenBao. The Vault ``mount``, ``prefix`` and the paths' shape, which is what a
+policy is about, stay as printed.
+
+An ```hcl block without a ``policy:`` or ``test:`` marker fails the meta-test, as
+does a shell block that writes a policy without a ``policy:`` marker.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fakes.oauth2 import OAuth2Emulator, emulator
+from tests.support import docs, leakcheck
+from tests.support.proc import run_rotator
+from tests.support.servers import OpenBao
+
+ROLES = ("daemon", "consumer")
+TOKEN_ENV = "ROTATOR_DOCS_POLICY_TOKEN"
+_HEREDOC = re.compile(
+    r"policy write \S+ - <<-?'?(?P<tag>\w+)'?\n(?P<body>.*?)\n\s*(?P=tag)\s*$", re.S | re.M
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    role: str
+    config: str  # the test: name of the configuration block it goes with
+    hcl: str
+    where: str
+
+
+def policies() -> list[Policy]:
+    """Every block marked ``policy:``; a shell block's heredoc is its policy."""
+    found = []
+    for block in docs.fences():
+        mark = block.markers.get("policy")
+        if mark is None:
+            continue
+        role, _, config = mark.partition(" ")
+        hcl = block.text
+        if block.lang != "hcl":
+            heredocs = _HEREDOC.findall(block.text)
+            assert len(heredocs) == 1, (
+                f"{block.where}: a 'policy:' marker on a ```{block.lang} block needs exactly one "
+                f"`vault policy write NAME - <<'HCL'` heredoc (found {len(heredocs)})"
+            )
+            hcl = heredocs[0][1] + "\n"
+        found.append(Policy(role, config.strip(), hcl, block.where))
+    return found
+
+
+POLICIES = policies()
+
+
+def test_every_policy_is_marked_with_its_use() -> None:
+    unmarked = [
+        block.where
+        for block in docs.fences()
+        if (block.lang == "hcl" and not block.markers.keys() & {"policy", "test"})
+        or (block.lang != "hcl" and "policy write" in block.text and "policy" not in block.markers)
+    ]
+    assert unmarked == [], (
+        "mark each Vault policy '<!-- policy: daemon|consumer CONFIG -->' (CONFIG: the test: "
+        "name of the configuration it goes with), or an hcl block that is no policy "
+        "'<!-- test: NAME -->' with a test that runs it"
+    )
+    configs = docs.blocks()
+    for policy in POLICIES:
+        assert policy.role in ROLES, (
+            f"{policy.where}: 'policy: {policy.role}' is not one of {ROLES}"
+        )
+        assert policy.config in configs, (
+            f"{policy.where}: the policy names the configuration '{policy.config}', and no "
+            "block of the docs is marked '<!-- test: " + policy.config + " -->'"
+        )
+        paired = configs[policy.config]
+        assert paired.lang in ("yaml", "yml") and "config" not in paired.markers, (
+            f"{policy.where}: '{policy.config}' ({paired.where}) is not a complete configuration"
+        )
+        assert vault_stores(yaml.safe_load(paired.text)), (
+            f"{policy.where}: '{policy.config}' ({paired.where}) has no type: vault store"
+        )
+    assert {p.role for p in POLICIES} == set(ROLES), "the docs show a daemon and a consumer policy"
+
+
+def vault_stores(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: store
+        for name, store in (config.get("stores") or {}).items()
+        if store.get("type") == "vault"
+    }
+
+
+@dataclass
+class Run:
+    """The paired configuration, adapted to this machine, and what its rotation published."""
+
+    config: Path
+    accounts: list[str]
+    #: (mount, KV path) of each Vault sink, and of each account's state path in each Vault store
+    sinks: list[tuple[str, str]]
+    states: list[tuple[str, str]]
+    #: access tokens in the order the vendor issued them
+    issued: list[str] = field(default_factory=list)
+
+    def env(self, token: str) -> dict[str, str]:
+        # the configuration's other env: references (an alert webhook) resolve to stand-ins
+        return {TOKEN_ENV: token, "ROTATOR_WEBHOOK": "http://127.0.0.1:9/hook"}
+
+
+def adapt(
+    text: str, tmp: Path, bao: OpenBao, token_url: str, client: tuple[str, Path]
+) -> tuple[dict[str, Any], list[str]]:
+    """The configuration with a reader's replacements (module docstring), and its accounts."""
+    config: dict[str, Any] = yaml.safe_load(text)
+    suffix = secrets.token_hex(3)
+    server_settings = config.get("server") or {}
+    for key in ("listen", "console", "coordination"):
+        server_settings.pop(key, None)
+    server_settings["spool_dir"] = str(tmp / "spool")
+    config["server"] = server_settings
+    for name, store in (config.get("stores") or {}).items():
+        if store["type"] == "vault":
+            store["url"] = bao.url
+            store["auth"] = {"method": "token", "token": f"env:{TOKEN_ENV}"}
+        elif store["type"] == "file":
+            store["directory"] = str(tmp / "stores" / name)
+    accounts = {}
+    for name, account in (config.get("accounts") or {}).items():
+        assert account.get("provider") == "oauth2", "a policy is paired with oauth2 accounts"
+        account["token_url"] = token_url
+        account["client_id"] = client[0]
+        account["client_secret"] = f"file:{client[1]}"
+        for sink in account.get("sinks", []):
+            sink["path"] = f"{sink['path']}-{suffix}"
+        accounts[f"{name}-{suffix}"] = account
+    config["accounts"] = accounts
+    return config, list(accounts)
+
+
+def kv_path(store: dict[str, Any], path: str) -> tuple[str, str]:
+    prefix = str(store.get("prefix", "")).strip("/")
+    return str(store.get("mount", "secret")), f"{prefix}/{path}" if prefix else path
+
+
+@pytest.fixture
+def vendor() -> Iterator[tuple[OAuth2Emulator, str, str]]:
+    """The OAuth2 emulator and its one client (id, secret)."""
+    client_id = "docs-" + secrets.token_hex(3)
+    client_secret = leakcheck.register("docs-policy-s3cret-" + secrets.token_hex(6), "secret")
+    with emulator(clients={client_id: client_secret}) as server:
+        yield server, client_id, client_secret
+
+
+def rotate(
+    block: docs.Block,
+    tmp: Path,
+    bao: OpenBao,
+    token: str,
+    vendor: tuple[OAuth2Emulator, str, str],
+) -> Run:
+    """Seed (when the grant needs it) and ``rotator refresh`` every account, with ``token``."""
+    server, client_id, client_secret = vendor
+    secret_file = tmp / "client-secret"
+    secret_file.write_text(client_secret + "\n")
+    secret_file.chmod(0o600)
+    config, accounts = adapt(block.text, tmp, bao, server.url, (client_id, secret_file))
+    stores, vaults = config["stores"], vault_stores(config)
+    sinks = [
+        kv_path(stores[sink["store"]], sink["path"])
+        for account in config["accounts"].values()
+        for sink in account.get("sinks", [])
+        if stores[sink["store"]]["type"] == "vault"
+    ]
+    # where each account's state is, or would be, in each Vault store
+    states = [kv_path(vault, f"state/{name}") for name in accounts for vault in vaults.values()]
+    path = tmp / "rotator.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    run = Run(path, accounts, sinks, states)
+
+    def on_issue(value: str, kind: str) -> None:
+        leakcheck.register(value, kind)
+        if kind == "access":
+            run.issued.append(value)
+
+    server.on_issue = on_issue
+    for name in accounts:
+        if config["accounts"][name].get("grant", "refresh_token") == "refresh_token":
+            seeded = run_rotator(
+                ["import", "-c", str(path), name],
+                env=run.env(token),
+                stdin=server.issue_grant(client_id) + "\n",
+            )
+            assert seeded.returncode == 0, seeded.stderr[-2000:]
+    for name in accounts:
+        done = run_rotator(["refresh", "-c", str(path), name], env=run.env(token))
+        assert done.returncode == 0, f"{block.where}: rotator refresh {name}\n{done.stderr[-2000:]}"
+    return run
+
+
+def read(bao: OpenBao, token: str, mount: str, path: str) -> tuple[int, dict[str, Any]]:
+    with bao.api(token) as client:
+        answer = client.get(f"{mount}/data/{path}")
+    body = answer.json() if answer.status_code == 200 else {}
+    data: dict[str, Any] = (body.get("data") or {}).get("data") or {}
+    return answer.status_code, data
+
+
+def policy_token(bao: OpenBao, hcl: str) -> str:
+    name = "docs-" + secrets.token_hex(4)
+    bao.write_policy(name, hcl)
+    return bao.create_token([name])
+
+
+def assert_landed(run: Run, bao: OpenBao, where: str) -> None:
+    """Every Vault sink holds the last access token the vendor issued (compared, never shown)."""
+    assert run.sinks, f"{where}: the configuration has no Vault sink"
+    for mount, path in run.sinks:
+        status, data = read(bao, bao.root_token, mount, path)
+        assert status == 200, f"{where}: no sink at {mount}/data/{path} (HTTP {status})"
+        assert run.issued and data.get("access_token") == run.issued[-1], (
+            f"{where}: {mount}/data/{path} does not hold the token the vendor issued last"
+        )
+
+
+DAEMON = [p for p in POLICIES if p.role == "daemon"]
+CONSUMER = [p for p in POLICIES if p.role == "consumer"]
+
+
+@pytest.mark.parametrize("policy", DAEMON, ids=[p.where for p in DAEMON])
+def test_the_daemon_works_with_exactly_its_policy(
+    policy: Policy, tmp_path: Path, bao: OpenBao, vendor: tuple[OAuth2Emulator, str, str]
+) -> None:
+    token = policy_token(bao, policy.hcl)
+    run = rotate(docs.block(policy.config), tmp_path, bao, token, vendor)
+    assert_landed(run, bao, policy.where)
+
+    checked = run_rotator(["check", "--online", "-c", str(run.config)], env=run.env(token))
+    stores = [line for line in checked.stdout.splitlines() if line.startswith("store ")]
+    assert checked.returncode == 0 and stores, (
+        f"{policy.where} with '{policy.config}': rotator check --online exited "
+        f"{checked.returncode}\n{checked.stdout}{checked.stderr[-2000:]}"
+    )
+    not_ready = [line for line in stores if not line.split(": ", 1)[1].startswith("READY")]
+    assert not_ready == [], f"{policy.where} with '{policy.config}'"
+
+
+@pytest.mark.parametrize("policy", CONSUMER, ids=[p.where for p in CONSUMER])
+def test_the_consumer_reads_the_sinks_and_not_the_state(
+    policy: Policy, tmp_path: Path, bao: OpenBao, vendor: tuple[OAuth2Emulator, str, str]
+) -> None:
+    # the rotation is the daemon's business (its own tests above): here it runs as root
+    run = rotate(docs.block(policy.config), tmp_path, bao, bao.root_token, vendor)
+    assert_landed(run, bao, policy.where)
+    token = policy_token(bao, policy.hcl)
+    for mount, path in run.sinks:
+        status, data = read(bao, token, mount, path)
+        assert status == 200, f"{policy.where}: the consumer cannot read {mount}/data/{path}"
+        assert data.get("access_token") == run.issued[-1]
+    # the state paths hold refresh tokens: refused, whether the state is there or not
+    for mount, path in run.states:
+        status, _ = read(bao, token, mount, path)
+        assert status == 403, f"{policy.where}: the consumer read {mount}/data/{path}: {status}"
