@@ -1,0 +1,173 @@
+"""The shell snippets of the docs that can run here, run as printed, against the sandbox.
+
+A snippet is marked ``<!-- test: shell/NAME -->`` and run by ``bash -euo
+pipefail`` with placeholders swapped for the test's (tests/support/docs.py:
+addresses, paths, credentials), in a fresh directory, with a ``rotator`` on
+``PATH`` that is this checkout's (``python -m rotator``). What cannot run here
+(``sudo``, systemd, kubectl, helm) is run by tests/deploy/ in a box or a pod.
+
+- ``shell/quickstart``: ``make demo`` runs the repository's Makefile, with its
+  virtualenv already in place (a ``.venv`` whose ``rotator`` is this checkout's:
+  the step that creates it is pip's, not ours). The demo comes up on its
+  sandbox, the token files the Quickstart lists (the block ``demo/tokens``)
+  land, the status command the Quickstart gives lists every account, and
+  Ctrl-C (SIGINT to the foreground process group) stops the daemon cleanly.
+  ``make test`` is the whole suite: that the target exists is checked, not run.
+- ``shell/webhook-secret``: the one-liner that makes a webhook secret writes
+  one that rotator's webhook notifier takes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from rotator.notify.webhook import signing_key
+from tests.support import docs, leakcheck
+from tests.support.net import wait_until
+from tests.support.proc import ROOT, env_for
+
+pytestmark = pytest.mark.timeout(120)
+
+ROTATOR_SHIM = """\
+#!/bin/bash
+# this checkout's rotator, as a virtualenv's bin/rotator would be; records how it ended
+{python} -m rotator "$@"
+code=$?
+echo "$code" > {exited}
+exit "$code"
+"""
+
+
+def shim_bin(where: Path, exited: Path) -> Path:
+    """A directory with ``rotator`` (and ``python``) standing in for a virtualenv's bin/."""
+    where.mkdir(parents=True, exist_ok=True)
+    rotator = where / "rotator"
+    rotator.write_text(
+        ROTATOR_SHIM.format(python=shlex.quote(sys.executable), exited=shlex.quote(str(exited)))
+    )
+    rotator.chmod(0o755)
+    (where / "python").symlink_to(sys.executable)
+    return where
+
+
+def run_snippet(
+    text: str, cwd: Path, *, path: Path, replacements: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The snippet under ``bash -euo pipefail``, placeholders swapped, ``path`` first on PATH."""
+    script = docs.substitute(text, replacements) if replacements else text
+    env = env_for({"PATH": f"{path}{os.pathsep}{os.environ.get('PATH', '')}"})
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    leakcheck.log_file("shell").write_text(f"{script}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def register_demo_secrets(directory: Path) -> None:
+    """The demo makes its secrets and tokens itself: the leak check learns them here."""
+    for name in ("client-secret", "fax-secret"):
+        if (directory / name).exists():
+            leakcheck.register((directory / name).read_text().strip(), "demo client secret")
+    for path in [*directory.glob("tokens/*"), *directory.glob("state/**/*")]:
+        if path.is_file():
+            for value in re.findall(r"(?:access|refresh)-[A-Za-z0-9_-]{20,}", path.read_text()):
+                leakcheck.register(value, "demo token")
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Za-z][\w-]*):", text, re.M))
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A checkout-like directory with its .venv in place: ``make demo`` goes to the demo."""
+    work = tmp_path / "checkout"
+    work.mkdir()
+    for name in ("Makefile", "pyproject.toml"):
+        (work / name).symlink_to(ROOT / name)
+    exited = tmp_path / "rotator-exit-code"
+    shim_bin(work / ".venv" / "bin", exited)
+    # make rebuilds .venv/.installed when pyproject.toml is newer: it is not
+    (work / ".venv" / ".installed").touch()
+    yield work, exited
+    register_demo_secrets(work / "rotator-demo")
+
+
+def test_the_quickstart_runs_the_demo_as_printed(quickstart: tuple[Path, Path]) -> None:
+    work, exited = quickstart
+    snippet = docs.block("shell/quickstart")
+    commands = [line.split("#")[0].strip() for line in snippet.text.splitlines()]
+    assert commands == ["make demo", "make test"], f"{snippet.where}: the Quickstart changed"
+    assert {"demo", "test"} <= makefile_targets()
+
+    log = leakcheck.log_file("quickstart")
+    with open(log, "wb") as out:
+        # a terminal's foreground job: its own process group, so Ctrl-C reaches all of it
+        make = subprocess.Popen(
+            ["bash", "-c", "make demo"],
+            cwd=work,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env_for(),
+            start_new_session=True,
+        )
+        try:
+            demo = work / "rotator-demo"
+            listed = [line.split()[0] for line in docs.block("demo/tokens").text.splitlines()]
+            assert listed, "the Quickstart lists the token files"
+            wait_until(
+                lambda: make.poll() is None and all((demo / "tokens" / n).exists() for n in listed),
+                timeout=60,
+                what=f"the Quickstart's token files {listed} (output: {log})",
+            )
+            status = run_snippet(quickstart_status_command(), work, path=work / ".venv" / "bin")
+            assert status.returncode == 0, status.stderr[-2000:]
+            for account in ("demo-refresh", "demo-client", "demo-fax"):
+                assert account in status.stdout, status.stdout
+        finally:
+            if make.poll() is None:
+                os.killpg(make.pid, signal.SIGINT)  # Ctrl-C
+            make.wait(timeout=30)
+    assert exited.read_text().strip() == "0", log.read_text()[-3000:]
+
+
+def quickstart_status_command() -> str:
+    """The Quickstart's ``rotator status`` command, as printed (a block, or inline code)."""
+    found = docs.blocks()
+    if "shell/quickstart-status" in found:
+        return found["shell/quickstart-status"].text
+    _, text = docs.section("demo")
+    commands = re.findall(r"`([^`]*rotator status -c [^`]*)`", text)
+    assert len(commands) == 1, "the Quickstart says how to see the accounts' status"
+    return commands[0].replace(".venv/bin/rotator", "rotator", 1) + "\n"
+
+
+def test_the_webhook_secret_one_liner_makes_a_secret_rotator_takes(tmp_path: Path) -> None:
+    snippet = docs.block("shell/webhook-secret")
+    target = tmp_path / "hook.secret"
+    done = run_snippet(
+        snippet.text,
+        tmp_path,
+        path=tmp_path,
+        replacements={"/etc/rotator/hook.secret": str(target)},
+    )
+    assert done.returncode == 0, done.stderr
+    secret = leakcheck.register(target.read_text().strip(), "webhook secret")
+    assert secret.startswith("whsec_")
+    assert len(signing_key(secret, "the docs' secret")) == 32
