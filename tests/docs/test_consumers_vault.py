@@ -45,7 +45,7 @@ def test_hvac_recipe_reads_once_and_again_on_401(
         monkeypatch.setenv("VAULT_ADDR", bao.url)
         monkeypatch.setenv("VAULT_TOKEN", consumer_token(bao))
         namespace: dict[str, object] = {"__name__": "readme_hvac"}
-        exec(compile(source, "README.md:consumer/hvac", "exec"), namespace)  # noqa: S102
+        exec(compile(source, "docs/consuming.md:consumer/hvac", "exec"), namespace)  # noqa: S102
 
         first = pub.rotate()
         client = namespace["IdpApi"]()  # type: ignore[operator]

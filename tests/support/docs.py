@@ -59,6 +59,8 @@ __all__ = [
     "blocks",
     "doc_files",
     "fences",
+    "page",
+    "pages",
     "section",
     "substitute",
 ]
@@ -107,6 +109,16 @@ def doc_files() -> list[Path]:
     """README.md, then every page under docs/ in sorted order."""
     pages = sorted(DOCS.rglob("*.md")) if DOCS.is_dir() else []
     return [README, *pages]
+
+
+def pages() -> list[Path]:
+    """README.md and every page of the site, in a stable order (as :func:`doc_files`)."""
+    return doc_files()
+
+
+def page(name: str) -> str:
+    """The text of ``docs/NAME`` (e.g. ``"stores.md"``)."""
+    return (DOCS / name).read_text(encoding="utf-8")
 
 
 def fences(path: Path | None = None) -> Iterator[Block]:
