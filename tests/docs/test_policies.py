@@ -15,10 +15,15 @@ OpenBao's ``default`` policy, which the docs say to keep attached), and:
 
 - **daemon**: the paired configuration, run with that token, answers
   ``rotator check --online`` with every store ``READY``, and ``rotator refresh``
-  lands a rotation: the access token the vendor issued is in every Vault sink;
-- **consumer**: after a rotation of the paired configuration, a token with the
-  policy reads every Vault sink and is refused reading the account's ``state/``
-  path (refresh tokens live there).
+  lands a rotation: the access token the vendor issued is in every Vault sink.
+  The docs say the daemon's policy covers the state as well as the sinks, so the
+  same configuration with its state moved into each Vault store rotates with
+  it too (a configuration that keeps its state in files would not show a policy
+  that forgot ``state/``);
+- **consumer**: after a rotation of the paired configuration (its state moved
+  into Vault, so there is a state to refuse), a token with the policy reads
+  every Vault sink and is refused reading the account's ``state/`` path
+  (refresh tokens live there).
 
 The configuration runs as printed except what a reader replaces (the scheme of
 tests/support/docs.py): the Vault address and auth (a token from ``env:``), file
@@ -132,9 +137,8 @@ class Run:
 
     config: Path
     accounts: list[str]
-    #: (mount, KV path) of each Vault sink, and of each account's state path in each Vault store
+    #: (mount, KV path) of each Vault sink
     sinks: list[tuple[str, str]]
-    states: list[tuple[str, str]]
     #: access tokens in the order the vendor issued them
     issued: list[str] = field(default_factory=list)
 
@@ -193,25 +197,32 @@ def rotate(
     bao: OpenBao,
     token: str,
     vendor: tuple[OAuth2Emulator, str, str],
+    *,
+    label: str,
+    state_in: str | None = None,
 ) -> Run:
-    """Seed (when the grant needs it) and ``rotator refresh`` every account, with ``token``."""
+    """Seed (when the grant needs it) and ``rotator refresh`` every account, with ``token``.
+
+    ``state_in`` names a store to keep the state in instead of the printed one.
+    """
     server, client_id, client_secret = vendor
+    tmp.mkdir(parents=True, exist_ok=True)
     secret_file = tmp / "client-secret"
     secret_file.write_text(client_secret + "\n")
     secret_file.chmod(0o600)
     config, accounts = adapt(block.text, tmp, bao, server.url, (client_id, secret_file))
-    stores, vaults = config["stores"], vault_stores(config)
+    if state_in is not None:
+        config["defaults"] = {**(config.get("defaults") or {}), "state": {"store": state_in}}
+    stores = config["stores"]
     sinks = [
         kv_path(stores[sink["store"]], sink["path"])
         for account in config["accounts"].values()
         for sink in account.get("sinks", [])
         if stores[sink["store"]]["type"] == "vault"
     ]
-    # where each account's state is, or would be, in each Vault store
-    states = [kv_path(vault, f"state/{name}") for name in accounts for vault in vaults.values()]
     path = tmp / "rotator.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    run = Run(path, accounts, sinks, states)
+    run = Run(path, accounts, sinks)
 
     def on_issue(value: str, kind: str) -> None:
         leakcheck.register(value, kind)
@@ -226,11 +237,23 @@ def rotate(
                 env=run.env(token),
                 stdin=server.issue_grant(client_id) + "\n",
             )
-            assert seeded.returncode == 0, seeded.stderr[-2000:]
+            assert seeded.returncode == 0, f"{label}: rotator import\n{seeded.stderr[-2000:]}"
     for name in accounts:
         done = run_rotator(["refresh", "-c", str(path), name], env=run.env(token))
-        assert done.returncode == 0, f"{block.where}: rotator refresh {name}\n{done.stderr[-2000:]}"
+        assert done.returncode == 0, f"{label}: rotator refresh\n{done.stderr[-2000:]}"
     return run
+
+
+def assert_ready(run: Run, token: str, label: str) -> None:
+    """``rotator check --online`` exits 0 and says READY for every store."""
+    checked = run_rotator(["check", "--online", "-c", str(run.config)], env=run.env(token))
+    stores = [line for line in checked.stdout.splitlines() if line.startswith("store ")]
+    assert checked.returncode == 0 and stores, (
+        f"{label}: rotator check --online exited {checked.returncode}\n"
+        f"{checked.stdout}{checked.stderr[-2000:]}"
+    )
+    not_ready = [line for line in stores if not line.split(": ", 1)[1].startswith("READY")]
+    assert not_ready == [], label
 
 
 def read(bao: OpenBao, token: str, mount: str, path: str) -> tuple[int, dict[str, Any]]:
@@ -267,32 +290,37 @@ def test_the_daemon_works_with_exactly_its_policy(
     policy: Policy, tmp_path: Path, bao: OpenBao, vendor: tuple[OAuth2Emulator, str, str]
 ) -> None:
     token = policy_token(bao, policy.hcl)
-    run = rotate(docs.block(policy.config), tmp_path, bao, token, vendor)
-    assert_landed(run, bao, policy.where)
-
-    checked = run_rotator(["check", "--online", "-c", str(run.config)], env=run.env(token))
-    stores = [line for line in checked.stdout.splitlines() if line.startswith("store ")]
-    assert checked.returncode == 0 and stores, (
-        f"{policy.where} with '{policy.config}': rotator check --online exited "
-        f"{checked.returncode}\n{checked.stdout}{checked.stderr[-2000:]}"
-    )
-    not_ready = [line for line in stores if not line.split(": ", 1)[1].startswith("READY")]
-    assert not_ready == [], f"{policy.where} with '{policy.config}'"
+    block = docs.block(policy.config)
+    label = f"{policy.where} (policy) with {block.where} ('{policy.config}')"
+    run = rotate(block, tmp_path / "printed", bao, token, vendor, label=label)
+    assert_landed(run, bao, label)
+    assert_ready(run, token, label)
+    # the daemon's policy covers the state too ("state and sinks under the prefix"): the
+    # same configuration with its state in each Vault store rotates with it as well (the
+    # import of a refresh token, the lease, the state written first)
+    for name in vault_stores(yaml.safe_load(block.text)):
+        moved = f"{label}, its state in store {name}"
+        run = rotate(block, tmp_path / name, bao, token, vendor, label=moved, state_in=name)
+        assert_landed(run, bao, moved)
 
 
 @pytest.mark.parametrize("policy", CONSUMER, ids=[p.where for p in CONSUMER])
 def test_the_consumer_reads_the_sinks_and_not_the_state(
     policy: Policy, tmp_path: Path, bao: OpenBao, vendor: tuple[OAuth2Emulator, str, str]
 ) -> None:
-    # the rotation is the daemon's business (its own tests above): here it runs as root
-    run = rotate(docs.block(policy.config), tmp_path, bao, bao.root_token, vendor)
-    assert_landed(run, bao, policy.where)
+    block = docs.block(policy.config)
+    label = f"{policy.where} (policy) with {block.where} ('{policy.config}')"
+    # rotated by root (the daemon's policies have their test above), with the state in
+    # Vault, so that refusing to read it refuses something that is there
+    vault, settings = next(iter(vault_stores(yaml.safe_load(block.text)).items()))
+    run = rotate(block, tmp_path, bao, bao.root_token, vendor, label=label, state_in=vault)
+    assert_landed(run, bao, label)
     token = policy_token(bao, policy.hcl)
     for mount, path in run.sinks:
         status, data = read(bao, token, mount, path)
-        assert status == 200, f"{policy.where}: the consumer cannot read {mount}/data/{path}"
+        assert status == 200, f"{label}: the consumer cannot read {mount}/data/{path}"
         assert data.get("access_token") == run.issued[-1]
-    # the state paths hold refresh tokens: refused, whether the state is there or not
-    for mount, path in run.states:
+    for mount, path in (kv_path(settings, f"state/{name}") for name in run.accounts):
+        assert read(bao, bao.root_token, mount, path)[0] == 200, f"no state at {path}"
         status, _ = read(bao, token, mount, path)
-        assert status == 403, f"{policy.where}: the consumer read {mount}/data/{path}: {status}"
+        assert status == 403, f"{label}: the consumer read {mount}/data/{path}: HTTP {status}"
