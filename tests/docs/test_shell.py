@@ -15,25 +15,34 @@ addresses, paths, credentials), in a fresh directory, with a ``rotator`` on
   ``make test`` is the whole suite: that the target exists is checked, not run.
 - ``shell/webhook-secret``: the one-liner that makes a webhook secret writes
   one that rotator's webhook notifier takes.
+- ``shell/console-status``: the ``curl`` of the console's status page, against
+  ``rotator run`` on the console configuration the page shows (``console/config``:
+  its listener, public URL and signing key swapped for the test's, an account
+  on the OAuth2 emulator added): with the viewer token it answers the page with
+  the account on it; with another token it does not.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from rotator.notify.webhook import signing_key
+from tests.fakes.oauth2 import emulator
 from tests.support import docs, leakcheck
-from tests.support.net import wait_until
-from tests.support.proc import ROOT, env_for
+from tests.support.net import free_port, wait_until
+from tests.support.proc import ROOT, DaemonProcess, env_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,11 +69,16 @@ def shim_bin(where: Path, exited: Path) -> Path:
 
 
 def run_snippet(
-    text: str, cwd: Path, *, path: Path, replacements: Mapping[str, str] | None = None
+    text: str,
+    cwd: Path,
+    *,
+    path: Path,
+    replacements: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The snippet under ``bash -euo pipefail``, placeholders swapped, ``path`` first on PATH."""
     script = docs.substitute(text, replacements) if replacements else text
-    env = env_for({"PATH": f"{path}{os.pathsep}{os.environ.get('PATH', '')}"})
+    env = env_for({**(env or {}), "PATH": f"{path}{os.pathsep}{os.environ.get('PATH', '')}"})
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=cwd,
@@ -171,3 +185,59 @@ def test_the_webhook_secret_one_liner_makes_a_secret_rotator_takes(tmp_path: Pat
     secret = leakcheck.register(target.read_text().strip(), "webhook secret")
     assert secret.startswith("whsec_")
     assert len(signing_key(secret, "the docs' secret")) == 32
+
+
+def test_the_console_status_page_answers_the_documented_curl(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    key = tmp_path / "console.key"
+    key.write_text(secrets.token_urlsafe(32) + "\n")
+    key.chmod(0o600)
+    console: dict[str, Any] = yaml.safe_load(
+        docs.substitute(
+            docs.block("console/config").text,
+            {
+                "0.0.0.0:9464": f"127.0.0.1:{port}",
+                "https://rotator.example.com": url,
+                "/etc/rotator/console.key": str(key),
+            },
+        )
+    )
+    viewer = leakcheck.register("docs-viewer-" + secrets.token_hex(8), "console viewer token")
+    client_secret = leakcheck.register("docs-console-s3cret-" + secrets.token_hex(6), "secret")
+    (tmp_path / "client-secret").write_text(client_secret + "\n")
+    (tmp_path / "client-secret").chmod(0o600)
+    with emulator(clients={"svc": client_secret}) as vendor:
+        vendor.on_issue = leakcheck.register
+        config = {
+            **console,
+            "stores": {"files": {"type": "file", "directory": str(tmp_path / "files")}},
+            "accounts": {
+                "idp-console": {
+                    "provider": "oauth2",
+                    "token_url": vendor.url,
+                    "grant": "client_credentials",
+                    "client_id": "svc",
+                    "client_secret": f"file:{tmp_path / 'client-secret'}",
+                    "sinks": [{"store": "files", "path": "idp-console.json"}],
+                }
+            },
+        }
+        config["server"]["spool_dir"] = str(tmp_path / "spool")
+        (tmp_path / "rotator.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        token_env = {"ROTATOR_CONSOLE_TOKEN": viewer}
+        with DaemonProcess(tmp_path / "rotator.yaml", env=token_env) as daemon:
+            wait_until(
+                (tmp_path / "files" / "idp-console.json").exists,
+                timeout=30,
+                what="the daemon's first rotation",
+            )
+            snippet = docs.block("shell/console-status").text
+            here = {"https://rotator.example.com/": f"{url}/"}
+            page = run_snippet(snippet, tmp_path, path=tmp_path, replacements=here, env=token_env)
+            assert page.returncode == 0, page.stderr
+            assert "idp-console" in page.stdout and "OK" in page.stdout, page.stdout[-2000:]
+            wrong = {"ROTATOR_CONSOLE_TOKEN": "not-the-viewer-token"}
+            refused = run_snippet(snippet, tmp_path, path=tmp_path, replacements=here, env=wrong)
+            assert "idp-console" not in refused.stdout
+            assert daemon.stop() == 0
