@@ -256,3 +256,48 @@ def test_the_docs_hold_configurations_of_each_kind() -> None:
     assert len(CONFIGS) >= 3
     assert FRAGMENTS
     assert NOT_CONFIGS
+
+
+@pytest.mark.parametrize(
+    ("fragment", "refusal"),
+    [
+        ({"accounts": {"a": {"provider": "faxplus", "rate_limt": {"burst": 1}}}}, "rate_limt"),
+        ({"accounts": {"a": {"sinks": [{"store": "vaul", "path": "x"}]}}}, "'vaul'"),
+        ({"provider": "bifit", "username": 79991234567}, "username"),
+        ({"server": {"console": {"public_url": "ftp://x"}}}, "public_url"),
+        ({"alerts": {"repeat": "soon"}}, "repeat"),
+    ],
+)
+def test_a_fragment_is_still_held_to_what_it_writes(
+    fragment: dict[str, Any], refusal: str, tmp_path: Path
+) -> None:
+    # the merge fills in what a fragment leaves out; it never excuses what it says
+    assert refusal in refused(yaml.safe_dump(merged_fragment(fragment, tmp_path)), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        {"accounts": {"a": {"provider": "faxmax", "session_ttl": "30m"}}},
+        {"provider": "faxplus-pat", "scopes": ["fax:fax:read"]},
+        {"accounts": {"a": {"notify": [{"type": "exec", "argv": ["true"]}]}}},
+        {"defaults": {"rate_limit": {"per_second": 1}}, "accounts": {"b": {"provider": "bifit"}}},
+    ],
+)
+def test_a_fragment_is_completed_by_its_providers_base_account(
+    fragment: dict[str, Any], tmp_path: Path
+) -> None:
+    assert refused(yaml.safe_dump(merged_fragment(fragment, tmp_path)), tmp_path) == ""
+
+
+def test_a_fragment_that_mixes_sections_and_account_keys_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="mixes top-level keys"):
+        merged_fragment({"stores": {}, "provider": "oauth2"}, tmp_path)
+
+
+def test_what_looks_like_a_configuration() -> None:
+    assert looks_like_config("accounts: {}\n")
+    assert looks_like_config("kind: X\n---\nstores: {}\n")  # any document of the block
+    assert not looks_like_config("groups: [{name: x}]\n")
+    assert not looks_like_config("config: {stores: {}}\n")  # Helm values hold one, are none
+    assert not looks_like_config("{{ template }}: [\n")  # not YAML at all

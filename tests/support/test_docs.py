@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -137,3 +138,43 @@ def test_the_docs_are_the_readme_and_every_page_and_names_are_unique_across_them
     (tmp_path / "docs" / "sub" / "c.md").write_text("<!-- test: a -->\n```\nc\n```\n")
     with pytest.raises(docs.DocsError, match=r"c\.md:2: marker 'test: a' is used twice \(also at "):
         docs.blocks()
+
+
+_prose = st.lists(
+    st.text(st.characters(whitelist_categories=("L", "N", "Zs")), max_size=20), max_size=3
+)
+_fenced = st.tuples(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "test": st.from_regex(r"[a-z]{1,5}/[a-z0-9]{1,5}", fullmatch=True),
+            "config": st.sampled_from(["fragment", "none"]),
+            "policy": st.sampled_from(["daemon x/y", "consumer x/y"]),
+        },
+    ),
+    st.sampled_from(["", "yaml", "hcl", "sh"]),
+    _lines,
+    st.integers(0, 3),
+    st.sampled_from(["```", "~~~", "````"]),
+    _prose,
+)
+
+
+@given(page=st.lists(_fenced, max_size=5, unique_by=lambda f: f[0].get("test", id(f))))
+def test_every_fence_of_a_page_is_found_with_its_markers(
+    tmp_path_factory: pytest.TempPathFactory, page: list[Any]
+) -> None:
+    lines: list[str] = ["# Page", "<!-- section:x -->"]
+    for markers, lang, body, indent, fence, prose in page:
+        pad = " " * indent
+        lines += [line.strip() or "." for line in prose]  # a paragraph before each block
+        lines += [""] + [f"{pad}<!-- {key}: {value} -->" for key, value in markers.items()]
+        lines += [f"{pad}{fence}{lang}", *(f"{pad}{line}" if line else "" for line in body)]
+        lines += [f"{pad}{fence}", ""]
+    path = tmp_path_factory.mktemp("docs") / "page.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    found = list(docs.fences(path))
+    assert [(dict(b.markers), b.lang, b.text) for b in found] == [
+        (markers, lang, "".join(f"{line}\n" for line in body)) for markers, lang, body, *_ in page
+    ]
+    assert [b.name for b in found] == [markers.get("test", "") for markers, *_ in page]
