@@ -20,10 +20,17 @@ addresses, paths, credentials), in a fresh directory, with a ``rotator`` on
   its listener, public URL and signing key swapped for the test's, an account
   on the OAuth2 emulator added): with the viewer token it answers the page with
   the account on it; with another token it does not.
+
+The command synopses (``commands/synopsis``, ``commands/vendor-synopsis``) are
+held to the parser: every command exists and is listed, every option and
+``ACCOUNT`` shown is one the command takes, and between them they show every
+option (``--help``, ``--log-format`` and ``--log-level``, which every command
+takes, are said once in prose).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import secrets
@@ -38,6 +45,7 @@ from typing import Any
 import pytest
 import yaml
 
+from rotator.cli import build_parser
 from rotator.notify.webhook import signing_key
 from tests.fakes.oauth2 import emulator
 from tests.support import docs, leakcheck
@@ -241,3 +249,37 @@ def test_the_console_status_page_answers_the_documented_curl(tmp_path: Path) -> 
             refused = run_snippet(snippet, tmp_path, path=tmp_path, replacements=here, env=wrong)
             assert "idp-console" not in refused.stdout
             assert daemon.stop() == 0
+
+
+EVERY_COMMAND_TAKES = {"-h", "--help", "--log-format", "--log-level", "--config"}
+
+
+def parser_commands() -> dict[str, argparse.ArgumentParser]:
+    (commands,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(commands.choices)
+
+
+def synopsis(name: str) -> dict[str, str]:
+    """``rotator COMMAND ARGS`` lines of a synopsis block: {command: its arguments}."""
+    lines = re.findall(r"^rotator (\S+)\s+(.*)$", docs.block(name).text, re.M)
+    return {command: arguments for command, arguments in lines}
+
+
+def test_the_command_synopses_are_the_parsers() -> None:
+    commands = parser_commands()
+    main = synopsis("commands/synopsis")
+    assert sorted(main) == sorted(commands), "every command, and only those, is in the synopsis"
+    shown: dict[str, set[str]] = {name: set() for name in commands}
+    for block in ("commands/synopsis", "commands/vendor-synopsis"):
+        for command, arguments in synopsis(block).items():
+            parser = commands[command]
+            takes = {o for action in parser._actions for o in action.option_strings}
+            options = set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", arguments))
+            assert options <= takes, f"{block}: rotator {command} takes no {options - takes}"
+            positionals = {a.dest for a in parser._actions if not a.option_strings}
+            assert ("ACCOUNT" in arguments) == ("account" in positionals), f"{block}: {command}"
+            shown[command] |= options
+    for command, parser in commands.items():
+        takes = {o for action in parser._actions for o in action.option_strings if "--" in o}
+        missing = takes - EVERY_COMMAND_TAKES - shown[command]
+        assert not missing, f"rotator {command} takes {missing}: show it in a synopsis"
