@@ -31,6 +31,7 @@ takes, are said once in prose).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
@@ -163,9 +164,16 @@ def test_the_quickstart_runs_the_demo_as_printed(quickstart: tuple[Path, Path]) 
             for account in ("demo-refresh", "demo-client", "demo-fax"):
                 assert account in status.stdout, status.stdout
         finally:
-            if make.poll() is None:
-                os.killpg(make.pid, signal.SIGINT)  # Ctrl-C
-            make.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):  # the job may be gone already
+                os.killpg(make.pid, signal.SIGINT)  # Ctrl-C, to the whole foreground job
+            try:
+                make.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(make.pid, signal.SIGKILL)
+                make.wait(timeout=10)
+                raise
+    # the daemon, not make, says whether Ctrl-C stopped it cleanly
+    wait_until(exited.exists, timeout=15, what="rotator demo's exit after Ctrl-C")
     assert exited.read_text().strip() == "0", log.read_text()[-3000:]
 
 
