@@ -33,6 +33,11 @@ store directories and the spool (under the test's tmp), the vendor's token URL
 OpenBao. The Vault ``mount``, ``prefix`` and the paths' shape, which is what a
 policy is about, stay as printed.
 
+The sample of ``rotator check --online``'s store lines (``stores/check-online``)
+is what rotator prints, for the three kinds of store in the states it shows
+(a Vault token that may not write the state, a secret not yet in Secrets
+Manager, a writable directory): only ``(...)`` stands for text left out.
+
 An ```hcl block without a ``policy:`` or ``test:`` marker fails the meta-test, as
 does a shell block that writes a policy from a heredoc without one (a ``policy
 write NAME FILE`` writes a policy that is a block of its own).
@@ -50,10 +55,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.docs.conftest import REGION, aws_env
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.support import docs, leakcheck
 from tests.support.proc import run_rotator
-from tests.support.servers import OpenBao
+from tests.support.servers import MotoServer, OpenBao
 
 ROLES = ("daemon", "consumer")
 TOKEN_ENV = "ROTATOR_DOCS_POLICY_TOKEN"
@@ -329,3 +335,60 @@ def test_the_consumer_reads_the_sinks_and_not_the_state(
         assert read(bao, bao.root_token, mount, path)[0] == 200, f"no state at {path}"
         status, _ = read(bao, token, mount, path)
         assert status == 403, f"{label}: the consumer read {mount}/data/{path}: HTTP {status}"
+
+
+READ_ONLY_STATE = """\
+path "secret/data/state/*" {
+  capabilities = ["read"]
+}
+"""
+#: the account of the sample (its state in Vault, its sinks in Secrets Manager and files)
+BASE_FAXPLUS = {
+    "provider": "faxplus",
+    "client_id": "APIK-1a2b3c4d",
+    "client_secret": "env:FAXPLUS_SECRET",
+    "enhanced_security": True,
+}
+
+
+def test_the_check_online_sample_is_what_rotator_prints(
+    tmp_path: Path, bao: OpenBao, moto: MotoServer
+) -> None:
+    sample = docs.block("stores/check-online")
+    secret = "apps/fax/acme-" + secrets.token_hex(3)  # moto is the session's: a fresh name
+    replacements = {"/var/lib/rotator": str(tmp_path / "files"), "apps/fax/acme": secret}
+    expected = docs.substitute(sample.text, replacements).splitlines()
+    config = {
+        "server": {"spool_dir": str(tmp_path / "spool")},
+        "stores": {
+            "vault": {
+                "type": "vault",
+                "url": bao.url,
+                "auth": {"method": "token", "token": f"env:{TOKEN_ENV}"},
+            },
+            "aws": {"type": "aws", "region": REGION, "endpoint_url": moto.endpoint_url},
+            "files": {"type": "file", "directory": str(tmp_path / "files")},
+        },
+        "defaults": {"state": {"store": "vault"}},
+        "accounts": {
+            "acme-fax": {
+                **BASE_FAXPLUS,
+                "sinks": [
+                    {"store": "aws", "path": secret},
+                    {"store": "files", "path": "acme-fax.json"},
+                ],
+            }
+        },
+    }
+    path = tmp_path / "rotator.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    token = policy_token(bao, READ_ONLY_STATE)
+    env = {TOKEN_ENV: token, "FAXPLUS_SECRET": "unused", **aws_env(tmp_path)}
+    checked = run_rotator(["check", "--online", "-c", str(path)], env=env)
+    assert checked.returncode == 1, "a store with an ERROR fails check --online"
+    printed = [line for line in checked.stdout.splitlines() if line.startswith("store ")]
+    for line in expected:
+        pattern = re.escape(line).replace(re.escape("(...)"), r"\(.*\)")
+        assert any(re.fullmatch(pattern, out) for out in printed), (
+            f"{sample.where}: {line!r} is not what rotator prints:\n" + "\n".join(printed)
+        )
