@@ -10,7 +10,8 @@ addresses, paths, credentials), in a fresh directory, with a ``rotator`` on
   virtualenv already in place (a ``.venv`` whose ``rotator`` is this checkout's:
   the step that creates it is pip's, not ours). The demo comes up on its
   sandbox, the token files the Quickstart lists (the block ``demo/tokens``)
-  land, the status command the Quickstart gives lists every account, and
+  land, the alert it shows is printed (``demo/alert``), the status command the
+  Quickstart gives lists every account, and
   Ctrl-C (SIGINT to the foreground process group) stops the daemon cleanly.
   ``make test`` is the whole suite: that the target exists is checked, not run.
 - ``shell/webhook-secret``: the one-liner that makes a webhook secret writes
@@ -39,7 +40,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,15 +151,36 @@ def test_the_quickstart_runs_the_demo_as_printed(quickstart: tuple[Path, Path]) 
             env=env_for(),
             start_new_session=True,
         )
+
+        def running(condition: Callable[[], bool]) -> Callable[[], bool]:
+            def check() -> bool:
+                if make.poll() is not None:
+                    out.flush()
+                    raise AssertionError(f"make demo ended early:\n{log.read_text()[-3000:]}")
+                return condition()
+
+            return check
+
         try:
             demo = work / "rotator-demo"
             listed = [line.split()[0] for line in docs.block("demo/tokens").text.splitlines()]
             assert listed, "the Quickstart lists the token files"
             wait_until(
-                lambda: make.poll() is None and all((demo / "tokens" / n).exists() for n in listed),
+                running(lambda: all((demo / "tokens" / name).exists() for name in listed)),
                 timeout=60,
-                what=f"the Quickstart's token files {listed} (output: {log})",
+                what=f"the Quickstart's token files {listed}",
             )
+            # the alert the Quickstart shows, with its link: "..." and PORT stand for text
+            # that varies, and so do its numbers (the minutes left)
+            alert = docs.block("demo/alert")
+            for line in alert.text.splitlines():
+                pattern = re.sub(r"\d+", r"\\d+", re.escape(line.strip()))
+                pattern = pattern.replace(re.escape("..."), ".*").replace("PORT", r"\d+")
+                wait_until(
+                    running(lambda p=pattern: re.search(p, log.read_text()) is not None),
+                    timeout=30,
+                    what=f"{alert.where}: {line.strip()!r} in the demo's output",
+                )
             status = run_snippet(quickstart_status_command(), work, path=work / ".venv" / "bin")
             assert status.returncode == 0, status.stderr[-2000:]
             for account in ("demo-refresh", "demo-client", "demo-fax"):
