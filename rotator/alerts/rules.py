@@ -125,7 +125,7 @@ class Alert:
     reauthorize_url: str | None = None
 
     def payload(self) -> dict[str, Any]:
-        """The JSON document webhooks, commands and e-mail carry (documented in the README)."""
+        """The JSON document webhooks, commands and e-mail carry (documented in docs/alerts.md)."""
         link = {"reauthorize_url": self.reauthorize_url} if self.reauthorize_url else {}
         return {
             "version": 1,

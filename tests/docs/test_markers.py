@@ -1,4 +1,4 @@
-"""Every recipe in README's "Consuming tokens" is marked, and every marked recipe is run.
+"""Every recipe in docs/consuming.md ("Consuming tokens") is marked, and every marked recipe is run.
 
 A block added to the section without a ``<!-- test: ... -->`` marker, or a
 marker no test asks for, fails here: the section cannot hold an untested recipe.
@@ -12,14 +12,10 @@ from pathlib import Path
 from tests.support import docs
 
 HERE = Path(__file__).resolve().parent
-SECTION = "## Consuming tokens"
 
 
 def section_lines() -> list[str]:
-    lines = docs.README.read_text(encoding="utf-8").splitlines()
-    start = lines.index(SECTION)
-    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
-    return lines[start:end]
+    return docs.page("consuming.md").splitlines()
 
 
 def test_every_block_in_the_section_is_marked() -> None:
@@ -38,7 +34,9 @@ def test_every_block_in_the_section_is_marked() -> None:
 
 
 def test_every_marked_recipe_is_run_by_a_test() -> None:
-    marked = {name for name in docs.blocks() if name.startswith("consumer/")}
+    marked = {
+        name for path in docs.pages() for name in docs.blocks(path) if name.startswith("consumer/")
+    }
     tests = "".join(path.read_text(encoding="utf-8") for path in HERE.glob("test_*.py"))
     asked = set(re.findall(r'docs\.block\("(consumer/[^"]+)"\)', tests))
     assert marked == asked

@@ -30,9 +30,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["README", "Block", "DocsError", "block", "blocks", "substitute"]
+__all__ = ["DOCS", "README", "Block", "DocsError", "block", "blocks", "page", "pages", "substitute"]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+#: the documentation site's pages (mkdocs.yml); README.md is the front door
+DOCS = README.parent / "docs"
+
+
+def pages() -> list[Path]:
+    """README.md and every page of the site, in a stable order."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
+
+
+def page(name: str) -> str:
+    """The text of ``docs/NAME`` (e.g. ``"stores.md"``)."""
+    return (DOCS / name).read_text(encoding="utf-8")
+
 
 _MARKER = re.compile(r"^\s*<!--\s*test:\s*(?P<name>[A-Za-z0-9_./-]+)\s*-->\s*$")
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
@@ -97,13 +110,22 @@ def blocks(path: Path = README) -> dict[str, Block]:
     return found
 
 
-def block(name: str, path: Path = README) -> Block:
-    """The block marked ``<!-- test: NAME -->`` in ``path``; DocsError if there is none."""
-    found = blocks(path)
+def block(name: str, path: Path | None = None) -> Block:
+    """The block marked ``<!-- test: NAME -->`` in ``path`` (default: anywhere in the docs,
+    README.md and docs/; a name marked in two pages is refused); DocsError if there is none."""
+    found: dict[str, Block] = {}
+    for source in [path] if path is not None else pages():
+        for key, value in blocks(source).items():
+            if key in found:
+                raise DocsError(
+                    f"marker 'test: {key}' is used in {found[key].path.name} and {source.name}"
+                )
+            found[key] = value
     if name not in found:
         known = ", ".join(sorted(found)) or "none"
+        where = path.name if path is not None else "the docs"
         raise DocsError(
-            f"{path.name} has no block marked '<!-- test: {name} -->' (marked blocks: {known})"
+            f"{where} has no block marked '<!-- test: {name} -->' (marked blocks: {known})"
         )
     return found[name]
 
