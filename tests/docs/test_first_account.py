@@ -24,6 +24,8 @@ runs the page from the top to its own end.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import secrets
@@ -31,6 +33,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +41,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rotator import __version__
+from rotator.cli import build_parser
 from tests.fakes.consent import click
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.support import docs, leakcheck
 from tests.support.net import free_port, wait_until
-from tests.support.proc import env_for
+from tests.support.proc import ROOT, env_for
 from tests.support.servers import OpenBao, bao_binary
 
 PAGE = docs.README.parent / "docs" / "first-account.md"
@@ -195,10 +200,32 @@ def reader(tmp_path: Path) -> Iterator[Reader]:
         yield Reader(tmp_path, bao, idp, places, env)
 
 
+def installs_what_the_repository_builds() -> None:
+    """The install blocks are not run (module docstring); what they name must exist: the
+    wheel pip builds from pyproject.toml, the Dockerfile's image, rotator's options."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert (project["name"], project["version"]) == ("rotator", __version__)
+    wheel = f"dist/rotator-{__version__}-py3-none-any.whl"
+    pip = block("install-pip").text
+    assert pip.count(wheel) == 2 and "--wheel-dir dist ." in pip
+    image = block("install-image").text
+    assert f"docker build -t rotator:{__version__} ." in image
+    assert 'ENTRYPOINT ["rotator"]' in (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    for line in (pip + image).splitlines():
+        words = shlex.split(line, comments=True)
+        at = next((i for i, w in enumerate(words) if w.endswith("/bin/rotator")), None)
+        if words[:2] == ["docker", "run"]:
+            at = words.index(f"rotator:{__version__}")
+        if at is not None:
+            said = io.StringIO()
+            with contextlib.redirect_stdout(said), pytest.raises(SystemExit) as done:
+                build_parser().parse_args(words[at + 1 :])  # --version prints and exits 0
+            assert (done.value.code, said.getvalue()) == (0, f"rotator {__version__}\n")
+
+
 def up_to_the_first_grant(reader: Reader) -> None:
     """Steps 2 to 5: home, client secret, policies, tokens, configuration, check."""
-    for name in ("install-pip", "install-image"):
-        block(name)  # present; not run (see the module docstring)
+    installs_what_the_repository_builds()
     reader.shell("home")
     assert oct(reader.etc.stat().st_mode & 0o777) == "0o700"
     reader.shell("client-secret", stdin=CLIENT_SECRET + "\n")
@@ -279,6 +306,14 @@ def test_path_b_authorize_through_the_browser(reader: Reader) -> None:
     assert proc.returncode == 0, errors[-2000:]
     assert "idp-api: authorized at" in rest
     assert sink(reader.bao)["token_type"] == "Bearer"  # published at once
+
+    # "A policy that is too narrow shows here": the consumer's token in the daemon's place
+    narrow = reader.bao.create_token(["idp-api-reader"])
+    (reader.etc / "vault-token").write_text(narrow)
+    printed = reader.shell("check", check=False)
+    assert reader.last.returncode == 1
+    denied = r"^store vault: ERROR permission denied \S+ secret/data/rotator/.*\(the policy lacks"
+    assert re.search(denied, printed, re.MULTILINE), printed
 
 
 def sink(bao: OpenBao) -> Mapping[str, str]:
