@@ -17,7 +17,8 @@
     │   ├── StorePermissionError     authenticated, but the policy does not allow it
     │   ├── StoreConflict            compare-and-set lost: someone else wrote first
     │   ├── StoreNotManaged          the path exists and was not written by rotator
-    │   └── StoreDamaged             the path holds something unreadable (its version given)
+    │   ├── StoreDamaged             the path holds something unreadable (its version given)
+    │   └── NewerFormat              written by a newer rotator: left as it is, never rewritten
     └── LeaseHeld                    another worker is rotating this account now
 
 Every message says what was wrong and, where we know it, what would be right.
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidClient",
     "InvalidGrant",
     "LeaseHeld",
+    "NewerFormat",
     "PermanentProviderError",
     "ProviderError",
     "RotatorError",
@@ -292,6 +294,25 @@ class StoreDamaged(StoreError):
     ) -> None:
         super().__init__(message, store=store, path=path)
         self.version = version
+
+
+class NewerFormat(StoreError):
+    """A state record or spool entry in a format newer than this rotator reads.
+
+    Raised by the reader instead of guessing: a field it does not know could
+    hold the grant, so the record is left exactly as it is (no write, no set
+    aside) and the account waits until a rotator that reads it runs.
+    ``found`` and ``known`` are the two formats, ``requires`` the oldest release
+    that reads ``found`` when the record says so (else "").
+    """
+
+    def __init__(
+        self, message: str, *, found: int, known: int, requires: str = "", path: str = ""
+    ) -> None:
+        super().__init__(message, path=path)
+        self.found = found
+        self.known = known
+        self.requires = requires
 
 
 class LeaseHeld(RotatorError):
