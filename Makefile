@@ -21,8 +21,8 @@ demo: $(VENV)/.installed
 	$(BIN)/rotator demo
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check rotator tests bench
-	$(BIN)/ruff format --check rotator tests bench
+	$(BIN)/ruff check rotator tests bench mkdocs_hooks.py
+	$(BIN)/ruff format --check rotator tests bench mkdocs_hooks.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
