@@ -18,6 +18,7 @@ from pathlib import Path
 from rotator.errors import ConfigError
 
 __all__ = [
+    "FIRST_LOGIN_UID",
     "SHIPPED_SPOOL_DIR",
     "SpoolPlace",
     "default_spool_dir",
@@ -27,6 +28,9 @@ __all__ = [
 
 #: the daemon's spool under the shipped unit (StateDirectory=rotator)
 SHIPPED_SPOOL_DIR = Path("/var/lib/rotator/spool")
+#: the first uid of a person's account (UID_MIN of Debian's and Fedora's login.defs);
+#: below it: root and system users such as the service's
+FIRST_LOGIN_UID = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +61,9 @@ def default_spool_dir() -> Path:
     return spool_place(None).directory
 
 
-def one_off_spool_dir(configured: Path | None, environ: Mapping[str, str] | None = None) -> Path:
+def one_off_spool_dir(
+    configured: Path | None, environ: Mapping[str, str] | None = None, uid: int | None = None
+) -> Path:
     """The spool of a one-off command (``refresh``, ``import``, ``authorize``), or a
     ConfigError when it would not be the daemon's.
 
@@ -67,17 +73,20 @@ def one_off_spool_dir(configured: Path | None, environ: Mapping[str, str] | None
     way (``systemd-run -p User=`` without ``StateDirectory=``, ``sudo -u``) falls
     back to the user's home, where no daemon looks, and a grant kept there while
     the state store is down is lost to the daemon, which then spends the old
-    refresh token. That is refused before any vendor is asked; a command started
-    by a user in their own session shares the per-user spool with a daemon that
-    user runs, and goes on.
+    refresh token. That is refused before any vendor is asked, for a system account
+    (a service's user, or root: ``uid`` below :data:`FIRST_LOGIN_UID`) started by
+    systemd or sudo. A person's own account goes on (a desktop session may hand
+    ``$INVOCATION_ID`` to every terminal): its commands share the per-user spool
+    with a daemon that person runs.
     """
     env = os.environ if environ is None else environ
+    uid = os.geteuid() if uid is None else uid
     place = spool_place(configured, env)
-    if place.source != "per-user":
+    if place.source != "per-user" or uid >= FIRST_LOGIN_UID:
         return place.directory
     if env.get("INVOCATION_ID"):
         how = "it runs as a systemd unit without StateDirectory= (systemd-run)"
-    elif env.get("SUDO_UID") and env.get("SUDO_UID") != str(os.geteuid()):
+    elif env.get("SUDO_UID") and env.get("SUDO_UID") != str(uid):
         how = "it runs as another user through sudo"
     else:
         return place.directory

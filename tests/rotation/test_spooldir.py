@@ -4,7 +4,6 @@ or the command refuses before a refresh token is spent."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ STARTS: dict[str, tuple[dict[str, str], str | None]] = {
         f"{HOME}/spool",
     ),
     "systemd-run without StateDirectory=": ({"INVOCATION_ID": "1f", "HOME": HOME}, None),
-    "sudo -u rotator": ({"SUDO_UID": str(os.geteuid() + 1), "HOME": HOME}, None),
+    "sudo -u rotator": ({"SUDO_UID": "1000", "HOME": HOME}, None),
     "kubectl exec (the pod's env)": ({"STATE_DIRECTORY": HOME, "HOME": "/"}, f"{HOME}/spool"),
     "a user's own shell": ({"HOME": "/home/op"}, "/home/op/.local/state/rotator/spool"),
     "a user's own shell with XDG_STATE_HOME": (
@@ -34,16 +33,19 @@ STARTS: dict[str, tuple[dict[str, str], str | None]] = {
 
 
 @pytest.mark.parametrize("start", sorted(STARTS))
-def test_a_one_off_command_spools_where_the_daemon_looks_or_refuses(start: str) -> None:
+@pytest.mark.parametrize("uid", [0, 997])  # root, and a service's system user
+def test_a_one_off_command_spools_where_the_daemon_looks_or_refuses(start: str, uid: int) -> None:
     environ, expected = STARTS[start]
     # server.spool_dir wins wherever the command runs: the shipped config sets it
-    assert one_off_spool_dir(Path("/srv/spool"), environ) == Path("/srv/spool")
+    assert one_off_spool_dir(Path("/srv/spool"), environ, uid) == Path("/srv/spool")
+    # a person's own account is never refused (a desktop may leak INVOCATION_ID)
+    assert one_off_spool_dir(None, environ, 1000) == spool_place(None, environ).directory
     if expected is not None:
-        assert one_off_spool_dir(None, environ) == Path(expected)
+        assert one_off_spool_dir(None, environ, uid) == Path(expected)
         assert spool_place(None, environ).directory == Path(expected)
         return
     with pytest.raises(ConfigError) as refused:
-        one_off_spool_dir(None, environ)
+        one_off_spool_dir(None, environ, uid)
     message = str(refused.value)
     # names both paths and both fixes
     assert message.startswith("server.spool_dir: ")
@@ -92,6 +94,7 @@ def test_commands_that_spool_refuse_before_touching_anything(
     for name in ("STATE_DIRECTORY", "XDG_STATE_HOME", "SUDO_UID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    monkeypatch.setattr("os.geteuid", lambda: 997)  # the service's system user
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr("sys.stdin", io.StringIO("seeded-refresh-token-9c2f\n"))
     assert main([command, "-c", str(config), "idp-api"]) == 2
