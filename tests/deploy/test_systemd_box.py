@@ -5,8 +5,9 @@ procps (no /bin/kill), and the tests run in file order as an operator's day
 would go: install by the README's steps (docker/install.sh with the box's
 python3; the unit, sysusers and tmpfiles files unchanged; credentials in
 /etc/credstore), start, rotate against an HTTPS emulator on the host's
-loopback, reload, a broken reload, a watchdog restart, stop, encrypted
-credentials by the shipped drop-in, and the journal. The only test-specific
+loopback, reload, a broken reload, a watchdog restart, stop, a one-off
+`rotator refresh` whose state write fails replayed from the daemon's spool,
+encrypted credentials by the shipped drop-in, and the journal. The only test-specific
 settings are a drop-in with a short watchdog for the watchdog test, and the
 example config's vendor URLs pointed at the emulator.
 """
