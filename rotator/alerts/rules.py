@@ -310,7 +310,9 @@ def _error_text(state: AccountState) -> str:
     here, so it is scrubbed again, by value, with every token the state holds.
     """
     tokens = (state.refresh_token, state.access_token)
-    return scrub_values(state.last_error, (t.reveal() for t in tokens if t is not None))
+    return scrub_values(
+        state.last_error, (t.reveal() for t in tokens if t is not None), public=(state.account,)
+    )
 
 
 def plan(

@@ -42,12 +42,22 @@ import structlog
 
 from rotator.errors import ConfigError, NewerFormat
 from rotator.fileio import key_file, read_file
+from rotator.rotation.spooldir import SpoolPlace, default_spool_dir, one_off_spool_dir, spool_place
 from rotator.state import newer_format
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["RESERVATION_BYTES", "Reservation", "Spool", "SpoolEntry", "default_spool_dir"]
+__all__ = [
+    "RESERVATION_BYTES",
+    "Reservation",
+    "Spool",
+    "SpoolEntry",
+    "SpoolPlace",
+    "default_spool_dir",
+    "one_off_spool_dir",
+    "spool_place",
+]
 
 _log = structlog.get_logger("rotator.spool")
 #: the format of the entries this rotator writes (and the newest it reads)
@@ -63,15 +73,6 @@ RESERVATION_BYTES = 64 * 1024
 _LEGACY_SPENT = "spent_refresh_token"
 _RESERVED = ".reserve"
 _UNLANDABLE = ".unlandable"
-
-
-def default_spool_dir() -> Path:
-    """``$STATE_DIRECTORY/spool`` under systemd, else a per-user state directory."""
-    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state_dir:
-        return Path(state_dir) / "spool"
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "rotator" / "spool"
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,7 +249,7 @@ def test_dispatcher_over_real_channels_counts_what_was_sent(
             CommandChannel(type="command", argv=[sys.executable, "-c", script]),
         ]
     )
-    assert [c.name for c in channels] == ["webhook-1", "webhook-2", "command"]
+    assert [c.name for c in channels] == ["webhook", "webhook-2", "command"]
     counted: list[tuple[str, str]] = []
     d = Dispatcher(
         alerts=ALERTS,
@@ -266,7 +266,7 @@ def test_dispatcher_over_real_channels_counts_what_was_sent(
     assert json.loads(out.read_text())["summary"] == sent.summary
     assert counted == [
         ("log", "dead"),
-        ("webhook-1", "dead"),
+        ("webhook", "dead"),
         ("webhook-2", "dead"),
         ("command", "dead"),
     ]

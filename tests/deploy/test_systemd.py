@@ -197,6 +197,10 @@ def test_example_config_fits_the_unit() -> None:
     for name, store in config.stores.items():
         if store.type == "file":
             assert store.directory.is_relative_to("/var/lib/rotator"), name
+    # The spool is named, and is the unit's $STATE_DIRECTORY/spool: one-off commands
+    # started without the unit's environment keep grants where the daemon replays them.
+    [state_directory] = values("StateDirectory")
+    assert config.server.spool_dir == Path("/var/lib") / state_directory / "spool"
     # Every cred: reference is loaded by a LoadCredential= line of the unit.
     loaded = set(values("LoadCredential")) | set(values("LoadCredentialEncrypted"))
     refs = {

@@ -5,8 +5,9 @@ procps (no /bin/kill), and the tests run in file order as an operator's day
 would go: install by the README's steps (docker/install.sh with the box's
 python3; the unit, sysusers and tmpfiles files unchanged; credentials in
 /etc/credstore), start, rotate against an HTTPS emulator on the host's
-loopback, reload, a broken reload, a watchdog restart, stop, encrypted
-credentials by the shipped drop-in, and the journal. The only test-specific
+loopback, reload, a broken reload, a watchdog restart, stop, a one-off
+`rotator refresh` whose state write fails replayed from the daemon's spool,
+encrypted credentials by the shipped drop-in, and the journal. The only test-specific
 settings are a drop-in with a short watchdog for the watchdog test, and the
 example config's vendor URLs pointed at the emulator.
 """
@@ -36,12 +37,18 @@ UNIT = "rotator.service"
 CONFIG = "/etc/rotator/rotator.yaml"
 CA_IN_BOX = "/etc/rotator/emulator-ca.pem"
 CLIENTS = {"rotator-idp": "idp-client-secret", "rotator-crm": "crm-client-secret"}
-# README, "Deployment", step 5: one-off commands as the service runs them
-AS_SERVICE = (
-    *("systemd-run", "--quiet", "--pipe", "--wait", "--collect", "-p", "User=rotator"),
+_RUN_AS = ("systemd-run", "--quiet", "--pipe", "--wait", "--collect", "-p", "User=rotator")
+_STATE_DIRECTORY = ("-p", "StateDirectory=rotator", "-p", "StateDirectoryMode=0750")
+_CREDENTIALS = (
     *("-p", "LoadCredential=idp-client-secret", "-p", "LoadCredential=crm-client-secret"),
     *("-p", "LoadCredential=alert-webhook-url", "/opt/rotator/bin/rotator"),
 )
+# README, "Deployment", step 5: one-off commands as the service runs them (its user,
+# its credentials, and its state directory: $STATE_DIRECTORY as the daemon has it)
+AS_SERVICE = (*_RUN_AS, *_STATE_DIRECTORY, *_CREDENTIALS)
+#: the helper as the README had it before, without the state directory: the shipped
+#: config's server.spool_dir still sends its grants to the daemon's spool
+AS_SERVICE_BARE = (*_RUN_AS, *_CREDENTIALS)
 
 _timings: dict[str, float] = {}
 
@@ -228,6 +235,9 @@ def test_tokens_rotate_under_the_full_sandbox(
     metrics = httpx.get(f"http://{listen}/metrics", timeout=10)
     assert metrics.status_code == 200
     assert 'account="idp-api"' in metrics.text
+    # ...with the process described, as the unit's comment on ProcSubset= promises
+    for family in ("process_resident_memory_bytes", "process_open_fds", "python_gc_objects"):
+        assert f"\n{family}" in metrics.text, family
     assert httpx.get(f"http://{listen}/readyz", timeout=10).status_code == 200
 
 
@@ -330,6 +340,81 @@ def test_stop_is_clean(installed: Box) -> None:
     assert f"{UNIT}: Main process exited, code=exited, status=0/SUCCESS" in last_stop
     assert f"{UNIT}: Deactivated successfully." in last_stop
     assert '"event": "stopped"' in last_stop and '"clean": true' in last_stop
+
+
+def test_a_one_off_refresh_whose_state_write_fails_is_replayed_by_the_daemon(
+    installed: Box, emulator: TLSEmulator
+) -> None:
+    """Rule 1 across processes: the daemon replays what a one-off command spooled.
+
+    The daemon is stopped (the test before). A `rotator refresh` started the way the
+    README's helper used to start it (no StateDirectory=, so no $STATE_DIRECTORY)
+    spends the refresh token, and the state store refuses the write from the moment
+    the vendor answers. The new grant must be in the daemon's spool, and the daemon's
+    next start must land it: it never presents the spent token (the emulator revokes
+    a grant whose spent token comes back).
+    """
+    box = installed
+    [grant] = emulator.grants.values()
+    reused, revoked = emulator.grace_reuses, emulator.reuse_detected
+    state_dir = box.path("/var/lib/rotator/state")
+    spool = box.path("/var/lib/rotator/spool")
+    issued: list[str] = []
+
+    def refuse_state_writes(value: str, kind: str) -> None:
+        if kind == "refresh":  # the vendor's answer: from now on the state store refuses
+            issued.append(value)
+            state_dir.chmod(0o500)
+
+    emulator.on_issue = refuse_state_writes
+    try:
+        done = box.run(*AS_SERVICE_BARE, "refresh", "idp-api", check=False)
+    finally:
+        emulator.on_issue = None
+        state_dir.chmod(0o700)
+    assert done.returncode == 1, done.stderr
+    [new_refresh] = issued
+    assert grant.current_refresh == new_refresh  # spent: the old token is dead now
+    assert new_refresh not in state_dir.joinpath("idp-api").read_text(encoding="utf-8")
+    assert len(list(spool.glob("*.grant"))) == 1  # in the daemon's spool...
+    assert not box.path("/var/lib/rotator/.local").exists()  # ...and nowhere else
+    box.systemctl("start", UNIT)
+    journal_with(box, "replaying a rotated grant that had not reached the state store")
+    wait_until(
+        lambda: grant.current_refresh in state_dir.joinpath("idp-api").read_text(encoding="utf-8"),
+        timeout=30,
+        what="the spooled grant to land in the state store",
+    )
+    assert sorted(p.name for p in spool.iterdir()) == ["spool.key"]
+    assert not grant.revoked
+    assert (emulator.grace_reuses, emulator.reuse_detected) == (reused, revoked)
+    box.systemctl("stop", UNIT)
+
+
+def test_a_one_off_command_refuses_a_spool_the_daemon_never_reads(installed: Box) -> None:
+    """Without server.spool_dir, a command started without the state directory would
+    spool to ~rotator/.local/state: it refuses (exit 2) and names both paths."""
+    box = installed
+    config_text = box.path(CONFIG).read_text(encoding="utf-8")
+    data = yaml.safe_load(config_text)
+    del data["server"]["spool_dir"]
+    box.write("/tmp/src/no-spool-dir.yaml", yaml.safe_dump(data, sort_keys=False))
+    other = "/etc/rotator/no-spool-dir.yaml"
+    box.run(
+        "install", "-m", "0640", "-o", "root", "-g", "rotator", "/tmp/src/no-spool-dir.yaml", other
+    )
+    try:
+        refused = box.run(*AS_SERVICE_BARE, "refresh", "-c", other, "idp-api", check=False)
+        assert refused.returncode == 2
+        assert "/var/lib/rotator/.local/state/rotator/spool" in refused.stderr
+        assert "/var/lib/rotator/spool" in refused.stderr
+        assert not box.path("/var/lib/rotator/.local").exists()
+        # the README's helper gives it the daemon's $STATE_DIRECTORY, so the same spool
+        box.run(*AS_SERVICE, "refresh", "-c", other, "idp-api")
+        assert not box.path("/var/lib/rotator/.local").exists()
+    finally:
+        box.path(other).unlink()
+    assert box.path("/var/lib/rotator").stat().st_mode & 0o777 == 0o750
 
 
 def test_encrypted_credentials_reach_cred_name_through_the_drop_in(
