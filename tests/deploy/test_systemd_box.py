@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import leakcheck
+from tests.support import docs, leakcheck
 from tests.support.box import Box, BoxUnavailable
 from tests.support.net import free_port, wait_until
 from tests.support.rootfs import rootfs_or_skip
@@ -43,9 +44,21 @@ _CREDENTIALS = (
     *("-p", "LoadCredential=idp-client-secret", "-p", "LoadCredential=crm-client-secret"),
     *("-p", "LoadCredential=alert-webhook-url", "/opt/rotator/bin/rotator"),
 )
-# README, "Deployment", step 5: one-off commands as the service runs them (its user,
-# its credentials, and its state directory: $STATE_DIRECTORY as the daemon has it)
-AS_SERVICE = (*_RUN_AS, *_STATE_DIRECTORY, *_CREDENTIALS)
+
+
+def as_service_from_docs() -> tuple[str, ...]:
+    """docs/deployment.md, step 5: the ``rotator-as-service`` function's command as printed
+    (without ``sudo``; the box runs as root), so the helper a reader copies is the one the
+    box proves: one-off commands as the service runs them (its user, its credentials, its
+    state directory: $STATE_DIRECTORY as the daemon has it)."""
+    text = docs.block("deploy/enable-and-seed").text
+    body = text.split("rotator-as-service() {", 1)[1].split("\n}", 1)[0]
+    words = shlex.split(body.replace("\\\n", " "))
+    assert words[0] == "sudo" and words[-1] == "$@", words
+    return tuple(words[1:-1])
+
+
+AS_SERVICE = as_service_from_docs()
 #: the helper as the README had it before, without the state directory: the shipped
 #: config's server.spool_dir still sends its grants to the daemon's spool
 AS_SERVICE_BARE = (*_RUN_AS, *_CREDENTIALS)
