@@ -2,8 +2,9 @@
 
 One box per module, booted from a cached debootstrap minbase rootfs without
 procps (no /bin/kill), and the tests run in file order as an operator's day
-would go: install by the README's steps (docker/install.sh with the box's
-python3; the unit, sysusers and tmpfiles files unchanged; credentials in
+would go: install rotator with docker/install.sh and the box's python3, then
+docs/deployment.md's systemd steps 2-5 run as printed (their shell blocks, marked
+``deploy/...``; the unit, sysusers and tmpfiles files unchanged; credentials in
 /etc/credstore), start, rotate against an HTTPS emulator on the host's
 loopback, reload, a broken reload, a watchdog restart, stop, a one-off
 `rotator refresh` whose state write fails replayed from the daemon's spool,
@@ -113,6 +114,28 @@ def config(emulator: TLSEmulator, listen: str, *, with_crm: bool) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+def run_step(
+    box: Box,
+    name: str,
+    replacements: dict[str, str] | None = None,
+    *,
+    until: str | None = None,
+    input: str | None = None,
+) -> None:
+    """The shell block marked ``<!-- test: NAME -->`` in docs/deployment.md, run in the box
+    as printed: from /tmp/src (where the repository's ``systemd/`` is), as root, so
+    ``sudo`` is dropped (the box has none); ``until`` ends it before that line (the rest is
+    run by the test in its own time); ``replacements`` as :func:`docs.substitute`."""
+    text = docs.block(name).text
+    if until is not None:
+        assert until in text, f"{name} no longer holds {until!r}"
+        text = text.split(until, 1)[0]
+    if replacements:
+        text = docs.substitute(text, replacements)
+    script = re.sub(r"(^|\|\s*|&&\s*)sudo\s+", r"\1", text, flags=re.MULTILINE)
+    box.run("bash", "-euo", "pipefail", "-c", f"cd /tmp/src\n{script}", input=input)
+
+
 @pytest.fixture(scope="module")
 def listen() -> str:
     return f"127.0.0.1:{free_port()}"
@@ -122,33 +145,35 @@ def listen() -> str:
 def installed(
     box: Box, emulator: TLSEmulator, certificates: tuple[Path, Path, Path], listen: str
 ) -> Box:
-    """The README's install steps 2-4 in the box, with the repository's files as they are."""
-    for name in ("rotator.service", "rotator.sysusers", "rotator.tmpfiles"):
-        box.write(f"/tmp/src/{name}", (SYSTEMD / name).read_text(encoding="utf-8"))
-    box.run(
-        "install", "-D", "-m", "0644", "/tmp/src/rotator.sysusers", "/etc/sysusers.d/rotator.conf"
+    """docs/deployment.md's systemd steps 2-5 in the box, run as printed (:func:`run_step`)
+    with the repository's files as they are; the edit of step 3 is the test's config."""
+    for path in SYSTEMD.iterdir():
+        box.write(f"/tmp/src/systemd/{path.name}", path.read_text(encoding="utf-8"))
+    box.run("useradd", "--system", "--no-create-home", "myapp")  # step 2's example consumer
+    run_step(box, "deploy/user-and-directories")
+    box.write("/tmp/src/edited.yaml", config(emulator, listen, with_crm=False))
+    box.write(CA_IN_BOX, certificates[0].read_text(encoding="utf-8"))
+    run_step(
+        box,
+        "deploy/configuration",
+        {
+            # the reader's edit, made: the test's config (vendor URLs on the emulator)
+            "sudoedit /etc/rotator/rotator.yaml": "install -m 0640 -o root -g rotator "
+            "/tmp/src/edited.yaml /etc/rotator/rotator.yaml",
+            # the box has no sudo: runuser is root's way to run a command as a user
+            "sudo -u rotator": "runuser -u rotator --",
+        },
     )
-    box.run(
-        "install", "-D", "-m", "0644", "/tmp/src/rotator.tmpfiles", "/etc/tmpfiles.d/rotator.conf"
-    )
-    box.run("systemd-sysusers", "/etc/sysusers.d/rotator.conf")
-    box.run("systemd-tmpfiles", "--create", "/etc/tmpfiles.d/rotator.conf")
-    box.run("install", "-d", "-m", "0750", "-o", "root", "-g", "rotator", "/etc/rotator")
-    box.write("/tmp/src/rotator.yaml", config(emulator, listen, with_crm=False))
-    box.write("/tmp/src/ca.pem", certificates[0].read_text(encoding="utf-8"))
-    box.run("install", "-m", "0640", "-o", "root", "-g", "rotator", "/tmp/src/rotator.yaml", CONFIG)
-    box.run("install", "-m", "0644", "/tmp/src/ca.pem", CA_IN_BOX)
-    box.run("install", "-d", "-m", "0700", "/etc/credstore")
+    run_step(box, "deploy/credentials", input=emulator.clients["rotator-idp"] + "\n")
     webhook = leakcheck.register(
         f"http://127.0.0.1:{free_port()}/hook/{secrets.token_urlsafe(12)}", "webhook URL"
     )
-    for name, value in (
-        *((name, emulator.clients[client]) for client, name in CLIENTS.items()),
-        ("alert-webhook-url", webhook),
-    ):
+    # the other credentials "the same way" as step 4's
+    for name, value in (("crm-client-secret", emulator.clients["rotator-crm"]),):
         box.write(f"/etc/credstore/{name}", value, mode=0o600)
-    box.run("install", "-m", "0644", "/tmp/src/rotator.service", f"/etc/systemd/system/{UNIT}")
-    box.systemctl("daemon-reload")
+    box.write("/etc/credstore/alert-webhook-url", webhook, mode=0o600)
+    # step 5 up to the start, which each test makes itself (timed, or after seeding)
+    run_step(box, "deploy/enable-and-seed", until="sudo systemctl enable --now rotator")
     return box
 
 
@@ -435,17 +460,19 @@ def test_encrypted_credentials_reach_cred_name_through_the_drop_in(
 ) -> None:
     """README step 4, encrypted: systemd-creds, and systemd/encrypted-credentials.conf as is."""
     box = installed
-    box.run("install", "-d", "-m", "0700", "/etc/credstore.encrypted")
     names = sorted(p.name for p in box.path("/etc/credstore").iterdir())
+    # as printed for idp-client-secret (the drop-in installed with it), the others the same way
+    run_step(box, "deploy/credentials-encrypted", input=emulator.clients["rotator-idp"] + "\n")
     for name in names:
-        box.run(
-            "sh",
-            "-c",
-            f"systemd-creds encrypt --name={name} - /etc/credstore.encrypted/{name} "
-            f"< /etc/credstore/{name} && rm /etc/credstore/{name}",
-        )
-    drop_in = (SYSTEMD / "encrypted-credentials.conf").read_text(encoding="utf-8")
-    box.write(f"/etc/systemd/system/{UNIT}.d/credentials.conf", drop_in)
+        if name != "idp-client-secret":
+            box.run(
+                "sh",
+                "-c",
+                f"systemd-creds encrypt --name={name} - /etc/credstore.encrypted/{name} "
+                f"< /etc/credstore/{name}",
+            )
+    for name in names:
+        box.path(f"/etc/credstore/{name}").unlink()
     box.systemctl("daemon-reload")
     try:
         box.systemctl("start", UNIT)
