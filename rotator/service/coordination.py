@@ -6,11 +6,13 @@ etcd, ...) and owns the accounts that tooz's consistent-hash ring gives it. A
 replica heartbeats on tooz's own thread (``start(start_heart=True)``); a thread
 of ours looks at the membership every ``watch_interval``. When it changes (a
 replica joins, leaves, or stops heartbeating for ``membership_timeout``), every
-replica computes its share again: it schedules the accounts it gained and drops
-the jobs of those it lost (a rotation in flight finishes; the per-account
-compare-and-set lease in the state store stays the final guard against two
-writers). A consistent hash moves only the accounts of the member that came or
-went, so a change costs about a replica's share, not a reshuffle.
+replica computes its share again: it plans the first runs of the accounts it
+gained as the daemon's start does (the overdue ones spread, most urgent first:
+:func:`move_jobs`) and drops the jobs of those it lost (a rotation in flight
+finishes; the per-account compare-and-set lease in the state store stays the
+final guard against two writers). A consistent hash moves only the accounts of
+the member that came or went, so a change costs about a replica's share, not a
+reshuffle.
 
 A replica that loses the backend keeps its last share. The others remove it
 from the group after ``membership_timeout`` and take its accounts over, so for
@@ -41,12 +43,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from rotator.config.models import CoordinationSettings
+from rotator.service import heap
 from rotator.service.coordination_backend import connect, member_id, scrubbed, tooz, within
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.service.daemon import Daemon
     from rotator.service.monitor import Monitor
+    from rotator.service.scheduling import StartPlan
 
 __all__ = [
     "Change",
@@ -265,11 +269,18 @@ class Replica:
         return scrubbed(self.settings, text)
 
 
-def move_jobs(daemon: Daemon, change: Change) -> None:
-    """Drop the jobs of the accounts lost, run the accounts gained now.
+def move_jobs(
+    daemon: Daemon, change: Change, *, then: Callable[[], None] = lambda: None
+) -> StartPlan | None:
+    """Drop the jobs of the accounts lost; plan the first runs of the accounts gained.
 
-    A gained account's run reads its state and rotates only when it is due (as a
-    first run at start does), then schedules its next run; a lost one's job is
+    A gained share is a start in small, and goes through the start's plan
+    (:class:`~rotator.service.scheduling.StartPlan`): each gained account's
+    first run reads its state; one not due only schedules its next run; the
+    overdue ones (a dead replica's share, or every account when all replicas
+    start after an outage) are spread over the plan's window, most urgent first,
+    at each host's rate, instead of all calling their vendor at once. ``then``
+    runs once every gained account was looked at. A lost account's job is
     removed, and a rotation of it in flight finishes without scheduling another
     (the daemon's ``owns`` gate already says no).
     """
@@ -277,15 +288,26 @@ def move_jobs(daemon: Daemon, change: Change) -> None:
         if daemon.scheduler is not None:
             with contextlib.suppress(Exception):  # no job (running, or never added): none to drop
                 daemon.scheduler.remove_job(name)
-    for name in sorted(change.gained):
-        daemon.trigger(name)
+    accounts = daemon.accounts
+    gained = {name: accounts[name] for name in sorted(change.gained) if name in accounts}
+    if not gained or daemon.stopping.is_set():
+        return None
+    try:
+        return daemon.start_plan.more(gained, then=then)
+    except RuntimeError:  # the worker pool is shut down: the daemon is stopping
+        return None
 
 
 def join_replicas(settings: CoordinationSettings, daemon: Daemon, monitor: Monitor) -> Replica:
     """Hook a :class:`Replica` into the daemon's lifecycle, its probes and its metrics."""
 
+    first = [True]
+
     def apply(change: Change) -> None:
-        move_jobs(daemon, change)
+        # Once the first share's accounts were looked at, their objects are kept out of
+        # the collector's full passes, as a one-process daemon's after its start.
+        then, first[0] = (heap.freeze if first[0] else lambda: None), False
+        move_jobs(daemon, change, then=then)
 
     def accounts() -> Collection[str]:
         return daemon.accounts.keys()  # looked up each time: a reload replaces the mapping
