@@ -14,6 +14,17 @@ final guard against two writers). A consistent hash moves only the accounts of
 the member that came or went, so a change costs about a replica's share, not a
 reshuffle.
 
+A replica drops the accounts it lost at once, but takes on the ones it gained
+only from a group it has seen on two looks in a row: a member that has just
+joined (this one, on its first look) may not be known to the others yet, and
+they would go on running the accounts it takes meanwhile. Replicas started
+together would otherwise each begin alone and run every account. A departure
+adds no member, so the survivors take its share over on the look that sees it.
+What overlap is left (a rotation still in flight at the replica that lost the
+account) meets the lease, which replicas write for every grant: one process
+leases only grants with a refresh token, but here a client-credentials call
+made twice would be a second vendor call for nothing.
+
 A replica that loses the backend keeps its last share. The others remove it
 from the group after ``membership_timeout`` and take its accounts over, so for
 the length of the outage those accounts have two schedulers: the lease makes
@@ -219,9 +230,15 @@ class Replica:
         accounts = frozenset(self._accounts())
         if self._seen == (members, accounts):
             return Change(frozenset(), frozenset())
-        owned = share_of(accounts, self._partitioner.belongs_to_self)
+        share = share_of(accounts, self._partitioner.belongs_to_self)
+        # Losses apply at once, gains only from a group seen twice in a row: a member
+        # that joined since the last look (this replica too, on its first) may still
+        # be unknown to the others, and they would run the same accounts meanwhile
+        # (replicas started together would each begin alone, with every account).
+        owned = share if members <= self._members else share & self._owned
         change = repartition(self._owned, owned)
-        self._members, self._owned, self._seen = members, owned, (members, accounts)
+        self._members, self._owned = members, owned
+        self._seen = (members, accounts) if owned == share else None  # else look again
         _log.info(
             "share of the accounts",
             member=self.member.decode(),
@@ -229,6 +246,7 @@ class Replica:
             owned=len(owned),
             gained=len(change.gained),
             lost=len(change.lost),
+            **({"waiting": len(share - owned)} if owned != share else {}),
         )
         if change:
             self._on_change(change)
@@ -314,6 +332,9 @@ def join_replicas(settings: CoordinationSettings, daemon: Daemon, monitor: Monit
 
     replica = Replica(settings, accounts=accounts, on_change=apply)
     daemon.owns = replica.owns
+    # A replica that lost an account may still be rotating it when the new owner first
+    # looks: only a lease in the state tells the new owner to wait, whatever the grant.
+    daemon.rotator.lease_every_grant = True
     daemon.hooks_on_start.append(replica.start)
     daemon.hooks_on_stop.append(replica.stop)
 

@@ -115,6 +115,13 @@ def replicas(
     return made, seen
 
 
+def settle(*members: Replica) -> None:
+    """Each joins, then each sees the whole group twice in a row and takes its share."""
+    for _ in range(3):
+        for replica in members:
+            replica.step()
+
+
 def test_three_replicas_share_the_accounts_and_take_over_a_dead_ones(
     redis: RedisServer,
 ) -> None:
@@ -123,8 +130,12 @@ def test_three_replicas_share_the_accounts_and_take_over_a_dead_ones(
     try:
         for replica in alive:
             replica.step()
+            assert replica.owned == frozenset(), "a share from a group seen once"
         for replica in alive:
-            replica.step()  # the first ones to join now see the later ones
+            replica.step()  # the first ones to join now see the later ones: still no share
+        assert [bool(r.owned) for r in alive] == [False, False, True]
+        for replica in alive:
+            replica.step()  # the same group, seen twice by everyone: each takes its share
         shares = [r.owned for r in alive]
         assert [len(r.members) for r in alive] == [3, 3, 3]
         assert sum(map(len, shares)) == len(accounts)
@@ -157,9 +168,7 @@ def test_a_replica_that_leaves_hands_its_share_over_at_once(redis: RedisServer) 
     accounts = list(ACCOUNTS[:200])
     (first, second), _ = replicas(redis.url, "leave", 2, accounts)
     try:
-        first.step()
-        second.step()
-        first.step()
+        settle(first, second)
         assert len(first.owned) + len(second.owned) == len(accounts)
         had = second.owned
         second.stop()  # a SIGTERM: leaves the group, no timeout to wait for
@@ -174,8 +183,7 @@ def test_accounts_added_by_a_reload_are_shared_on_the_next_look(redis: RedisServ
     accounts = list(ACCOUNTS[:100])
     (first, second), _ = replicas(redis.url, "reload", 2, accounts)
     try:
-        for replica in (first, second, first):
-            replica.step()
+        settle(first, second)
         accounts += [f"new-{i}" for i in range(100)]
         del accounts[:10]
         changes = [first.step(), second.step()]
@@ -198,6 +206,7 @@ def test_an_outage_keeps_the_share_then_the_replica_joins_again(tmp_path: Path) 
     with RedisServer() as server:
         (replica,), _ = replicas(server.url, "outage", 1, accounts, clock)
         try:
+            replica.step()
             replica.step()
             assert replica.readiness()[0]
             assert replica.owned == frozenset(accounts)
@@ -345,6 +354,7 @@ def test_a_replica_daemon_says_its_share_in_readyz_and_metrics(
     daemon.start()
     try:
         wait_until(lambda: daemon.owns("alpha") and daemon.owns("beta"), what="the share")
+        assert daemon.rotator.lease_every_grant, "a replica must lease every grant"
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
         assert "one of 1 replicas, 2 accounts" in ready.text

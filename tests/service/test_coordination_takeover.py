@@ -1,4 +1,6 @@
-"""A replica's gained share goes through the start's plan: spread, most urgent first.
+"""What a replica does with the accounts it takes over from another.
+
+Its gained share goes through the start's plan: spread, most urgent first.
 
 The survivor is a real ``rotator run``; the replica it outlives is a bare
 member in a process of its own (it joins the group on a real ``redis-server``,
@@ -9,6 +11,10 @@ heartbeat just stops. After the membership timeout the survivor gains them and
 must call the vendor for them as its start would: one after the other at the
 host's rate, the nearest expiry first, not all at once in name order (a
 trigger per account, the way a gained share used to be run).
+
+And replicas lease every grant: the replica that lost an account may still be
+rotating it when the new owner first looks, and only a lease in the state tells
+the new owner to wait (a client-credentials grant takes none in one process).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from rotator.http import HttpClients
 from rotator.rotation.accounts import build_accounts
+from rotator.rotation.rotator import Outcome, Rotator
 from rotator.secrets import Secret
 from rotator.state import AccountState
 from tests.fakes.oauth2 import emulator
@@ -36,7 +44,7 @@ GAP = 2.0
 MEMBERSHIP_TIMEOUT = 2.0
 WATCH_INTERVAL = 0.25
 
-#: the member that dies: joins, reports its share once the group has two members, idles
+#: the member that dies: joins, reports its share once it took one in a group of two, idles
 VICTIM = """
 import json, sys, time
 from rotator.config.models import CoordinationSettings
@@ -48,7 +56,7 @@ replica = Replica(settings, accounts=lambda: names, on_change=lambda change: Non
 told = False
 while True:
     replica.step()
-    if len(replica.members) == 2 and not told:
+    if len(replica.members) == 2 and replica.owned and not told:  # its share taken
         print("owned:", json.dumps(sorted(replica.owned)), flush=True)
         told = True
     time.sleep(0.1)
@@ -162,3 +170,38 @@ def test_a_dead_replicas_overdue_accounts_are_spread_most_urgent_first(
     assert min(gaps) >= GAP * 0.8, gaps
     assert server.reuse_detected == 0
     assert spread, "the gained share was not planned as the start plans"
+
+
+@pytest.mark.parametrize("grant", ["client_credentials", "refresh_token"])
+def test_an_account_still_rotating_at_its_old_owner_is_busy_for_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grant: str
+) -> None:
+    with emulator(clients={CLIENT_ID: SECRET}, access_ttl=3600, reuse_grace=0) as server:
+        rig = Rig(tmp_path, server, accounts=("a0",), account_extra=(f"grant: {grant}",))
+        if grant == "refresh_token":
+            rig.seed_all()
+        with rig.opened() as (config, stores):
+            accounts = build_accounts(config, stores)
+            http = HttpClients(max_connections=2)
+            old, new = (
+                Rotator(accounts=accounts, http=http, owner=owner, lease_every_grant=True)
+                for owner in ("replica-old", "replica-new")
+            )
+            account = accounts["a0"]
+            vendor = account.provider.refresh
+            looked: list[Outcome] = []
+
+            def new_owner_looks_meanwhile(*args: object, **kwargs: object) -> object:
+                looked.append(new.rotate("a0").result)  # while the old owner is at the vendor
+                return vendor(*args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(account.provider, "refresh", new_owner_looks_meanwhile)
+            try:
+                assert old.rotate("a0").result == Outcome.SUCCESS
+                assert looked == [Outcome.BUSY]
+                monkeypatch.setattr(account.provider, "refresh", vendor)
+                assert new.rotate("a0").result == Outcome.NOT_DUE  # its next look: done
+            finally:
+                http.close()
+        assert server.token_calls == 1
+        assert server.reuse_detected == 0
