@@ -1,8 +1,9 @@
 """Partitioned replicas: several ``rotator run`` processes divide the accounts through tooz.
 
-With ``server.coordination`` set, each replica joins one tooz group
-(``coordinator.join_partitioned_group``) on the backend the user runs (Redis,
-etcd, ...) and owns the accounts that tooz's consistent-hash ring gives it. A
+With ``server.coordination`` set, each replica joins one tooz group on the
+backend the user runs (Redis, etcd, ...) and owns the accounts that tooz's
+consistent-hash ring (``tooz.hashring``, over the group's members as read at
+each look) gives it. A
 replica heartbeats on tooz's own thread (``start(start_heart=True)``); a thread
 of ours looks at the membership every ``watch_interval``. When it changes (a
 replica joins, leaves, or stops heartbeating for ``membership_timeout``), every
@@ -127,7 +128,9 @@ class Replica:
         self._members: frozenset[bytes] = frozenset()
         self._seen: tuple[frozenset[bytes], frozenset[str]] | None = None
         self._coordinator: Any = None
-        self._partitioner: Any = None
+        self._joined = False
+        #: tooz's consistent-hash ring over ``_members`` (the same ring on every replica)
+        self._ring: Any = None
         self._last_contact: float | None = None
         self._thread: threading.Thread | None = None
         self._group = settings.group.encode()
@@ -214,23 +217,23 @@ class Replica:
         """Join if out of the group, read the membership, apply a new share."""
         if self._coordinator is None:
             self._coordinator = self._connect(self.settings, self.member)
-        if self._partitioner is None:
+        if not self._joined:
             self._join()
-        self._coordinator.run_watchers()
-        ring = self._partitioner.ring
-        if self.member not in ring.nodes:
+        members = self._read_members()
+        if self.member not in members:
             # removed by the others after an outage: tooz does not rejoin by itself
             _log.warning("dropped from the coordination group; joining again")
-            self._leave()
+            self._joined = False
             self._join()
-            self._coordinator.run_watchers()
-            ring = self._partitioner.ring
+            members = self._read_members()
         self._last_contact = self._monotonic()
-        members = frozenset(ring.nodes)
         accounts = frozenset(self._accounts())
         if self._seen == (members, accounts):
             return Change(frozenset(), frozenset())
-        share = share_of(accounts, self._partitioner.belongs_to_self)
+        if self._ring is None or frozenset(self._ring.nodes) != members:
+            self._ring = importlib.import_module("tooz.hashring").HashRing(members)
+        ring = self._ring
+        share = share_of(accounts, lambda name: self.member in ring.get_nodes(name.encode()))
         # Losses apply at once, gains only from a group seen twice in a row: a member
         # that joined since the last look (this replica too, on its first) may still
         # be unknown to the others, and they would run the same accounts meanwhile
@@ -252,26 +255,33 @@ class Replica:
             self._on_change(change)
         return change
 
-    def _join(self) -> None:
-        coordination = tooz()
-        try:
-            self._partitioner = self._coordinator.join_partitioned_group(self._group)
-        except coordination.MemberAlreadyExist:
-            # still listed from before an outage: a partitioner over the group as it is
-            self._partitioner = importlib.import_module("tooz.partitioner").Partitioner(
-                self._coordinator, self._group
-            )
+    def _read_members(self) -> frozenset[bytes]:
+        """The group's live members, read whole at every look.
 
-    def _leave(self) -> None:
-        partitioner, self._partitioner = self._partitioner, None
-        if partitioner is None or self._coordinator is None:
-            return
-        with contextlib.suppress(Exception):  # not a member any more is what we wanted
-            self._coordinator.leave_partitioned_group(partitioner)
+        Not tooz's partitioner: it reads the members, then starts watching for
+        joins and leaves with a second read as its baseline, and a member that
+        joined or left between the two reads is never added to (or removed from)
+        its ring. Under load, replicas started together missed one another that
+        way for good (a ring without a member runs that member's accounts too; a
+        ring with a dead one leaves its accounts to nobody). tooz's Redis driver
+        drops members whose heartbeat expired as it reads. No group (a backend that
+        lost its data) has no members: this replica joins again.
+        """
+        try:
+            return frozenset(self._coordinator.get_members(self._group).get())
+        except tooz().GroupNotCreated:
+            return frozenset()
+
+    def _join(self) -> None:
+        # what join_partitioned_group does, without its partitioner (weight 1 in the
+        # capabilities); still listed from before an outage is a member as we are
+        with contextlib.suppress(tooz().MemberAlreadyExist):
+            self._coordinator.join_group_create(self._group, capabilities={"weight": 1})
+        self._joined = True
 
     def _disconnect(self) -> None:
         coordinator, self._coordinator = self._coordinator, None
-        self._partitioner = None
+        self._joined = False
         self._seen = None
         if coordinator is None:
             return

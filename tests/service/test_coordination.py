@@ -10,9 +10,10 @@ daemon's scheduler.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from rotator.config.models import CoordinationSettings
 from rotator.service.coordination import Change, Replica, move_jobs, repartition, share_of
-from rotator.service.coordination_backend import check_backend
+from rotator.service.coordination_backend import check_backend, connect
 from tests.support.servers import RedisServer
 
 NAMES = st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=8)
@@ -162,6 +163,65 @@ def test_three_replicas_share_the_accounts_and_take_over_a_dead_ones(
     finally:
         for replica in [*alive, dead]:
             replica.stop()
+
+
+class _Read:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def get(self, timeout: float | None = None) -> object:
+        return self.value
+
+
+def interleaved(coordinator: Any, meanwhile: Callable[[], None]) -> Any:
+    """A real tooz coordinator whose first membership read is followed at once by
+    ``meanwhile`` (another replica joins or leaves at the worst moment of this one's join)."""
+    read = coordinator.get_members
+    pending = [meanwhile]
+
+    def get_members(group: bytes) -> _Read:
+        members = read(group).get()
+        if pending:
+            pending.pop()()
+        return _Read(members)
+
+    coordinator.get_members = get_members  # the instance's: tooz's own calls come here too
+    return coordinator
+
+
+@pytest.mark.parametrize("other", ["joins", "leaves"])
+def test_a_member_that_comes_or_goes_during_a_join_is_seen_on_the_next_look(
+    redis: RedisServer, other: str
+) -> None:
+    """tooz's partitioner reads the members, then reads them again as the baseline of its
+    join/leave watch: a member that came or went between the two reads was never seen
+    (replicas started together under load missed one another for good). Each look reads
+    the whole membership."""
+    accounts = list(ACCOUNTS[:300])
+    group = f"interleaved-{other}"
+    (second,), _ = replicas(redis.url, group, 1, accounts)
+    if other == "leaves":
+        settle(second)
+    meanwhile = second.step if other == "joins" else second.stop
+    first = Replica(
+        coordination(redis.url, group),
+        accounts=lambda: accounts,
+        on_change=lambda change: None,
+        connect=lambda settings, member: interleaved(connect(settings, member), meanwhile),
+    )
+    try:
+        if other == "joins":
+            settle(first, second)
+            assert first.members == second.members == {first.member, second.member}
+            assert first.owned.isdisjoint(second.owned)
+            assert first.owned | second.owned == frozenset(accounts)
+        else:
+            settle(first)
+            assert first.members == {first.member}
+            assert first.owned == frozenset(accounts), "accounts left to a member that left"
+    finally:
+        first.stop()
+        second.stop()
 
 
 def test_a_replica_that_leaves_hands_its_share_over_at_once(redis: RedisServer) -> None:
