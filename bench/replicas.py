@@ -20,7 +20,9 @@ the one dev server on the same two cores is the bound (most of the 7 CPU
 seconds per 1,000 are its), and the phase would measure OpenBao.
 
 Each daemon runs at debug level for its ``job done`` line (one per job, with its
-result: ``busy`` is a lease refused because another replica held it). After the
+result: ``busy`` is a lease refused because another replica held it; replicas
+lease every grant, so a client-credentials account in flight at one replica is
+busy at another instead of a second vendor call). After the
 N-replica burst one replica is killed with SIGKILL (no goodbye: its heartbeat
 just stops); the survivors must own every account within the membership timeout
 and look at each gained account once (its first run, through the start's plan).
@@ -390,11 +392,10 @@ def table(r: Replicas) -> list[str]:
         "any of them. Shares settled: until the replicas' shares, in a group of all of them, "
         "first covered every account (a replica takes accounts on only from a group it has "
         "seen twice in a row, one watch interval apart). Busy: jobs that found another "
-        "replica's lease; a client-credentials grant takes none (it holds no refresh token to "
-        "spend twice), so here two replicas running one account would show as a second vendor "
-        "call, not as busy. CPU: user + system of each daemon, start included; redis: its CPU "
-        "over the run. State and sinks in the file store (one directory shared by the "
-        "replicas); daemons at debug level (a `job done` line per job); one client id per "
-        "account, the emulator counts calls per client id.",
+        "replica's lease (replicas lease every grant, a client-credentials one too; one "
+        "process leases only a grant with a refresh token). CPU: user + system of each daemon, "
+        "start included; redis: its CPU over the run. State and sinks in the file store (one "
+        "directory shared by the replicas); daemons at debug level (a `job done` line per "
+        "job); one client id per account, the emulator counts calls per client id.",
     ]
     return lines
