@@ -9,6 +9,7 @@ CI, which runs the suite).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,17 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
             else site / "index.html"
         )
         assert built.is_file(), f"docs/{page} was not built"
+
+
+def test_the_readmes_links_reach_files_that_exist() -> None:
+    # README.md is not part of the site, so mkdocs does not check it: its links into
+    # docs/ (and to CHANGELOG.md) are checked here
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert local, "README.md links nothing"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert missing == []
+    # every page of the site is on the front door's map
+    pages = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")}
+    assert pages - {"docs/index.md"} <= set(local)
