@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from rotator.alerts.channels.base import Channel
+from rotator.alerts.channels.base import AlertChannelError, Channel
 from rotator.alerts.rules import Alert, Sent, Severity, evaluate, plan
 from rotator.errors import StoreConflict, StoreError
 from rotator.locks import NamedLocks
@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("rotator.alerts")
+#: the longest a receiver's Retry-After holds a channel's next attempt back
+_LONGEST_PAUSE = 300.0
 
 Clock = Callable[[], datetime]
 
@@ -297,7 +299,12 @@ class Dispatcher:
                         attempts=self.attempts,
                         error=f"{type(exc).__name__}: {exc}",
                     )
-                    if attempt < self.attempts and self.waiter.sleep(delay):
+                    pause = (
+                        exc.pause(delay, longest=_LONGEST_PAUSE)
+                        if isinstance(exc, AlertChannelError)
+                        else delay
+                    )
+                    if attempt < self.attempts and self.waiter.sleep(pause):
                         delay *= self.backoff
                         continue
                     break

@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from rotator.backends.base import Version
-from rotator.errors import StoreConflict, StoreError, StoreUnavailable, scrub_values
+from rotator.errors import (
+    NewerFormat,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+    scrub_values,
+)
 from rotator.rotation.lease import release_left
 from rotator.rotation.spool import Reservation, Spool, SpoolEntry
 from rotator.secrets import Secret
@@ -57,6 +63,7 @@ class Pending:
 
     @classmethod
     def from_entry(cls, name: str, entry: SpoolEntry) -> Pending:
+        entry.check()  # a newer format: NewerFormat, before anything of it is used
         return cls(
             AccountState.from_record(name, entry.record),
             Secret(entry.spent) if entry.spent else None,
@@ -345,6 +352,8 @@ class GrantKeeper:
         """The entry as a pending grant; one that cannot be read is set aside."""
         try:
             return Pending.from_entry(account.name, entry)
+        except NewerFormat:
+            raise  # a newer rotator's grant: left in place, the account waits (spool.py)
         except Exception as exc:  # a damaged record: replaying it again cannot help
             self.set_aside(account, Pending(AccountState(account.name), None, entry.path), exc)
             return None

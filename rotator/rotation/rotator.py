@@ -87,6 +87,8 @@ class Rotator:
     state_write_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 4, 8)
     #: every wait of a rotation (the state write retries): the daemon's stop ends it
     waiter: Waiter = field(default_factory=Waiter)
+    #: lease every grant, not only one with a refresh token (set by partitioned replicas)
+    lease_every_grant: bool = False
     grants: GrantKeeper = field(init=False, repr=False)
     publisher: Publisher = field(default_factory=Publisher, init=False, repr=False)
     #: one lock per account, alive only while a run holds or waits for it
@@ -156,7 +158,14 @@ class Rotator:
             _log.error("no room to keep a new grant; the vendor is not asked", error=str(exc))
             return Run(Outcome.TRANSIENT, state, error=exc)
         try:
-            lease = take_lease(account, state, version, owner=self.owner, now=self.clock())
+            lease = take_lease(
+                account,
+                state,
+                version,
+                owner=self.owner,
+                now=self.clock(),
+                always=self.lease_every_grant,
+            )
             if isinstance(lease, Busy):
                 return Run(
                     Outcome.BUSY, state, error=lease.error, facts=RunFacts(lease_until=lease.until)

@@ -175,6 +175,7 @@ class StartPlan:
         self.finished = threading.Event()
         self._left = len(accounts)
         self._now = datetime.now(UTC)
+        self._politeness = politeness
         self._limits = politeness.limit_for
         self._job = job
         self._schedule = schedule
@@ -210,6 +211,16 @@ class StartPlan:
             self.first_run(name)
         finally:
             self._queue_next()
+
+    def more(
+        self, accounts: Mapping[str, Account], *, then: Callable[[], None] = lambda: None
+    ) -> StartPlan:
+        """A plan like this one for other accounts, started now (a replica's gained share):
+        the same job, schedule, limits and pool; its own start time and overdue list."""
+        plan = StartPlan(accounts, self._politeness, self._job, self._schedule, then=then)
+        if self._pool is not None:
+            plan.start(self._pool)
+        return plan
 
     def first_run(self, name: str) -> None:
         overdue = None
