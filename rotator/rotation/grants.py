@@ -45,8 +45,6 @@ from rotator.state import AccountState
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
-    import threading
-
     from rotator.rotation.accounts import Account
 
 __all__ = ["GrantKeeper", "Landing", "NoRoomForGrant", "Pending", "superseded"]
@@ -294,7 +292,11 @@ class GrantKeeper:
             return True
         return bool(state.lease_owner) and state.lease_owner != self.owner
 
-    def replay(self, accounts: dict[str, Account], lock: Callable[[str], threading.Lock]) -> int:
+    def replay(
+        self,
+        accounts: dict[str, Account],
+        lock: Callable[[str], contextlib.AbstractContextManager[None]],
+    ) -> int:
         """Land every spooled grant before anything else runs; returns how many.
 
         Each entry on its own: a store error leaves it for the job; anything else

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +48,8 @@ __all__ = [
 SPREAD_WINDOW = timedelta(minutes=5)
 #: planned runs this close go straight to the worker pool, in the plan's order
 _DIRECT = timedelta(seconds=1)
+#: first runs waiting in the pool's queue at once (server.workers is at most 256)
+_QUEUED = 256
 
 _log = structlog.get_logger("rotator.daemon")
 
@@ -180,12 +182,35 @@ class StartPlan:
         self._overdue: list[Overdue] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._names: Iterator[str] = iter(())
 
     def start(self, pool: ThreadPoolExecutor) -> None:
-        """Every account's first run, straight to the pool (no date job per account)."""
+        """Every account's first run, straight to the pool (no date job per account).
+
+        At most :data:`_QUEUED` of them wait in the pool's queue at a time; each one
+        done queues the next. A queued future is about 1.8 KB: 100,000 at once were
+        175 MB, the daemon's peak (bench/round8-memory.md).
+        """
         self._pool = pool
-        for name in self._accounts:
-            pool.submit(self.first_run, name)
+        self._names = iter(list(self._accounts))
+        for _ in range(min(_QUEUED, len(self._accounts))):
+            self._queue_next()
+
+    def _queue_next(self) -> None:
+        with self._lock:
+            name = next(self._names, None)
+        if name is None or self._pool is None:
+            return
+        try:
+            self._pool.submit(self._first_then_next, name)
+        except RuntimeError:  # the pool is shut down: the daemon is stopping
+            return
+
+    def _first_then_next(self, name: str) -> None:
+        try:
+            self.first_run(name)
+        finally:
+            self._queue_next()
 
     def more(
         self, accounts: Mapping[str, Account], *, then: Callable[[], None] = lambda: None

@@ -312,6 +312,29 @@ def test_settled_says_when_a_check_would_do_nothing() -> None:
     assert d.settled(state(), settings())
 
 
+def test_checks_of_one_account_in_one_process_send_once_and_leave_no_lock(
+    store: FileStore,
+) -> None:
+    """The dispatcher's per-account lock lives only while checks hold it: four
+    threads checking one dead account send its alert once, and no lock is kept."""
+    clock, rec = Clock(T0), Recorder()
+    d = dispatcher(store, clock, rec)
+    st = state(failed=True)
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        barrier.wait()
+        d.check(st, settings())
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(rec.got) == 1
+    assert len(d._locks) == 0
+
+
 @pytest.mark.parametrize("retry_after", ["4", "HTTP-DATE"])
 def test_a_receivers_retry_after_holds_the_next_attempt_back(
     hook: Hook, monkeypatch: pytest.MonkeyPatch, retry_after: str
