@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,18 @@ demo: $(VENV)/.installed
 	$(BIN)/rotator demo
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check rotator tests bench
-	$(BIN)/ruff format --check rotator tests bench
+	$(BIN)/ruff check rotator tests bench mkdocs_hooks.py
+	$(BIN)/ruff format --check rotator tests bench mkdocs_hooks.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict as the test suite builds it.
+docs: $(VENV)/.installed-test
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # The benchmark (bench/results.md): about 20 minutes; BENCH_ARGS=--quick for a shorter run.
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) rotator-demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) site rotator-demo .mypy_cache .ruff_cache .pytest_cache

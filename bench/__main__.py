@@ -4,6 +4,7 @@
     python -m bench --quick         # shorter steady state, 1,000-account bursts only
     python -m bench --burst 20 --steady 20 --steady-seconds 5 --out /tmp/r.md   # smoke
     python -m bench --burst '' --steady 0 --scale 100000   # the 100,000-account phase only
+    python -m bench --burst '' --steady 0 --scale 0 --replicas 3   # 1 process vs 3 replicas only
 
 Prints a table and writes it, with the machine description, into
 ``bench/results.md`` between the ``run:latest`` markers (the rest of the file,
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import harness, scale
+from bench import harness, replicas, scale
 
 LATEST_START = "<!-- run:latest -->"
 LATEST_END = "<!-- /run:latest -->"
@@ -45,6 +46,7 @@ def report(
     bursts: list[harness.Burst],
     steady: harness.Steady | None,
     large: scale.Scale | None,
+    shared: replicas.Replicas | None = None,
     helps: tuple[float, float, float],
     machine: dict[str, str],
     elapsed: float,
@@ -121,6 +123,8 @@ def report(
         ]
     if large is not None:
         lines += scale_table(large)
+    if shared is not None:
+        lines += replicas.table(shared)
     big = [b for b in bursts if b.accounts >= 10_000]
     peak = max((b.peak_rss_mb for b in big), default=0.0)
     lines += [
@@ -217,6 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-seconds", type=float, default=60.0, help="the scale phase's steady window"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="replicas of the partitioned phase, run against 1 process on the same accounts "
+        "(default 3, --quick 0: off)",
+    )
+    parser.add_argument(
+        "--replicas-accounts",
+        type=int,
+        default=10_000,
+        help="accounts of the partitioned phase's burst",
+    )
+    parser.add_argument(
+        "--membership-timeout",
+        type=float,
+        default=replicas.MEMBERSHIP_TIMEOUT,
+        help="the replicas' server.coordination.membership_timeout in seconds (default 30, "
+        "the documented default)",
+    )
     parser.add_argument("--out", default=str(harness.ROOT / "bench" / "results.md"))
     parser.add_argument(
         "--keep-logs", metavar="DIR", help="copy the daemon, baseline and emulator logs here"
@@ -234,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in burst.split(",") if x]
     if args.scale is None:
         args.scale = 0 if args.quick else 100_000
+    if args.replicas is None:
+        args.replicas = 0 if args.quick else 3
     seconds = args.steady_seconds or (60.0 if args.quick else 300.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
     stores = [s for s in args.stores.split(",") if s]
@@ -244,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     bursts: list[harness.Burst] = []
     steady = None
     large = None
+    shared = None
     try:
         with harness.openbao(env):
             for size in sizes:
@@ -253,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 steady = harness.run_steady(env, args.steady, seconds)
             if args.scale:
                 large = scale.run_scale(env, args.scale, args.scale_seconds, args.timeout)
+        if args.replicas:
+            shared = replicas.run_replicas(
+                env, args.replicas_accounts, args.replicas, args.timeout, args.membership_timeout
+            )
         helps = harness.help_times(env)
     except BaseException:
         print(f"bench: failed; logs kept in {env.work}", file=sys.stderr)
@@ -269,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         bursts=bursts,
         steady=steady,
         large=large,
+        shared=shared,
         helps=helps,
         machine=harness.machine(),
         elapsed=time.time() - started,

@@ -17,7 +17,8 @@
     │   ├── StorePermissionError     authenticated, but the policy does not allow it
     │   ├── StoreConflict            compare-and-set lost: someone else wrote first
     │   ├── StoreNotManaged          the path exists and was not written by rotator
-    │   └── StoreDamaged             the path holds something unreadable (its version given)
+    │   ├── StoreDamaged             the path holds something unreadable (its version given)
+    │   └── NewerFormat              written by a newer rotator: left as it is, never rewritten
     └── LeaseHeld                    another worker is rotating this account now
 
 Every message says what was wrong and, where we know it, what would be right.
@@ -31,16 +32,18 @@ by pattern (:func:`scrub`, here). No message carries a control character either
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote, quote_plus
 
 __all__ = [
+    "COMMANDS",
     "SCRUB_ANY",
     "BadResponse",
     "ConfigError",
     "InvalidClient",
     "InvalidGrant",
     "LeaseHeld",
+    "NewerFormat",
     "PermanentProviderError",
     "ProviderError",
     "RotatorError",
@@ -128,7 +131,34 @@ def scrub(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def scrub_values(text: str, values: Iterable[str | None]) -> str:
+#: the commands of rotator's command line (cli.build_parser; a test keeps them one list)
+COMMANDS = frozenset(
+    {
+        "authorize",
+        "check",
+        "demo",
+        "faxmax-login-url",
+        "import",
+        "probe",
+        "refresh",
+        "run",
+        "status",
+    }
+)
+_COMMAND_WORDS = "|".join(re.escape(c) for c in sorted(COMMANDS, key=len, reverse=True))
+
+
+def _public_phrase(names: list[str]) -> re.Pattern[str]:
+    """``rotator <command>`` as a fix text prints it, with one of *names* after it."""
+    tail = "(?: (?:{}))?".format("|".join(re.escape(n) for n in names)) if names else ""
+    return re.compile(rf"(?<![\w-])rotator (?:{_COMMAND_WORDS}){tail}(?![\w-])")
+
+
+#: the command phrase without names (tests read it)
+_COMMAND_PHRASE = _public_phrase([])
+
+
+def scrub_values(text: str, values: Iterable[str | None], *, public: Iterable[str] = ()) -> str:
     """Replace every occurrence of each known secret value in *text* with ``***``.
 
     Scrubbing by value, for every secret an account knows (its refresh and
@@ -136,6 +166,14 @@ def scrub_values(text: str, values: Iterable[str | None]) -> str:
     spent), is what keeps a vendor that echoes a secret in free text from
     publishing it; patterns only catch the shapes someone thought of. Each
     value is also looked for URL-encoded, as a vendor may echo a request's form.
+
+    An occurrence that lies wholly inside a phrase that is public is kept, so a
+    secret that happens to be a common word never makes a fix text unusable (a
+    password ``rotator`` once turned ``rotator import idp-api`` into
+    ``*** import idp-api``). Public are ``rotator <command>`` (:data:`COMMANDS`)
+    and the names in *public* (the account's name: every log line carries it).
+    What is kept is the same whatever the secret is, so it tells nothing about
+    it; an occurrence that reaches past a public phrase is scrubbed whole.
     """
     known: set[str] = set()
     for value in values:
@@ -149,9 +187,33 @@ def scrub_values(text: str, values: Iterable[str | None]) -> str:
                     quote_plus(value, safe="", errors="surrogatepass"),
                 }
             )
-    for value in sorted(known, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    found = [(start, start + len(value)) for value in known for start in _occurrences(text, value)]
+    if not found:
+        return text
+    names = sorted({name for name in public if name}, key=len, reverse=True)
+    kept = [m.span() for m in _public_phrase(names).finditer(text)]
+    kept += [(start, start + len(name)) for name in names for start in _occurrences(text, name)]
+    hidden = sorted(
+        (start, end) for start, end in found if not any(a <= start and end <= b for a, b in kept)
+    )
+    shown: list[str] = []
+    at = 0
+    for start, end in hidden:
+        if start < at:  # overlaps the occurrence before: one mask for both
+            at = max(at, end)
+            continue
+        shown += [text[at:start], "***"]
+        at = end
+    shown.append(text[at:])
+    return "".join(shown)
+
+
+def _occurrences(text: str, value: str) -> Iterator[int]:
+    """Every start of *value* in *text*, overlapping ones too."""
+    start = text.find(value)
+    while start != -1:
+        yield start
+        start = text.find(value, start + 1)
 
 
 def secret_values(*values: object) -> tuple[str, ...]:
@@ -292,6 +354,25 @@ class StoreDamaged(StoreError):
     ) -> None:
         super().__init__(message, store=store, path=path)
         self.version = version
+
+
+class NewerFormat(StoreError):
+    """A state record or spool entry in a format newer than this rotator reads.
+
+    Raised by the reader instead of guessing: a field it does not know could
+    hold the grant, so the record is left exactly as it is (no write, no set
+    aside) and the account waits until a rotator that reads it runs.
+    ``found`` and ``known`` are the two formats, ``requires`` the oldest release
+    that reads ``found`` when the record says so (else "").
+    """
+
+    def __init__(
+        self, message: str, *, found: int, known: int, requires: str = "", path: str = ""
+    ) -> None:
+        super().__init__(message, path=path)
+        self.found = found
+        self.known = known
+        self.requires = requires
 
 
 class LeaseHeld(RotatorError):

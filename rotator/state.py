@@ -4,23 +4,48 @@ The state is the source of truth for the grant: the current refresh token,
 the last access token (so sinks can be re-published), the planned next run,
 the lease, and the last outcome. It is a flat string map so every store
 (files, Vault KV v2, Secrets Manager) holds it the same way.
+
+Formats. A record says which format it is in (``format``) and the oldest
+release that reads that format (``requires``). A rotator reads its own format
+and every older one; a newer one it refuses (:class:`~rotator.errors.NewerFormat`)
+and leaves exactly as it is, so a downgrade, or an older replica beside a newer
+one, never misreads a grant nor overwrites it with what it understood. The
+format goes up when an older rotator would lose or misread something by
+rewriting a record (a field moved, renamed, or meaning something else); a new
+optional field that an older rotator may drop unharmed keeps the format.
+:func:`newer_format` words the refusal for the spool's entries too.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
-from rotator.errors import StoreError
+from rotator import __version__
+from rotator.errors import NewerFormat, StoreError
 from rotator.secrets import Secret
 from rotator.tokens import TokenSet, format_time, parse_time
 
-__all__ = ["STATE_FORMAT", "AccountState", "describe"]
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_REQUIRES",
+    "AccountState",
+    "describe",
+    "newer_format",
+    "requires_release",
+]
 
+#: the format of the state records this rotator writes (and the newest it reads)
 STATE_FORMAT = "1"
+#: the oldest release that reads STATE_FORMAT, written beside it: what a rotator
+#: that meets a newer format tells its operator to upgrade to
+STATE_REQUIRES = "rotator>=0.1.0"
+_REQUIRES = re.compile(r"rotator>=([0-9][0-9A-Za-z.+-]{0,31})")
+_FORMAT = re.compile(r"[1-9][0-9]{0,8}")
 
 _TIME_FIELDS = (
     "issued_at",
@@ -106,7 +131,7 @@ class AccountState:
     # -- (de)serialisation -------------------------------------------------------
 
     def to_record(self) -> dict[str, str]:
-        out: dict[str, str] = {"format": STATE_FORMAT}
+        out: dict[str, str] = {"format": STATE_FORMAT, "requires": STATE_REQUIRES}
         for f in fields(self):
             value: Any = getattr(self, f.name)
             if value is None or value == "" or (f.name == "consecutive_failures" and not value):
@@ -127,7 +152,9 @@ class AccountState:
 
     @classmethod
     def from_record(cls, account: str, data: Mapping[str, str]) -> AccountState:
-        """Read a stored state; unknown keys are ignored (forward compatible)."""
+        """Read a stored state; unknown keys are ignored (a newer release's optional
+        fields). A newer format raises :class:`NewerFormat`: nothing of it is read."""
+        _check_format(account, data)
         kwargs: dict[str, Any] = {"account": account}
         for f in fields(cls):
             if f.name == "account" or f.name not in data:
@@ -142,6 +169,45 @@ class AccountState:
                     "the refresh token among them, are kept)"
                 ) from None
         return cls(**kwargs)
+
+
+def _check_format(account: str, data: Mapping[str, str]) -> None:
+    raw = data.get("format", "1")  # a record written by hand may leave it out
+    if _FORMAT.fullmatch(raw) is None:
+        raise StoreError(
+            f"the stored state of {account} is damaged: field 'format' is not a format "
+            f"number; it must be {STATE_FORMAT} (or left out) for this rotator to read it"
+        )
+    found, known = int(raw), int(STATE_FORMAT)
+    if found > known:
+        raise newer_format(
+            f"the stored state of {account}", "state", found, known, data.get("requires", "")
+        )
+
+
+def requires_release(requires: str) -> str:
+    """The release named by a ``requires`` text (``rotator>=X``), else "" (never the
+    text itself: it is read from a store and may be anything)."""
+    match = _REQUIRES.fullmatch(requires)
+    return match.group(1) if match else ""
+
+
+def newer_format(what: str, kind: str, found: int, known: int, requires: str) -> NewerFormat:
+    """The refusal of ``what``, in ``kind`` format ``found`` (this rotator reads ``known``)."""
+    release = requires_release(requires)
+    upgrade = (
+        f"upgrade rotator to at least {release}"
+        if release
+        else f"upgrade rotator to a release that reads {kind} format {found} (see the CHANGELOG)"
+    )
+    return NewerFormat(
+        f"{what} is in {kind} format {found}, written by a newer rotator; rotator "
+        f"{__version__} reads {kind} formats up to {known}, so it leaves it as it is and does "
+        f"not touch the account: {upgrade}",
+        found=found,
+        known=known,
+        requires=release,
+    )
 
 
 def _load_field(name: str, raw: str) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from rotator.errors import (
     TransientProviderError,
     scrub_values,
 )
+from rotator.politeness import retry_after_seconds
 from rotator.secrets import Secret
 
 __all__ = [
@@ -202,23 +204,13 @@ def error_from_status(
         return oauth_error(status, parsed, secrets)
     described = _describe_body(body, content_type)
     if status == 429 or status >= 500:
-        delay = _retry_after(retry_after)
+        delay = retry_after_seconds(retry_after, time.time())
         return TransientProviderError(f"http_{status}", described, status=status, retry_after=delay)
     if isinstance(parsed, dict):
         return oauth_error(status, parsed, secrets)
     if status == 401:
         return InvalidClient(f"http_{status}", described, status=status)
     return PermanentProviderError(f"http_{status}", described, status=status)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and 0 <= seconds <= 3600 else None
 
 
 def _describe_body(body: bytes, content_type: str) -> str:

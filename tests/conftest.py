@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,12 @@ from tests.support.servers import MotoServer, OpenBao, openbao
 # default (test_views: 441 ms) without anything being wrong.
 settings.register_profile("rotator", deadline=None)
 settings.load_profile("rotator")
+
+# A suite run by a systemd service or through sudo is not a one-off command of the
+# daemon's: commands started by tests would refuse their per-user spool
+# (rotator/rotation/spooldir.py). Tests that mean it set these themselves.
+for _name in ("INVOCATION_ID", "SUDO_UID"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session", autouse=True)

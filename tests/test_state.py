@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotator.errors import StoreError
+from rotator.errors import NewerFormat, StoreError
 from rotator.secrets import Secret
-from rotator.state import STATE_FORMAT, AccountState
+from rotator.state import STATE_FORMAT, STATE_REQUIRES, AccountState
 from rotator.tokens import TokenSet
 from tests.support import leakcheck
 
@@ -57,7 +57,12 @@ def test_round_trip_keeps_every_field() -> None:
 def test_empty_state_round_trip_is_minimal() -> None:
     state = AccountState(account="new")
     record = state.to_record()
-    assert record == {"format": STATE_FORMAT, "account": "new", "token_type": "Bearer"}
+    assert record == {
+        "format": STATE_FORMAT,
+        "requires": STATE_REQUIRES,
+        "account": "new",
+        "token_type": "Bearer",
+    }
     assert AccountState.from_record("new", record) == state
 
 
@@ -162,3 +167,40 @@ def test_damaged_record_is_a_store_error_naming_the_field(field: str, raw: str) 
     assert f"the stored state of idp-api is damaged: field {field!r}" in message
     assert raw not in message
     assert REFRESH not in message
+
+
+@given(
+    found=st.integers(min_value=2, max_value=10**8),
+    requires=st.text(max_size=60),
+    # characters no refusal is worded with: found in the message only if copied from the record
+    token=st.text(alphabet="#@!~^%", min_size=4, max_size=40),
+)
+def test_a_newer_format_is_refused_naming_both_formats_and_nothing_it_holds(
+    found: int, requires: str, token: str
+) -> None:
+    record = {**full_state().to_record(), "format": str(found), "requires": requires, "t": token}
+    with pytest.raises(NewerFormat) as refused:
+        AccountState.from_record("idp-api", record)
+    message = str(refused.value)
+    assert (refused.value.found, refused.value.known) == (found, int(STATE_FORMAT))
+    assert f"state format {found}, written by a newer rotator" in message
+    assert f"reads state formats up to {STATE_FORMAT}" in message
+    for value in (ACCESS, REFRESH):
+        assert value not in message
+    release = refused.value.requires
+    assert release == "" or requires == f"rotator>={release}"
+    assert token not in message
+
+
+@pytest.mark.parametrize("raw", ["", "0", "01", "two", "1.5", "-2", " 2", "9999999999"])
+def test_a_format_that_is_no_number_is_damage_never_a_guess(raw: str) -> None:
+    with pytest.raises(StoreError, match="field 'format' is not a format number") as refused:
+        AccountState.from_record("idp-api", {**full_state().to_record(), "format": raw})
+    assert not isinstance(refused.value, NewerFormat)
+
+
+def test_older_and_unmarked_records_are_read() -> None:
+    record = full_state().to_record()
+    del record["format"], record["requires"]
+    assert AccountState.from_record("idp-api", record) == full_state()
+    assert AccountState.from_record("idp-api", {**record, "format": "1"}) == full_state()

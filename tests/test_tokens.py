@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -300,11 +302,30 @@ def test_5xx_and_429_are_transient_with_retry_after(status: int) -> None:
     assert "HTML page" in caught.value.description
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "nan", "99999"])
+@pytest.mark.parametrize("value", [None, "", "soon", "nan", "Mon, 99 Foo"])
 def test_unusable_retry_after_is_ignored(value: str | None) -> None:
     with pytest.raises(TransientProviderError) as caught:
         parse(b"", status=503, retry_after=value)
     assert caught.value.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("-5", 0.0), ("99999", 3600.0), ("Fri, 01 Jan 2100 00:00:00 GMT", 3600.0)],
+)
+def test_retry_after_is_read_as_the_vendors_pause_and_capped(value: str, seconds: float) -> None:
+    # one reading of Retry-After for the token parser and the host limiter
+    # (rotator/politeness.py): seconds or an HTTP date, never below 0 nor above an hour
+    with pytest.raises(TransientProviderError) as caught:
+        parse(b"", status=503, retry_after=value)
+    assert caught.value.retry_after == seconds
+
+
+def test_a_retry_after_date_is_seconds_from_now() -> None:
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    with pytest.raises(TransientProviderError) as caught:
+        parse(b"", status=429, retry_after=when)
+    assert caught.value.retry_after is not None and 110 <= caught.value.retry_after <= 121
 
 
 def test_5xx_with_oauth_json_is_still_transient() -> None:

@@ -17,7 +17,6 @@ it goes out once.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,9 +24,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from rotator.alerts.channels.base import Channel
+from rotator.alerts.channels.base import AlertChannelError, Channel
 from rotator.alerts.rules import Alert, Sent, Severity, evaluate, plan
 from rotator.errors import StoreConflict, StoreError
+from rotator.locks import NamedLocks
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("rotator.alerts")
+#: the longest a receiver's Retry-After holds a channel's next attempt back
+_LONGEST_PAUSE = 300.0
 
 Clock = Callable[[], datetime]
 
@@ -150,18 +152,14 @@ class Dispatcher:
     #: a fresh signed console link for an account (None: it cannot be authorized);
     #: None when the console is off
     link_for: Callable[[str], str | None] | None = None
-    _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
-    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    #: one lock per account, alive only while a check holds or waits for it
+    _locks: NamedLocks = field(default_factory=NamedLocks, init=False, repr=False)
     #: accounts known to have nothing sent: a healthy account costs no store read
     _quiet: set[str] = field(default_factory=set, init=False, repr=False)
     #: what this process sent, per account: the fallback while the store is down
     _local: dict[str, dict[str, Sent]] = field(default_factory=dict, init=False, repr=False)
     #: accounts whose record lacks what this process sent during a store outage
     _unsynced: set[str] = field(default_factory=set, init=False, repr=False)
-
-    def _lock(self, account: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(account, threading.Lock())
 
     def settled(self, state: AccountState, settings: AccountSettings) -> bool:
         """True when :meth:`check` would do nothing: nothing sent and nothing holds.
@@ -176,7 +174,7 @@ class Dispatcher:
     def check(self, state: AccountState, settings: AccountSettings) -> list[Alert]:
         """Evaluate one account and send what is due. Never raises; returns what was sent."""
         try:
-            with self._lock(state.account):
+            with self._locks(state.account):
                 return self._check(state, settings)
         except Exception as exc:  # an alert problem must never stop rotation or the sweep
             _log.error(
@@ -301,7 +299,12 @@ class Dispatcher:
                         attempts=self.attempts,
                         error=f"{type(exc).__name__}: {exc}",
                     )
-                    if attempt < self.attempts and self.waiter.sleep(delay):
+                    pause = (
+                        exc.pause(delay, longest=_LONGEST_PAUSE)
+                        if isinstance(exc, AlertChannelError)
+                        else delay
+                    )
+                    if attempt < self.attempts and self.waiter.sleep(pause):
                         delay *= self.backoff
                         continue
                     break

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rotator.state import AccountState
 
 __all__ = [
+    "ALERT_KINDS",
     "NON_RENEWABLE_PROVIDERS",
     "Alert",
     "Condition",
@@ -51,6 +52,10 @@ class Kind(StrEnum):
     FAILURES = "failures"
     DEAD = "dead"
     LAPSE = "lapse"  # the access token expires before the next possible attempt
+
+
+#: every alert kind, as payloads and metrics name it; docs/runbook.md has an entry for each
+ALERT_KINDS: tuple[str, ...] = tuple(str(kind) for kind in Kind)
 
 
 class Severity(StrEnum):
@@ -125,7 +130,7 @@ class Alert:
     reauthorize_url: str | None = None
 
     def payload(self) -> dict[str, Any]:
-        """The JSON document webhooks, commands and e-mail carry (documented in the README)."""
+        """The JSON document webhooks, commands and e-mail carry (documented in docs/alerts.md)."""
         link = {"reauthorize_url": self.reauthorize_url} if self.reauthorize_url else {}
         return {
             "version": 1,
@@ -305,7 +310,9 @@ def _error_text(state: AccountState) -> str:
     here, so it is scrubbed again, by value, with every token the state holds.
     """
     tokens = (state.refresh_token, state.access_token)
-    return scrub_values(state.last_error, (t.reveal() for t in tokens if t is not None))
+    return scrub_values(
+        state.last_error, (t.reveal() for t in tokens if t is not None), public=(state.account,)
+    )
 
 
 def plan(

@@ -221,10 +221,10 @@ def _exchange(
     waiter: Waiter,
 ) -> Authorized:
     """The code's grant, kept by the rotation's rules."""
+    from rotator.commands.common import open_rotator
     from rotator.rotation.authorization import authorize_code
-    from rotator.service.app import build_rotator
 
-    rotator = build_rotator(config)
+    rotator = open_rotator(config)
     try:
         return authorize_code(
             rotator,

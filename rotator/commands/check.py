@@ -19,6 +19,8 @@ __all__ = ["check", "redirect_uris"]
 
 def check(config: Config, *, online: bool = False, out: TextIO | None = None) -> int:
     """Say the (already validated) configuration is OK; --online resolves and probes."""
+    # every refusal first: "configuration OK" is printed only for one that is
+    uris = redirect_uris(config)
     files = f" (from {1 + len(config.included)} files)" if config.included else ""
     print(
         f"{config.source}: configuration OK: {len(config.accounts)} accounts{files}, "
@@ -35,7 +37,7 @@ def check(config: Config, *, online: bool = False, out: TextIO | None = None) ->
     for name, settings in config.accounts.items():
         for key, advice in getattr(settings, "config_warnings", list)():
             print(f"warning: accounts.{name}.{key}: {advice}", file=sys.stderr)
-    for line in redirect_uris(config):
+    for line in uris:
         print(line, file=out or sys.stdout)
     if not online:
         return 0

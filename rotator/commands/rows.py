@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from rotator.rotation.rotator import Rotator
     from rotator.state import AccountState
 
-__all__ = ["account_rows", "health"]
+__all__ = ["STATUS_STATES", "account_rows", "health"]
+
+#: every STATE word :func:`health` gives (``n`` stands for the failures in a row);
+#: docs/runbook.md has an entry for each
+STATUS_STATES = ("OK", "RETRYING(n)", "FAILED", "NO TOKEN")
 
 
 def health(row: Mapping[str, Any]) -> str:
@@ -53,7 +57,12 @@ def _known_secrets(settings: AccountSettings, state: AccountState | None) -> lis
 
 
 def _scrubbed(row: Mapping[str, Any], secrets: list[str]) -> dict[str, Any]:
-    return {k: scrub_values(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
+    # the account's name is public: a secret inside it never mangles the row's fix
+    public = (row["account"],) if isinstance(row.get("account"), str) else ()
+    return {
+        k: scrub_values(v, secrets, public=public) if isinstance(v, str) else v
+        for k, v in row.items()
+    }
 
 
 def account_rows(rotator: Rotator) -> tuple[list[dict[str, Any]], list[str]]:

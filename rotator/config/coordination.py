@@ -1,4 +1,4 @@
-"""``server.coordination``: the settings of partitioned replicas (README, "Partitioned replicas").
+"""``server.coordination``: the settings of partitioned replicas (docs/deployment.md).
 
 Its own module because the URL is a value of its own kind: a tooz backend URL
 written as it is, or a secret reference when it carries a password (a Redis
@@ -62,7 +62,7 @@ CoordinationUrl = Annotated[
 
 
 class CoordinationSettings(BaseModel):
-    """``server.coordination``: replicas divide the accounts through tooz (README:
+    """``server.coordination``: replicas divide the accounts through tooz (docs/deployment.md:
     "Partitioned replicas")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -43,7 +43,7 @@ from rotator.config.files import (
     read_text,
     yaml_error,
 )
-from rotator.config.messages import Refusals, config_error, key_path
+from rotator.config.messages import Refusals, closest, config_error, key_path
 from rotator.config.models import AccountSettings, Config, state_store
 from rotator.config.sharing import shared_values
 from rotator.errors import ConfigError
@@ -135,7 +135,8 @@ def _validate(raw: dict[Any, Any], main: _Main) -> Config:
     for key in raw:
         if key not in _TOP_KEYS:
             raise ConfigError(
-                f"unknown section (valid: {', '.join(_TOP_KEYS)})", path=key_path([key])
+                f"unknown section (valid: {', '.join(_TOP_KEYS)}){closest(key, list(_TOP_KEYS))}",
+                path=key_path([key]),
             )
     accounts_raw = raw.get("accounts") or {}
     if not isinstance(accounts_raw, dict):

@@ -11,6 +11,7 @@ hostile file cannot print megabytes.
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from typing import Annotated, Any
@@ -121,7 +122,7 @@ def config_error(
             parent = model_at(model, loc[:-1], data) if model else None
             keys = sorted(f.alias or n for n, f in parent.model_fields.items()) if parent else []
             valid = f" (valid keys: {', '.join(keys)})" if keys else ""
-            message = f"unknown key{valid}"
+            message = f"unknown key{valid}{closest(loc[-1] if loc else None, keys)}"
         elif kind == "missing":
             message = "required key is missing" + _why_required(model, loc, data)
         elif kind == "string_type" and isinstance(error.get("input"), bool | int | float):
@@ -140,6 +141,15 @@ def config_error(
     if len(first) > MAX_MESSAGE:
         first = first[: MAX_MESSAGE - 1] + "…"
     return ConfigError(first)
+
+
+def closest(key: object, keys: list[str]) -> str:
+    """``; did you mean 'KEY'?`` for a misspelt key, else "" (a key longer than any real
+    one is not compared: a hostile file's 100 KB key must not cost difflib's time)."""
+    if not isinstance(key, str) or not keys or len(key) > 2 * max(map(len, keys)):
+        return ""
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.7)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Refusals:

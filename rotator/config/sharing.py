@@ -12,26 +12,36 @@ from typing import Any
 
 from rotator.config.models import Model
 
-__all__ = ["shared_values"]
+__all__ = ["STRINGS", "shared_values"]
+
+#: distinct strings one load remembers; past them, a string is looked up, not kept
+STRINGS = 4096
 
 
 def shared_values(model: Any, seen: dict[Any, Any]) -> Any:
     """``model`` with each value equal to one an earlier account has replaced by that one.
 
     Accounts filled from ``defaults`` hold equal values (a ``state`` reference, a
-    secret reference, the set of fields given); pydantic builds each anew for
-    every account. At 100,000 accounts the copies were about half of the
-    configuration's memory. The models are frozen, so a shared value is never
-    changed through one of them (``model_copy`` copies the fields set first).
-    Strings, numbers and durations are left alone: a value merged from
-    ``defaults`` is already the same object, and one an account spells out is small.
+    secret reference, the set of fields given, an empty ``notify`` list); pydantic
+    builds each anew for every account. At 100,000 accounts the copies were about
+    half of the configuration's memory. The models are frozen, so a shared value is
+    never changed through one of them (``model_copy`` copies the fields set first).
+
+    Numbers and durations are left alone: merged from ``defaults`` they are already
+    one object. Strings an account spells out (a sink's ``store: sinks``) are one
+    object per value, but only the first :data:`STRINGS` distinct ones are
+    remembered: most of an account's strings are its own (a client id, a path), and
+    remembering every one would cost more while loading than sharing saves.
     """
     values = model.__dict__
     for key, value in values.items():
+        if type(value) is str:
+            values[key] = _string(value, seen)
+            continue
         if isinstance(value, _PLAIN):
             continue
         if isinstance(value, list):
-            values[key] = [shared_values(v, seen) if isinstance(v, Model) else v for v in value]
+            values[key] = _list(key, value, seen)
             continue
         inner = shared_values(value, seen) if isinstance(value, Model) else value
         try:
@@ -46,6 +56,29 @@ def shared_values(model: Any, seen: dict[Any, Any]) -> Any:
 
 #: values not worth sharing (see shared_values)
 _PLAIN = (str, int, float, type(None), timedelta)
+
+
+def _string(value: str, seen: dict[Any, Any]) -> str:
+    strings: dict[str, str] = seen.setdefault(_STRINGS_KEY, {})
+    if len(strings) < STRINGS:
+        return strings.setdefault(value, value)
+    return strings.get(value, value)
+
+
+#: the key of ``seen`` that holds its strings (an object no value can equal)
+_STRINGS_KEY = object()
+
+
+def _list(key: str, value: list[Any], seen: dict[Any, Any]) -> list[Any]:
+    """A list's models shared inside it; a list of plain values shared as a whole."""
+    if any(isinstance(item, Model) for item in value):
+        # models differ from account to account (a sink's path): no use hashing them
+        return [shared_values(v, seen) if isinstance(v, Model) else v for v in value]
+    try:
+        shared: list[Any] = seen.setdefault((key, list, _frozen(value)), value)
+    except TypeError:  # unhashable items: kept as it is
+        return value
+    return shared
 
 
 def _frozen(value: Any) -> Any:

@@ -51,6 +51,8 @@ _log = structlog.get_logger("rotator.notify")
 _PREFIX = "whsec_"
 _MIN_KEY = 16
 _MAX_BACKOFF = 60.0
+#: the longest a receiver's Retry-After holds the next attempt back (the queue waits too)
+_LONGEST_PAUSE = 300.0
 #: 4xx answers worth another try: a timeout on the receiver's side, and "slow down"
 _RETRY_4XX = frozenset({408, 429})
 
@@ -124,7 +126,7 @@ def post_webhook(
                 attempts=entry.attempts,
                 error=str(exc),
             )
-            if not waiter.sleep(delay):
+            if not waiter.sleep(exc.pause(delay, longest=_LONGEST_PAUSE)):
                 raise NotifyError(f"{exc} (stopped after attempt {attempt})") from None
             delay = min(delay * 2, _MAX_BACKOFF)
             continue

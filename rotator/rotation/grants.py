@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from rotator.backends.base import Version
-from rotator.errors import StoreConflict, StoreError, StoreUnavailable, scrub_values
+from rotator.errors import (
+    NewerFormat,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+    scrub_values,
+)
 from rotator.rotation.lease import release_left
 from rotator.rotation.spool import Reservation, Spool, SpoolEntry
 from rotator.secrets import Secret
@@ -39,8 +45,6 @@ from rotator.state import AccountState
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
-    import threading
-
     from rotator.rotation.accounts import Account
 
 __all__ = ["GrantKeeper", "Landing", "NoRoomForGrant", "Pending", "superseded"]
@@ -59,6 +63,7 @@ class Pending:
 
     @classmethod
     def from_entry(cls, name: str, entry: SpoolEntry) -> Pending:
+        entry.check()  # a newer format: NewerFormat, before anything of it is used
         return cls(
             AccountState.from_record(name, entry.record),
             Secret(entry.spent) if entry.spent else None,
@@ -287,7 +292,11 @@ class GrantKeeper:
             return True
         return bool(state.lease_owner) and state.lease_owner != self.owner
 
-    def replay(self, accounts: dict[str, Account], lock: Callable[[str], threading.Lock]) -> int:
+    def replay(
+        self,
+        accounts: dict[str, Account],
+        lock: Callable[[str], contextlib.AbstractContextManager[None]],
+    ) -> int:
         """Land every spooled grant before anything else runs; returns how many.
 
         Each entry on its own: a store error leaves it for the job; anything else
@@ -343,6 +352,8 @@ class GrantKeeper:
         """The entry as a pending grant; one that cannot be read is set aside."""
         try:
             return Pending.from_entry(account.name, entry)
+        except NewerFormat:
+            raise  # a newer rotator's grant: left in place, the account waits (spool.py)
         except Exception as exc:  # a damaged record: replaying it again cannot help
             self.set_aside(account, Pending(AccountState(account.name), None, entry.path), exc)
             return None

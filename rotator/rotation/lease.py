@@ -96,8 +96,13 @@ def take_lease(
     *,
     owner: str,
     now: datetime,
+    always: bool = False,
 ) -> Lease | Busy:
-    """Lease the account for one refresh, by compare-and-set on ``version``."""
+    """Lease the account for one refresh, by compare-and-set on ``version``.
+
+    ``always``: write the lease for a grant without a refresh token too (partitioned
+    replicas: another process may run the account, and its call would be a second one).
+    """
     if (
         state.lease_held_by_other(owner, now)
         and state.lease_until is not None
@@ -114,7 +119,7 @@ def take_lease(
         lease_until=now + account.settings.lease_ttl,
         last_attempt_at=now,
     )
-    if state.refresh_token is None:
+    if state.refresh_token is None and not always:
         # nothing to spend twice: the in-process lock is enough (see the module)
         return Lease(account, leased, version, written=False)
     try:

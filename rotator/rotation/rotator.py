@@ -24,9 +24,9 @@ module tells the story in :meth:`Rotator.rotate` and :meth:`Rotator._run`.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +42,7 @@ from rotator.errors import (
     StoreUnavailable,
 )
 from rotator.http import HttpClients
+from rotator.locks import NamedLocks
 from rotator.rotation.accounts import Account
 from rotator.rotation.failure import moved_on, record_failure
 from rotator.rotation.grants import GrantKeeper, Landing, NoRoomForGrant, Pending
@@ -86,17 +87,18 @@ class Rotator:
     state_write_delays: tuple[float, ...] = (0.2, 0.5, 1, 2, 4, 8)
     #: every wait of a rotation (the state write retries): the daemon's stop ends it
     waiter: Waiter = field(default_factory=Waiter)
+    #: lease every grant, not only one with a refresh token (set by partitioned replicas)
+    lease_every_grant: bool = False
     grants: GrantKeeper = field(init=False, repr=False)
     publisher: Publisher = field(default_factory=Publisher, init=False, repr=False)
-    _locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
-    _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    #: one lock per account, alive only while a run holds or waits for it
+    _locks: NamedLocks = field(default_factory=NamedLocks, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.grants = GrantKeeper(self.spool, self.waiter, self.state_write_delays, self.owner)
 
-    def _lock(self, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(name, threading.Lock())
+    def _lock(self, name: str) -> AbstractContextManager[None]:
+        return self._locks(name)
 
     def read_state(self, account: Account) -> tuple[AccountState, Version | None]:
         return account.read_state()
@@ -156,7 +158,14 @@ class Rotator:
             _log.error("no room to keep a new grant; the vendor is not asked", error=str(exc))
             return Run(Outcome.TRANSIENT, state, error=exc)
         try:
-            lease = take_lease(account, state, version, owner=self.owner, now=self.clock())
+            lease = take_lease(
+                account,
+                state,
+                version,
+                owner=self.owner,
+                now=self.clock(),
+                always=self.lease_every_grant,
+            )
             if isinstance(lease, Busy):
                 return Run(
                     Outcome.BUSY, state, error=lease.error, facts=RunFacts(lease_until=lease.until)

@@ -16,6 +16,12 @@ stops a rotation before a refresh token is spent, never after. The answer is
 written into the reserved blocks in place (:meth:`Spool.fill`), which needs no
 new space, and the file is renamed to the entry. An entry that can never be
 landed is set aside (:meth:`Spool.set_aside`), still encrypted, for a human.
+
+Formats: an entry starts with ``RSP`` and its format's digit (:data:`SPOOL_FORMAT`);
+a later format keeps those four bytes and follows them, in clear, with the oldest
+release that reads it (``rotator>=X.Y.Z``, a newline). An entry in a newer spool or
+state format is never guessed at, set aside or replaced: its account is refused
+(:class:`~rotator.errors.NewerFormat`), as the entry may hold the only valid grant.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,16 +40,32 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from rotator.errors import ConfigError
+from rotator.errors import ConfigError, NewerFormat
 from rotator.fileio import key_file, read_file
+from rotator.rotation.spooldir import SpoolPlace, default_spool_dir, one_off_spool_dir, spool_place
+from rotator.state import newer_format
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["RESERVATION_BYTES", "Reservation", "Spool", "SpoolEntry", "default_spool_dir"]
+__all__ = [
+    "RESERVATION_BYTES",
+    "Reservation",
+    "Spool",
+    "SpoolEntry",
+    "SpoolPlace",
+    "default_spool_dir",
+    "one_off_spool_dir",
+    "spool_place",
+]
 
 _log = structlog.get_logger("rotator.spool")
-_MAGIC = b"RSP1"
+#: the format of the entries this rotator writes (and the newest it reads)
+SPOOL_FORMAT = 1
+_MAGIC_PREFIX = b"RSP"
+_MAGIC = _MAGIC_PREFIX + str(SPOOL_FORMAT).encode()
+#: what a later format puts after its four bytes: the oldest release that reads it
+_NEWER_REQUIRES = re.compile(rb"rotator>=[0-9][0-9A-Za-z.+-]{0,31}(?=\n)")
 #: room reserved per rotation: a state record with tokens is a few KiB even with
 #: large JWTs; an answer beyond it is spooled the ordinary way (new space)
 RESERVATION_BYTES = 64 * 1024
@@ -50,15 +73,6 @@ RESERVATION_BYTES = 64 * 1024
 _LEGACY_SPENT = "spent_refresh_token"
 _RESERVED = ".reserve"
 _UNLANDABLE = ".unlandable"
-
-
-def default_spool_dir() -> Path:
-    """``$STATE_DIRECTORY/spool`` under systemd, else a per-user state directory."""
-    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if state_dir:
-        return Path(state_dir) / "spool"
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "rotator" / "spool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,13 @@ class SpoolEntry:
     spent: str | None = None
     #: the file holding it (an entry, or a reservation filled before a crash)
     path: Path | None = None
+    #: an entry in a newer format: nothing else of it was read (see check)
+    refused: NewerFormat | None = None
+
+    def check(self) -> None:
+        """Raise :attr:`refused`, if set: before anything uses the entry."""
+        if self.refused is not None:
+            raise self.refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +304,7 @@ class Spool:
             blob = _read(path)
             if blob is None:
                 continue
-            if blob.startswith(_MAGIC):
+            if blob.startswith(_MAGIC_PREFIX):  # filled (by us, or by a newer rotator)
                 entry = self._decode(key, blob, path)
                 if entry is not None:
                     yield entry
@@ -292,6 +313,12 @@ class Spool:
                     path.unlink()
 
     def _decode(self, key: str, blob: bytes, path: Path | None = None) -> SpoolEntry | None:
+        where = path if path is not None else self._path(key)
+        refused = _newer(blob, where)
+        if refused is not None:
+            return SpoolEntry(
+                key, account="", state_path="", record={}, path=where, refused=refused
+            )
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 12 + 16:
             _log.error("spool entry is damaged; left in place", entry=key)
             return None
@@ -321,6 +348,16 @@ class Spool:
         except (KeyError, TypeError, AttributeError):
             _log.error("spool entry is damaged; left in place", entry=key)
             return None
+
+
+def _newer(blob: bytes, path: Path) -> NewerFormat | None:
+    """The refusal of an entry in a spool format newer than :data:`SPOOL_FORMAT`."""
+    number = blob[len(_MAGIC_PREFIX) : len(_MAGIC_PREFIX) + 1]
+    if not blob.startswith(_MAGIC_PREFIX) or not number.isdigit() or int(number) <= SPOOL_FORMAT:
+        return None
+    requires = _NEWER_REQUIRES.match(blob, len(_MAGIC))
+    release = requires.group(0).decode("ascii") if requires else ""
+    return newer_format(f"the spooled grant {path}", "spool", int(number), SPOOL_FORMAT, release)
 
 
 def _key_file(path: Path) -> bytes:

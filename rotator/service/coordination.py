@@ -1,16 +1,30 @@
 """Partitioned replicas: several ``rotator run`` processes divide the accounts through tooz.
 
-With ``server.coordination`` set, each replica joins one tooz group
-(``coordinator.join_partitioned_group``) on the backend the user runs (Redis,
-etcd, ...) and owns the accounts that tooz's consistent-hash ring gives it. A
+With ``server.coordination`` set, each replica joins one tooz group on the
+backend the user runs (Redis, etcd, ...) and owns the accounts that tooz's
+consistent-hash ring (``tooz.hashring``, over the group's members as read at
+each look) gives it. A
 replica heartbeats on tooz's own thread (``start(start_heart=True)``); a thread
 of ours looks at the membership every ``watch_interval``. When it changes (a
 replica joins, leaves, or stops heartbeating for ``membership_timeout``), every
-replica computes its share again: it schedules the accounts it gained and drops
-the jobs of those it lost (a rotation in flight finishes; the per-account
-compare-and-set lease in the state store stays the final guard against two
-writers). A consistent hash moves only the accounts of the member that came or
-went, so a change costs about a replica's share, not a reshuffle.
+replica computes its share again: it plans the first runs of the accounts it
+gained as the daemon's start does (the overdue ones spread, most urgent first:
+:func:`move_jobs`) and drops the jobs of those it lost (a rotation in flight
+finishes; the per-account compare-and-set lease in the state store stays the
+final guard against two writers). A consistent hash moves only the accounts of
+the member that came or went, so a change costs about a replica's share, not a
+reshuffle.
+
+A replica drops the accounts it lost at once, but takes on the ones it gained
+only from a group it has seen on two looks in a row: a member that has just
+joined (this one, on its first look) may not be known to the others yet, and
+they would go on running the accounts it takes meanwhile. Replicas started
+together would otherwise each begin alone and run every account. A departure
+adds no member, so the survivors take its share over on the look that sees it.
+What overlap is left (a rotation still in flight at the replica that lost the
+account) meets the lease, which replicas write for every grant: one process
+leases only grants with a refresh token, but here a client-credentials call
+made twice would be a second vendor call for nothing.
 
 A replica that loses the backend keeps its last share. The others remove it
 from the group after ``membership_timeout`` and take its accounts over, so for
@@ -41,12 +55,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from rotator.config.models import CoordinationSettings
+from rotator.service import heap
 from rotator.service.coordination_backend import connect, member_id, scrubbed, tooz, within
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
     from rotator.service.daemon import Daemon
     from rotator.service.monitor import Monitor
+    from rotator.service.scheduling import StartPlan
 
 __all__ = [
     "Change",
@@ -112,7 +128,9 @@ class Replica:
         self._members: frozenset[bytes] = frozenset()
         self._seen: tuple[frozenset[bytes], frozenset[str]] | None = None
         self._coordinator: Any = None
-        self._partitioner: Any = None
+        self._joined = False
+        #: tooz's consistent-hash ring over ``_members`` (the same ring on every replica)
+        self._ring: Any = None
         self._last_contact: float | None = None
         self._thread: threading.Thread | None = None
         self._group = settings.group.encode()
@@ -199,25 +217,31 @@ class Replica:
         """Join if out of the group, read the membership, apply a new share."""
         if self._coordinator is None:
             self._coordinator = self._connect(self.settings, self.member)
-        if self._partitioner is None:
+        if not self._joined:
             self._join()
-        self._coordinator.run_watchers()
-        ring = self._partitioner.ring
-        if self.member not in ring.nodes:
+        members = self._read_members()
+        if self.member not in members:
             # removed by the others after an outage: tooz does not rejoin by itself
             _log.warning("dropped from the coordination group; joining again")
-            self._leave()
+            self._joined = False
             self._join()
-            self._coordinator.run_watchers()
-            ring = self._partitioner.ring
+            members = self._read_members()
         self._last_contact = self._monotonic()
-        members = frozenset(ring.nodes)
         accounts = frozenset(self._accounts())
         if self._seen == (members, accounts):
             return Change(frozenset(), frozenset())
-        owned = share_of(accounts, self._partitioner.belongs_to_self)
+        if self._ring is None or frozenset(self._ring.nodes) != members:
+            self._ring = importlib.import_module("tooz.hashring").HashRing(members)
+        ring = self._ring
+        share = share_of(accounts, lambda name: self.member in ring.get_nodes(name.encode()))
+        # Losses apply at once, gains only from a group seen twice in a row: a member
+        # that joined since the last look (this replica too, on its first) may still
+        # be unknown to the others, and they would run the same accounts meanwhile
+        # (replicas started together would each begin alone, with every account).
+        owned = share if members <= self._members else share & self._owned
         change = repartition(self._owned, owned)
-        self._members, self._owned, self._seen = members, owned, (members, accounts)
+        self._members, self._owned = members, owned
+        self._seen = (members, accounts) if owned == share else None  # else look again
         _log.info(
             "share of the accounts",
             member=self.member.decode(),
@@ -225,31 +249,39 @@ class Replica:
             owned=len(owned),
             gained=len(change.gained),
             lost=len(change.lost),
+            **({"waiting": len(share - owned)} if owned != share else {}),
         )
         if change:
             self._on_change(change)
         return change
 
-    def _join(self) -> None:
-        coordination = tooz()
-        try:
-            self._partitioner = self._coordinator.join_partitioned_group(self._group)
-        except coordination.MemberAlreadyExist:
-            # still listed from before an outage: a partitioner over the group as it is
-            self._partitioner = importlib.import_module("tooz.partitioner").Partitioner(
-                self._coordinator, self._group
-            )
+    def _read_members(self) -> frozenset[bytes]:
+        """The group's live members, read whole at every look.
 
-    def _leave(self) -> None:
-        partitioner, self._partitioner = self._partitioner, None
-        if partitioner is None or self._coordinator is None:
-            return
-        with contextlib.suppress(Exception):  # not a member any more is what we wanted
-            self._coordinator.leave_partitioned_group(partitioner)
+        Not tooz's partitioner: it reads the members, then starts watching for
+        joins and leaves with a second read as its baseline, and a member that
+        joined or left between the two reads is never added to (or removed from)
+        its ring. Under load, replicas started together missed one another that
+        way for good (a ring without a member runs that member's accounts too; a
+        ring with a dead one leaves its accounts to nobody). tooz's Redis driver
+        drops members whose heartbeat expired as it reads. No group (a backend that
+        lost its data) has no members: this replica joins again.
+        """
+        try:
+            return frozenset(self._coordinator.get_members(self._group).get())
+        except tooz().GroupNotCreated:
+            return frozenset()
+
+    def _join(self) -> None:
+        # what join_partitioned_group does, without its partitioner (weight 1 in the
+        # capabilities); still listed from before an outage is a member as we are
+        with contextlib.suppress(tooz().MemberAlreadyExist):
+            self._coordinator.join_group_create(self._group, capabilities={"weight": 1})
+        self._joined = True
 
     def _disconnect(self) -> None:
         coordinator, self._coordinator = self._coordinator, None
-        self._partitioner = None
+        self._joined = False
         self._seen = None
         if coordinator is None:
             return
@@ -265,11 +297,18 @@ class Replica:
         return scrubbed(self.settings, text)
 
 
-def move_jobs(daemon: Daemon, change: Change) -> None:
-    """Drop the jobs of the accounts lost, run the accounts gained now.
+def move_jobs(
+    daemon: Daemon, change: Change, *, then: Callable[[], None] = lambda: None
+) -> StartPlan | None:
+    """Drop the jobs of the accounts lost; plan the first runs of the accounts gained.
 
-    A gained account's run reads its state and rotates only when it is due (as a
-    first run at start does), then schedules its next run; a lost one's job is
+    A gained share is a start in small, and goes through the start's plan
+    (:class:`~rotator.service.scheduling.StartPlan`): each gained account's
+    first run reads its state; one not due only schedules its next run; the
+    overdue ones (a dead replica's share, or every account when all replicas
+    start after an outage) are spread over the plan's window, most urgent first,
+    at each host's rate, instead of all calling their vendor at once. ``then``
+    runs once every gained account was looked at. A lost account's job is
     removed, and a rotation of it in flight finishes without scheduling another
     (the daemon's ``owns`` gate already says no).
     """
@@ -277,21 +316,35 @@ def move_jobs(daemon: Daemon, change: Change) -> None:
         if daemon.scheduler is not None:
             with contextlib.suppress(Exception):  # no job (running, or never added): none to drop
                 daemon.scheduler.remove_job(name)
-    for name in sorted(change.gained):
-        daemon.trigger(name)
+    accounts = daemon.accounts
+    gained = {name: accounts[name] for name in sorted(change.gained) if name in accounts}
+    if not gained or daemon.stopping.is_set():
+        return None
+    try:
+        return daemon.start_plan.more(gained, then=then)
+    except RuntimeError:  # the worker pool is shut down: the daemon is stopping
+        return None
 
 
 def join_replicas(settings: CoordinationSettings, daemon: Daemon, monitor: Monitor) -> Replica:
     """Hook a :class:`Replica` into the daemon's lifecycle, its probes and its metrics."""
 
+    first = [True]
+
     def apply(change: Change) -> None:
-        move_jobs(daemon, change)
+        # Once the first share's accounts were looked at, their objects are kept out of
+        # the collector's full passes, as a one-process daemon's after its start.
+        then, first[0] = (heap.freeze if first[0] else lambda: None), False
+        move_jobs(daemon, change, then=then)
 
     def accounts() -> Collection[str]:
         return daemon.accounts.keys()  # looked up each time: a reload replaces the mapping
 
     replica = Replica(settings, accounts=accounts, on_change=apply)
     daemon.owns = replica.owns
+    # A replica that lost an account may still be rotating it when the new owner first
+    # looks: only a lease in the state tells the new owner to wait, whatever the grant.
+    daemon.rotator.lease_every_grant = True
     daemon.hooks_on_start.append(replica.start)
     daemon.hooks_on_stop.append(replica.stop)
 

@@ -39,12 +39,12 @@ from rotator.http import HttpClients
 from rotator.rotation.accounts import Account
 from rotator.rotation.rotator import Outcome, RotationResult, Rotator
 from rotator.service import heap
+from rotator.service.heap import scheduler
 from rotator.service.scheduling import (
     StartPlan,
     configure_politeness,
     paused_host,
     pool_executor,
-    scheduler,
 )
 from rotator.service.signals import refusal_reason, run_in_foreground
 from rotator.state import AccountState

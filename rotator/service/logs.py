@@ -117,7 +117,9 @@ class _Emitter:
     def _emit(self, level: int, message: str) -> None:
         logger = self._logger
         if logger.isEnabledFor(level):
-            logger.handle(logger.makeRecord(logger.name, level, "", 0, message, (), None))
+            logger.handle(
+                logger.makeRecord(logger.name, level, "", 0, message, (), None, extra=_RENDERED)
+            )
 
     def debug(self, message: str) -> None:
         self._emit(logging.DEBUG, message)
@@ -133,6 +135,37 @@ class _Emitter:
 
     def critical(self, message: str) -> None:
         self._emit(logging.CRITICAL, message)
+
+
+#: marks a record whose message structlog has rendered already
+_RENDERED = {"rotator_rendered": True}
+
+
+class _Lines(logging.Formatter):
+    """The handler's formatter: rotator's own lines as rendered, and every other library's
+    record (tooz's stevedore at debug, a warning from urllib3) rendered the same way:
+    a JSON line among JSON lines, with the same redaction, never plain text that breaks a
+    log pipeline parsing JSON or carries a URL's query unscrubbed."""
+
+    def __init__(self, renderer: Any) -> None:
+        super().__init__()
+        self._renderer = renderer
+        self._stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "rotator_rendered", False):
+            return record.getMessage()
+        method = record.levelname.lower()
+        event: MutableMapping[str, Any] = {
+            "event": record.getMessage(),
+            "logger": record.name,
+            "level": method,
+        }
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        event = redact(None, method, self._stamp(None, method, event))
+        rendered: str = self._renderer(None, method, event)
+        return rendered
 
 
 def _emitter(*args: Any) -> _Emitter:
@@ -170,7 +203,7 @@ def configure_logging(
         if getattr(handler, "_rotator", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Lines(renderer))
     handler._rotator = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

@@ -1,9 +1,10 @@
 """Prometheus metrics, and the HTTP handler that serves them with the probes.
 
 The metrics live in a private ``CollectorRegistry`` (nothing global, so tests
-and two daemons in one process never collide), with the standard ``process_*``
-and ``python_info`` collectors registered on it (the systemd unit's memory and
-file-descriptor advice reads them). Labels are account names, results, channel
+and two daemons in one process never collide), with the standard collectors a
+default registry has registered on it: ``process_*`` (resident memory, CPU
+seconds, open file descriptors; the systemd unit's memory and file-descriptor
+advice reads them), ``python_info`` and ``python_gc_*``. Labels are account names, results, channel
 names and alert kinds: never a token, URL or error text. Vendor hosts are
 labelled by host name (and a port other than the scheme's): no user, path or
 query, since URLs can carry secrets.
@@ -32,6 +33,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -70,6 +72,7 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
         PlatformCollector(registry=r)  # python_info
+        GCCollector(registry=r)  # python_gc_objects_collected_total, ...
         self.access_expiry = Gauge(
             "rotator_access_token_expiry_timestamp_seconds",
             "When the current access token expires (unix time).",

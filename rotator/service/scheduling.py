@@ -1,5 +1,6 @@
-"""APScheduler, fitted to the daemon: one worker pool, and add_job that can let it sleep;
-and the start's plan for overdue accounts.
+"""APScheduler's worker pool for the daemon; the hosts' rate limits; and the start's
+plan for overdue accounts. (The scheduler itself, with the accounts' planned runs,
+is in service/heap.py.)
 
 APScheduler is imported inside the functions: ``rotator --help`` and the
 one-shot commands never pay for it.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,13 +37,11 @@ __all__ = [
     "SPREAD_WINDOW",
     "Overdue",
     "PlannedLimits",
-    "PlannedRun",
     "StartPlan",
     "configure_politeness",
     "paused_host",
     "plan_limits",
     "pool_executor",
-    "scheduler",
     "spread_overdue",
 ]
 
@@ -50,6 +49,8 @@ __all__ = [
 SPREAD_WINDOW = timedelta(minutes=5)
 #: planned runs this close go straight to the worker pool, in the plan's order
 _DIRECT = timedelta(seconds=1)
+#: first runs waiting in the pool's queue at once (server.workers is at most 256)
+_QUEUED = 256
 
 _log = structlog.get_logger("rotator.daemon")
 
@@ -91,86 +92,6 @@ def pool_executor(pool: ThreadPoolExecutor) -> Any:
             super().__init__(pool)
 
     return PoolExecutor()
-
-
-def scheduler(*, fire: Callable[..., None] = lambda *args: None, **options: Any) -> Any:
-    """A ``BackgroundScheduler`` that :meth:`add_job` can leave asleep, and that runs
-    each account's planned run (:class:`~rotator.service.heap.AccountTimers`) by
-    calling ``fire(*args)`` from its thread.
-
-    Every ``add_job`` wakes the scheduler's thread to look at its jobs again. A
-    job due after the next tick does not need that: the thread looks at its jobs
-    at least once per tick, and from then on waits for the new job too. Adding a
-    rotation's next run (usually minutes away) then costs no thread hand-off, in
-    a burst of 10,000 rotations as much as in the steady state. The accounts'
-    runs are not APScheduler jobs (heap.py says why), but ``get_job`` and
-    ``remove_job`` answer for them by the account's name as they did.
-    """
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
-
-    from rotator.service.heap import AccountTimers
-
-    class Scheduler(BackgroundScheduler):  # type: ignore[misc]
-        def __init__(self, **kwargs: Any) -> None:
-            self._asleep = threading.local()
-            self.timers = AccountTimers()
-            super().__init__(**kwargs)
-
-        def add_job_after_tick(self, *args: Any, **kwargs: Any) -> Any:
-            """``add_job`` for a job due more than a tick from now: no wake-up."""
-            self._asleep.on = True
-            try:
-                return self.add_job(*args, **kwargs)
-            finally:
-                self._asleep.on = False
-
-        def wakeup(self) -> None:
-            if not getattr(self._asleep, "on", False):
-                super().wakeup()
-
-        def plan(self, name: str, when: datetime, args: tuple[Any, ...], *, wake: bool) -> None:
-            """Run ``fire(*args)`` at ``when`` in place of ``name``'s planned run;
-            ``wake``: the run is due before the next tick (the thread must look now)."""
-            self.timers.set(name, when.timestamp(), args)
-            if wake and self.state == STATE_RUNNING:
-                super().wakeup()
-
-        def get_job(self, job_id: str, jobstore: str | None = None) -> Any:
-            planned = self.timers.get(job_id)
-            if planned is None:
-                return super().get_job(job_id, jobstore)
-            return PlannedRun(job_id, datetime.fromtimestamp(planned[0], UTC), planned[1])
-
-        def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
-            if not self.timers.remove(job_id):
-                super().remove_job(job_id, jobstore)
-
-        def _process_jobs(self) -> float | None:
-            wait: float | None = super()._process_jobs()
-            if self.state == STATE_PAUSED:
-                return wait  # resume() wakes the thread: overdue runs then run once, at once
-            for args in self.timers.pop_due(datetime.now(UTC).timestamp()):
-                try:
-                    fire(*args)
-                except Exception as exc:  # one run that cannot start must not stop the rest
-                    _log.error("a planned run could not start", error=repr(exc))
-            next_at = self.timers.next_at()
-            if next_at is not None:
-                until = max(0.0, next_at - datetime.now(UTC).timestamp())
-                wait = until if wait is None else min(wait, until)
-            return wait
-
-    return Scheduler(**options)
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedRun:
-    """An account's planned run as ``Scheduler.get_job`` shows it (as a job's fields)."""
-
-    id: str
-    next_run_time: datetime
-    args: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,18 +169,52 @@ class StartPlan:
         self.finished = threading.Event()
         self._left = len(accounts)
         self._now = datetime.now(UTC)
+        self._politeness = politeness
         self._limits = politeness.limit_for
         self._job = job
         self._schedule = schedule
         self._overdue: list[Overdue] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._names: Iterator[str] = iter(())
 
     def start(self, pool: ThreadPoolExecutor) -> None:
-        """Every account's first run, straight to the pool (no date job per account)."""
+        """Every account's first run, straight to the pool (no date job per account).
+
+        At most :data:`_QUEUED` of them wait in the pool's queue at a time; each one
+        done queues the next. A queued future is about 1.8 KB: 100,000 at once were
+        175 MB, the daemon's peak (bench/round8-memory.md).
+        """
         self._pool = pool
-        for name in self._accounts:
-            pool.submit(self.first_run, name)
+        self._names = iter(list(self._accounts))
+        for _ in range(min(_QUEUED, len(self._accounts))):
+            self._queue_next()
+
+    def _queue_next(self) -> None:
+        with self._lock:
+            name = next(self._names, None)
+        if name is None or self._pool is None:
+            return
+        try:
+            self._pool.submit(self._first_then_next, name)
+        except RuntimeError:  # the pool is shut down: the daemon is stopping
+            return
+
+    def _first_then_next(self, name: str) -> None:
+        try:
+            self.first_run(name)
+        finally:
+            self._queue_next()
+
+    def more(
+        self, accounts: Mapping[str, Account], *, then: Callable[[], None] = lambda: None
+    ) -> StartPlan:
+        """A plan like this one for other accounts, started now (a replica's gained share):
+        the same job, schedule, limits and pool; its own start time and overdue list."""
+        plan = StartPlan(accounts, self._politeness, self._job, self._schedule, then=then)
+        if self._pool is not None:
+            plan.start(self._pool)
+        return plan
 
     def first_run(self, name: str) -> None:
         overdue = None

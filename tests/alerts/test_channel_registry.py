@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 import typing
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from rotator.alerts.channels import CHANNELS, Channel, build_channels
+from rotator.alerts.channels import CHANNELS, Channel, build_channels, channel_names
 from rotator.alerts.rules import Alert
 from rotator.config import models
 from rotator.config.models import CommandChannel, EmailChannel, WebhookChannel
@@ -65,8 +68,8 @@ def test_channels_are_built_through_the_registry_and_named_by_type() -> None:
     items = [EXAMPLES["webhook"], EXAMPLES["command"], EXAMPLES["webhook"]]
     with CHANNELS.override("webhook", stand_in):
         channels = build_channels(items)
-    assert [c.name for c in channels] == ["webhook-1", "command", "webhook-2"]
-    assert built == [(items[0], "webhook-1"), (items[2], "webhook-2")]
+    assert [c.name for c in channels] == ["webhook", "command", "webhook-2"]
+    assert built == [(items[0], "webhook"), (items[2], "webhook-2")]
     assert type(channels[1]).__name__ == "CommandAlertChannel"
 
 
@@ -78,3 +81,56 @@ def test_an_unknown_type_names_the_known_ones() -> None:
         "alerts.channels[1].type: 'webhok' is not a known alert channel type "
         "(known: command, email, webhook); did you mean 'webhook'?"
     )
+
+
+# -- the `channel` label of rotator_alerts_sent_total ------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(EXAMPLES))
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_every_type_configured_once_or_more_is_labelled_as_documented(
+    kind: str, times: int
+) -> None:
+    """`webhook`, then `webhook-2`, `webhook-3` (the metrics table's rule), on /metrics."""
+    from rotator.alerts.dispatch import Dispatcher, MemoryAlertMemory
+    from rotator.service.metrics import Metrics
+    from tests.support.alertkit import ALERTS, T0, Clock, settings, state
+
+    others = [EXAMPLES[k] for k in sorted(EXAMPLES) if k != kind]
+    items = [EXAMPLES[kind], *others[:1], *[EXAMPLES[kind]] * (times - 1), *others[1:]]
+    expected = [kind] + [f"{kind}-{n}" for n in range(2, times + 1)]
+    stand_ins = {k: (lambda _settings, *, name: Recorder(name)) for k in EXAMPLES}
+    with contextlib.ExitStack() as stack:
+        for k, stand_in in stand_ins.items():
+            stack.enter_context(CHANNELS.override(k, stand_in))
+        channels = build_channels(items)
+    assert [c.name for c in channels if c.name.startswith(kind)] == expected
+    assert [c.name for c in channels if not c.name.startswith(kind)] == sorted(
+        set(EXAMPLES) - {kind}
+    )
+    metrics = Metrics()
+    Dispatcher(
+        alerts=ALERTS,
+        channels=channels,
+        memory=MemoryAlertMemory(),
+        clock=Clock(T0),
+        on_sent=metrics.alert_sent,
+    ).check(state(failed=True, last_error_code="invalid_grant"), settings())
+    labelled = {
+        sample.labels["channel"]
+        for family in metrics.registry.collect()
+        if family.name == "rotator_alerts_sent"
+        for sample in family.samples
+        if sample.name == "rotator_alerts_sent_total"
+    }
+    assert labelled == {"log", *(c.name for c in channels)}
+
+
+@given(st.lists(st.sampled_from(sorted(EXAMPLES)), max_size=12), st.sampled_from(sorted(EXAMPLES)))
+def test_adding_a_channel_never_renames_the_others(types: list[str], added: str) -> None:
+    """A dashboard on channel="webhook" keeps its series when a second webhook is added."""
+    names = channel_names(types)
+    assert len(set(names)) == len(names)
+    assert channel_names([*types, added])[: len(types)] == names
+    for kind in set(types):
+        assert names[types.index(kind)] == kind  # the first of a type: its bare name

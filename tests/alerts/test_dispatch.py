@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import email.utils
 import json
 import sys
 import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from rotator.alerts.channels import build_channels
+from rotator.alerts.channels import WebhookAlertChannel, build_channels
 from rotator.alerts.dispatch import (
     Dispatcher,
     MemoryAlertMemory,
@@ -247,7 +249,7 @@ def test_dispatcher_over_real_channels_counts_what_was_sent(
             CommandChannel(type="command", argv=[sys.executable, "-c", script]),
         ]
     )
-    assert [c.name for c in channels] == ["webhook-1", "webhook-2", "command"]
+    assert [c.name for c in channels] == ["webhook", "webhook-2", "command"]
     counted: list[tuple[str, str]] = []
     d = Dispatcher(
         alerts=ALERTS,
@@ -264,7 +266,7 @@ def test_dispatcher_over_real_channels_counts_what_was_sent(
     assert json.loads(out.read_text())["summary"] == sent.summary
     assert counted == [
         ("log", "dead"),
-        ("webhook-1", "dead"),
+        ("webhook", "dead"),
         ("webhook-2", "dead"),
         ("command", "dead"),
     ]
@@ -308,3 +310,67 @@ def test_settled_says_when_a_check_would_do_nothing() -> None:
     [resolved] = d.check(state(), settings())
     assert (fired.status, resolved.status) == ("firing", "resolved")
     assert d.settled(state(), settings())
+
+
+def test_checks_of_one_account_in_one_process_send_once_and_leave_no_lock(
+    store: FileStore,
+) -> None:
+    """The dispatcher's per-account lock lives only while checks hold it: four
+    threads checking one dead account send its alert once, and no lock is kept."""
+    clock, rec = Clock(T0), Recorder()
+    d = dispatcher(store, clock, rec)
+    st = state(failed=True)
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        barrier.wait()
+        d.check(st, settings())
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(rec.got) == 1
+    assert len(d._locks) == 0
+
+
+@pytest.mark.parametrize("retry_after", ["4", "HTTP-DATE"])
+def test_a_receivers_retry_after_holds_the_next_attempt_back(
+    hook: Hook, monkeypatch: pytest.MonkeyPatch, retry_after: str
+) -> None:
+    # Slack answers 429 with Retry-After when a channel sends too fast: trying again
+    # after the dispatcher's own 1 s and 2 s only earns more 429s
+    hook.status = 429
+    hook.retry_after = (
+        email.utils.formatdate(time.time() + 4, usegmt=True) if retry_after == "HTTP-DATE" else "4"
+    )
+    monkeypatch.setenv("ROTATOR_TEST_HOOK", f"http://127.0.0.1:{hook.port}/slack")
+    waiter = CountingWaiter()
+    d = Dispatcher(
+        alerts=ALERTS,
+        channels=[WebhookAlertChannel(WebhookChannel(type="webhook", url="env:ROTATOR_TEST_HOOK"))],
+        memory=MemoryAlertMemory(),
+        waiter=waiter,
+    )
+    d.check(state(failed=True), settings())
+    assert len(hook.got) == 3
+    assert len(waiter.pauses) == 2 and all(3.0 <= p <= 4.0 for p in waiter.pauses)
+
+
+def test_a_retry_after_longer_than_five_minutes_is_capped_and_a_short_one_is_a_floor(
+    hook: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROTATOR_TEST_HOOK", f"http://127.0.0.1:{hook.port}/slack")
+    for asked, pauses in (("86400", [300.0, 300.0]), ("0", [1.0, 2.0])):
+        hook.status, hook.retry_after = 503, asked
+        waiter = CountingWaiter()
+        Dispatcher(
+            alerts=ALERTS,
+            channels=[
+                WebhookAlertChannel(WebhookChannel(type="webhook", url="env:ROTATOR_TEST_HOOK"))
+            ],
+            memory=MemoryAlertMemory(),
+            waiter=waiter,
+        ).check(state(failed=True), settings())
+        assert waiter.pauses == pauses

@@ -27,7 +27,7 @@ from tests.support.servers import MotoServer, OpenBao
 
 REGION = "eu-central-1"
 
-#: the daemon's policy from README.md (section stores), for the store prefix "rotator";
+#: the daemon's policy from docs/stores.md, for the store prefix "rotator";
 #: tests/backends/test_readme.py holds README to it
 DAEMON_POLICY = """\
 path "secret/data/rotator/*" {
@@ -38,7 +38,7 @@ path "secret/metadata/rotator/*" {
 }
 """
 
-#: the consumer's read-only policy from README.md
+#: the consumer's read-only policy from docs/stores.md
 CONSUMER_POLICY = """\
 path "secret/data/rotator/apps/*" {
   capabilities = ["read"]
@@ -54,8 +54,8 @@ path "secret/metadata/rotator/*" {
 
 #: the IAM policies of the two users of the IAM-enforcing moto server. moto checks
 #: the actions only (it authorises every request against resource "*"), so the
-#: resources are "*" here; README.md's policy scopes them to the prefix.
-#: README.md's IAM policy for the daemon (resources "*" for moto)
+#: resources are "*" here; docs/stores.md's policy scopes them to the prefix.
+#: docs/stores.md's IAM policy for the daemon (resources "*" for moto)
 AWS_DAEMON_ACTIONS = [
     "secretsmanager:CreateSecret",
     "secretsmanager:DescribeSecret",

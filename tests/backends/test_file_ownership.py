@@ -206,3 +206,34 @@ def test_a_line_injected_into_an_env_sink_is_gone_after_the_next_publish(tmp_pat
     target.write_bytes(target.read_bytes() + b"LD_PRELOAD=/tmp/evil.so\n")
     assert publish(files, sink("env"), VIEW).changed
     assert target.read_bytes() == render(VIEW, "env")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=st.binary(max_size=120), adopt=st.booleans())
+def test_the_lock_file_says_exactly_one_marker_whatever_it_held(before: bytes, adopt: bool) -> None:
+    """The marker overwrites the lock file's head and cuts only what is left over
+    (a new lock file is empty: no cut): whatever a lock file held before, it
+    holds exactly ``managed-by: rotator`` after a write, and exactly
+    ``managed-by: none`` after a refusal or a delete."""
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        lock = root / ".app.json.lock"
+        lock.write_bytes(before)
+        (root / "app.json").write_bytes(b'{"db": "theirs"}\n')
+        files = store(root)
+        if adopt:
+            files.write("app.json", VIEW, expected_version=None, adopt=True)
+            assert lock.read_bytes() == MARKER
+            files.delete("app.json")
+            assert lock.read_bytes() == b"managed-by: none\n"
+        elif before == MARKER:
+            files.write("app.json", VIEW, expected_version=None, adopt=True)
+            assert lock.read_bytes() == MARKER
+        else:
+            with pytest.raises(StoreNotManaged):
+                files.write("app.json", VIEW, expected_version=None)
+            assert lock.read_bytes() == b"managed-by: none\n"
+            assert (root / "app.json").read_bytes() == b'{"db": "theirs"}\n'
+        fresh = root / ".new.json.lock"
+        files.write("new.json", VIEW, expected_version=None)
+        assert fresh.read_bytes() == MARKER

@@ -1,4 +1,4 @@
-"""README's store section tells the truth: the policies it shows are the ones
+"""docs/stores.md tells the truth: the policies it shows are the ones
 the tests run the stores under, and every store key is documented."""
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from tests.support.proc import ROOT
 
 
 def stores_section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("<!-- section:stores -->")
-    end = text.index("<!-- section:", start + 1)
-    return text[start:end]
+    return (ROOT / "docs" / "stores.md").read_text(encoding="utf-8")
 
 
 def test_the_vault_policies_are_the_tested_ones() -> None:

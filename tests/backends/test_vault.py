@@ -750,12 +750,14 @@ def test_a_create_after_reading_nothing_skips_the_read_and_still_marks_the_path(
         assert store.read(path) is None
         assert store.write(path, VIEW, expected_version=None).version == 1
         assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
-        # someone else creates a path between our read and our create: cas=0 loses
+        # someone else creates a path between our read and our create: cas=0 loses,
+        # and their path is not marked (tests/backends/test_vault_create.py)
         other = f"apps/{unique()}"
         assert store.read(other) is None
         bao.call("POST", f"secret/data/rotator/{other}", {"data": {"x": "theirs"}})
         with pytest.raises(StoreConflict):
             store.write(other, VIEW, expected_version=None)
         assert bao.kv_versions(f"rotator/{other}") == 1
+        assert metadata(bao, other)["custom_metadata"] in (None, {})
     finally:
         store.close()

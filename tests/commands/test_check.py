@@ -73,6 +73,7 @@ def test_an_account_redirect_uri_that_disagrees_with_the_console_is_refused(
     refused = run_rotator(["check", "-c", str(path)])
     assert refused.returncode == 2
     assert "accounts.fp.redirect_uri" in refused.stderr and CALLBACK in refused.stderr
+    assert "configuration OK" not in refused.stdout  # a refusal is not also an OK
 
 
 def test_without_the_console_the_accounts_own_uri_is_printed(tmp_path: Path) -> None:

@@ -259,6 +259,34 @@ def test_status_never_prints_a_secret(tmp_path: Path) -> None:
     assert "RETRYING(1)" in table.stdout and "invalid_request: got ***" in table.stdout
 
 
+def test_a_secret_that_is_a_word_of_the_fix_leaves_the_fix_usable(tmp_path: Path) -> None:
+    """A client secret `rotator` (weak, but real) once printed `*** import idp-api`.
+
+    The vendor's echo of it is scrubbed; the fix's command, ours, is shown whole.
+    (Not registered with the leak check: the word is in every log line.)
+    """
+    config_path = write_config(tmp_path)
+    put_state(
+        load_config(str(config_path)),
+        AccountState(
+            "idp-api",
+            provider="oauth2",
+            consecutive_failures=1,
+            last_error=(
+                "invalid_client: secret rotator refused; seed one with: rotator import idp-api"
+            ),
+        ),
+    )
+    shown = run_rotator(
+        ["status", "--json", "-c", str(config_path)], env={"STATUS_TEST_SECRET": "rotator"}
+    )
+    assert shown.returncode == 0, shown.stderr
+    (row,) = json.loads(shown.stdout)["accounts"]
+    assert row["last_error"] == (
+        "invalid_client: secret *** refused; seed one with: rotator import idp-api"
+    )
+
+
 def test_a_store_error_is_printed_escaped_and_exits_1(tmp_path: Path) -> None:
     # (a control character in the directory's name is refused by the configuration now; what
     # a store says is escaped all the same, as the vendor text tests above prove)

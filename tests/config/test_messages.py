@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from rotator.config.messages import MAX_MESSAGE, config_error, key_path
+from rotator.config.messages import MAX_MESSAGE, closest, config_error, key_path
 
 
 @pytest.mark.parametrize(
@@ -91,3 +91,38 @@ def test_an_unquoted_number_or_boolean_for_a_text_key_says_quote_it(
     message = str(caught.value)
     assert message.startswith(f"accounts.acct.{key}: "), message
     assert hint in message and "quote the value as written" in message
+
+
+def _typos(key: str) -> list[str]:
+    """A key with one adjacent pair swapped, one letter dropped, one doubled."""
+    swaps = [key[:i] + key[i + 1] + key[i] + key[i + 2 :] for i in range(len(key) - 1)]
+    return [
+        *(s for s in swaps if s != key),
+        *(key[:i] + key[i + 1 :] for i in range(len(key))),
+        *(key[:i] + key[i] + key[i:] for i in range(len(key))),
+    ]
+
+
+@pytest.mark.parametrize("provider", ["oauth2", "faxplus", "bifit", "faxmax", "faxplus-pat"])
+def test_a_misspelt_account_key_is_answered_with_the_key_meant(provider: str) -> None:
+    # the class: any key of any account model, mistyped the ways fingers do, is named
+    # back; a typo nearer to another real key may name that one, never a non-key
+    from rotator.providers.registry import provider_class
+
+    model = provider_class(provider).settings_model
+    keys = sorted(f.alias or n for n, f in model.model_fields.items())
+    hits = total = 0
+    for key in (k for k in keys if len(k) >= 5):
+        for typo in _typos(key):
+            if typo in keys:
+                continue
+            message = closest(typo, keys)
+            total += 1
+            assert message == "" or message.removeprefix("; did you mean ").strip("'?") in keys
+            hits += message == f"; did you mean {key!r}?"
+    assert total and hits / total > 0.9, f"{hits} of {total} typos named the key meant"
+
+
+def test_a_huge_or_non_text_key_is_not_compared() -> None:
+    assert closest("x" * 100_000, ["token_url"]) == ""
+    assert closest(7, ["token_url"]) == ""

@@ -186,7 +186,8 @@ def _sink_on_state(raw: dict[str, Any]) -> None:
 REFUSALS: dict[str, tuple[Mutation, str]] = {
     "unknown section": (
         lambda r: r.update(acounts={}),
-        "acounts: unknown section (valid: server, include, stores, defaults, alerts, accounts)",
+        "acounts: unknown section (valid: server, include, stores, defaults, alerts, accounts); "
+        "did you mean 'accounts'?",
     ),
     "unknown account key": (
         lambda r: account(r).update(colour="blue"),

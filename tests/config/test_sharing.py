@@ -46,6 +46,8 @@ OVERRIDES = st.fixed_dictionaries(
         "client_secret": st.sampled_from(["env:SHARED_SECRET", "env:OTHER_SECRET"]),
         "extra_params": st.sampled_from([{}, {"audience": "api"}, {"audience": "1"}]),
         "scope": st.sampled_from(["read", "read write"]),
+        "refresh_token_warn": st.sampled_from([[], ["7d", "1d"], ["7d"], [86400]]),
+        "client_auth": st.sampled_from(["basic", "post"]),
     },
 )
 
@@ -103,3 +105,28 @@ def test_equal_values_are_one_object_and_no_account_changes_through_another() ->
     assert copied.jitter == 0.3 and "jitter" in copied.model_fields_set
     assert a.jitter == b.jitter == 0.1
     assert "jitter" not in a.model_fields_set and "jitter" not in b.model_fields_set
+
+
+def test_strings_and_plain_lists_are_one_object_each() -> None:
+    """A sink's ``store: files`` spelled per account and the empty ``notify`` list:
+    one object each, while each account's own strings stay its own."""
+    config = parse_config(json.dumps(_config([{}, {}, {"scope": "read"}])))
+    a, b, c = (config.accounts[f"acct-{i}"] for i in range(3))
+    assert a.sinks[0].store is b.sinks[0].store is c.sinks[0].store
+    assert a.notify is b.notify is c.notify and a.notify == []
+    assert a.sinks is not b.sinks  # a list of models is each account's own
+    assert a.sinks[0].path == "out/0" and b.sinks[0].path == "out/1"
+
+
+def test_strings_past_the_limit_are_looked_up_not_kept(monkeypatch: Any) -> None:
+    """Only the first STRINGS distinct strings are remembered: a load of many
+    accounts does not keep a second index of every client id and path."""
+    from rotator.config import sharing
+
+    monkeypatch.setattr(sharing, "STRINGS", 8)
+    config = parse_config(json.dumps(_config([{} for _ in range(20)])))
+    stores = {id(account.sinks[0].store) for account in config.accounts.values()}
+    assert len(stores) == 1  # remembered before the limit: still shared after it
+    for i, account in enumerate(config.accounts.values()):
+        assert account.client_id == f"c{i}"  # type: ignore[attr-defined]
+        assert account.sinks[0].path == f"out/{i}"

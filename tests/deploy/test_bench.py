@@ -47,6 +47,12 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
                 "200",
                 "--scale-seconds",
                 "4",
+                "--replicas",
+                "2",
+                "--replicas-accounts",
+                "30",
+                "--membership-timeout",
+                "2",
                 "--out",
                 str(out),
                 "--keep-logs",
@@ -81,7 +87,16 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
     assert "`rotator --help` wall time" in text
     # two rounds per burst store: the ratio is the median of the rounds' ratios
     assert re.search(r"burst file20: ratios of the 2 rounds [\d.]+, [\d.]+; median [\d.]+", text)
-    daemon_logs = sorted(logs.glob("daemon-*.log"))
+    # the partitioned phase: 1 process, 1 replica, 2 replicas (one killed), no double call
+    assert "### Partitioned replicas: 30 accounts due at once, 1 process vs 2 replicas" in text
+    rows = re.findall(r"\| (1 process|1 replica|2 replicas) \| [\d.]+ \|.*\| 1\.000 \(1\) \|", text)
+    assert rows == ["1 process", "1 replica", "2 replicas"], text
+    assert re.search(r"the survivors owned every account [\d.]+ s later", text), text
+    replica_logs = sorted(logs.glob("daemon-replicas-*.log"))
+    assert len(replica_logs) == 4  # 1 process, 1 replica, 2 replicas
+    for log in replica_logs:
+        assert client_secret not in log.read_text(encoding="utf-8")
+    daemon_logs = sorted(set(logs.glob("daemon-*.log")) - set(replica_logs))
     assert len(daemon_logs) == 6  # two rounds of two bursts, the steady state, the scale
     for log in daemon_logs:
         content = log.read_text(encoding="utf-8")

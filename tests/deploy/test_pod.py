@@ -361,7 +361,7 @@ def test_helm_test_pod_passes_under_the_same_constraints(
 
 def readme_vault_setup() -> tuple[str, dict[str, str]]:
     """The policy and the Kubernetes auth role of README's Helm step 3, as written there."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     policy = text.split("vault policy write rotator - <<'HCL'\n", 1)[1].split("HCL\n", 1)[0]
     line = text.split("vault write auth/kubernetes/role/rotator", 1)[1]
     line = line.replace("\\\n", " ").split("\n", 1)[0]

@@ -129,7 +129,9 @@ def test_encrypted_credentials_drop_in_verifies_and_keeps_the_score(
     assert match, result.stdout + result.stderr
     exposure = float(match.group(1))
     assert exposure <= MAX_EXPOSURE
-    assert f"exposure {exposure} with it" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"exposure {exposure} with it" in (ROOT / "docs" / "deployment.md").read_text(
+        encoding="utf-8"
+    )
     # It swaps the whole list: the same names, now decrypted.
     pairs = directives(DROP_IN.read_text(encoding="utf-8"))
     assert pairs[0] == ("LoadCredential", "")
@@ -163,7 +165,7 @@ def test_security_exposure_is_at_most_1_5(tmp_path: Path) -> None:
     # --threshold makes the tool itself fail above 1.5
     assert result.returncode == 0, result.stderr
     # Keep the README's statement of the score true.
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     assert f"exposure level {exposure}" in readme
 
 
@@ -195,6 +197,10 @@ def test_example_config_fits_the_unit() -> None:
     for name, store in config.stores.items():
         if store.type == "file":
             assert store.directory.is_relative_to("/var/lib/rotator"), name
+    # The spool is named, and is the unit's $STATE_DIRECTORY/spool: one-off commands
+    # started without the unit's environment keep grants where the daemon replays them.
+    [state_directory] = values("StateDirectory")
+    assert config.server.spool_dir == Path("/var/lib") / state_directory / "spool"
     # Every cred: reference is loaded by a LoadCredential= line of the unit.
     loaded = set(values("LoadCredential")) | set(values("LoadCredentialEncrypted"))
     refs = {

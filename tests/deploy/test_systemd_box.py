@@ -2,11 +2,13 @@
 
 One box per module, booted from a cached debootstrap minbase rootfs without
 procps (no /bin/kill), and the tests run in file order as an operator's day
-would go: install by the README's steps (docker/install.sh with the box's
-python3; the unit, sysusers and tmpfiles files unchanged; credentials in
+would go: install rotator with docker/install.sh and the box's python3, then
+docs/deployment.md's systemd steps 2-5 run as printed (their shell blocks, marked
+``deploy/...``; the unit, sysusers and tmpfiles files unchanged; credentials in
 /etc/credstore), start, rotate against an HTTPS emulator on the host's
-loopback, reload, a broken reload, a watchdog restart, stop, encrypted
-credentials by the shipped drop-in, and the journal. The only test-specific
+loopback, reload, a broken reload, a watchdog restart, stop, a one-off
+`rotator refresh` whose state write fails replayed from the daemon's spool,
+encrypted credentials by the shipped drop-in, and the journal. The only test-specific
 settings are a drop-in with a short watchdog for the watchdog test, and the
 example config's vendor URLs pointed at the emulator.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import leakcheck
+from tests.support import docs, leakcheck
 from tests.support.box import Box, BoxUnavailable
 from tests.support.net import free_port, wait_until
 from tests.support.rootfs import rootfs_or_skip
@@ -36,12 +39,30 @@ UNIT = "rotator.service"
 CONFIG = "/etc/rotator/rotator.yaml"
 CA_IN_BOX = "/etc/rotator/emulator-ca.pem"
 CLIENTS = {"rotator-idp": "idp-client-secret", "rotator-crm": "crm-client-secret"}
-# README, "Deployment", step 5: one-off commands as the service runs them
-AS_SERVICE = (
-    *("systemd-run", "--quiet", "--pipe", "--wait", "--collect", "-p", "User=rotator"),
+_RUN_AS = ("systemd-run", "--quiet", "--pipe", "--wait", "--collect", "-p", "User=rotator")
+_STATE_DIRECTORY = ("-p", "StateDirectory=rotator", "-p", "StateDirectoryMode=0750")
+_CREDENTIALS = (
     *("-p", "LoadCredential=idp-client-secret", "-p", "LoadCredential=crm-client-secret"),
     *("-p", "LoadCredential=alert-webhook-url", "/opt/rotator/bin/rotator"),
 )
+
+
+def as_service_from_docs() -> tuple[str, ...]:
+    """docs/deployment.md, step 5: the ``rotator-as-service`` function's command as printed
+    (without ``sudo``; the box runs as root), so the helper a reader copies is the one the
+    box proves: one-off commands as the service runs them (its user, its credentials, its
+    state directory: $STATE_DIRECTORY as the daemon has it)."""
+    text = docs.block("deploy/enable-and-seed").text
+    body = text.split("rotator-as-service() {", 1)[1].split("\n}", 1)[0]
+    words = shlex.split(body.replace("\\\n", " "))
+    assert words[0] == "sudo" and words[-1] == "$@", words
+    return tuple(words[1:-1])
+
+
+AS_SERVICE = as_service_from_docs()
+#: the helper as the README had it before, without the state directory: the shipped
+#: config's server.spool_dir still sends its grants to the daemon's spool
+AS_SERVICE_BARE = (*_RUN_AS, *_CREDENTIALS)
 
 _timings: dict[str, float] = {}
 
@@ -93,6 +114,28 @@ def config(emulator: TLSEmulator, listen: str, *, with_crm: bool) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+def run_step(
+    box: Box,
+    name: str,
+    replacements: dict[str, str] | None = None,
+    *,
+    until: str | None = None,
+    input: str | None = None,
+) -> None:
+    """The shell block marked ``<!-- test: NAME -->`` in docs/deployment.md, run in the box
+    as printed: from /tmp/src (where the repository's ``systemd/`` is), as root, so
+    ``sudo`` is dropped (the box has none); ``until`` ends it before that line (the rest is
+    run by the test in its own time); ``replacements`` as :func:`docs.substitute`."""
+    text = docs.block(name).text
+    if until is not None:
+        assert until in text, f"{name} no longer holds {until!r}"
+        text = text.split(until, 1)[0]
+    if replacements:
+        text = docs.substitute(text, replacements)
+    script = re.sub(r"(^|\|\s*|&&\s*)sudo\s+", r"\1", text, flags=re.MULTILINE)
+    box.run("bash", "-euo", "pipefail", "-c", f"cd /tmp/src\n{script}", input=input)
+
+
 @pytest.fixture(scope="module")
 def listen() -> str:
     return f"127.0.0.1:{free_port()}"
@@ -102,33 +145,35 @@ def listen() -> str:
 def installed(
     box: Box, emulator: TLSEmulator, certificates: tuple[Path, Path, Path], listen: str
 ) -> Box:
-    """The README's install steps 2-4 in the box, with the repository's files as they are."""
-    for name in ("rotator.service", "rotator.sysusers", "rotator.tmpfiles"):
-        box.write(f"/tmp/src/{name}", (SYSTEMD / name).read_text(encoding="utf-8"))
-    box.run(
-        "install", "-D", "-m", "0644", "/tmp/src/rotator.sysusers", "/etc/sysusers.d/rotator.conf"
+    """docs/deployment.md's systemd steps 2-5 in the box, run as printed (:func:`run_step`)
+    with the repository's files as they are; the edit of step 3 is the test's config."""
+    for path in SYSTEMD.iterdir():
+        box.write(f"/tmp/src/systemd/{path.name}", path.read_text(encoding="utf-8"))
+    box.run("useradd", "--system", "--no-create-home", "myapp")  # step 2's example consumer
+    run_step(box, "deploy/user-and-directories")
+    box.write("/tmp/src/edited.yaml", config(emulator, listen, with_crm=False))
+    box.write(CA_IN_BOX, certificates[0].read_text(encoding="utf-8"))
+    run_step(
+        box,
+        "deploy/configuration",
+        {
+            # the reader's edit, made: the test's config (vendor URLs on the emulator)
+            "sudoedit /etc/rotator/rotator.yaml": "install -m 0640 -o root -g rotator "
+            "/tmp/src/edited.yaml /etc/rotator/rotator.yaml",
+            # the box has no sudo: runuser is root's way to run a command as a user
+            "sudo -u rotator": "runuser -u rotator --",
+        },
     )
-    box.run(
-        "install", "-D", "-m", "0644", "/tmp/src/rotator.tmpfiles", "/etc/tmpfiles.d/rotator.conf"
-    )
-    box.run("systemd-sysusers", "/etc/sysusers.d/rotator.conf")
-    box.run("systemd-tmpfiles", "--create", "/etc/tmpfiles.d/rotator.conf")
-    box.run("install", "-d", "-m", "0750", "-o", "root", "-g", "rotator", "/etc/rotator")
-    box.write("/tmp/src/rotator.yaml", config(emulator, listen, with_crm=False))
-    box.write("/tmp/src/ca.pem", certificates[0].read_text(encoding="utf-8"))
-    box.run("install", "-m", "0640", "-o", "root", "-g", "rotator", "/tmp/src/rotator.yaml", CONFIG)
-    box.run("install", "-m", "0644", "/tmp/src/ca.pem", CA_IN_BOX)
-    box.run("install", "-d", "-m", "0700", "/etc/credstore")
+    run_step(box, "deploy/credentials", input=emulator.clients["rotator-idp"] + "\n")
     webhook = leakcheck.register(
         f"http://127.0.0.1:{free_port()}/hook/{secrets.token_urlsafe(12)}", "webhook URL"
     )
-    for name, value in (
-        *((name, emulator.clients[client]) for client, name in CLIENTS.items()),
-        ("alert-webhook-url", webhook),
-    ):
+    # the other credentials "the same way" as step 4's
+    for name, value in (("crm-client-secret", emulator.clients["rotator-crm"]),):
         box.write(f"/etc/credstore/{name}", value, mode=0o600)
-    box.run("install", "-m", "0644", "/tmp/src/rotator.service", f"/etc/systemd/system/{UNIT}")
-    box.systemctl("daemon-reload")
+    box.write("/etc/credstore/alert-webhook-url", webhook, mode=0o600)
+    # step 5 up to the start, which each test makes itself (timed, or after seeding)
+    run_step(box, "deploy/enable-and-seed", until="sudo systemctl enable --now rotator")
     return box
 
 
@@ -228,6 +273,9 @@ def test_tokens_rotate_under_the_full_sandbox(
     metrics = httpx.get(f"http://{listen}/metrics", timeout=10)
     assert metrics.status_code == 200
     assert 'account="idp-api"' in metrics.text
+    # ...with the process described, as the unit's comment on ProcSubset= promises
+    for family in ("process_resident_memory_bytes", "process_open_fds", "python_gc_objects"):
+        assert f"\n{family}" in metrics.text, family
     assert httpx.get(f"http://{listen}/readyz", timeout=10).status_code == 200
 
 
@@ -332,22 +380,99 @@ def test_stop_is_clean(installed: Box) -> None:
     assert '"event": "stopped"' in last_stop and '"clean": true' in last_stop
 
 
+def test_a_one_off_refresh_whose_state_write_fails_is_replayed_by_the_daemon(
+    installed: Box, emulator: TLSEmulator
+) -> None:
+    """Rule 1 across processes: the daemon replays what a one-off command spooled.
+
+    The daemon is stopped (the test before). A `rotator refresh` started the way the
+    README's helper used to start it (no StateDirectory=, so no $STATE_DIRECTORY)
+    spends the refresh token, and the state store refuses the write from the moment
+    the vendor answers. The new grant must be in the daemon's spool, and the daemon's
+    next start must land it: it never presents the spent token (the emulator revokes
+    a grant whose spent token comes back).
+    """
+    box = installed
+    [grant] = emulator.grants.values()
+    reused, revoked = emulator.grace_reuses, emulator.reuse_detected
+    state_dir = box.path("/var/lib/rotator/state")
+    spool = box.path("/var/lib/rotator/spool")
+    issued: list[str] = []
+
+    def refuse_state_writes(value: str, kind: str) -> None:
+        if kind == "refresh":  # the vendor's answer: from now on the state store refuses
+            issued.append(value)
+            state_dir.chmod(0o500)
+
+    emulator.on_issue = refuse_state_writes
+    try:
+        done = box.run(*AS_SERVICE_BARE, "refresh", "idp-api", check=False)
+    finally:
+        emulator.on_issue = None
+        state_dir.chmod(0o700)
+    assert done.returncode == 1, done.stderr
+    [new_refresh] = issued
+    assert grant.current_refresh == new_refresh  # spent: the old token is dead now
+    assert new_refresh not in state_dir.joinpath("idp-api").read_text(encoding="utf-8")
+    assert len(list(spool.glob("*.grant"))) == 1  # in the daemon's spool...
+    assert not box.path("/var/lib/rotator/.local").exists()  # ...and nowhere else
+    box.systemctl("start", UNIT)
+    journal_with(box, "replaying a rotated grant that had not reached the state store")
+    wait_until(
+        lambda: grant.current_refresh in state_dir.joinpath("idp-api").read_text(encoding="utf-8"),
+        timeout=30,
+        what="the spooled grant to land in the state store",
+    )
+    assert sorted(p.name for p in spool.iterdir()) == ["spool.key"]
+    assert not grant.revoked
+    assert (emulator.grace_reuses, emulator.reuse_detected) == (reused, revoked)
+    box.systemctl("stop", UNIT)
+
+
+def test_a_one_off_command_refuses_a_spool_the_daemon_never_reads(installed: Box) -> None:
+    """Without server.spool_dir, a command started without the state directory would
+    spool to ~rotator/.local/state: it refuses (exit 2) and names both paths."""
+    box = installed
+    config_text = box.path(CONFIG).read_text(encoding="utf-8")
+    data = yaml.safe_load(config_text)
+    del data["server"]["spool_dir"]
+    box.write("/tmp/src/no-spool-dir.yaml", yaml.safe_dump(data, sort_keys=False))
+    other = "/etc/rotator/no-spool-dir.yaml"
+    box.run(
+        "install", "-m", "0640", "-o", "root", "-g", "rotator", "/tmp/src/no-spool-dir.yaml", other
+    )
+    try:
+        refused = box.run(*AS_SERVICE_BARE, "refresh", "-c", other, "idp-api", check=False)
+        assert refused.returncode == 2
+        assert "/var/lib/rotator/.local/state/rotator/spool" in refused.stderr
+        assert "/var/lib/rotator/spool" in refused.stderr
+        assert not box.path("/var/lib/rotator/.local").exists()
+        # the README's helper gives it the daemon's $STATE_DIRECTORY, so the same spool
+        box.run(*AS_SERVICE, "refresh", "-c", other, "idp-api")
+        assert not box.path("/var/lib/rotator/.local").exists()
+    finally:
+        box.path(other).unlink()
+    assert box.path("/var/lib/rotator").stat().st_mode & 0o777 == 0o750
+
+
 def test_encrypted_credentials_reach_cred_name_through_the_drop_in(
     installed: Box, emulator: TLSEmulator
 ) -> None:
     """README step 4, encrypted: systemd-creds, and systemd/encrypted-credentials.conf as is."""
     box = installed
-    box.run("install", "-d", "-m", "0700", "/etc/credstore.encrypted")
     names = sorted(p.name for p in box.path("/etc/credstore").iterdir())
+    # as printed for idp-client-secret (the drop-in installed with it), the others the same way
+    run_step(box, "deploy/credentials-encrypted", input=emulator.clients["rotator-idp"] + "\n")
     for name in names:
-        box.run(
-            "sh",
-            "-c",
-            f"systemd-creds encrypt --name={name} - /etc/credstore.encrypted/{name} "
-            f"< /etc/credstore/{name} && rm /etc/credstore/{name}",
-        )
-    drop_in = (SYSTEMD / "encrypted-credentials.conf").read_text(encoding="utf-8")
-    box.write(f"/etc/systemd/system/{UNIT}.d/credentials.conf", drop_in)
+        if name != "idp-client-secret":
+            box.run(
+                "sh",
+                "-c",
+                f"systemd-creds encrypt --name={name} - /etc/credstore.encrypted/{name} "
+                f"< /etc/credstore/{name}",
+            )
+    for name in names:
+        box.path(f"/etc/credstore/{name}").unlink()
     box.systemctl("daemon-reload")
     try:
         box.systemctl("start", UNIT)

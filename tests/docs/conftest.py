@@ -70,9 +70,13 @@ class Published:
         assert result.returncode == 0, result.stderr[-2000:]
         return self.vault_token()
 
-    def vault_token(self) -> str:
+    def vault_token(self, *, missing: str | None = None) -> str:
+        """The access token in the Vault sink; ``missing`` (e.g. "") when the sink is not
+        written yet, else a 404 raises (the vendor issues a token before it is published)."""
         with self.bao.api() as client:
             answer = client.get(f"secret/data/rotator/{self.sink}")
+        if answer.status_code == 404 and missing is not None:
+            return missing
         answer.raise_for_status()
         token: str = answer.json()["data"]["data"]["access_token"]
         return token

@@ -22,7 +22,7 @@ def test_boto3_recipe_reads_the_current_version(
         monkeypatch.setenv(name, value)
     source = docs.substitute(docs.block("consumer/boto3").text, {README_SINK: pub.sink})
     namespace: dict[str, object] = {"__name__": "readme_boto3"}
-    exec(compile(source, "README.md:consumer/boto3", "exec"), namespace)  # noqa: S102
+    exec(compile(source, "docs/consuming.md:consumer/boto3", "exec"), namespace)  # noqa: S102
     access_token: Callable[[], str] = namespace["access_token"]  # type: ignore[assignment]
 
     pub.rotate()

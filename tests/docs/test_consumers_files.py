@@ -35,7 +35,7 @@ def test_file_watch_recipe_sees_every_replaced_token(pub: Published, tmp_path: P
         docs.block("consumer/file-watch").text, {README_TOKEN_FILE: str(token_file)}
     )
     namespace: dict[str, object] = {"__name__": "readme_file_watch"}
-    exec(compile(source, "README.md:consumer/file-watch", "exec"), namespace)  # noqa: S102
+    exec(compile(source, "docs/consuming.md:consumer/file-watch", "exec"), namespace)  # noqa: S102
     token_changes: Callable[..., Iterator[str]] = namespace["token_changes"]  # type: ignore[assignment]
 
     pub.rotate()

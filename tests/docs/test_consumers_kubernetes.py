@@ -75,7 +75,7 @@ def test_manifests_read_rotators_sink_in_time() -> None:
     interval = seconds(spec["refreshInterval"])
     assert interval + KUBELET_SYNC_SECONDS <= OVERLAP_SECONDS / 4
     # and the README's arithmetic is the test's
-    readme = " ".join(docs.README.read_text(encoding="utf-8").split())
+    readme = " ".join(docs.page("consuming.md").split())
     left = int((OVERLAP_SECONDS - interval - KUBELET_SYNC_SECONDS) // 60)
     assert f"minutes ({OVERLAP_SECONDS:.0f} s) for a 1-hour token" in readme
     assert f"leaves the old token more than {left} minutes of life" in readme

@@ -45,7 +45,7 @@ def test_hvac_recipe_reads_once_and_again_on_401(
         monkeypatch.setenv("VAULT_ADDR", bao.url)
         monkeypatch.setenv("VAULT_TOKEN", consumer_token(bao))
         namespace: dict[str, object] = {"__name__": "readme_hvac"}
-        exec(compile(source, "README.md:consumer/hvac", "exec"), namespace)  # noqa: S102
+        exec(compile(source, "docs/consuming.md:consumer/hvac", "exec"), namespace)  # noqa: S102
 
         first = pub.rotate()
         client = namespace["IdpApi"]()  # type: ignore[operator]
@@ -121,7 +121,9 @@ def run_agent_against_daemon(pub: Published, bao: OpenBao, tmp: Path) -> None:
 
     with DaemonProcess(pub.config, env=pub.env) as daemon:
         first = wait_until(
-            lambda: pub.issued and pub.vault_token(), timeout=30, what="the first token in Vault"
+            lambda: pub.issued and pub.vault_token(missing=""),
+            timeout=30,
+            what="the first token in Vault",
         )
         agent_log = leakcheck.log_file("bao-agent")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}

@@ -75,6 +75,8 @@ class Receiver:
     secret: str = field(default=HOOK_SECRET, repr=False)  # a test failure prints the repr
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
+    #: sent as ``Retry-After`` with every answer of 400 or more
+    retry_after: str | None = None
     got: list[Delivery] = field(default_factory=list, repr=False)
     arrived: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -97,6 +99,8 @@ class Receiver:
                 receiver.arrived.set()
                 status = receiver.statuses.pop(0) if receiver.statuses else 204
                 self.send_response(status)
+                if receiver.retry_after is not None and status >= 400:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

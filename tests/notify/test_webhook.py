@@ -137,3 +137,23 @@ def test_a_reference_that_holds_no_http_url_is_final(
     with pytest.raises(NotifyError, match="does not hold an http") as caught:
         post_webhook(ENTRY, event(), replica="r", waiter=Waiter())
     assert "attempt 1 of 5" in str(caught.value)
+
+
+class RecordingWaiter(Waiter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[float] = []
+
+    def sleep(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        return True  # the pause is recorded, not waited
+
+
+@pytest.mark.parametrize(("asked", "pause"), [("7", 7.0), ("0", 1.0), ("100000", 300.0)])
+def test_a_receivers_retry_after_is_honoured_between_attempts(
+    receiver: Receiver, asked: str, pause: float
+) -> None:
+    receiver.statuses, receiver.retry_after = [429], asked
+    waiter = RecordingWaiter()
+    assert post_webhook(ENTRY, event(), replica="r", waiter=waiter) == 2
+    assert waiter.pauses == [pause]  # the backoff (1 s) is a floor, 5 minutes the ceiling

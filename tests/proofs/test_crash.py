@@ -55,8 +55,10 @@ from tests.support.servers import OpenBao
 GRACE = 10.0
 #: how long a delivered answer may sit unread before the kill and still count as
 #: lost on the wire: reading, spooling (fsync) and writing it take milliseconds, a
-#: loaded machine may stall the daemon longer; beyond this it must be held
-WIRE = 1.0
+#: loaded machine may stall the daemon longer (a CI run at load average 18 saw
+#: more than 1 s between the vendor's write and the spool's fsync); beyond this it
+#: must be held
+WIRE = 3.0
 
 
 class DeliveryLog(OAuth2Emulator):

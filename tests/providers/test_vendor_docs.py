@@ -1,4 +1,4 @@
-"""The vendor examples in README.md are valid configuration."""
+"""The vendor examples in docs/vendors.md are valid configuration."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import yaml
 
 from rotator.config import parse_config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+VENDORS = Path(__file__).resolve().parents[2] / "docs" / "vendors.md"
 
 
 def vendor_examples() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("<!-- section:vendors -->", 1)[1].split("\n## ", 1)[0]
+    section = VENDORS.read_text(encoding="utf-8")
     return re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -419,3 +421,53 @@ def test_broken_sink_blocks_neither_the_others_nor_the_state(
         assert server.token_calls == 1
     finally:
         world.rotator.http.close()
+
+
+class Overlapping(PassThroughStore):
+    """A slow state read that counts its readers: two runs of one account that are
+    not excluded would both be inside it at once."""
+
+    def __init__(self, inner: SecretStore) -> None:
+        super().__init__(inner)
+        self.inside = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    def read(self, path: str, *, fmt: str = "json") -> Record | None:
+        with self._count:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            time.sleep(0.05)  # long enough for the other thread to arrive
+            return super().read(path, fmt=fmt)
+        finally:
+            with self._count:
+                self.inside -= 1
+
+
+@pytest.mark.parametrize("runs", [2, 6])
+def test_runs_of_one_account_exclude_each_other_and_leave_no_lock(world: World, runs: int) -> None:
+    """The per-account lock lives only while runs hold it (rotator/locks.py): runs
+    of one account still go one at a time, one vendor call among them, and no
+    lock is left behind once they are done."""
+    world.seed()
+    slow = Overlapping(world.account.state_store)
+    world.rotator.accounts[ACCOUNT] = replace(world.account, state_store=slow)
+    barrier = threading.Barrier(runs)
+    results: list[RotationResult] = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(world.rotator.rotate(ACCOUNT))
+
+    threads = [threading.Thread(target=run) for _ in range(runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert slow.most == 1
+    assert sorted(r.result for r in results) == sorted(
+        [Outcome.SUCCESS] + [Outcome.NOT_DUE] * (runs - 1)
+    )
+    assert world.server.token_calls == 1
+    assert len(world.rotator._locks) == 0

@@ -10,9 +10,10 @@ daemon's scheduler.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from rotator.config.models import CoordinationSettings
 from rotator.service.coordination import Change, Replica, move_jobs, repartition, share_of
-from rotator.service.coordination_backend import check_backend
+from rotator.service.coordination_backend import check_backend, connect
 from tests.support.servers import RedisServer
 
 NAMES = st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=8)
@@ -115,6 +116,13 @@ def replicas(
     return made, seen
 
 
+def settle(*members: Replica) -> None:
+    """Each joins, then each sees the whole group twice in a row and takes its share."""
+    for _ in range(3):
+        for replica in members:
+            replica.step()
+
+
 def test_three_replicas_share_the_accounts_and_take_over_a_dead_ones(
     redis: RedisServer,
 ) -> None:
@@ -123,8 +131,12 @@ def test_three_replicas_share_the_accounts_and_take_over_a_dead_ones(
     try:
         for replica in alive:
             replica.step()
+            assert replica.owned == frozenset(), "a share from a group seen once"
         for replica in alive:
-            replica.step()  # the first ones to join now see the later ones
+            replica.step()  # the first ones to join now see the later ones: still no share
+        assert [bool(r.owned) for r in alive] == [False, False, True]
+        for replica in alive:
+            replica.step()  # the same group, seen twice by everyone: each takes its share
         shares = [r.owned for r in alive]
         assert [len(r.members) for r in alive] == [3, 3, 3]
         assert sum(map(len, shares)) == len(accounts)
@@ -153,13 +165,70 @@ def test_three_replicas_share_the_accounts_and_take_over_a_dead_ones(
             replica.stop()
 
 
+class _Read:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def get(self, timeout: float | None = None) -> object:
+        return self.value
+
+
+def interleaved(coordinator: Any, meanwhile: Callable[[], None]) -> Any:
+    """A real tooz coordinator whose first membership read is followed at once by
+    ``meanwhile`` (another replica joins or leaves at the worst moment of this one's join)."""
+    read = coordinator.get_members
+    pending = [meanwhile]
+
+    def get_members(group: bytes) -> _Read:
+        members = read(group).get()
+        if pending:
+            pending.pop()()
+        return _Read(members)
+
+    coordinator.get_members = get_members  # the instance's: tooz's own calls come here too
+    return coordinator
+
+
+@pytest.mark.parametrize("other", ["joins", "leaves"])
+def test_a_member_that_comes_or_goes_during_a_join_is_seen_on_the_next_look(
+    redis: RedisServer, other: str
+) -> None:
+    """tooz's partitioner reads the members, then reads them again as the baseline of its
+    join/leave watch: a member that came or went between the two reads was never seen
+    (replicas started together under load missed one another for good). Each look reads
+    the whole membership."""
+    accounts = list(ACCOUNTS[:300])
+    group = f"interleaved-{other}"
+    (second,), _ = replicas(redis.url, group, 1, accounts)
+    if other == "leaves":
+        settle(second)
+    meanwhile = second.step if other == "joins" else second.stop
+    first = Replica(
+        coordination(redis.url, group),
+        accounts=lambda: accounts,
+        on_change=lambda change: None,
+        connect=lambda settings, member: interleaved(connect(settings, member), meanwhile),
+    )
+    try:
+        if other == "joins":
+            settle(first, second)
+            assert first.members == second.members == {first.member, second.member}
+            assert first.owned.isdisjoint(second.owned)
+            assert first.owned | second.owned == frozenset(accounts)
+        else:
+            settle(first)
+            assert first.members == {first.member}
+            assert first.owned == frozenset(accounts), "accounts left to a member that left"
+    finally:
+        first.stop()
+        second.stop()
+
+
 def test_a_replica_that_leaves_hands_its_share_over_at_once(redis: RedisServer) -> None:
     accounts = list(ACCOUNTS[:200])
     (first, second), _ = replicas(redis.url, "leave", 2, accounts)
     try:
-        first.step()
-        second.step()
-        first.step()
+        settle(first, second)
         assert len(first.owned) + len(second.owned) == len(accounts)
         had = second.owned
         second.stop()  # a SIGTERM: leaves the group, no timeout to wait for
@@ -174,8 +243,7 @@ def test_accounts_added_by_a_reload_are_shared_on_the_next_look(redis: RedisServ
     accounts = list(ACCOUNTS[:100])
     (first, second), _ = replicas(redis.url, "reload", 2, accounts)
     try:
-        for replica in (first, second, first):
-            replica.step()
+        settle(first, second)
         accounts += [f"new-{i}" for i in range(100)]
         del accounts[:10]
         changes = [first.step(), second.step()]
@@ -198,6 +266,7 @@ def test_an_outage_keeps_the_share_then_the_replica_joins_again(tmp_path: Path) 
     with RedisServer() as server:
         (replica,), _ = replicas(server.url, "outage", 1, accounts, clock)
         try:
+            replica.step()
             replica.step()
             assert replica.readiness()[0]
             assert replica.owned == frozenset(accounts)
@@ -265,6 +334,7 @@ def test_the_daemon_schedules_only_what_it_owns_and_moves_jobs_on_a_change(
 ) -> None:
     from rotator.service.app import build_daemon
     from tests.service.test_daemon import write_config
+    from tests.support.net import wait_until
 
     config = write_config(tmp_path, "http://127.0.0.1:9/token", accounts=("alpha", "beta"))
     daemon = build_daemon(str(config))
@@ -281,10 +351,14 @@ def test_the_daemon_schedules_only_what_it_owns_and_moves_jobs_on_a_change(
         # the group changes: beta comes here, alpha goes
         owned.clear()
         owned.add("beta")
-        move_jobs(daemon, repartition({"alpha"}, {"beta"}))
+        plan = move_jobs(daemon, repartition({"alpha"}, {"beta"}))
         assert scheduler.get_job("alpha") is None
-        beta = scheduler.get_job("beta")
-        assert beta is not None and beta.next_run_time <= datetime.now(UTC) + timedelta(seconds=1)
+        # beta's first run goes through the start's plan (its order and spreading:
+        # test_coordination_takeover.py), then schedules its next run
+        assert plan is not None
+        wait_until(plan.finished.is_set, what="beta looked at")
+        wait_until(lambda: scheduler.get_job("beta") is not None, what="beta's next run")
+        assert move_jobs(daemon, repartition({"beta"}, {"beta"})) is None  # nothing gained
         # a rotation of alpha still in flight finishes without scheduling another
         daemon._job("alpha")
         assert scheduler.get_job("alpha") is None
@@ -340,6 +414,7 @@ def test_a_replica_daemon_says_its_share_in_readyz_and_metrics(
     daemon.start()
     try:
         wait_until(lambda: daemon.owns("alpha") and daemon.owns("beta"), what="the share")
+        assert daemon.rotator.lease_every_grant, "a replica must lease every grant"
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
         assert "one of 1 replicas, 2 accounts" in ready.text

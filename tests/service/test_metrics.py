@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -318,3 +319,65 @@ def test_vendor_hosts_are_exported_by_host_name_only() -> None:
     pause = {s.labels["host"]: s.value for s in families["rotator_vendor_pause_seconds"].samples}
     assert pause["idp.example"] == 0 and 59 < pause["127.0.0.1:8080"] <= 60
     assert "rotator_vendor_deferred_jobs" in families
+
+
+def test_a_running_daemon_serves_the_process_and_python_families(tmp_path: Path) -> None:
+    """A real ``rotator run``: the standard families a default registry has, on /metrics.
+
+    The private registry once left them out; the unit's memory and descriptor advice,
+    and every dashboard built on node-style process metrics, read them.
+    """
+    from tests.fakes.oauth2 import emulator
+    from tests.support.net import free_port
+    from tests.support.proc import DaemonProcess
+
+    secret = leakcheck.register("metrics-proc-client-secret-7a3e", "client secret")
+    webhook = leakcheck.register("http://127.0.0.1:9/hook/metrics-proc-c0ffee", "webhook URL")
+    listen = f"127.0.0.1:{free_port()}"
+    with emulator(clients={"svc": secret}) as vendor:
+        config = tmp_path / "rotator.yaml"
+        config.write_text(
+            f"server: {{listen: '{listen}', spool_dir: {tmp_path / 'spool'}}}\n"
+            f"stores: {{files: {{type: file, directory: {tmp_path / 'store'}}}}}\n"
+            "alerts:\n"
+            "  channels:\n"
+            "    - {type: webhook, url: env:METRICS_HOOK}\n"
+            "    - {type: webhook, url: env:METRICS_HOOK, format: slack}\n"
+            "accounts:\n"
+            "  svc-api:\n"
+            "    provider: oauth2\n"
+            f"    token_url: {vendor.url}\n"
+            "    grant: client_credentials\n"
+            "    client_id: svc\n"
+            "    client_secret: env:METRICS_SECRET\n"
+            "    sinks: [{store: files, path: svc.json}]\n",
+            encoding="utf-8",
+        )
+        env = {"METRICS_SECRET": secret, "METRICS_HOOK": webhook}
+        with DaemonProcess(config, env=env) as daemon:
+            daemon.wait_log('"outcome": "success"')
+            status, text = get(f"http://{listen}/metrics")
+            daemon.stop()
+    assert status == 200
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for name in (
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_cpu_seconds",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_objects_collected",
+        "python_gc_collections",
+        "rotator_rotations",
+        "rotator_build_info",
+    ):
+        assert name in families, name
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert families["process_open_fds"].samples[0].value > 0
+    # no secret anywhere: not in a label, not in a value, not in a help text
+    for value in (secret, webhook, "metrics-proc-c0ffee"):
+        assert value not in text
+    labels = {v for f in families.values() for s in f.samples for v in s.labels.values()}
+    assert "svc-api" in labels

@@ -235,3 +235,61 @@ def test_first_runs_run_the_not_due_at_once_and_plan_the_overdue_after_the_last_
     order = [name for name, _, _ in sorted(calls.scheduled, key=lambda c: c[1])]
     assert order == ["never", "expired", "soon", "later"]
     assert {planned for _, _, planned in calls.scheduled} == {plan._now}  # lateness from the start
+
+
+def test_first_runs_wait_in_the_pool_a_few_at_a_time_and_each_runs_once() -> None:
+    """The start does not queue a future per account (1.8 KB each: 175 MB at
+    100,000): at most _QUEUED wait in the pool's queue, and every account's first
+    run still happens exactly once, the plan after the last."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rotator.service import scheduling
+
+    now = datetime.now(UTC)
+    fresh = AccountState(
+        account="a",
+        provider="oauth2",
+        access_token=Secret("access-not-a-secret-of-the-suite"),
+        expires_at=now + timedelta(hours=1),
+        next_refresh_at=now + timedelta(minutes=30),
+    )
+    accounts = {f"acct{i}": _Account(f"acct{i}", fresh) for i in range(3 * scheduling._QUEUED)}
+    calls = _Calls()
+    queued: list[int] = []
+    guard = threading.Lock()
+    pool = ThreadPoolExecutor(max_workers=4)
+
+    def job(name: str, **kwargs: Any) -> None:
+        with guard:
+            calls.jobs.append(name)
+            queued.append(pool._work_queue.qsize())
+
+    plan = StartPlan(accounts, Politeness(), job, calls.schedule)  # type: ignore[arg-type]
+    try:
+        plan.start(pool)
+        assert plan.finished.wait(30)
+    finally:
+        pool.shutdown(wait=True)
+    assert sorted(calls.jobs) == sorted(accounts)
+    assert max(queued) <= scheduling._QUEUED
+    assert calls.scheduled == []
+
+
+def test_a_pool_shut_down_during_the_first_runs_ends_them() -> None:
+    """A stop during the start's first runs (the daemon shuts the pool down): the
+    ones not started are dropped, and none runs twice or after the stop."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    accounts = {f"acct{i}": _Account(f"acct{i}", None) for i in range(5000)}
+    calls = _Calls()
+    pool = ThreadPoolExecutor(max_workers=2)
+    plan = StartPlan(accounts, Politeness(), calls.job, calls.schedule)  # type: ignore[arg-type]
+    plan.start(pool)
+    pool.shutdown(wait=True, cancel_futures=True)
+    ran = len(calls.jobs)
+    time.sleep(0.05)
+    assert len(calls.jobs) == ran  # nothing queued itself past the shutdown
+    assert len(set(calls.jobs)) == ran
+    assert ran == len(accounts) or not plan.finished.is_set()

@@ -117,6 +117,8 @@ class Hook:
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
+        #: sent as ``Retry-After`` with an answer of 400 or more (Slack's 429 carries one)
+        self.retry_after: str | None = None
         self.got: list[tuple[str, dict[str, Any]]] = []
         self.raw: list[str] = []
         self.event = threading.Event()
@@ -131,6 +133,8 @@ class Hook:
                 hook.got.append((self.path, json.loads(body)))
                 hook.event.set()
                 self.send_response(hook.status)
+                if hook.retry_after is not None and hook.status >= 400:
+                    self.send_header("Retry-After", hook.retry_after)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -1,19 +1,37 @@
-"""Code blocks out of Markdown, so the suite runs what the documentation shows.
+"""Code blocks out of the documentation, so the suite runs what the documentation shows.
 
-A block is marked by an HTML comment right before its fence (blank lines may
-stand between, nothing else)::
+"The docs" are README.md and every Markdown page under docs/ (sorted), read as
+one: :func:`fences` yields every fenced block in them, marked or not, with its
+file, line, language and markers, so a test can hold *every* block of a kind
+(each YAML configuration, each Vault policy) to what it claims to be.
+
+A marker is an HTML comment of the form ``<!-- KEY: VALUE -->`` on the line(s)
+right before a fence (blank lines may stand between, nothing else)::
 
     <!-- test: consumer/hvac -->
     ```python
     ...
     ```
 
-:func:`block` returns that block's text; a marker that is missing, used twice,
-or not followed by a fence fails the test that asked for it, so a README edit
-cannot silently drop a tested snippet. Fences follow CommonMark: backticks or
-tildes, three or more, indented as a list item's are (the indentation of the
-opening fence is removed from every line of the block), closed by a fence of the
-same character at least as long.
+The keys (the scheme is in one place, here):
+
+- ``test: NAME`` names a block a test runs; NAME is unique across all the docs
+  (a duplicate is refused naming both places). :func:`block` returns it; a
+  marker that is missing, used twice, or not followed by a fence fails the test
+  that asked for it, so an edit cannot silently drop a tested snippet.
+- ``config: fragment`` (a partial rotator configuration, checked merged into a
+  minimal one) or ``config: none`` (YAML that is not a rotator configuration:
+  Helm values, manifests, Prometheus rules): see tests/docs/test_configs.py.
+- ``policy: ROLE CONFIG``: a Vault policy, ROLE ``daemon`` or ``consumer``,
+  for the configuration block marked ``test: CONFIG``: see
+  tests/docs/test_policies.py.
+- ``section:NAME`` marks where a section starts (it need not precede a fence).
+
+Any other key before a fence is refused, so a misspelt marker is not an
+unmarked block in disguise. Fences follow CommonMark: backticks or tildes,
+three or more, indented as a list item's are (the indentation of the opening
+fence is removed from every line of the block), closed by a fence of the same
+character at least as long.
 
 Placeholders: a tested snippet is written with the example values a reader
 replaces (``https://openbao.example.com:8200``, ``/etc/myapp/role-id``), and
@@ -26,15 +44,34 @@ the snippet runs as printed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["README", "Block", "DocsError", "block", "blocks", "substitute"]
+__all__ = [
+    "DOCS",
+    "MARKER_KEYS",
+    "README",
+    "ROOT",
+    "Block",
+    "DocsError",
+    "block",
+    "blocks",
+    "doc_files",
+    "fences",
+    "page",
+    "pages",
+    "section",
+    "substitute",
+]
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+MARKER_KEYS = frozenset({"test", "config", "policy", "section"})
 
-_MARKER = re.compile(r"^\s*<!--\s*test:\s*(?P<name>[A-Za-z0-9_./-]+)\s*-->\s*$")
+_MARKER = re.compile(r"^\s*<!--\s*(?P<key>[A-Za-z-]+)\s*:\s*(?P<value>.*?)\s*-->\s*$")
+_NAME = re.compile(r"[A-Za-z0-9_./-]+")
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 
 
@@ -44,41 +81,97 @@ class DocsError(AssertionError):
 
 @dataclass(frozen=True, slots=True)
 class Block:
+    #: the ``test:`` marker's name; "" for a block without one
     name: str
-    #: the fence's info string, e.g. "python" or "hcl"
+    #: the first word of the fence's info string, e.g. "python" or "hcl"
     lang: str
     text: str
     #: 1-based line of the opening fence, for messages
     line: int
     path: Path
+    #: every marker right before the fence, by key (``{"config": "fragment"}``)
+    markers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """``docs/stores.md:60``: what a failure names so a reader finds the block."""
+        return f"{_shown(self.path)}:{self.line}"
 
 
-def blocks(path: Path = README) -> dict[str, Block]:
-    """Every marked block of the Markdown file ``path``, by marker name."""
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
+def doc_files() -> list[Path]:
+    """README.md, then every page under docs/ in sorted order."""
+    pages = sorted(DOCS.rglob("*.md")) if DOCS.is_dir() else []
+    return [README, *pages]
+
+
+def pages() -> list[Path]:
+    """README.md and every page of the site, in a stable order (as :func:`doc_files`)."""
+    return doc_files()
+
+
+def page(name: str) -> str:
+    """The text of ``docs/NAME`` (e.g. ``"stores.md"``)."""
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def fences(path: Path | None = None) -> Iterator[Block]:
+    """Every fenced block of ``path`` (default: every file of the docs), in order."""
+    for one in [path] if path is not None else doc_files():
+        yield from _parse(one)
+
+
+def _parse(path: Path) -> Iterator[Block]:
     lines = path.read_text(encoding="utf-8").splitlines()
-    found: dict[str, Block] = {}
+    shown = _shown(path)
+    markers: dict[str, str] = {}
+    marker_line = 0
     index = 0
     while index < len(lines):
-        marker = _MARKER.match(lines[index])
+        line = lines[index]
         index += 1
-        if marker is None:
+        marker = _MARKER.match(line)
+        if marker is not None:
+            key, value = marker["key"], marker["value"]
+            if key == "section":
+                continue  # a section starts here; it marks no block
+            if key in markers:
+                raise DocsError(f"{shown}:{index}: a second '{key}:' marker for one block")
+            if key == "test" and not _NAME.fullmatch(value):
+                raise DocsError(f"{shown}:{index}: 'test: {value}' is not a name ([A-Za-z0-9_./-])")
+            markers[key] = value
+            marker_line = marker_line or index
             continue
-        name = marker["name"]
-        where = f"{path.name}:{index}"
-        if name in found:
-            raise DocsError(f"{where}: marker 'test: {name}' is used twice")
-        while index < len(lines) and not lines[index].strip():
-            index += 1
-        opening = _FENCE.match(lines[index]) if index < len(lines) else None
+        if not line.strip():
+            continue
+        opening = _FENCE.match(line)
         if opening is None:
-            raise DocsError(f"{where}: marker 'test: {name}' is not followed by a fenced block")
-        indent, fence = len(opening["indent"]), opening["fence"]
+            if markers.keys() & MARKER_KEYS:
+                described = ", ".join(f"'{k}: {v}'" for k, v in markers.items())
+                raise DocsError(
+                    f"{shown}:{marker_line}: marker {described} is not followed by a fenced block"
+                )
+            # an HTML comment of prose (<!-- note: ... -->) before a paragraph is no marker
+            markers, marker_line = {}, 0
+            continue
+        unknown = sorted(markers.keys() - MARKER_KEYS)
+        if unknown:
+            raise DocsError(
+                f"{shown}:{marker_line}: unknown marker '{unknown[0]}:' before a fenced block "
+                f"(known: {', '.join(sorted(MARKER_KEYS))})"
+            )
         start = index
+        indent, fence = len(opening["indent"]), opening["fence"]
         body: list[str] = []
-        index += 1
         while True:
             if index >= len(lines):
-                raise DocsError(f"{path.name}:{start + 1}: the block '{name}' is never closed")
+                raise DocsError(f"{shown}:{start}: the block is never closed")
             line = lines[index]
             index += 1
             stripped = line.strip()
@@ -87,25 +180,55 @@ def blocks(path: Path = README) -> dict[str, Block]:
             # CommonMark: remove up to the fence's indentation from each content line
             cut = len(line) - len(line.lstrip(" "))
             body.append(line[min(cut, indent) :])
-        found[name] = Block(
-            name=name,
-            lang=opening["info"].strip().split(" ")[0] if opening["info"].strip() else "",
+        info = opening["info"].strip()
+        yield Block(
+            name=markers.get("test", ""),
+            lang=info.split(" ")[0] if info else "",
             text="".join(f"{line}\n" for line in body),
-            line=start + 1,
+            line=start,
             path=path,
+            markers=dict(markers),
         )
+        markers = {}
+        marker_line = 0
+
+
+def blocks(path: Path | None = None) -> dict[str, Block]:
+    """Every block marked ``test: NAME`` (in ``path``, default all the docs), by name."""
+    found: dict[str, Block] = {}
+    for one in fences(path):
+        if not one.name:
+            continue
+        if one.name in found:
+            raise DocsError(
+                f"{one.where}: marker 'test: {one.name}' is used twice "
+                f"(also at {found[one.name].where})"
+            )
+        found[one.name] = one
     return found
 
 
-def block(name: str, path: Path = README) -> Block:
-    """The block marked ``<!-- test: NAME -->`` in ``path``; DocsError if there is none."""
+def block(name: str, path: Path | None = None) -> Block:
+    """The block marked ``<!-- test: NAME -->``; DocsError if there is none."""
     found = blocks(path)
     if name not in found:
         known = ", ".join(sorted(found)) or "none"
+        where = _shown(path) if path is not None else "the docs (README.md, docs/)"
         raise DocsError(
-            f"{path.name} has no block marked '<!-- test: {name} -->' (marked blocks: {known})"
+            f"{where} has no block marked '<!-- test: {name} -->' (marked blocks: {known})"
         )
     return found[name]
+
+
+def section(name: str) -> tuple[Path, str]:
+    """The file holding ``<!-- section:NAME -->`` and the text from it to the next section."""
+    tag = f"<!-- section:{name} -->"
+    for path in doc_files():
+        text = path.read_text(encoding="utf-8")
+        if tag in text:
+            after = text.split(tag, 1)[1]
+            return path, after.split("<!-- section:", 1)[0]
+    raise DocsError(f"no file of the docs has {tag}")
 
 
 def substitute(text: str, replacements: Mapping[str, str]) -> str:

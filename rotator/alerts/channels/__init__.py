@@ -33,6 +33,7 @@ __all__ = [
     "EmailAlertChannel",
     "WebhookAlertChannel",
     "build_channels",
+    "channel_names",
     "slack_payload",
 ]
 
@@ -46,19 +47,30 @@ CHANNELS.register("email", "rotator.alerts.channels.mail:EmailAlertChannel")
 def build_channels(
     settings: Sequence[WebhookChannel | CommandChannel | EmailChannel],
 ) -> list[Channel]:
-    """One channel object per configured channel, named ``<type>`` or ``<type>-<n>``.
+    """One channel object per configured channel, named by :func:`channel_names`.
 
     An unknown ``type`` (only possible past the config models) is a ConfigError at
     ``alerts.channels[i].type`` that lists the registered types.
     """
-    counts: dict[str, int] = {}
-    for item in settings:
-        counts[item.type] = counts.get(item.type, 0) + 1
+    names = channel_names([item.type for item in settings])
+    return [
+        CHANNELS.get(item.type, path=f"alerts.channels[{index}].type")(item, name=name)
+        for index, (item, name) in enumerate(zip(settings, names, strict=True))
+    ]
+
+
+def channel_names(types: Sequence[str]) -> list[str]:
+    """The ``channel`` label of each configured channel: its type, and from the second
+    of a type on ``<type>-<n>`` (``webhook``, ``webhook-2``, ``webhook-3``).
+
+    The first of a type keeps its bare name whatever follows, so adding a second
+    webhook never renames the first one's series: a dashboard or alert rule on
+    ``channel="webhook"`` goes on counting it, where ``webhook-1``/``webhook-2``
+    would have ended that series and started another.
+    """
     seen: dict[str, int] = {}
-    out: list[Channel] = []
-    for index, item in enumerate(settings):
-        kind = CHANNELS.get(item.type, path=f"alerts.channels[{index}].type")
-        seen[item.type] = seen.get(item.type, 0) + 1
-        name = item.type if counts[item.type] == 1 else f"{item.type}-{seen[item.type]}"
-        out.append(kind(item, name=name))
-    return out
+    names: list[str] = []
+    for kind in types:
+        seen[kind] = seen.get(kind, 0) + 1
+        names.append(kind if seen[kind] == 1 else f"{kind}-{seen[kind]}")
+    return names

@@ -18,7 +18,19 @@ __all__ = ["AlertChannelError", "Channel", "ChannelType"]
 
 
 class AlertChannelError(RotatorError):
-    """A channel did not take an alert (the message never carries a secret)."""
+    """A channel did not take an alert (the message never carries a secret).
+
+    ``retry_after``: the pause the receiver asked for (an HTTP ``Retry-After``, read as
+    the vendors' is), or None. Slack answers ``429`` with one when a channel sends too
+    fast; retrying sooner only earns another 429.
+    """
+
+    retry_after: float | None = None
+
+    def pause(self, backoff: float, *, longest: float) -> float:
+        """How long to wait before the next attempt: the backoff, or longer when the
+        receiver asked for it (up to ``longest``)."""
+        return max(backoff, min(self.retry_after or 0.0, longest))
 
 
 @runtime_checkable

@@ -8,12 +8,14 @@ never sits in a log line or an exception message.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rotator import __version__
 from rotator.alerts.channels.base import AlertChannelError
 from rotator.errors import scrub
+from rotator.politeness import retry_after_seconds
 from rotator.secrets import resolve
 
 if TYPE_CHECKING:
@@ -65,14 +67,22 @@ class HttpRefused(AlertChannelError):
     """A webhook did not take a POST; ``status`` is its HTTP status (None: no answer).
 
     ``misconfigured``: the request was never sent (not an http(s) URL); no retry helps.
+    ``retry_after``: the receiver's ``Retry-After`` in seconds
+    (:func:`rotator.politeness.retry_after_seconds`), or None.
     """
 
     def __init__(
-        self, message: str, *, status: int | None = None, misconfigured: bool = False
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        misconfigured: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.misconfigured = misconfigured
+        self.retry_after = retry_after
 
 
 def post_json(
@@ -110,8 +120,11 @@ def post_json(
             return int(response.status)
     except urllib.error.HTTPError as exc:
         text = exc.read(512).decode("utf-8", "replace")
+        pause = retry_after_seconds(exc.headers.get("Retry-After"), time.time())
         raise HttpRefused(
-            f"{where} answered HTTP {exc.code}: {scrub(text, 120)}", status=exc.code
+            f"{where} answered HTTP {exc.code}: {scrub(text, 120)}",
+            status=exc.code,
+            retry_after=pause,
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

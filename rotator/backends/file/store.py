@@ -147,7 +147,8 @@ class FileStore:
     def _mark(held: _Held, marker: bytes) -> None:
         if held.marker != marker:
             os.pwrite(held.lock_fd, marker, 0)
-            os.ftruncate(held.lock_fd, len(marker))
+            if len(held.marker) > len(marker):  # a new lock file is empty: nothing to cut
+                os.ftruncate(held.lock_fd, len(marker))
             held.marker = marker
 
     # -- reading -------------------------------------------------------------------

@@ -4,8 +4,10 @@ Paths live under ``mount``/``prefix``; a version is the KV version number.
 Writes use KV v2 check-and-set on every call (``cas=0`` = create only), carry
 the custom metadata ``managed-by: rotator``, refuse a secret without that
 marker unless the sink says ``adopt``, and write nothing when the data is
-unchanged. Every path is held to :data:`~rotator.backends.base.PATH_RULE`
-here, whatever the configuration check let through.
+unchanged. A create is two calls and no read: the data with ``cas=0`` first (a
+path someone else made refuses it, untouched), then the marker. Every path is
+held to :data:`~rotator.backends.base.PATH_RULE` here, whatever the
+configuration check let through.
 
 The store talks to Vault only through :class:`~rotator.backends.vault.client.VaultClient`
 (hvac by default, injected by tests) and gets its token from
@@ -26,17 +28,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from rotator.backends.base import (
     Record,
     Validation,
-    ValidationStatus,
     Version,
     WriteResult,
     checked_path,
-    reason,
     record_data,
     require_json,
     store_data,
 )
 from rotator.backends.vault.auth import Token, VaultLogin
 from rotator.backends.vault.client import HvacClient, VaultClient, is_forbidden, mapped
+from rotator.backends.vault.policy import validate
 from rotator.errors import StoreConflict, StoreError, StoreNotManaged
 from rotator.secrets import Secret
 from rotator.tokens import ViewValue
@@ -78,18 +79,20 @@ class VaultStore:
         # expected_version and new data goes straight to the CAS write (the server
         # checks the version), without reading the path again first.
         self._known: dict[str, tuple[int, bytes]] = {}
+        #: path -> the version this process created it at, until its marker lands
+        self._created: dict[str, int] = {}
 
     # -- paths ---------------------------------------------------------------------
 
-    def _full(self, path: str) -> str:
+    def full_path(self, path: str) -> str:
         checked_path(path, store=self.name)
         pure = PurePosixPath(path.strip("/"))
         return f"{self.prefix}/{pure}" if self.prefix else str(pure)
 
-    def _data_path(self, full: str) -> str:
+    def data_path(self, full: str) -> str:
         return f"{self.mount}/data/{full}"
 
-    def _metadata_path(self, full: str) -> str:
+    def metadata_path(self, full: str) -> str:
         return f"{self.mount}/metadata/{full}"
 
     # -- the token ---------------------------------------------------------------------
@@ -113,16 +116,16 @@ class VaultStore:
             raise
         except Exception as exc:
             if not is_forbidden(exc):
-                raise self._mapped(exc, action, path) from None
+                raise self.mapped(exc, action, path) from None
         token = self.auth.after_403(token.generation)
         try:
             return fn(token.secret)
         except StoreError:
             raise
         except Exception as exc:
-            raise self._mapped(exc, action, path) from None
+            raise self.mapped(exc, action, path) from None
 
-    def _mapped(self, exc: Exception, action: str, path: str) -> StoreError:
+    def mapped(self, exc: Exception, action: str, path: str) -> StoreError:
         return mapped(exc, self.settings, store=self.name, action=action, path=path)
 
     # -- SecretStore -------------------------------------------------------------------
@@ -132,15 +135,15 @@ class VaultStore:
     ) -> tuple[dict[str, ViewValue] | None, dict[str, Any] | None]:
         """(data of the latest live version, its metadata); (None, metadata) when the
         latest version is deleted or destroyed; (None, None) when nothing is there."""
-        data, meta = self._client.read_data(self._data_path(full), token)
+        data, meta = self._client.read_data(self.data_path(full), token)
         if data is None:
             return None, meta
         return record_data(data), meta
 
     def read(self, path: str, *, fmt: str = "json") -> Record | None:
         require_json(self.name, "a vault sink", fmt, path)
-        full = self._full(path)
-        data, meta = self._call("reading", self._data_path(full), lambda t: self._latest(t, full))
+        full = self.full_path(path)
+        data, meta = self._call("reading", self.data_path(full), lambda t: self._latest(t, full))
         if data is None or meta is None:
             if meta is None:  # nothing there at all (not a deleted latest version)
                 self._known[full] = (0, _ABSENT)
@@ -169,56 +172,57 @@ class VaultStore:
         adopt: bool = False,
     ) -> WriteResult:
         require_json(self.name, "a vault sink", fmt, path)
-        full = self._full(path)
+        full = self.full_path(path)
         new = store_data(data)
 
         digest = _digest(new)
         known = self._known.get(full)
-        fast_cas: int | None = None
-        if known is not None and known[1] != digest:
-            # We last saw this path (marked, or absent) at the expected version and the
-            # data differs: skip the GET; the server's check-and-set guards the version.
-            if expected_version is None and known[1] == _ABSENT:
-                fast_cas = 0
-            elif expected_version is not None and known[0] == _as_int(expected_version):
-                fast_cas = known[0]
-        if fast_cas is not None:
-            cas = fast_cas
-
-            def cas_write(token: Secret) -> WriteResult:
-                if cas == 0:
-                    # A new path: the marker first, as below. Someone creating the path
-                    # since our read makes the data write fail (cas=0), as it would
-                    # if they created it between a GET here and this POST.
-                    marker = {MANAGED_BY[0]: MANAGED_BY[1]}
-                    self._client.write_metadata(self._metadata_path(full), marker, token)
-                return WriteResult(
-                    self._client.write_data(self._data_path(full), new, cas, token), True
-                )
-
-            try:
-                result = self._call("writing", self._data_path(full), cas_write)
-            except StoreError:
-                self._known.pop(full, None)
-                raise
-            self._known[full] = (int(result.version), digest)
-            return result
+        if expected_version is None and (known is None or known[1] == _ABSENT):
+            created = self._create(full, new, digest)
+            if created is not None:
+                return created
+            # the path exists: the read below refuses it unless it is ours (or adopted)
+        elif (
+            expected_version is not None
+            and known is not None
+            and known[1] not in (digest, _ABSENT)
+            and known[0] == _as_int(expected_version)
+        ):
+            # We last saw this marked path at the expected version and the data
+            # differs: skip the GET; the server's check-and-set guards the version.
+            return self._cas_write(full, new, known[0], digest)
 
         def attempt(token: Secret) -> WriteResult:
             current, meta = self._latest(token, full)
             version = int(meta["version"]) if meta else 0
             custom = (meta or {}).get("custom_metadata") or {}
             marked = custom.get(MANAGED_BY[0]) == MANAGED_BY[1]
-            if meta is not None and not marked and not adopt:
+            created_at = self._created.get(full)
+            ours = marked or (meta is not None and _created_here(created_at, version, current, new))
+            if meta is not None and not ours and not adopt:
+                if expected_version is None and version == 1 and not custom:
+                    # perhaps another rotator between its create and its marker: a
+                    # lost create; the write after a new read refuses a path not ours
+                    raise StoreConflict(
+                        f"{self.mount}/{full} already exists (create-only write lost)",
+                        store=self.name,
+                        path=path,
+                    )
                 raise StoreNotManaged(
                     f"{self.mount}/{full} exists and was not written by rotator (no custom "
                     f"metadata {MANAGED_BY[0]}={MANAGED_BY[1]}); set adopt: true on the sink "
-                    "to take it over",
+                    "to take it over (for a state path: mark it, bao kv metadata put "
+                    f"-custom-metadata={MANAGED_BY[0]}={MANAGED_BY[1]} {self.mount}/{full})",
                     store=self.name,
                     path=path,
                 )
             if expected_version is None:
-                if current is not None and not adopt:
+                # a create of ours that lost its answer (or its marker) is done already
+                if (
+                    current is not None
+                    and not adopt
+                    and not (current == new and not marked and ours)
+                ):
                     raise StoreConflict(
                         f"{self.mount}/{full} already exists (create-only write lost)",
                         store=self.name,
@@ -238,68 +242,79 @@ class VaultStore:
                     **{str(k): str(v) for k, v in custom.items()},
                     MANAGED_BY[0]: MANAGED_BY[1],
                 }
-                self._client.write_metadata(self._metadata_path(full), marker, token)
+                self._client.write_metadata(self.metadata_path(full), marker, token)
+                self._created.pop(full, None)
             if current == new:
                 self._known[full] = (version, digest)
                 return WriteResult(version, changed=False)
-            written = self._client.write_data(self._data_path(full), new, version, token)
+            written = self._client.write_data(self.data_path(full), new, version, token)
             self._known[full] = (written, digest)
             return WriteResult(written, changed=True)
 
         try:
-            return self._call("writing", self._data_path(full), attempt)
+            return self._call("writing", self.data_path(full), attempt)
         except StoreError:
             self._known.pop(full, None)
             raise
 
+    def _create(self, full: str, new: dict[str, ViewValue], digest: bytes) -> WriteResult | None:
+        """Create a path that we believe absent: the data with ``cas=0`` (create only),
+        then the marker. None when the path exists (the server refused the create and
+        nothing was touched).
+
+        The data goes first: a create that loses to another writer changes nothing
+        of theirs, where a marker written first would have claimed their path. A path
+        whose marker did not land yet is remembered as ours at the version we made
+        (:func:`_created_here`); a crash in between is healed by the next write of
+        the same data.
+        """
+        data_path = self.data_path(full)
+        try:
+            version = self._call(
+                "writing", data_path, lambda t: self._client.write_data(data_path, new, 0, t)
+            )
+        except StoreConflict:
+            self._known.pop(full, None)
+            return None
+        except StoreError:
+            self._known.pop(full, None)
+            raise
+        self._created[full] = version
+        self._known[full] = (version, digest)
+        meta_path = self.metadata_path(full)
+        marker = {MANAGED_BY[0]: MANAGED_BY[1]}
+        self._call(
+            "marking", meta_path, lambda t: self._client.write_metadata(meta_path, marker, t)
+        )
+        self._created.pop(full, None)
+        return WriteResult(version, True)
+
+    def _cas_write(
+        self, full: str, new: dict[str, ViewValue], cas: int, digest: bytes
+    ) -> WriteResult:
+        data_path = self.data_path(full)
+        try:
+            version = self._call(
+                "writing", data_path, lambda t: self._client.write_data(data_path, new, cas, t)
+            )
+        except StoreError:
+            self._known.pop(full, None)
+            raise
+        self._known[full] = (version, digest)
+        return WriteResult(version, True)
+
     def delete(self, path: str) -> None:
-        full = self._full(path)
+        full = self.full_path(path)
         self._known.pop(full, None)
-        meta_path = self._metadata_path(full)
+        self._created.pop(full, None)
+        meta_path = self.metadata_path(full)
         self._call("deleting", meta_path, lambda t: self._client.delete_metadata(meta_path, t))
 
     def validate(self, probe_path: str | None = None) -> Validation:
         """READY when we can log in, the mount is KV v2 and the policy allows what
         rotation needs on ``probe_path``; ERROR with the reason otherwise; UNKNOWN
         when the token may not ask Vault about its own capabilities."""
-        try:
-            full = self._full(probe_path) if probe_path is not None else ""
-            token = self.auth.current()
-            info = self._client.mount_info(self.mount, token.secret)
-            if info is None:
-                return Validation(
-                    ValidationStatus.ERROR,
-                    f"no KV v2 mount {self.mount}/ visible to this token at "
-                    f"{self.settings.url} (enable one: bao secrets enable -path={self.mount} "
-                    "kv-v2, or fix the store's mount)",
-                )
-            version = str((info.get("options") or {}).get("version") or "")
-            if info.get("type") not in ("kv", "generic") or version != "2":
-                return Validation(
-                    ValidationStatus.ERROR,
-                    f"mount {self.mount}/ is {info.get('type')} version {version or '1'}, "
-                    "not KV version 2 (bao kv enable-versioning, or point mount at a KV v2 engine)",
-                )
-            if probe_path is None:
-                return Validation(
-                    ValidationStatus.READY,
-                    f"logged in ({self.settings.auth.method}); {self.mount}/ is KV v2",
-                )
-            data_path, meta_path = self._data_path(full), self._metadata_path(full)
-            caps = self._client.capabilities([data_path, meta_path], token.secret)
-            if caps is None:
-                return Validation(
-                    ValidationStatus.UNKNOWN,
-                    f"logged in, but this token may not read sys/capabilities-self, "
-                    f"so the policy on {data_path} was not checked",
-                )
-        except StoreError as exc:
-            return Validation(ValidationStatus.ERROR, reason(exc, self.name))
-        except Exception as exc:
-            return Validation(
-                ValidationStatus.ERROR, reason(self._mapped(exc, "validating", ""), self.name)
-            )
-        return _judge(caps, data_path, meta_path, self.settings.auth.method)
+        return validate(self, self._client, probe_path)
 
     def close(self) -> None:
         self.auth.close()
@@ -309,34 +324,20 @@ class VaultStore:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _judge(caps: Mapping[str, Any], data_path: str, meta_path: str, method: str) -> Validation:
-    """What the token's capabilities on the data and metadata paths allow."""
-    data_caps = set(caps.get(data_path) or [])
-    meta_caps = set(caps.get(meta_path) or [])
-    if "root" in data_caps:
-        data_caps |= {"create", "update", "read"}
-    if "root" in meta_caps:
-        meta_caps |= {"create", "update", "read"}
-    lacking_write = sorted({"create", "update"} - data_caps)
-    if lacking_write:
-        return Validation(
-            ValidationStatus.ERROR,
-            f"permission denied writing {data_path} (the policy lacks {'/'.join(lacking_write)})",
-        )
-    if "read" not in data_caps:
-        return Validation(
-            ValidationStatus.ERROR,
-            f"permission denied reading {data_path} (the policy lacks read)",
-        )
-    if not ({"create", "update"} & meta_caps):
-        return Validation(
-            ValidationStatus.ERROR,
-            f"permission denied writing {meta_path} (the policy lacks update; "
-            "rotator marks the paths it writes with custom metadata managed-by=rotator)",
-        )
-    return Validation(
-        ValidationStatus.READY, f"logged in ({method}); may read and write {data_path}"
-    )
+def _created_here(
+    created_at: int | None,
+    version: int,
+    current: Mapping[str, ViewValue] | None,
+    new: Mapping[str, ViewValue],
+) -> bool:
+    """An unmarked path that is rotator's all the same: this process created it at
+    ``version`` (``created_at``) and its marker did not land yet (nobody wrote since,
+    or the version would differ), or its one and only version holds exactly the
+    data being written (a rotator stopped between its create and its marker;
+    nobody else holds the fresh token it carries)."""
+    if created_at == version:
+        return True
+    return version == 1 and current is not None and current == new
 
 
 def _digest(data: Mapping[str, ViewValue]) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ import structlog
 from rotator.commands.rows import health
 from rotator.commands.terminal import printable
 from rotator.secrets import Secret
+from rotator.service.console.guesses import Guesses
 from rotator.service.console.viewers import COOKIE, SESSION_TTL, Viewers
 
 if TYPE_CHECKING:
@@ -112,6 +114,7 @@ class StatusPage:
         self._can_authorize = can_authorize
         self._mint = mint
         self._viewers = Viewers(key, viewer_token, public_url, clock)
+        self._guesses = Guesses(clock)
 
     # -- the dispatch entry -----------------------------------------------------------------
 
@@ -138,10 +141,17 @@ class StatusPage:
                 _log.warning("console request refused", path=path, reason=refusal, peer=peer)
                 return self._page(403, "Refused", f"<p>{_esc(refusal)}</p>")
         form = dict(parse_qsl(body.decode("utf-8", "replace"))) if method == "POST" else {}
+        guessing = (path == "/" and method == "POST" and "token" in form) or (
+            self._viewers.needs_token and lowered.get("authorization", "")[:7].lower() == "bearer "
+        )
+        if guessing and (wait := self._guesses.wait(peer)):
+            return self._too_many(wait, peer)
         if path == "/" and method == "POST" and "token" in form:
             return self._login(form["token"], peer)
         credential = self._viewers.credential(lowered, peer)
         if credential is None:
+            if guessing:
+                self._guesses.wrong(peer)
             return self._refuse_viewer(peer)
         if path == REAUTHORIZE_PATH:
             if method != "POST":
@@ -168,6 +178,7 @@ class StatusPage:
         if not self._viewers.needs_token:
             return self._page(400, "Bad request", "<p>No viewer token is configured.</p>")
         if not self._viewers.token_ok(token):
+            self._guesses.wrong(peer)
             _log.warning("console sign-in refused: wrong viewer token", peer=peer)
             return self._login_form(
                 401, "That is not the console's viewer token (server.console.viewer_token)."
@@ -175,6 +186,17 @@ class StatusPage:
         cookie = self._viewers.session_cookie()
         _log.info("console sign-in", peer=peer)
         return 303, {"Location": "/", "Set-Cookie": cookie, **_HEADERS}, b""
+
+    def _too_many(self, wait: float, peer: str) -> Answer:
+        seconds = max(1, math.ceil(wait))
+        _log.warning("console refused: too many wrong viewer tokens", peer=peer, wait_s=seconds)
+        status, headers, body = self._page(
+            429,
+            "Too many wrong tokens",
+            f"<p>Too many wrong viewer tokens were tried from here. Try again in {seconds} s "
+            "with the value of <code>server.console.viewer_token</code>.</p>",
+        )
+        return status, {**headers, "Retry-After": str(seconds)}, body
 
     def _current_rows(self) -> Rows:
         """The rows, read at most once per :data:`ROWS_TTL`; while one viewer's request

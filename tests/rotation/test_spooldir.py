@@ -1,0 +1,110 @@
+"""rotator/rotation/spooldir.py: the daemon and every one-off command share one spool,
+or the command refuses before a refresh token is spent."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from rotator.errors import ConfigError
+from rotator.rotation.spooldir import SpoolPlace, one_off_spool_dir, spool_place
+from tests.support import leakcheck
+
+#: how a one-off command can be started, as the environment it then has; the daemon's
+#: unit (StateDirectory=rotator) always has STATE_DIRECTORY=/var/lib/rotator
+HOME = "/var/lib/rotator"  # the service user's home (systemd/rotator.sysusers)
+STARTS: dict[str, tuple[dict[str, str], str | None]] = {
+    # environment -> the spool it gets, or None: refused
+    "systemd-run -p StateDirectory=rotator": (
+        {"INVOCATION_ID": "1f", "HOME": HOME, "STATE_DIRECTORY": HOME},
+        f"{HOME}/spool",
+    ),
+    "systemd-run without StateDirectory=": ({"INVOCATION_ID": "1f", "HOME": HOME}, None),
+    "sudo -u rotator": ({"SUDO_UID": "1000", "HOME": HOME}, None),
+    "kubectl exec (the pod's env)": ({"STATE_DIRECTORY": HOME, "HOME": "/"}, f"{HOME}/spool"),
+    "a user's own shell": ({"HOME": "/home/op"}, "/home/op/.local/state/rotator/spool"),
+    "a user's own shell with XDG_STATE_HOME": (
+        {"HOME": "/home/op", "XDG_STATE_HOME": "/home/op/st"},
+        "/home/op/st/rotator/spool",
+    ),
+}
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+@pytest.mark.parametrize("uid", [0, 997])  # root, and a service's system user
+def test_a_one_off_command_spools_where_the_daemon_looks_or_refuses(start: str, uid: int) -> None:
+    environ, expected = STARTS[start]
+    # server.spool_dir wins wherever the command runs: the shipped config sets it
+    assert one_off_spool_dir(Path("/srv/spool"), environ, uid) == Path("/srv/spool")
+    # a person's own account is never refused (a desktop may leak INVOCATION_ID)
+    assert one_off_spool_dir(None, environ, 1000) == spool_place(None, environ).directory
+    if expected is not None:
+        assert one_off_spool_dir(None, environ, uid) == Path(expected)
+        assert spool_place(None, environ).directory == Path(expected)
+        return
+    with pytest.raises(ConfigError) as refused:
+        one_off_spool_dir(None, environ, uid)
+    message = str(refused.value)
+    # names both paths and both fixes
+    assert message.startswith("server.spool_dir: ")
+    assert f"{HOME}/.local/state/rotator/spool" in message
+    assert "$STATE_DIRECTORY/spool (the shipped unit: /var/lib/rotator/spool)" in message
+    assert "set server.spool_dir" in message and "-p StateDirectory=rotator" in message
+
+
+def test_the_spool_place_says_what_chose_it() -> None:
+    env = {"STATE_DIRECTORY": "/a:/b", "HOME": "/h"}
+    assert spool_place(Path("/x"), env) == SpoolPlace(Path("/x"), "server.spool_dir")
+    assert spool_place(None, env) == SpoolPlace(Path("/a/spool"), "$STATE_DIRECTORY")
+    assert spool_place(None, {"HOME": "/h"}) == SpoolPlace(
+        Path("/h/.local/state/rotator/spool"), "per-user"
+    )
+
+
+def _one_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SPOOL_CMD_SECRET", leakcheck.register("spool-cmd-secret-5d1e", "secret"))
+    path = tmp_path / "rotator.yaml"
+    path.write_text(
+        f"stores: {{files: {{type: file, directory: {tmp_path / 'store'}}}}}\n"
+        "accounts:\n"
+        "  idp-api:\n"
+        "    provider: oauth2\n"
+        "    token_url: http://127.0.0.1:9/token\n"
+        "    client_id: svc\n"
+        "    client_secret: env:SPOOL_CMD_SECRET\n"
+        "    sinks: [{store: files, path: idp.json}]\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize("command", ["refresh", "import"])
+def test_commands_that_spool_refuse_before_touching_anything(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`systemd-run -p User=rotator rotator refresh` without StateDirectory=: exit 2."""
+    from rotator.cli import main
+
+    config = _one_account(tmp_path, monkeypatch)
+    for name in ("STATE_DIRECTORY", "XDG_STATE_HOME", "SUDO_UID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    monkeypatch.setattr("os.geteuid", lambda: 997)  # the service's system user
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("seeded-refresh-token-9c2f\n"))
+    assert main([command, "-c", str(config), "idp-api"]) == 2
+    err = capsys.readouterr().err
+    assert "server.spool_dir" in err and str(tmp_path / "home" / ".local") in err
+    # nothing was written: no spool made where no daemon looks, no lease, no state
+    assert not (tmp_path / "home").exists()
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
+    # the same command with the daemon's spool named in the configuration goes on
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("seeded-refresh-token-9c2f\n"))
+    main([command, "-c", str(config), "idp-api"])
+    assert (tmp_path / "lib" / "spool" / "spool.key").exists()
