@@ -295,6 +295,9 @@ class Overdue:
     expires_at: datetime | None
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def spread_overdue(
     overdue: Iterable[Overdue],
     now: datetime,
@@ -321,7 +324,9 @@ def spread_overdue(
         fit = min([window, *ahead])
         gap = timedelta(seconds=1 / limits(host).per_second)
         if len(items) > 1 and gap * (len(items) - 1) > fit:
-            gap = fit / (len(items) - 1)
+            # floor, in whole microseconds: timedelta division rounds to the nearest,
+            # and (n - 1) rounded-up gaps could put the last slot past the expiry
+            gap = timedelta(microseconds=(fit // _MICROSECOND) // (len(items) - 1))
         plan.extend((o.account, now + gap * i) for i, o in enumerate(items))
     plan.sort(key=lambda pair: pair[1])
     return plan
