@@ -187,6 +187,12 @@ class StartPlan:
         """
         self._pool = pool
         self._names = iter(list(self._accounts))
+        if not self._accounts:
+            # nothing to look at (a replica's empty first share): finished at once, so
+            # nothing that waits for the plan waits for ever
+            self._then()
+            self.finished.set()
+            return
         for _ in range(min(_QUEUED, len(self._accounts))):
             self._queue_next()
 

@@ -299,3 +299,22 @@ def test_a_pool_shut_down_during_the_first_runs_ends_them() -> None:
     assert len(calls.jobs) == ran  # nothing queued itself past the shutdown
     assert len(set(calls.jobs)) == ran
     assert ran == len(accounts) or not plan.finished.is_set()
+
+
+def test_an_empty_plan_is_finished_at_once() -> None:
+    # a replica's first share can be empty: its plan must not leave a waiter hanging
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rotator.politeness import Politeness
+
+    called: list[str] = []
+    plan = StartPlan(
+        {},
+        Politeness(),
+        lambda *a, **k: None,
+        lambda *a, **k: None,
+        then=lambda: called.append("then"),
+    )
+    with ThreadPoolExecutor(1) as pool:
+        plan.start(pool)
+    assert plan.finished.is_set() and called == ["then"]
