@@ -183,3 +183,36 @@ def test_a_process_that_stopped_before_its_marker_is_healed_by_the_same_data(
         assert bao.kv_versions(f"rotator/{later}") == 2
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("requires", "ours"),
+    [("rotator>=0.1.0", True), ("rotator>=9.9", True), ("", False), ("myapp>=1", False)],
+)
+def test_a_state_record_whose_marker_a_policy_refused_is_taken_back_by_the_next_process(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch, requires: str, ours: bool
+) -> None:
+    """docs/troubleshooting.md, "The Vault policy is too narrow": an import under a
+    policy without metadata update created the state unmarked; with the policy fixed, a
+    new process writes its own state there (other data than the first one). A record
+    that says rotator wrote it (``requires: rotator>=X``) is rotator's; anything else
+    at an unmarked path stays refused and untouched."""
+    path = f"state/{unique()}"
+    first = {"format": "1", "account": "idp-api", "refresh_token": "rt-first"}
+    if requires:
+        first["requires"] = requires
+    bao.call("POST", f"secret/data/rotator/{path}", {"options": {"cas": 0}, "data": first})
+    store, _ = counted_store(bao, monkeypatch)
+    try:
+        second = {**first, "refresh_token": "rt-second"}
+        if ours:
+            assert store.write(path, second, expected_version=1).version == 2
+            assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
+            assert data(bao, path)["refresh_token"] == "rt-second"
+        else:
+            with pytest.raises(StoreNotManaged):
+                store.write(path, second, expected_version=1)
+            assert metadata(bao, path)["custom_metadata"] in (None, {})
+            assert data(bao, path) == first
+    finally:
+        store.close()
