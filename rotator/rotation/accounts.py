@@ -28,7 +28,7 @@ class Account:
     It holds only what differs from account to account, or one shared object:
     whatever can be derived from its settings (the state path, the sinks with
     their stores, the spool key) is derived at each use. At 100,000 accounts the
-    kept copies cost about 330 bytes an account (bench/round8-memory.md); a
+    kept copies cost about 330 bytes an account (bench/results.md, "Eighth round"); a
     derivation costs a string or a hash per run, next to a store read.
     """
 

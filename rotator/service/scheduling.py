@@ -183,7 +183,7 @@ class StartPlan:
 
         At most :data:`_QUEUED` of them wait in the pool's queue at a time; each one
         done queues the next. A queued future is about 1.8 KB: 100,000 at once were
-        175 MB, the daemon's peak (bench/round8-memory.md).
+        175 MB, the daemon's peak (bench/results.md, "Eighth round").
         """
         self._pool = pool
         self._names = iter(list(self._accounts))
