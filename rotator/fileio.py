@@ -45,16 +45,41 @@ def write_all(fd: int, content: bytes) -> None:
         view = view[written:]
 
 
+def _link_new(path: Path, data: bytes) -> bool:
+    """``data`` at ``path`` whole and durable, unless ``path`` exists (False)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def key_file(
     path: Path, *, key_path: str, damaged: str, unwritable: Callable[[str], str] | None = None
 ) -> bytes:
     """A 32-byte key from its 0600 base64 file, made (and fsynced) on first use.
 
-    Two processes starting at once agree: the file is created exclusively, and
-    the one that loses reads the winner's. ``damaged`` and ``unwritable`` say what
-    to do (the ConfigError names ``key_path``; ``unwritable`` gets the OS error's
-    text); without ``unwritable`` the parent directory must exist and an OSError
-    is the caller's.
+    Two processes starting at once agree, and neither ever reads a half-written
+    key: the key is written whole to a temporary file beside ``path`` and linked
+    into place (``link`` fails when ``path`` exists); the one that loses reads the
+    winner's complete file. ``damaged`` and ``unwritable`` say what to do (the
+    ConfigError names ``key_path``; ``unwritable`` gets the OS error's text);
+    without ``unwritable`` the parent directory must exist and an OSError is the
+    caller's.
     """
     raw: bytes | None
     try:
@@ -70,17 +95,12 @@ def key_file(
         try:
             if unwritable is not None:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return key_file(path, key_path=key_path, damaged=damaged, unwritable=unwritable)
+            if not _link_new(path, raw):
+                return key_file(path, key_path=key_path, damaged=damaged, unwritable=unwritable)
         except OSError as exc:
             if unwritable is None:
                 raise
             raise ConfigError(unwritable(exc.strerror or str(exc)), path=key_path) from None
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
     try:
         key = base64.b64decode(raw.strip(), validate=True)
     except ValueError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,29 @@ def test_an_unwritable_directory_is_a_config_error_only_when_asked(tmp_path: Pat
     with pytest.raises(OSError):
         key_file(path, key_path="server.y", damaged="d")
     assert not os.path.exists(path)
+
+
+def _race(path: str, barrier: Any, out: Any) -> None:
+    barrier.wait()
+    try:
+        out.put(key_file(Path(path), key_path="server.x", damaged="damaged").hex())
+    except Exception as exc:  # the failure is the test's finding
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_starting_together_all_read_one_whole_key(tmp_path: Path) -> None:
+    # replicas sharing a spool directory start at once: none may read the key file
+    # half-written (it was created empty, then written: a racer read b"" as "damaged")
+    context = multiprocessing.get_context("fork")
+    for round_ in range(15):
+        path = tmp_path / f"r{round_}" / "spool.key"
+        path.parent.mkdir()
+        barrier, out = context.Barrier(6), context.Queue()
+        racers = [context.Process(target=_race, args=(str(path), barrier, out)) for _ in range(6)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(30)
+        keys = {out.get(timeout=5) for _ in racers}
+        assert len(keys) == 1 and len(next(iter(keys))) == 64, keys
+        assert sorted(p.name for p in path.parent.iterdir()) == ["spool.key"]  # no leftovers
