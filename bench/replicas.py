@@ -234,8 +234,14 @@ def run_one(
             if redis is not None:
                 # a bound, not a measure (settled_s is): the replicas settle after two
                 # looks a watch interval apart, and a loaded machine (CI) stretches that
+                def shares_settled() -> bool:
+                    # read on: the burst can end before the last replica's share line
+                    for f in follows:
+                        f.poll()
+                    return settled(follows, replicas, count) is not None
+
                 _wait(
-                    lambda: settled(follows, replicas, count) is not None,
+                    shares_settled,
                     procs,
                     3 * membership_timeout + 30,
                     f"{label}: shares",
