@@ -10,7 +10,6 @@ replica recreated, the hardened security context, probes on /healthz and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,71 +23,26 @@ from rotator.config import load_config
 from rotator.rotation.rotator import Outcome
 from rotator.rotation.spool import default_spool_dir
 from tests.support import leakcheck
+from tests.support.helm import (
+    CASES,
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    chart,
+    container,
+    one,
+    pod_spec,
+    render,
+)
 from tests.support.kubelet import atomic_writer
 from tests.support.proc import run_rotator
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "rotator"
-RELEASE = "rot"
-NAMESPACE = "tokens"
 #: the chart's kubeVersion floor and a current release
 KUBE_VERSIONS = ("1.28.0", "1.35.0")
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
-CASES: dict[str, dict[str, Any]] = {
-    "default": {},
-    **{
-        kind: yaml.safe_load((CHART / "ci" / f"{kind}-values.yaml").read_text(encoding="utf-8"))
-        for kind in ("file", "vault", "aws")
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[Any]:
-    loaded = helm_chart.Chart.load(CHART)
-    try:
-        yield loaded
-    finally:
-        loaded.close()
-
-
-def render(chart: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """Render; return {"NOTES": text, "docs": [manifest, ...]}."""
-    out = chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
-    docs: list[dict[str, Any]] = []
-    notes = ""
-    for path, text in sorted(out.items()):
-        if path.endswith("NOTES.txt"):
-            notes = text
-            continue
-        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return {"NOTES": notes, "docs": docs}
-
-
-def one(docs: list[dict[str, Any]], kind: str, *, hook: bool = False) -> dict[str, Any]:
-    found = [
-        d
-        for d in docs
-        if d["kind"] == kind
-        and ("helm.sh/hook" in (d["metadata"].get("annotations") or {})) == hook
-    ]
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
-
-
-def container(doc: dict[str, Any]) -> dict[str, Any]:
-    spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
-    containers: list[dict[str, Any]] = spec["containers"]
-    assert len(containers) == 1
-    return containers[0]
-
-
-def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = (
-        doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
-    )
-    return spec
+__all__ = ["chart"]  # the module fixture
 
 
 # --- lint and schemas ----------------------------------------------------------

@@ -19,18 +19,10 @@ import pytest
 import yaml
 
 from rotator.config import load_config
-from tests.deploy.test_helm import (
-    CHART,
-    CRD_KINDS,
-    KUBE_VERSIONS,
-    NAMESPACE,
-    RELEASE,
-    chart,
-    one,
-    render,
-)
+from tests.deploy.test_helm import CRD_KINDS, KUBE_VERSIONS
+from tests.support.helm import CHART, NAMESPACE, RELEASE, chart, one, render
 
-__all__ = ["chart"]  # the module fixture, shared with test_helm.py
+__all__ = ["chart"]  # the module fixture
 
 REPLICAS: dict[str, Any] = yaml.safe_load(
     (CHART / "ci" / "replicas-values.yaml").read_text(encoding="utf-8")

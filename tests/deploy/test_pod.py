@@ -31,16 +31,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import helm_python.chart as helm_chart
 import pytest
 
-from tests.deploy.test_helm import CASES, CHART, NAMESPACE, ROOT, container, one, pod_spec, render
 from tests.fakes.kubernetes import FakeKubernetes, service_account_jwt
 from tests.fakes.oauth2 import OAuth2Emulator
 from tests.support import leakcheck
+from tests.support.helm import CASES, NAMESPACE, chart, container, one, pod_spec, render
 from tests.support.net import free_port, wait_until
 from tests.support.pod import IMAGE_PREFIX, Image, Pod, PodSpec, image_layer, missing
+from tests.support.proc import ROOT
 from tests.support.servers import OpenBao, openbao
+
+__all__ = ["chart"]  # the module fixture
 
 REASON = missing()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"pod constraints: {REASON}")
@@ -92,15 +94,6 @@ def emulator() -> Iterator[OAuth2Emulator]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[Any]:
-    loaded = helm_chart.Chart.load(CHART)
-    try:
-        yield loaded
-    finally:
-        loaded.close()
 
 
 class Rendered:

@@ -154,19 +154,6 @@ class Reader:
         return leakcheck.register((self.etc / name).read_text(), name)
 
 
-def matches(sample: str, printed: str) -> None:
-    """Each line of the page's sample output matches the line printed, ``...`` being
-    anything and a run of spaces any run of spaces (columns are padded to fit)."""
-    wanted = sample.strip().splitlines()
-    got = printed.strip().splitlines()
-    assert len(got) == len(wanted), printed
-    for want, line in zip(wanted, got, strict=True):
-        pattern = r"\s+".join(
-            ".+".join(re.escape(part) for part in word.split("...")) for word in want.split()
-        )
-        assert re.fullmatch(pattern, line.strip()), (want, line)
-
-
 @pytest.fixture
 def reader(tmp_path: Path) -> Iterator[Reader]:
     bin_dir = tmp_path / "bin"
@@ -241,7 +228,7 @@ def up_to_the_first_grant(reader: Reader) -> None:
 
     config = reader.etc / "rotator.yaml"
     reader.save("config", config)
-    matches(reader.text("check-output"), reader.shell("check"))
+    docs.matches_output(reader.text("check-output"), reader.shell("check"))
 
 
 def test_path_a_import_run_refresh_status_and_read(reader: Reader) -> None:
@@ -263,7 +250,7 @@ def test_path_a_import_run_refresh_status_and_read(reader: Reader) -> None:
         lines = printed.strip().splitlines()
         assert lines[0] == "ok: 1 accounts, stores validated"  # readyz, as the page says
         table = "\n".join(line for line in lines if not line.startswith("idp-api: "))
-        matches(reader.text("status-output"), table.split("\n", 1)[1])
+        docs.matches_output(reader.text("status-output"), table.split("\n", 1)[1])
         assert sink(reader.bao) != first  # `rotator refresh` rotated once more
         assert reader.idp.token_calls == 2 and reader.idp.reuse_detected == 0
 

@@ -11,13 +11,11 @@ PrometheusRule and the page's example rules are rendered and every
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import helm_python.chart as helm_chart
 import pytest
 import yaml
 from hypothesis import given
@@ -30,10 +28,12 @@ from rotator.rotation.rotator import Outcome
 from tests.alerts.test_fixes import ACCOUNTS, config
 from tests.support import docs
 from tests.support.alertkit import ALERTS, T0, state
+from tests.support.helm import CHART, chart, manifests
 
 ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["chart"]  # the module fixture
+
 PAGE = ROOT / "docs" / "runbook.md"
-CHART = ROOT / "helm" / "rotator"
 #: the name the page writes for "the account in the alert"
 ACCOUNT = "ACCOUNT"
 
@@ -216,26 +216,8 @@ def test_every_prometheus_alert_named_in_the_docs_or_the_chart_has_an_entry(page
     assert named <= set(anchors(page))
 
 
-@pytest.fixture(scope="module")
-def chart() -> Iterator[Any]:
-    loaded = helm_chart.Chart.load(CHART)
-    try:
-        yield loaded
-    finally:
-        loaded.close()
-
-
 def chart_rules(chart: Any, values: dict[str, Any]) -> list[dict[str, Any]]:
-    out = chart.render(
-        values={"prometheusRule": {"enabled": True, **values}}, name="rot", namespace="tokens"
-    )
-    [rule] = [
-        doc
-        for path, text in out.items()
-        if not path.endswith("NOTES.txt")
-        for doc in yaml.safe_load_all(text)
-        if doc and doc.get("kind") == "PrometheusRule"
-    ]
+    [rule] = manifests(chart, {"prometheusRule": {"enabled": True, **values}}, "PrometheusRule")
     [group] = rule["spec"]["groups"]
     rules: list[dict[str, Any]] = group["rules"]
     return rules

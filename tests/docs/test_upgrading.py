@@ -28,20 +28,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import helm_python.chart as helm_chart
 import httpx
 import pytest
-import yaml
 
 from rotator import __version__
 from rotator.cli import build_parser
 from rotator.rotation.spool import SPOOL_FORMAT
 from rotator.state import STATE_FORMAT, STATE_REQUIRES, AccountState
-from tests.docs.test_first_account import matches
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
 from tests.support import docs, leakcheck
+from tests.support.helm import chart, render
 from tests.support.net import free_port, wait_until
 from tests.support.proc import ROOT, DaemonProcess, run_rotator
+
+__all__ = ["chart"]  # the module fixture
 
 PAGE = ROOT / "docs" / "upgrading.md"
 CLIENT_SECRET = leakcheck.register("upgrading-s3cret-" + secrets.token_hex(6), "client secret")
@@ -129,8 +129,9 @@ def test_a_downgrade_refuses_the_newer_account_prints_the_page_and_serves_the_ot
         assert sample[0] == "$ rotator status"
         printed = [line for line in status.stdout.splitlines() if "idp-api" not in line]
         wanted = [line for line in sample[1:] if not line.startswith("error:")]
-        matches("\n".join(wanted), "\n".join(printed))
-        matches("\n".join(line for line in sample if line.startswith("error:")), status.stderr)
+        docs.matches_output("\n".join(wanted), "\n".join(printed))
+        refusal = "\n".join(line for line in sample if line.startswith("error:"))
+        docs.matches_output(refusal, status.stderr)
 
         refreshed = run_rotator(["refresh", "-c", str(config), "idp-api"])
         assert refreshed.returncode == 1
@@ -188,23 +189,9 @@ def test_the_commands_not_run_here_still_name_real_options_and_paths(name: str) 
     assert seen, f"{name}: no rotator or helm command found"
 
 
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    chart = helm_chart.Chart.load(ROOT / "helm" / "rotator")
-    try:
-        out = chart.render(values=values, name="rotator", namespace="tokens")
-    finally:
-        chart.close()
-    return [
-        doc
-        for path, text in out.items()
-        if not path.endswith("NOTES.txt")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
-
-
-def test_what_the_page_says_of_the_chart() -> None:
-    docs_ = render({"persistence": {"enabled": True}, "prometheusRule": {"enabled": True}})
+def test_what_the_page_says_of_the_chart(chart: Any) -> None:
+    values = {"persistence": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    docs_ = render(chart, values)["docs"]
     [deployment] = [d for d in docs_ if d["kind"] == "Deployment"]
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     [claim] = [d for d in docs_ if d["kind"] == "PersistentVolumeClaim"]
@@ -225,7 +212,7 @@ def test_what_the_page_says_of_the_chart() -> None:
         if r.get("alert") == "RotatorRotationsFailing"
     )
     assert "transient_error" in failing["expr"] and "[30m]" in failing["expr"]
-    without = render({})
+    without = render(chart, {})["docs"]
     [deployment] = [d for d in without if d["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     assert any("emptyDir" in v for v in pod["volumes"] if v["name"] == "data")

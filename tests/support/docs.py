@@ -59,6 +59,7 @@ __all__ = [
     "blocks",
     "doc_files",
     "fences",
+    "matches_output",
     "page",
     "pages",
     "section",
@@ -247,3 +248,16 @@ def substitute(text: str, replacements: Mapping[str, str]) -> str:
     ordered = sorted(replacements, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(old) for old in ordered))
     return pattern.sub(lambda match: replacements[match.group(0)], text)
+
+
+def matches_output(sample: str, printed: str) -> None:
+    """Each line of the page's sample output matches the line printed, ``...`` being
+    anything and a run of spaces any run of spaces (columns are padded to fit)."""
+    wanted = sample.strip().splitlines()
+    got = printed.strip().splitlines()
+    assert len(got) == len(wanted), printed
+    for want, line in zip(wanted, got, strict=True):
+        pattern = r"\s+".join(
+            ".+".join(re.escape(part) for part in word.split("...")) for word in want.split()
+        )
+        assert re.fullmatch(pattern, line.strip()), (want, line)
