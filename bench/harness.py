@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from bench.follow import JobLog, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 WORKERS = 16  # the daemon's default server.workers; the baseline uses the same
@@ -219,52 +221,6 @@ def write_config(
     return path
 
 
-class JobLog:
-    """Follows a daemon's JSON log file; collects its ``job done`` and ``rotated`` lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.jobs: list[dict[str, Any]] = []
-        self.rotated: list[dict[str, Any]] = []
-        self.started_at: float | None = None
-        self.errors: list[str] = []
-        self._partial = b""
-
-    def poll(self) -> None:
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read()
-        self.offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        for raw in lines:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                self.errors.append(raw.decode("utf-8", "replace")[:200])
-                continue
-            name = event.get("event")
-            if name == "job done":
-                event["t"] = _ts(event["timestamp"])
-                self.jobs.append(event)
-            elif name == "rotated":
-                event["t"] = _ts(event["timestamp"])
-                self.rotated.append(event)
-            elif name == "started":
-                self.started_at = _ts(event["timestamp"])
-            elif event.get("level") in ("warning", "error", "critical"):
-                self.errors.append(f"{event.get('level')}: {name} {event.get('error', '')}")
-
-    def successes(self) -> list[dict[str, Any]]:
-        return [job for job in self.jobs if job["result"] == "success"]
-
-
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 @contextmanager
 def daemon(
     env: Env, config: Path, phase: str, *, level: str = "info"
@@ -310,16 +266,6 @@ def settle(seconds: float = 2.0) -> None:
     """
     os.sync()
     time.sleep(seconds)
-
-
-def _wait(predicate: Any, proc: subprocess.Popen[Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
-        time.sleep(0.1)
 
 
 # -- burst -----------------------------------------------------------------------------
@@ -413,7 +359,7 @@ def _burst_round(
                 jobs.poll()
                 return len(jobs.rotated) >= count
 
-            _wait(done, proc, timeout, f"daemon burst {tag}")
+            wait_for(done, [proc], timeout, f"daemon burst {tag}")
             usage = proc_stats(proc.pid)
             last = max(line["t"] for line in jobs.rotated)
             daemon_s = last - spawned
@@ -573,7 +519,7 @@ def run_steady(env: Env, count: int, seconds: float) -> Steady:
                 jobs.poll()
                 return len(jobs.jobs) >= count
 
-            _wait(ready, proc, max(60.0, first - time.time() + 30), "steady start")
+            wait_for(ready, [proc], max(60.0, first - time.time() + 30), "steady start")
             if time.time() > first:
                 env.note("steady: the daemon's start overran the warm-up")
             while time.time() < first:

@@ -30,7 +30,6 @@ and look at each gained account once (its first run, through the start's plan).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -41,11 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.follow import JobLog, wait_for
 from bench.harness import (
     PY,
     Env,
     _stop,
-    _ts,
     emulator,
     emulator_stats,
     proc_stats,
@@ -109,51 +108,9 @@ class Replicas:
     runs: list[Run] = field(default_factory=list)
 
 
-class Follow:
-    """Follows one replica's JSON log: rotations, job results, share lines, problems."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.rotated: list[float] = []
-        self.jobs: list[tuple[float, str, str]] = []  # (time, account, result)
-        self.shares: list[tuple[float, int, int]] = []  # (time, members, owned)
-        self.problems: list[str] = []
-        self._partial = b""
-
-    def poll(self) -> None:
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            chunk = handle.read()
-        self.offset += len(chunk)
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for raw in lines:
-            if not raw.startswith(b"{"):
-                continue  # a library's own debug line (stevedore loading tooz's drivers)
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                self.problems.append(raw.decode("utf-8", "replace")[:200])
-                continue
-            name = event.get("event")
-            if name == "rotated":
-                self.rotated.append(_ts(event["timestamp"]))
-            elif name == "job done":
-                self.jobs.append((_ts(event["timestamp"]), event["account"], event["result"]))
-            elif name == "share of the accounts":
-                self.shares.append((_ts(event["timestamp"]), event["members"], event["owned"]))
-            elif event.get("level") in ("warning", "error", "critical"):
-                self.problems.append(f"{event.get('level')}: {name} {event.get('error', '')}")
-
-    def share(self) -> tuple[int, int]:
-        """(members, owned) of the last share line; (0, 0) before the first."""
-        return self.shares[-1][1:] if self.shares else (0, 0)
-
-
-def settled(follows: list[Follow], members: int, accounts: int) -> float | None:
+def settled(follows: list[JobLog], members: int, accounts: int) -> float | None:
     """When the replicas' shares first covered every account in a group of ``members``."""
-    events = sorted((t, i, m, owned) for i, f in enumerate(follows) for t, m, owned in f.shares)
+    events = sorted((t, i, m, owned) for i, f in enumerate(follows) for t, m, owned in _shares(f))
     last: dict[int, tuple[int, int]] = {}
     for t, i, m, owned in events:
         last[i] = (m, owned)
@@ -161,6 +118,11 @@ def settled(follows: list[Follow], members: int, accounts: int) -> float | None:
         if every and sum(v[1] for v in last.values()) == accounts:
             return t
     return None
+
+
+def _shares(follow: JobLog) -> list[tuple[float, int, int]]:
+    """(time, members, owned) of each share line."""
+    return [(s["t"], int(s["members"]), int(s["owned"])) for s in follow.shares]
 
 
 def coordinated(config: Path, redis_url: str, group: str, membership_timeout: float) -> None:
@@ -184,17 +146,6 @@ def spawn(env: Env, config: Path, log: Path) -> subprocess.Popen[Any]:
             env=env.environ(),
             cwd=env.work,
         )
-
-
-def _wait(predicate: Any, procs: list[subprocess.Popen[Any]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what}: a daemon exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
-        time.sleep(0.1)
 
 
 def run_one(
@@ -221,7 +172,8 @@ def run_one(
         settle()
         spawned = time.time()
         procs = [spawn(env, config, log) for log in logs]
-        follows = [Follow(log) for log in logs]
+        # debug level: tooz's libraries print plain lines of their own
+        follows = [JobLog(log, plain_is_problem=False) for log in logs]
         try:
 
             def rotated() -> bool:
@@ -229,8 +181,8 @@ def run_one(
                     f.poll()
                 return sum(len(f.rotated) for f in follows) >= count
 
-            _wait(rotated, procs, timeout, f"{label}: burst")
-            result.wall_s = max(t for f in follows for t in f.rotated) - spawned
+            wait_for(rotated, procs, timeout, f"{label}: burst")
+            result.wall_s = max(line["t"] for f in follows for line in f.rotated) - spawned
             if redis is not None:
                 # a bound, not a measure (settled_s is): the replicas settle after two
                 # looks a watch interval apart, and a loaded machine (CI) stretches that
@@ -240,7 +192,7 @@ def run_one(
                         f.poll()
                     return settled(follows, replicas, count) is not None
 
-                _wait(
+                wait_for(
                     shares_settled,
                     procs,
                     3 * membership_timeout + 30,
@@ -255,17 +207,17 @@ def run_one(
             result.peak_rss_mb = [u["VmHWM"] for u in usage]
             result.shares = [len(f.rotated) for f in follows]
             result.owned = [f.share()[1] if redis is not None else count for f in follows]
-            result.busy = sum(1 for f in follows for _, _, r in f.jobs if r == "busy")
+            result.busy = sum(1 for f in follows for job in f.jobs if job["result"] == "busy")
             if redis is not None:
                 result.redis_cpu_s = proc_stats(redis.proc.pid)["cpu"] - redis_cpu
             before = emulator_stats(stats_url)["calls"]
             if kill and replicas > 1:
                 takeover(result, procs, follows, timeout, membership_timeout)
                 result.takeover_calls = emulator_stats(stats_url)["calls"] - before
-            result.problems = sum(len(f.problems) for f in follows)
+            result.problems = sum(len(f.errors) for f in follows)
             for f in follows:
-                if f.problems:
-                    env.note(f"{label}: {len(f.problems)} problems logged, first: {f.problems[0]}")
+                if f.errors:
+                    env.note(f"{label}: {len(f.errors)} problems logged, first: {f.errors[0]}")
                     break
         finally:
             for proc in procs:
@@ -285,7 +237,7 @@ def run_one(
 def takeover(
     result: Run,
     procs: list[subprocess.Popen[Any]],
-    follows: list[Follow],
+    follows: list[JobLog],
     timeout: float,
     membership_timeout: float,
 ) -> None:
@@ -306,8 +258,8 @@ def takeover(
             and sum(f.share()[1] for f in watched) == result.accounts
         )
 
-    _wait(owned_by_survivors, survivors, membership_timeout + 30, f"{result.label}: takeover")
-    result.takeover_s = max(f.shares[-1][0] for f in watched) - killed
+    wait_for(owned_by_survivors, survivors, membership_timeout + 30, f"{result.label}: takeover")
+    result.takeover_s = max(f.shares[-1]["t"] for f in watched) - killed
 
     def gained_looked_at() -> bool:
         for f in watched:
@@ -316,12 +268,13 @@ def takeover(
             result.gained
         )
 
-    _wait(gained_looked_at, survivors, timeout, f"{result.label}: first looks after the takeover")
+    what = f"{result.label}: first looks after the takeover"
+    wait_for(gained_looked_at, survivors, timeout, what)
     result.looked_s = (
-        max(f.jobs[-1][0] for f, n in zip(watched, looked_before, strict=True) if len(f.jobs) > n)
+        max(f.jobs[-1]["t"] for f, n in zip(watched, looked_before, strict=True) if len(f.jobs) > n)
         - killed
     )
-    result.busy = sum(1 for f in follows for _, _, r in f.jobs if r == "busy")
+    result.busy = sum(1 for f in follows for job in f.jobs if job["result"] == "busy")
 
 
 def run_replicas(
