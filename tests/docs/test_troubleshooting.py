@@ -22,8 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,7 +35,7 @@ from tests.fakes.oauth2 import emulator
 from tests.fakes.vendorhttp import running
 from tests.support import docs, leakcheck
 from tests.support.net import free_port
-from tests.support.proc import DaemonProcess, env_for
+from tests.support.proc import DaemonProcess, run_rotator
 from tests.support.servers import OpenBao
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,18 +118,10 @@ class Scene:
         """``rotator ARGS -c CONFIG`` as a terminal shows it: stdout and stderr together."""
         command, *rest = args
         argv = [command, "-c", str(self.config), "--log-format", "console", *rest]
-        result = subprocess.run(
-            [*self.as_user, sys.executable, "-m", "rotator", *argv],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env_for({"HOME": str(self.tmp), **self.env}),
-            check=False,
+        result = run_rotator(
+            argv, env={"HOME": str(self.tmp), **self.env}, stdin=stdin, prefix=self.as_user
         )
-        out = f"{result.stdout}\n{result.stderr}\nexit code {result.returncode}\n"
-        leakcheck.log_file(f"cli-trouble-{command}").write_text(out)
-        return out
+        return f"{result.stdout}\n{result.stderr}\nexit code {result.returncode}\n"
 
 
 @pytest.fixture

@@ -34,10 +34,14 @@ def run_rotator(
     stdin: str | None = None,
     timeout: float = 60,
     cwd: str | Path | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run one rotator command to completion; stdout and stderr are also logged."""
+    """Run one rotator command to completion; stdout and stderr are also logged.
+
+    ``prefix`` runs it through another command (``setpriv ... --``, as another user).
+    """
     proc = subprocess.run(
-        [sys.executable, "-m", "rotator", *args],
+        [*prefix, sys.executable, "-m", "rotator", *args],
         input=stdin,
         capture_output=True,
         text=True,
