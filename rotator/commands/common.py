@@ -36,12 +36,10 @@ def require_account(config: Config, name: str) -> None:
 def open_rotator(config: Config, *, spool: bool = True) -> Rotator:
     """A Rotator over the configured stores; ``spool=False`` for commands that only read.
 
-    A command that may spool refuses to start where its spool would not be the
-    daemon's (see :func:`~rotator.rotation.spool.one_off_spool_dir`).
+    A command that may spool opens it where the daemon does (one resolution,
+    :func:`~rotator.rotation.spool.spool_dir`), which refuses before anything else
+    is opened where no daemon would look.
     """
-    from rotator.rotation.spooldir import one_off_spool_dir
     from rotator.service.app import build_rotator
 
-    if spool:
-        one_off_spool_dir(config.server.spool_dir)
     return build_rotator(config, spool=spool)

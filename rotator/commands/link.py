@@ -26,7 +26,7 @@ def _utc_now() -> datetime:
 
 def print_link(config: Config, account: str, *, out: TextIO | None = None) -> int:
     """``--link``: a signed, one-time console link for ``account``."""
-    from rotator.rotation.spool import default_spool_dir
+    from rotator.rotation.spool import spool_dir
     from rotator.service.console.links import LinkSigner
 
     console = config.server.console
@@ -39,7 +39,7 @@ def print_link(config: Config, account: str, *, out: TextIO | None = None) -> in
     from rotator.commands.authorize import _provider
 
     _provider(config, account)  # exit 2 for an account that cannot be authorized
-    key_dir = config.server.spool_dir or default_spool_dir()
+    key_dir = spool_dir(config.server.spool_dir)
     link = LinkSigner.from_settings(console, key_dir).mint(account, _utc_now())
     print(
         f"Open this link in a browser before {format_time(_utc_now() + console.link_ttl)} "

@@ -42,7 +42,7 @@ import structlog
 
 from rotator.errors import ConfigError, NewerFormat
 from rotator.fileio import key_file, read_file
-from rotator.rotation.spooldir import SpoolPlace, default_spool_dir, one_off_spool_dir, spool_place
+from rotator.rotation.spooldir import SpoolPlace, spool_dir, spool_place
 from rotator.state import newer_format
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ __all__ = [
     "Spool",
     "SpoolEntry",
     "SpoolPlace",
-    "default_spool_dir",
-    "one_off_spool_dir",
+    "spool_dir",
     "spool_place",
 ]
 

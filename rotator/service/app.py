@@ -22,7 +22,7 @@ from rotator.backends.base import SecretStore
 from rotator.backends.registry import open_store
 from rotator.config import Config, load_config, state_store
 from rotator.errors import scrub_values
-from rotator.rotation.spool import Spool, default_spool_dir
+from rotator.rotation.spool import Spool, spool_dir
 from rotator.secrets import SecretRef, resolve
 
 if TYPE_CHECKING:
@@ -59,9 +59,12 @@ def open_stores(config: Config) -> dict[str, SecretStore]:
 
 
 def open_spool(config: Config) -> Spool:
-    """The encrypted write-ahead spool, under ``server.spool_dir`` or the state directory."""
+    """The encrypted write-ahead spool, where :func:`~rotator.rotation.spool.spool_dir`
+    puts it for the daemon and every command alike (or a ConfigError where no other
+    process would find it)."""
+    directory = spool_dir(config.server.spool_dir)
     key = resolve(config.server.spool_key).reveal() if config.server.spool_key else None
-    return Spool.open(config.server.spool_dir or default_spool_dir(), key)
+    return Spool.open(directory, key)
 
 
 def store_settings_of(config: Config, account: str) -> list[Any]:
@@ -83,12 +86,14 @@ def build_rotator(
     from rotator.rotation.accounts import build_accounts
     from rotator.rotation.rotator import Rotator
 
+    # the spool first: where it cannot be (spool_dir refuses), nothing else is opened
+    opened = open_spool(config) if spool else None
     stores = open_stores(config) if stores is None else stores
     return Rotator(
         accounts=build_accounts(config, stores),
         http=http if http is not None else HttpClients(max_connections=4),
         observers=list(observers),
-        spool=open_spool(config) if spool else None,
+        spool=opened,
         # jitter from a generator of its own: worker threads drawing from the module's
         # global one changed the state under anyone who seeds it or checks it unchanged
         # (hypothesis, around each strategy draw)
@@ -210,7 +215,9 @@ def build_console(config: Config, rotator: Rotator) -> Console | None:
     settings = config.server.console
     if settings is None:
         return None
-    key_dir = rotator.spool.directory if rotator.spool is not None else default_spool_dir()
+    key_dir = (
+        rotator.spool.directory if rotator.spool is not None else spool_dir(config.server.spool_dir)
+    )
     return build(settings, rotator, key_dir)
 
 

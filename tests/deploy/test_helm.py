@@ -21,7 +21,7 @@ import yaml
 
 from rotator.config import load_config
 from rotator.rotation.rotator import Outcome
-from rotator.rotation.spool import default_spool_dir
+from rotator.rotation.spool import spool_dir
 from tests.support import leakcheck
 from tests.support.helm import (
     CASES,
@@ -299,7 +299,7 @@ def test_the_spool_lands_on_the_data_volume(chart: Any, monkeypatch: pytest.Monk
         env = {e["name"]: e["value"] for e in box["env"] if "value" in e}
         monkeypatch.setenv("STATE_DIRECTORY", env["STATE_DIRECTORY"])
         writable = [m["mountPath"] for m in box["volumeMounts"] if not m.get("readOnly")]
-        spool = default_spool_dir()
+        spool = spool_dir(None)
         assert any(spool.is_relative_to(path) for path in writable), spool
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rotator.errors import ConfigError
-from rotator.rotation.spooldir import SpoolPlace, one_off_spool_dir, spool_place
+from rotator.rotation.spooldir import SpoolPlace, spool_dir, spool_place
 from tests.support import leakcheck
 
 #: how a one-off command can be started, as the environment it then has; the daemon's
@@ -34,18 +34,20 @@ STARTS: dict[str, tuple[dict[str, str], str | None]] = {
 
 @pytest.mark.parametrize("start", sorted(STARTS))
 @pytest.mark.parametrize("uid", [0, 997])  # root, and a service's system user
-def test_a_one_off_command_spools_where_the_daemon_looks_or_refuses(start: str, uid: int) -> None:
+def test_every_process_spools_where_the_daemon_looks_or_refuses(start: str, uid: int) -> None:
     environ, expected = STARTS[start]
     # server.spool_dir wins wherever the command runs: the shipped config sets it
-    assert one_off_spool_dir(Path("/srv/spool"), environ, uid) == Path("/srv/spool")
+    assert spool_dir(Path("/srv/spool"), environ, uid) == Path("/srv/spool")
     # a person's own account is never refused (a desktop may leak INVOCATION_ID)
-    assert one_off_spool_dir(None, environ, 1000) == spool_place(None, environ).directory
+    assert spool_dir(None, environ, 1000) == spool_place(None, environ, 1000).directory
     if expected is not None:
-        assert one_off_spool_dir(None, environ, uid) == Path(expected)
-        assert spool_place(None, environ).directory == Path(expected)
+        assert spool_dir(None, environ, uid) == Path(expected)
+        assert spool_place(None, environ, uid).directory == Path(expected)
         return
     with pytest.raises(ConfigError) as refused:
-        one_off_spool_dir(None, environ, uid)
+        spool_dir(None, environ, uid)
+    with pytest.raises(ConfigError):
+        spool_place(None, environ, uid)  # one resolution: no way around the refusal
     message = str(refused.value)
     # names both paths and both fixes
     assert message.startswith("server.spool_dir: ")
@@ -56,9 +58,9 @@ def test_a_one_off_command_spools_where_the_daemon_looks_or_refuses(start: str, 
 
 def test_the_spool_place_says_what_chose_it() -> None:
     env = {"STATE_DIRECTORY": "/a:/b", "HOME": "/h"}
-    assert spool_place(Path("/x"), env) == SpoolPlace(Path("/x"), "server.spool_dir")
-    assert spool_place(None, env) == SpoolPlace(Path("/a/spool"), "$STATE_DIRECTORY")
-    assert spool_place(None, {"HOME": "/h"}) == SpoolPlace(
+    assert spool_place(Path("/x"), env, 0) == SpoolPlace(Path("/x"), "server.spool_dir")
+    assert spool_place(None, env, 0) == SpoolPlace(Path("/a/spool"), "$STATE_DIRECTORY")
+    assert spool_place(None, {"HOME": "/h"}, 0) == SpoolPlace(
         Path("/h/.local/state/rotator/spool"), "per-user"
     )
 
@@ -108,3 +110,47 @@ def test_commands_that_spool_refuse_before_touching_anything(
     monkeypatch.setattr("sys.stdin", io.StringIO("seeded-refresh-token-9c2f\n"))
     main([command, "-c", str(config), "idp-api"])
     assert (tmp_path / "lib" / "spool" / "spool.key").exists()
+
+
+@pytest.mark.parametrize("start", sorted(STARTS))
+@pytest.mark.parametrize("configured", [False, True])
+def test_the_daemon_and_a_command_open_one_spool_or_are_both_refused(
+    start: str,
+    configured: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The daemon (``rotator run``) and a one-off command resolve the spool through one
+    function: the same directory, or the same refusal (exit 2, before anything starts)."""
+    from rotator.cli import main
+    from rotator.commands.common import open_rotator
+    from rotator.config import load_config
+    from rotator.service.app import open_spool
+
+    path = _one_account(tmp_path, monkeypatch)
+    if configured:
+        path.write_text(f"server: {{spool_dir: {tmp_path / 'spool'}}}\n" + path.read_text())
+    environ, expected = STARTS[start]
+    for name in ("STATE_DIRECTORY", "XDG_STATE_HOME", "SUDO_UID", "INVOCATION_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():  # the start's paths, under tmp_path
+        here = value.replace(HOME, str(tmp_path / "lib")).replace("/home/op", str(tmp_path))
+        monkeypatch.setenv(name, here)
+    monkeypatch.setattr("os.geteuid", lambda: 997)  # the service's system user
+    config = load_config(str(path))
+    if expected is None and not configured:
+        with pytest.raises(ConfigError) as by_command:
+            open_rotator(config)
+        capsys.readouterr()
+        assert main(["run", "-c", str(path)]) == 2
+        assert str(by_command.value) in capsys.readouterr().err
+        return
+    command = open_rotator(config)
+    try:
+        assert command.spool is not None
+        assert open_spool(config).directory == command.spool.directory
+        if configured:
+            assert command.spool.directory == tmp_path / "spool"
+    finally:
+        command.http.close()
