@@ -28,6 +28,9 @@ def test_sigterm_lets_the_rotation_in_flight_finish(tmp_path: Path) -> None:
         with DaemonProcess(rig.config_path) as daemon:
             daemon.wait_log('"event": "rotated"')
             before = rig.sink_token("term")
+            # the call in flight issues a token that outlives the checks after the stop
+            # (its due time is the first token's, 4 s: about 2 s from here)
+            server.access_ttl = 300.0
             server.delay = 2.0  # the next call (due in ~2 s) is in flight for 2 s
             wait_for(lambda: server.in_flight == 1, 20, what="a vendor call in flight")
             refreshes = rig.rotations()
