@@ -28,6 +28,7 @@ from rotator.alerts.channels.base import AlertChannelError, Channel
 from rotator.alerts.rules import Alert, Sent, Severity, evaluate, plan
 from rotator.errors import StoreConflict, StoreError
 from rotator.locks import NamedLocks
+from rotator.records import ALERT_RECORD, MARK_KEYS
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
@@ -104,9 +105,11 @@ class StoreAlertMemory:
         record = self._store_for(account).read(alert_record_path(account))
         if record is None:
             return {}, None
+        data = record.strings()
+        ALERT_RECORD.check(account, data)  # a newer release's record: NewerFormat, unread
         sent: dict[str, Sent] = {}
-        for key, text in record.strings().items():
-            if key == "format":
+        for key, text in data.items():
+            if key in MARK_KEYS:
                 continue
             try:
                 sent[key] = Sent.load(text)
@@ -115,7 +118,7 @@ class StoreAlertMemory:
         return sent, record.version
 
     def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
-        data = {"format": "1", **{key: value.dump() for key, value in sent.items()}}
+        data = {**ALERT_RECORD.mark(), **{key: value.dump() for key, value in sent.items()}}
         try:
             self._store_for(account).write(
                 alert_record_path(account),

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from rotator.errors import StoreConflict, StoreError
+from rotator.errors import NewerFormat, StoreConflict, StoreError
+from rotator.records import NOTIFY_RECORD
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
@@ -51,14 +52,24 @@ class StoreClaims:
             for _ in range(_ROUNDS):
                 record = store.read(path)
                 data = dict(record.data) if record is not None else {}
+                # a newer release's record is not read, nor written: NewerFormat, below
+                NOTIFY_RECORD.check(event.account, data)
                 if data.get(event.type) == event.id:
                     return False
-                data.update({"format": "1", event.type: event.id})
+                data.update({**NOTIFY_RECORD.mark(), event.type: event.id})
                 try:
                     store.write(path, data, expected_version=record.version if record else None)
                 except StoreConflict:
                     continue
                 return True
+        except NewerFormat as exc:
+            _log.warning(
+                "notify record of a newer rotator; delivering unclaimed",
+                account=event.account,
+                notify_event=event.type,
+                error=str(exc),
+            )
+            return True
         except StoreError as exc:
             _log.warning(
                 "notify claim not recorded; delivering anyway",

@@ -33,6 +33,8 @@ import pytest
 
 from rotator import __version__
 from rotator.cli import build_parser
+from rotator.errors import NewerFormat
+from rotator.records import RECORD_FORMATS
 from rotator.rotation.spool import SPOOL_FORMAT
 from rotator.state import STATE_FORMAT, STATE_REQUIRES, AccountState
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
@@ -60,11 +62,27 @@ def test_the_state_fields_are_what_rotator_writes() -> None:
 
 def test_the_formats_table_has_this_release_with_its_formats() -> None:
     text = PAGE.read_text(encoding="utf-8")
-    rows = re.findall(r"^\| (\d+\.\d+\.\d+\S*) \| (\d+) \| (\d+) \|$", text, re.MULTILINE)
+    row = r"^\| (\d+\.\d+\.\d+\S*) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$"
+    rows = [(r[0], r[1], r[2]) for r in re.findall(row, text, re.MULTILINE)]
+    records = [tuple(r[3:]) for r in re.findall(row, text, re.MULTILINE) if r[0] == __version__]
     assert (__version__, STATE_FORMAT, str(SPOOL_FORMAT)) in rows
+    # the side records' columns, in the order of the header, are this release's formats
+    header = re.search(r"^\| release \| state format \| spool format \| (.*) \|$", text, re.M)
+    assert header is not None
+    assert header.group(1).split(" | ") == [f"{k.kind}" for k in RECORD_FORMATS.values()]
+    assert records == [tuple(str(k.format) for k in RECORD_FORMATS.values())]
     # the oldest release that reads the current state format is in the table
     oldest = STATE_REQUIRES.removeprefix("rotator>=")
     assert (oldest, STATE_FORMAT) in [(release, state) for release, state, _ in rows]
+
+
+def test_the_quoted_refusal_of_a_newer_record_is_what_rotator_says() -> None:
+    text = " ".join(PAGE.read_text(encoding="utf-8").split())
+    [quoted] = re.findall(r"`(the alert record of idp-api [^`]*); \.\.\.`", text)
+    record = RECORD_FORMATS["alerts"]
+    with pytest.raises(NewerFormat) as refused:
+        record.check("idp-api", {"format": str(record.format + 1)})
+    assert str(refused.value).startswith(quoted + ";")
 
 
 def write_config(tmp: Path, idp: OAuth2Emulator, listen: str) -> Path:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from rotator.errors import StoreConflict
+from rotator.errors import StoreConflict, StoreError
 from rotator.providers.base import pkce_challenge
+from rotator.records import CONSOLE_RECORD
 from rotator.service.console.links import Link, LinkRefused
 from rotator.tokens import format_time, parse_time
 
@@ -77,6 +78,12 @@ class FlowBook:
             return store, {"flows": {}, "used": {}}, None
         data = record.strings()
         try:
+            CONSOLE_RECORD.check(account, data)
+        except StoreError as exc:
+            # a newer release's sign-ins (NewerFormat), or a mark that is no format:
+            # neither read by guesswork nor written over, so the sign-in is refused
+            raise LinkRefused(503, str(exc)) from None
+        try:
             book = {"flows": json.loads(data["flows"]), "used": json.loads(data["used"])}
         except (KeyError, ValueError):
             book = {"flows": {}, "used": {}}  # damaged: start over (spent links stay expired)
@@ -85,7 +92,7 @@ class FlowBook:
     @staticmethod
     def _save(store: SecretStore, account: str, book: dict[str, Any], version: Any) -> bool:
         data = {
-            "format": "1",
+            **CONSOLE_RECORD.mark(),
             "flows": json.dumps(book["flows"], sort_keys=True),
             "used": json.dumps(book["used"], sort_keys=True),
         }
