@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rotator import waits
-from rotator.backends.base import SecretStore, Version, WriteResult
+from rotator.backends.base import SecretStore
 from rotator.errors import StoreUnavailable
 from rotator.rotation.accounts import Account
 from rotator.rotation.grants import Pending
@@ -52,18 +52,9 @@ class Faulty(PassThroughStore):
         self.before_write = before_write
         self.writes = 0
 
-    def write(
-        self,
-        path: str,
-        data: Mapping[str, str],
-        *,
-        expected_version: Version | None,
-        fmt: str = "json",
-        adopt: bool = False,
-    ) -> WriteResult:
+    def on_write(self, path: str, data: Mapping[str, str]) -> None:
         self.writes += 1
         self.before_write(self.writes, data)
-        return super().write(path, data, expected_version=expected_version, fmt=fmt, adopt=adopt)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.backends.base import SecretStore, Version, WriteResult
+from rotator.backends.base import SecretStore, WriteResult
 from rotator.backends.file import FileStore
 from rotator.config import parse_config
 from rotator.http import HttpClients
@@ -42,18 +42,9 @@ class StateWrites(PassThroughStore):
         super().__init__(inner)
         self.writes: list[dict[str, str]] = []
 
-    def write(
-        self,
-        path: str,
-        data: Mapping[str, str],
-        *,
-        expected_version: Version | None,
-        fmt: str = "json",
-        adopt: bool = False,
-    ) -> WriteResult:
-        result = super().write(path, data, expected_version=expected_version, fmt=fmt, adopt=adopt)
-        self.writes.append(dict(data))
-        return result
+    def wrote(self, path: str, data: Mapping[str, str], result: WriteResult | None) -> None:
+        if result is not None:
+            self.writes.append(dict(data))
 
 
 @dataclass

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from rotator.backends.base import Record, SecretStore, Version, WriteResult
+from rotator.backends.base import Record, SecretStore, WriteResult
 from rotator.backends.file import FileStore
 from rotator.config import Config, parse_config
-from rotator.errors import LeaseHeld, StoreConflict
+from rotator.errors import LeaseHeld
 from rotator.http import HttpClients
 from rotator.politeness import Politeness
 from rotator.rotation.accounts import Account, build_accounts
@@ -59,24 +59,9 @@ class Recording(PassThroughStore):
         self.reads.append(path)
         return super().read(path, fmt=fmt)
 
-    def write(
-        self,
-        path: str,
-        data: Mapping[str, str],
-        *,
-        expected_version: Version | None,
-        fmt: str = "json",
-        adopt: bool = False,
-    ) -> WriteResult:
-        try:
-            result = super().write(
-                path, data, expected_version=expected_version, fmt=fmt, adopt=adopt
-            )
-        except StoreConflict:
-            self.log.append(f"{self.name}:{path}:conflict")
-            raise
-        self.log.append(f"{self.name}:{path}:{'written' if result.changed else 'unchanged'}")
-        return result
+    def wrote(self, path: str, data: Mapping[str, str], result: WriteResult | None) -> None:
+        done = "conflict" if result is None else "written" if result.changed else "unchanged"
+        self.log.append(f"{self.name}:{path}:{done}")
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Nothing here stands in for a store or an SDK: every call goes on to the real
 one. A test subclasses :class:`PassThroughStore` and overrides the one method it
-watches; :class:`Counting` lists the calls it forwards to any client.
+watches (for writes, the hooks :meth:`~PassThroughStore.on_write` and
+:meth:`~PassThroughStore.wrote`, so that no test repeats the write's signature);
+:class:`Counting` lists the calls it forwards to any client.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rotator.backends.base import Record, SecretStore, Validation, Version, WriteResult
+from rotator.errors import StoreConflict
 
 __all__ = ["Counting", "PassThroughStore"]
 
@@ -35,7 +38,22 @@ class PassThroughStore:
         fmt: str = "json",
         adopt: bool = False,
     ) -> WriteResult:
-        return self.inner.write(path, data, expected_version=expected_version, fmt=fmt, adopt=adopt)
+        self.on_write(path, data)
+        try:
+            result = self.inner.write(
+                path, data, expected_version=expected_version, fmt=fmt, adopt=adopt
+            )
+        except StoreConflict:
+            self.wrote(path, data, None)
+            raise
+        self.wrote(path, data, result)
+        return result
+
+    def on_write(self, path: str, data: Mapping[str, str]) -> None:
+        """Before each write goes on to the real store; may raise (a fault injected)."""
+
+    def wrote(self, path: str, data: Mapping[str, str], result: WriteResult | None) -> None:
+        """After each write: its result, or None when it lost its compare-and-set."""
 
     def delete(self, path: str) -> None:
         self.inner.delete(path)
