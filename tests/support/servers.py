@@ -34,7 +34,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -77,7 +77,32 @@ def _stop_pid(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait(timeout=timeout)
 
 
-class OpenBao:
+class _LocalServer:
+    """A server the suite runs on loopback with a scratch directory (``workdir``):
+    ``with`` starts it and, at the end, stops it (by PID, or its thread) and removes
+    the directory. ``stop()`` alone keeps the directory (a persistent OpenBao's data)."""
+
+    workdir: Path
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class OpenBao(_LocalServer):
     """An OpenBao server on 127.0.0.1.
 
     ``root_token`` is registered with the leak check. ``api()`` is a small httpx
@@ -165,16 +190,6 @@ class OpenBao:
             self.proc.wait(timeout=10)
         self.proc = None
         self._log.close()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> OpenBao:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -322,7 +337,7 @@ def openbao(*, persistent: bool = False, tls: bool = False) -> Iterator[OpenBao]
         server.close()
 
 
-class RedisServer:
+class RedisServer(_LocalServer):
     """``redis-server`` on 127.0.0.1, in memory; ``url`` is the tooz backend URL."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -391,18 +406,8 @@ class RedisServer:
             self.proc = None
             self._log.close()
 
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class MotoServer:
+class MotoServer(_LocalServer):
     """moto's server mode on 127.0.0.1. ``endpoint_url`` goes to boto3.
 
     In a thread by default (starts in milliseconds; shares moto's in-process
@@ -420,11 +425,11 @@ class MotoServer:
         self._env = dict(env or {})
         self._thread_server: Any = None
         self.proc: subprocess.Popen[bytes] | None = None
-        self._logdir = Path(tempfile.mkdtemp(prefix="rotator-moto-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="rotator-moto-"))
 
     def start(self) -> MotoServer:
         if self._in_subprocess:
-            log = open(self._logdir / "moto.log", "ab")  # noqa: SIM115
+            log = open(self.workdir / "moto.log", "ab")  # noqa: SIM115
             self._log = log
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -447,7 +452,7 @@ class MotoServer:
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"moto exited with {self.proc.returncode}; see {self._logdir}")
+            raise RuntimeError(f"moto exited with {self.proc.returncode}; see {self.workdir}")
         try:
             httpx.get(f"{self.endpoint_url}/moto-api/", timeout=1.0)
         except httpx.TransportError:
@@ -462,16 +467,6 @@ class MotoServer:
             _stop_pid(self.proc)
             self.proc = None
             self._log.close()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self._logdir, ignore_errors=True)
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def client(self, region: str = "eu-central-1") -> Any:
         """A plain boto3 Secrets Manager client, as a consumer would use."""
