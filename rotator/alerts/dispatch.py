@@ -12,7 +12,9 @@ state record: the state record is written by rotation with compare-and-set on
 the version it read; a sweep writing alert bookkeeping there would make a
 rotation in flight lose its compare-and-set. A separate record never contends
 with the grant, and its own compare-and-set lets two replicas claim an alert so
-it goes out once.
+it goes out once. A record a newer release wrote
+(:data:`rotator.records.ALERT_RECORD`) is neither read nor written over: the
+account's alerts are decided from this process's memory, as in a store outage.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ last id per event type, so it stays a few lines long.
 Claimed first, then delivered: a process that dies between the two loses that
 one notification rather than sending it twice. When the store cannot be read or
 written the event is delivered anyway (a repeat, which the receiver can drop by
-its id, is better than a consumer never told of a new token).
+its id, is better than a consumer never told of a new token). So is a record a
+newer release wrote (:data:`rotator.records.NOTIFY_RECORD`): not read, not
+written over, the event delivered unclaimed.
 """
 
 from __future__ import annotations
@@ -62,17 +64,11 @@ class StoreClaims:
                 except StoreConflict:
                     continue
                 return True
-        except NewerFormat as exc:
-            _log.warning(
-                "notify record of a newer rotator; delivering unclaimed",
-                account=event.account,
-                notify_event=event.type,
-                error=str(exc),
-            )
-            return True
         except StoreError as exc:
             _log.warning(
-                "notify claim not recorded; delivering anyway",
+                "notify record of a newer rotator; delivering unclaimed"
+                if isinstance(exc, NewerFormat)
+                else "notify claim not recorded; delivering anyway",
                 account=event.account,
                 notify_event=event.type,
                 error=str(exc),

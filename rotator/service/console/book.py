@@ -12,7 +12,9 @@ with one ``state``, cannot both win. The record holds
   it, and a link whose flow went through is refused ever after.
 
 Expired entries are dropped on each write and at most ``MAX_FLOWS`` flows wait
-per account, so the record stays small whatever opens links.
+per account, so the record stays small whatever opens links. A record a newer
+release wrote (:data:`rotator.records.CONSOLE_RECORD`) is neither read nor
+written over: the sign-in is refused, naming the release to upgrade to.
 """
 
 from __future__ import annotations
