@@ -7,39 +7,27 @@ only a process shows (the modules ``--help`` imports, the exit status).
 from __future__ import annotations
 
 import io
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 import yaml
 
 from rotator.cli import main
 from rotator.commands.terminal import printable
 from tests.fakes.vendorhttp import Reply, Request, VendorServer, running
 from tests.support import leakcheck
+from tests.support.logcapture import keep_test_logging
 from tests.support.proc import env_for, run_rotator
+
+__all__ = ["keep_test_logging"]  # the autouse fixture, imported so pytest finds it here
 
 pytestmark = pytest.mark.timeout(120)
 
 CLIENT_SECRET = leakcheck.register("cli-test-client-secret-9f2c", "client secret")
 ACCOUNTS = ("acme-fax", "idp-api")
-
-
-@pytest.fixture(autouse=True)
-def _keep_test_logging() -> Iterator[None]:
-    """main() configures logging for the process; give the suite's capture back after it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
 
 
 @pytest.fixture(autouse=True)

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import tempfile
 import unicodedata
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import structlog
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +28,10 @@ from rotator.secrets import Secret
 from rotator.service.app import open_stores
 from rotator.state import AccountState, describe
 from tests.support import leakcheck
+from tests.support.logcapture import keep_test_logging
 from tests.support.proc import run_rotator
+
+__all__ = ["keep_test_logging"]  # the autouse fixture, imported so pytest finds it here
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,18 +75,6 @@ STORABLE_TEXT = texts(surrogates=False)
 @pytest.fixture(autouse=True)
 def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STATUS_TEST_SECRET", CLIENT_SECRET)
-
-
-@pytest.fixture(autouse=True)
-def _keep_test_logging() -> Iterator[None]:
-    """main() configures logging for the process; give the suite's capture back after it."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
 
 
 def write_config(directory: Path) -> Path:

@@ -16,6 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+import structlog
+
+__all__ = ["captured_logs", "keep_test_logging"]
+
 
 class _Collector(logging.Handler):
     def __init__(self) -> None:
@@ -43,3 +48,16 @@ def captured_logs() -> Iterator[list[dict[str, Any]]]:
         yield collector.entries
     finally:
         root.removeHandler(collector)
+
+
+@pytest.fixture(autouse=True)
+def keep_test_logging() -> Iterator[None]:
+    """``main()`` configures logging for the process; give the suite's capture back
+    after it. Autouse where imported (a module that runs ``main()`` in-process)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
