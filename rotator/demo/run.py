@@ -42,6 +42,7 @@ _CONFIG = """\
 server:
   workers: 4
   shutdown_grace: 5s
+  spool_dir: {spool}            # the demo's own, as a real one names the daemon's
   listen: 127.0.0.1:{port}      # /metrics, /healthz, /readyz and the console
   console:
     public_url: {console}     # the redirect URI is {console}/oauth/callback
@@ -144,6 +145,7 @@ def run_demo(
         _CONFIG.format(
             tokens=base / "tokens",
             state=base / "state",
+            spool=base / "spool",
             url=url,
             secret=base / "client-secret",
             port=port,
