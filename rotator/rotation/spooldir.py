@@ -10,6 +10,11 @@ directory depends on how it was started, not on who it is, so no other process
 (a daemon, a later command) can be counted on to find it. Asked then, the
 resolution refuses, whoever asks; the refusal of a one-off command is that
 rule, not a check of its own.
+
+The daemon is the one process that is never refused: the spool is its own, and
+it replays it at every start wherever it is, so a unit that worked before keeps
+working after an upgrade. It is told instead (``SpoolPlace.unshared``), and logs
+it, because no one-off command started beside it will find that spool.
 """
 
 from __future__ import annotations
@@ -37,12 +42,16 @@ class SpoolPlace:
     directory: Path
     #: "server.spool_dir", "$STATE_DIRECTORY" or "per-user"
     source: str
+    #: why no other process would find this spool (the daemon's, which is not refused)
+    unshared: str | None = None
 
 
 def spool_place(
     configured: Path | None,
     environ: Mapping[str, str] | None = None,
     uid: int | None = None,
+    *,
+    daemon: bool = False,
 ) -> SpoolPlace:
     """``server.spool_dir``, else ``$STATE_DIRECTORY/spool``, else a per-user state
     directory; a ConfigError where the per-user one would be no other process's.
@@ -54,7 +63,8 @@ def spool_place(
     is down is lost to the daemon, which then spends the old refresh token. That
     is refused before any vendor is asked, for a system account (a service's
     user, or root: ``uid`` below :data:`FIRST_LOGIN_UID`) started by systemd or
-    sudo. A person's own account goes on (a desktop session may hand
+    sudo (``daemon``: not refused, the reason is in ``unshared``). A person's own
+    account goes on (a desktop session may hand
     ``$INVOCATION_ID`` to every terminal): its commands share the per-user spool
     with a daemon that person runs.
     """
@@ -71,6 +81,8 @@ def spool_place(
     how = _started_for_another(env, os.geteuid() if uid is None else uid)
     if how is None:
         return place
+    if daemon:
+        return SpoolPlace(place.directory, place.source, unshared=how)
     raise ConfigError(
         f"this command would keep a rotated grant in {place.directory} (neither "
         f"server.spool_dir nor $STATE_DIRECTORY is set and {how}), but a daemon run by "
@@ -88,7 +100,8 @@ def spool_dir(
     environ: Mapping[str, str] | None = None,
     uid: int | None = None,
 ) -> Path:
-    """The spool's directory (:func:`spool_place`), for the daemon and every command."""
+    """The spool's directory (:func:`spool_place`) for a command (refused where no
+    daemon would find it)."""
     return spool_place(configured, environ, uid).directory
 
 

@@ -23,6 +23,7 @@ from rotator.backends.registry import open_store
 from rotator.config import Config, load_config, state_store
 from rotator.errors import scrub_values
 from rotator.rotation.spool import Spool, spool_dir
+from rotator.rotation.spooldir import spool_place
 from rotator.secrets import SecretRef, resolve
 
 if TYPE_CHECKING:
@@ -58,11 +59,20 @@ def open_stores(config: Config) -> dict[str, SecretStore]:
     return {name: open_store(name, settings) for name, settings in config.stores.items()}
 
 
-def open_spool(config: Config) -> Spool:
-    """The encrypted write-ahead spool, where :func:`~rotator.rotation.spool.spool_dir`
-    puts it for the daemon and every command alike (or a ConfigError where no other
-    process would find it)."""
-    directory = spool_dir(config.server.spool_dir)
+def open_spool(config: Config, *, daemon: bool = False) -> Spool:
+    """The encrypted write-ahead spool, where :func:`~rotator.rotation.spooldir.spool_place`
+    puts it for the daemon and every command alike: a command is refused (ConfigError)
+    where no daemon would find its spool; the daemon opens its own and says so."""
+    place = spool_place(config.server.spool_dir, daemon=daemon)
+    if place.unshared is not None:
+        _log.warning(
+            "the spool is in a per-user directory no one-off command will find",
+            spool=str(place.directory),
+            reason=place.unshared,
+            fix="set server.spool_dir (e.g. /var/lib/rotator/spool), or StateDirectory=rotator "
+            "in the unit",
+        )
+    directory = place.directory
     key = resolve(config.server.spool_key).reveal() if config.server.spool_key else None
     return Spool.open(directory, key)
 
@@ -80,14 +90,16 @@ def build_rotator(
     http: HttpClients | None = None,
     spool: bool = True,
     observers: Sequence[Observer] = (),
+    daemon: bool = False,
 ) -> Rotator:
-    """A rotator over ``config``'s accounts (``spool=False``: read-only use, no spool)."""
+    """A rotator over ``config``'s accounts (``spool=False``: read-only use, no spool;
+    ``daemon``: the spool is its own, opened where it resolves, never refused)."""
     from rotator.http import HttpClients
     from rotator.rotation.accounts import build_accounts
     from rotator.rotation.rotator import Rotator
 
     # the spool first: where it cannot be (spool_dir refuses), nothing else is opened
-    opened = open_spool(config) if spool else None
+    opened = open_spool(config, daemon=daemon) if spool else None
     stores = open_stores(config) if stores is None else stores
     return Rotator(
         accounts=build_accounts(config, stores),
@@ -155,7 +167,7 @@ def build_service(
     config = config if config is not None else load_config(config_path)
     stores = open_stores(config)
     http = HttpClients()
-    rotator = build_rotator(config, stores=stores, http=http, observers=observers)
+    rotator = build_rotator(config, stores=stores, http=http, observers=observers, daemon=True)
     daemon = Daemon(
         config_path, config=config, stores=stores, rotator=rotator, http=http, rewire=rewire
     )
