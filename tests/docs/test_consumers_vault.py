@@ -5,8 +5,8 @@
   only when the API answers 401 (the emulated API revokes the old token).
 - ``consumer/vault-agent``: ``bao agent`` with the README's configuration
   (addresses and paths swapped for the test's, the 30 s re-read interval for
-  2 s) renders the token a running
-  ``rotator run`` published and runs its ``exec`` again after a rotation.
+  2 s) renders the token a running ``rotator run`` published and runs its
+  ``exec`` again after a rotation.
 
 Tokens are compared by label (T1, T2: the order the vendor issued them), so a
 failing assertion never prints one.
