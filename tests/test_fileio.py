@@ -44,27 +44,41 @@ def test_an_unwritable_directory_is_a_config_error_only_when_asked(tmp_path: Pat
     assert not os.path.exists(path)
 
 
-def _race(path: str, barrier: Any, out: Any) -> None:
-    barrier.wait()
-    try:
-        out.put(key_file(Path(path), key_path="server.x", damaged="damaged").hex())
-    except Exception as exc:  # the failure is the test's finding
-        out.put(f"{type(exc).__name__}: {exc}")
+def _race(paths: list[str], barrier: Any, out: Any) -> None:
+    for round_, path in enumerate(paths):
+        barrier.wait()  # every racer at the start line of this round's key file
+        try:
+            out.put((round_, key_file(Path(path), key_path="server.x", damaged="damaged").hex()))
+        except Exception as exc:  # the failure is the test's finding
+            out.put((round_, f"{type(exc).__name__}: {exc}"))
+
+
+ROUNDS = 15
+RACERS = 6
 
 
 def test_processes_starting_together_all_read_one_whole_key(tmp_path: Path) -> None:
     # replicas sharing a spool directory start at once: none may read the key file
-    # half-written (it was created empty, then written: a racer read b"" as "damaged")
+    # half-written (it was created empty, then written: a racer read b"" as "damaged").
+    # The racers are forked once and race through every round's fresh file together,
+    # lined up by a barrier before each: ROUNDS races of RACERS processes, as with a
+    # fork per racer per round (90 forks of the test process took ~10 s).
     context = multiprocessing.get_context("fork")
-    for round_ in range(15):
-        path = tmp_path / f"r{round_}" / "spool.key"
+    paths = [tmp_path / f"r{round_}" / "spool.key" for round_ in range(ROUNDS)]
+    for path in paths:
         path.parent.mkdir()
-        barrier, out = context.Barrier(6), context.Queue()
-        racers = [context.Process(target=_race, args=(str(path), barrier, out)) for _ in range(6)]
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join(30)
-        keys = {out.get(timeout=5) for _ in racers}
-        assert len(keys) == 1 and len(next(iter(keys))) == 64, keys
+    barrier, out = context.Barrier(RACERS), context.Queue()
+    racers = [
+        context.Process(target=_race, args=([str(p) for p in paths], barrier, out))
+        for _ in range(RACERS)
+    ]
+    for racer in racers:
+        racer.start()
+    results = [out.get(timeout=60) for _ in range(ROUNDS * RACERS)]
+    for racer in racers:
+        racer.join(30)
+        assert racer.exitcode == 0
+    for round_, path in enumerate(paths):
+        keys = {key for r, key in results if r == round_}
+        assert len(keys) == 1 and len(next(iter(keys))) == 64, (round_, keys)
         assert sorted(p.name for p in path.parent.iterdir()) == ["spool.key"]  # no leftovers

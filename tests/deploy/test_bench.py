@@ -53,6 +53,9 @@ def test_bench_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
                 "30",
                 "--membership-timeout",
                 "2",
+                # no pause before each timed run: nothing here is timed against a target
+                "--settle",
+                "0",
                 "--out",
                 str(out),
                 "--keep-logs",
