@@ -28,6 +28,7 @@ from rotator.alerts.channels.base import AlertChannelError, Channel
 from rotator.alerts.rules import Alert, Sent, Severity, evaluate, plan
 from rotator.errors import StoreConflict, StoreError
 from rotator.locks import NamedLocks
+from rotator.state import STATE_REQUIRES
 from rotator.waits import Waiter
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ _log = structlog.get_logger("rotator.alerts")
 _LONGEST_PAUSE = 300.0
 
 Clock = Callable[[], datetime]
+
+#: the alert record's own keys, beside one entry per alert sent
+_RECORD_KEYS = frozenset({"format", "requires", "account"})
 
 
 def _utcnow() -> datetime:
@@ -106,7 +110,7 @@ class StoreAlertMemory:
             return {}, None
         sent: dict[str, Sent] = {}
         for key, text in record.strings().items():
-            if key == "format":
+            if key in _RECORD_KEYS:
                 continue
             try:
                 sent[key] = Sent.load(text)
@@ -115,7 +119,14 @@ class StoreAlertMemory:
         return sent, record.version
 
     def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
-        data = {"format": "1", **{key: value.dump() for key, value in sent.items()}}
+        # ``requires`` and ``account`` make the record say it is rotator's (a Vault
+        # store decides ownership by the record: backends/base.py written_by_rotator)
+        data = {
+            "format": "1",
+            "requires": STATE_REQUIRES,
+            "account": account,
+            **{key: value.dump() for key, value in sent.items()},
+        }
         try:
             self._store_for(account).write(
                 alert_record_path(account),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from rotator.errors import StoreConflict, StoreError
+from rotator.state import STATE_REQUIRES
 
 if TYPE_CHECKING:
     from rotator.backends.base import SecretStore
@@ -53,7 +54,16 @@ class StoreClaims:
                 data = dict(record.data) if record is not None else {}
                 if data.get(event.type) == event.id:
                     return False
-                data.update({"format": "1", event.type: event.id})
+                # ``requires`` and ``account``: the record says it is rotator's (a Vault
+                # store decides ownership by the record: backends/base.py)
+                data.update(
+                    {
+                        "format": "1",
+                        "requires": STATE_REQUIRES,
+                        "account": event.account,
+                        event.type: event.id,
+                    }
+                )
                 try:
                     store.write(path, data, expected_version=record.version if record else None)
                 except StoreConflict:
