@@ -68,8 +68,12 @@ class Account:
                 return seen[1], seen[2]
         record: Record | None = self.state_store.read(self.state_path)
         if record is None:
-            return AccountState(account=self.name, provider=self.settings.provider), None
+            return self.absent_state(), None
         return AccountState.from_record(self.name, record.strings()), record.version
+
+    def absent_state(self) -> AccountState:
+        """The state of an account whose store holds none."""
+        return AccountState(account=self.name, provider=self.settings.provider)
 
     def hand_off(self, state: AccountState, version: Version | None) -> None:
         """Give what was just read to the account's next :meth:`read_state` (once).

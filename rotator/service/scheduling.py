@@ -26,6 +26,7 @@ import structlog
 
 from rotator.politeness import Politeness, RateLimit, host_key, host_label
 from rotator.schedule import is_due
+from rotator.service.listing import unlisted
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -177,6 +178,8 @@ class StartPlan:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._names: Iterator[str] = iter(())
+        #: accounts whose state a listing of its directory showed absent (not read)
+        self._unlisted: frozenset[str] = frozenset()
 
     def start(self, pool: ThreadPoolExecutor) -> None:
         """Every account's first run, straight to the pool (no date job per account).
@@ -187,6 +190,7 @@ class StartPlan:
         """
         self._pool = pool
         self._names = iter(list(self._accounts))
+        self._unlisted = unlisted(self._accounts)
         if not self._accounts:
             # nothing to look at (a replica's empty first share): finished at once, so
             # nothing that waits for the plan waits for ever
@@ -282,6 +286,8 @@ class StartPlan:
           run then adopts the stored grant). For a grant that holds no refresh
           token (client credentials, password), that race costs one extra vendor
           call, and the run's write lands on top of the other's by compare-and-set;
+        - a state a listing of its directory showed absent (:func:`unlisted`) is
+          not read at all: the same absent belief, taken at the start;
         - an overdue account with a stored state is read again by its run (its
           slot may be minutes away, and 100,000 stored states are not kept in
           memory for it): a restart after an outage pays one read more per account.
@@ -289,7 +295,10 @@ class StartPlan:
         if account is None:
             return None
         try:
-            state, version = account.read_state(fresh=True)
+            if account.name in self._unlisted:
+                state, version = account.absent_state(), None
+            else:
+                state, version = account.read_state(fresh=True)
         except Exception:  # the run itself reads again and reports
             return None
         if state.failed or not is_due(

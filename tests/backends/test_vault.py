@@ -811,3 +811,29 @@ def test_a_create_after_reading_nothing_is_one_call_and_leaves_a_path_made_since
         assert metadata(bao, other)["custom_metadata"] in (None, {})
     finally:
         store.close()
+
+
+def test_a_listing_names_what_is_there_or_is_none_when_the_policy_refuses_it(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``present_under`` (the start's one LIST of the state directory): the names of the
+    paths there, sub-directories left out; nothing yet is empty; a policy without
+    ``list`` answers None, with no new login (a refusal, not a stale token)."""
+    bao.write_policy(
+        "lister",
+        DAEMON_POLICY + 'path "secret/metadata/rotator/*" { capabilities = ["list"] }\n',
+    )
+    lister = token_store(bao, monkeypatch, bao.create_token(["lister"]))
+    plain = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
+    try:
+        directory = f"state-{unique()}"
+        assert lister.present_under(directory) == frozenset()
+        for name in ("a", "b", "deeper/c"):
+            lister.write(f"{directory}/{name}", {**VIEW, "account": name}, expected_version=None)
+        assert lister.present_under(directory) == frozenset({"a", "b"})
+        generation = plain.auth.current().generation
+        assert plain.present_under(directory) is None
+        assert plain.auth.current().generation == generation
+    finally:
+        lister.close()
+        plain.close()

@@ -189,6 +189,7 @@ class _Account:
     name: str
     state: AccountState | None
     settings: _Settings = _Settings(("https://a.example/token",))
+    state_store: object = None  # no listing: each account is read
 
     def read_state(self, *, fresh: bool = False) -> tuple[AccountState, None]:
         if self.state is None:

@@ -36,6 +36,7 @@ from rotator.politeness import Politeness
 from rotator.rotation.rotator import Outcome, Rotator
 from rotator.secrets import Secret
 from rotator.service.app import build_rotator
+from rotator.service.listing import unlisted
 from rotator.service.scheduling import StartPlan
 from rotator.state import AccountState
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
@@ -193,8 +194,16 @@ def test_a_client_credentials_state_made_between_the_look_and_the_run_costs_one_
     assert stored.access_token != theirs.access_token
 
 
-def test_a_burst_of_new_accounts_reads_each_state_once(setup: Setup) -> None:
-    """Per new account: the look's read, the state's create, the sink's create."""
+@pytest.mark.parametrize("may_list", [False, True], ids=["minimal policy", "with list"])
+def test_a_burst_of_new_accounts_reads_each_state_once_or_not_at_all(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, may_list: bool
+) -> None:
+    """Per new account: the look's read (none when the policy lets the start list the
+    state directory: one LIST for all), the state's create, the sink's create."""
+    data = 'path "secret/data/*" { capabilities = ["create", "read", "update"] }\n'
+    listing = 'path "secret/metadata/*" { capabilities = ["list"] }\n'
+    setup.bao.write_policy("handoff", data + (listing if may_list else ""))
+    monkeypatch.setenv(TOKEN_ENV, setup.bao.create_token(["handoff"]))
     ours = setup.rotator()
     names = [f"new{i}" for i in range(20)]
     store = ours.accounts[names[0]].state_store
@@ -203,13 +212,37 @@ def test_a_burst_of_new_accounts_reads_each_state_once(setup: Setup) -> None:
     store.auth._client = counting  # type: ignore[attr-defined]
     calls = _Calls()
     plan = _plan(ours, names, lambda name, **kw: None, calls)
+    plan._unlisted = unlisted(plan._accounts)  # what start() does before the looks
     for name in names:
         plan.first_run(name)
     assert sorted(calls.scheduled) == sorted(names)
     for name in calls.scheduled:  # the planned runs
         assert ours.rotate(name).result is Outcome.SUCCESS
-    kv = [c for c in counting.calls if c in ("read_data", "write_data", "write_metadata")]
-    assert kv.count("read_data") == len(names)
+    kv = [c for c in counting.calls if c in KV_CALLS]
+    assert kv.count("read_data") == (0 if may_list else len(names))
+    assert kv.count("list_keys") == 1
     assert kv.count("write_data") == 2 * len(names)
     assert "write_metadata" not in kv
     assert setup.server.token_calls == len(names)
+
+
+KV_CALLS = ("read_data", "write_data", "write_metadata", "list_keys")
+
+
+def test_a_grant_imported_after_the_listing_is_adopted_not_spent(setup: Setup) -> None:
+    """The listing is a belief as old as the start: a state made after it is caught
+    by the run's create-only write, as an absent state handed on is."""
+    other, ours = setup.rotator(), setup.rotator()
+    _seed(other, "new0", "not-a-grant-" + secrets.token_hex(4), due_in=timedelta(minutes=30))
+    calls = _Calls()
+    plan = _plan(ours, [n for n in ours.accounts if n != "cc"], lambda n, **kw: None, calls)
+    plan._unlisted = unlisted(plan._accounts)
+    assert "rt" in plan._unlisted and "new0" not in plan._unlisted
+    imported = setup.server.issue_grant(CLIENT_ID)
+    _seed(other, "rt", imported, due_in=timedelta(minutes=30))  # after the listing
+    assert plan.look(ours.accounts["rt"]) is not None  # absent by the listing: overdue
+    assert ours.rotate("rt").result is Outcome.ADOPTED
+    assert setup.server.token_calls == 0
+    stored, version = ours.accounts["rt"].read_state(fresh=True)
+    assert stored.refresh_token is not None and stored.refresh_token.reveal() == imported
+    assert version == 1

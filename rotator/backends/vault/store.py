@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import structlog
+
 from rotator.backends.base import (
     Record,
     Validation,
@@ -58,6 +60,7 @@ __all__ = ["MANAGED_BY", "VaultStore"]
 
 MANAGED_BY = ("managed-by", "rotator")
 _T = TypeVar("_T")
+_log = structlog.get_logger("rotator.stores")
 
 #: what ``_known`` holds for a path that was absent when we read it
 _ABSENT = b""
@@ -303,6 +306,29 @@ class VaultStore:
             raise
         self._known[full] = (version, digest, owner)
         return WriteResult(version, True)
+
+    def present_under(self, directory: str) -> frozenset[str] | None:
+        """The names directly under ``directory`` that Vault holds anything at (one
+        ``LIST`` of its metadata), for the start's look (service/scheduling.py): a
+        path not among them is absent without a read. None when the policy does not
+        grant ``list`` there (the documented minimal one does not) or the call
+        fails: the look reads each path, as it always could."""
+        full = self.full_path(directory)
+        meta_path = self.metadata_path(full)
+        try:
+            # no re-login on a 403 here: a refused list is an answer, not a stale token
+            keys = self._client.list_keys(meta_path, self.auth.current().secret)
+        except Exception as exc:
+            _log.info("state listing failed; each state is read", path=meta_path, error=repr(exc))
+            return None
+        if keys is None:
+            _log.info(
+                "the policy does not allow list; each state is read at the start",
+                path=meta_path,
+                fix=f'add "list" on {meta_path}/ to save one read per new account',
+            )
+            return None
+        return frozenset(key for key in keys if not key.endswith("/"))
 
     def delete(self, path: str) -> None:
         full = self.full_path(path)
