@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import structlog
+
 if TYPE_CHECKING:
     from rotator.rotation.accounts import Account
 
 __all__ = ["unlisted"]
+
+_log = structlog.get_logger("rotator.daemon")
 
 #: accounts sharing a state directory before one listing of it beats reading each
 _LIST_FROM = 16
@@ -39,7 +43,11 @@ def unlisted(accounts: Mapping[str, Account]) -> frozenset[str]:
         present_under = getattr(stores[store_id], "present_under", None)
         if present_under is None or not directory or len(members) < _LIST_FROM:
             continue
-        present = present_under(directory)
+        try:
+            present = present_under(directory)
+        except Exception as exc:  # a listing is a shortcut: whatever fails, each state is read
+            _log.info("state listing failed; each state is read", error=repr(exc))
+            continue
         if present is not None:
             absent.update(name for name, leaf in members if leaf not in present)
     return frozenset(absent)
