@@ -40,7 +40,7 @@ __all__ = [
 
 _FORMAT = re.compile(r"[1-9][0-9]{0,8}")
 #: the keys the marking takes in a record (never an entry of its data)
-MARK_KEYS = frozenset({"format", "requires"})
+MARK_KEYS = frozenset({"format", "requires", "account"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +56,11 @@ class RecordFormat:
     #: what the caller does while it cannot read a newer record (for the message)
     meanwhile: str
 
-    def mark(self) -> dict[str, str]:
-        """The ``format`` and ``requires`` fields every record of this kind is written with."""
-        return {"format": str(self.format), "requires": self.requires}
+    def mark(self, account: str) -> dict[str, str]:
+        """The ``format``, ``requires`` and ``account`` fields every record of this kind
+        is written with: they also make the record say whose it is (a Vault store
+        decides ownership by the record, rotator/backends/base.py written_by_rotator)."""
+        return {"format": str(self.format), "requires": self.requires, "account": account}
 
     def check(self, account: str, data: Mapping[str, object]) -> None:
         """Refuse a record this rotator must not read: a newer format (NewerFormat)

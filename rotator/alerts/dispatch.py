@@ -120,7 +120,7 @@ class StoreAlertMemory:
         return sent, record.version
 
     def save(self, account: str, sent: Mapping[str, Sent], token: object) -> bool:
-        data = {**ALERT_RECORD.mark(), **{key: value.dump() for key, value in sent.items()}}
+        data = {**ALERT_RECORD.mark(account), **{key: value.dump() for key, value in sent.items()}}
         try:
             self._store_for(account).write(
                 alert_record_path(account),

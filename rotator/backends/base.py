@@ -50,8 +50,10 @@ __all__ = [
     "checked_path",
     "reason",
     "record_data",
+    "record_identity",
     "require_json",
     "store_data",
+    "written_by_rotator",
 ]
 
 Version = int | str
@@ -162,6 +164,49 @@ def record_data(loaded: Mapping[Any, Any]) -> dict[str, ViewValue]:
         else:
             out[str(key)] = _json_text(value)
     return out
+
+
+def record_identity(data: Mapping[str, ViewValue] | None) -> tuple[str, ...] | None:
+    """What a record rotator writes is about, read from the record itself; None for
+    anything rotator does not write.
+
+    - ``("record", account)``: a record that carries ``format`` and ``requires:
+      rotator>=X`` (a state record, rotator/state.py; the alert and notify records
+      of the state store) and the account it belongs to;
+    - ``("view", account, provider)``: a consumer view (``base_view`` in
+      rotator/providers/base.py: an ``access_token`` with its ``account`` and
+      ``provider``).
+    """
+    if not data:
+        return None
+    account = data.get("account")
+    if not isinstance(account, str) or not account:
+        return None
+    requires = data.get("requires")
+    if "format" in data and isinstance(requires, str) and requires.startswith("rotator>="):
+        return ("record", account)
+    provider = data.get("provider")
+    if isinstance(provider, str) and provider and isinstance(data.get("access_token"), str):
+        return ("view", account, provider)
+    return None
+
+
+def written_by_rotator(
+    current: Mapping[str, ViewValue] | None, new: Mapping[str, ViewValue]
+) -> bool:
+    """Whether ``current`` (a path's latest data) is rotator's to overwrite with ``new``
+    by its content alone: a record rotator writes *for the same thing* (the same
+    account's record; a view of the same account and provider).
+
+    The ownership rule of every store that cannot carry a marker for free (Vault
+    and OpenBao: custom metadata is a call of its own). Safe because it asks for
+    more than "looks like rotator's": a sink pointed by mistake at someone else's
+    secret finds data that is neither a rotator record nor a view of *this*
+    account, and is refused as before; and a create never reaches this question
+    (it is a create-only write, which leaves an existing path untouched).
+    """
+    mine = record_identity(current)
+    return mine is not None and mine == record_identity(new)
 
 
 #: what every store path must be; Vault and AWS enforce it themselves (issue

@@ -58,7 +58,7 @@ class StoreClaims:
                 NOTIFY_RECORD.check(event.account, data)
                 if data.get(event.type) == event.id:
                     return False
-                data.update({**NOTIFY_RECORD.mark(), event.type: event.id})
+                data.update({**NOTIFY_RECORD.mark(event.account), event.type: event.id})
                 try:
                     store.write(path, data, expected_version=record.version if record else None)
                 except StoreConflict:

@@ -56,12 +56,44 @@ class Account:
     def spool_key(self) -> str:
         return Spool.entry_key(self.state_identity, self.state_path)
 
-    def read_state(self) -> tuple[AccountState, Version | None]:
-        """The stored state (a fresh one when there is none) and its version."""
+    def read_state(self, *, fresh: bool = False) -> tuple[AccountState, Version | None]:
+        """The stored state (a fresh one when there is none) and its version.
+
+        What the start's look handed off (:meth:`hand_off`) is taken instead of a
+        store read, once; ``fresh`` reads the store whatever was handed off.
+        """
+        if not fresh:
+            seen = _HANDED_OFF.pop(id(self), None)
+            if seen is not None and seen[0] is self:
+                return seen[1], seen[2]
         record: Record | None = self.state_store.read(self.state_path)
         if record is None:
-            return AccountState(account=self.name, provider=self.settings.provider), None
+            return self.absent_state(), None
         return AccountState.from_record(self.name, record.strings()), record.version
+
+    def absent_state(self) -> AccountState:
+        """The state of an account whose store holds none."""
+        return AccountState(account=self.name, provider=self.settings.provider)
+
+    def hand_off(self, state: AccountState, version: Version | None) -> None:
+        """Give what was just read to the account's next :meth:`read_state` (once).
+
+        Used by the start's look (service/scheduling.py ``StartPlan.look``) so its
+        first run does not read the state a second time. Why a belief handed on
+        is sound there, and when the look keeps one: ``StartPlan.look``.
+        """
+        _HANDED_OFF[id(self)] = (self, state, version)
+
+    def drop_hand_off(self) -> None:
+        """Forget what was handed off and not taken (the run will not come)."""
+        _HANDED_OFF.pop(id(self), None)
+
+
+#: id(account) -> (the account, its state and version as the start's look read them),
+#: until its next read_state takes it. The account itself is kept beside its id, so
+#: the id is not reused by another object while the entry lives; dict operations are
+#: atomic, so no lock (each account's run holds the account's lock anyway).
+_HANDED_OFF: dict[int, tuple[Account, AccountState, Version | None]] = {}
 
 
 def build_accounts(config: Config, stores: Mapping[str, SecretStore]) -> dict[str, Account]:

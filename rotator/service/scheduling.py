@@ -26,6 +26,7 @@ import structlog
 
 from rotator.politeness import Politeness, RateLimit, host_key, host_label
 from rotator.schedule import is_due
+from rotator.service.listing import unlisted
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -177,6 +178,8 @@ class StartPlan:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._names: Iterator[str] = iter(())
+        #: accounts whose state a listing of its directory showed absent (not read)
+        self._unlisted: frozenset[str] = frozenset()
 
     def start(self, pool: ThreadPoolExecutor) -> None:
         """Every account's first run, straight to the pool (no date job per account).
@@ -187,6 +190,7 @@ class StartPlan:
         """
         self._pool = pool
         self._names = iter(list(self._accounts))
+        self._unlisted = unlisted(self._accounts)
         if not self._accounts:
             # nothing to look at (a replica's empty first share): finished at once, so
             # nothing that waits for the plan waits for ever
@@ -225,9 +229,14 @@ class StartPlan:
     def first_run(self, name: str) -> None:
         overdue = None
         try:
-            overdue = self.look(self._accounts.get(name))
+            looked = self._accounts.get(name)
+            overdue = self.look(looked)
             if overdue is None:
-                self._job(name, planned=self._now)
+                try:
+                    self._job(name, planned=self._now)
+                finally:
+                    if looked is not None:  # a job that did not rotate (a paused host)
+                        looked.drop_hand_off()
         except Exception as exc:  # a future's exception would go unseen
             _log.exception("first run crashed", account=name, error=repr(exc))
         finally:
@@ -254,11 +263,42 @@ class StartPlan:
 
         A failed account, one not due, or one whose state cannot be read runs at
         once (its run decides: it calls no vendor, or reports the store's error).
+
+        **One state read per account per start.** What the look read is handed to
+        the account's first run (:meth:`Account.hand_off`), which then reads no
+        more: on Vault a new account costs its create-only state write and its
+        sink write, not two reads besides. The run's read under the account's lock
+        is what its decisions rest on, so the look hands on only a belief that a
+        compare-and-set catches before anything could be lost or spent twice:
+
+        - a run that follows at once (not overdue: ``first_run`` calls the job in
+          this thread, and drops what the job did not take): the belief is moments
+          old. A refresh token in it is spent only after the lease, written by
+          compare-and-set on the version read, so a state another process wrote
+          since refuses the lease (busy, looked at again); every state write is a
+          compare-and-set on that version too, so nothing is ever overwritten;
+        - an overdue account whose state is *absent* (a new account: the burst),
+          whatever its wait for its slot: an absent state holds no refresh token to
+          spend and no token to publish; its first write is a create-only one
+          (``cas=0``), which a state another process created meanwhile refuses,
+          and the run then reads that state afresh (a grant with a refresh token
+          needs none to be stored: the provider asks for ``rotator import``, the
+          run then adopts the stored grant). For a grant that holds no refresh
+          token (client credentials, password), that race costs one extra vendor
+          call, and the run's write lands on top of the other's by compare-and-set;
+        - a state a listing of its directory showed absent (:func:`unlisted`) is
+          not read at all: the same absent belief, taken at the start;
+        - an overdue account with a stored state is read again by its run (its
+          slot may be minutes away, and 100,000 stored states are not kept in
+          memory for it): a restart after an outage pays one read more per account.
         """
         if account is None:
             return None
         try:
-            state, _ = account.read_state()
+            if account.name in self._unlisted:
+                state, version = account.absent_state(), None
+            else:
+                state, version = account.read_state(fresh=True)
         except Exception:  # the run itself reads again and reports
             return None
         if state.failed or not is_due(
@@ -266,7 +306,10 @@ class StartPlan:
             has_token=state.access_token is not None,
             next_refresh_at=state.next_refresh_at,
         ):
+            account.hand_off(state, version)  # the run follows at once (first_run)
             return None
+        if version is None:
+            account.hand_off(state, version)
         urls = account.settings.vendor_urls()
         return Overdue(account.name, host_key(urls[0]) if urls else "", state.expires_at)
 

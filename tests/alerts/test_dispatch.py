@@ -92,7 +92,7 @@ def test_each_threshold_fires_once_repeats_resolves_and_survives_restart(
     assert dispatcher(store, clock, rec).check(st, settings()) == []
     assert len(rec.got) == 7  # 7d, three reminders, 3d, 1d, resolved
     record = store.read(alert_record_path("acme-fax"))
-    assert record is not None and set(record.data) == {"format", "requires"}  # no entry left
+    assert record is not None and set(record.data) == {"format", "requires", "account"}
 
 
 def test_thresholds_fire_exactly_once_each_over_a_month(store: FileStore) -> None:
@@ -211,7 +211,7 @@ def test_a_store_outage_still_alerts_once_and_is_recorded_after(tmp_path: Path) 
     clock.advance(hours=1)
     assert d.check(dead, settings()) == []  # not sent again: recorded now instead
     record = store.read(alert_record_path("acme-fax"))
-    assert record is not None and set(record.data) == {"format", "requires", "dead"}
+    assert record is not None and set(record.data) == {"format", "requires", "account", "dead"}
     # and a restarted daemon knows it too
     assert dispatcher(store, clock, rec).check(dead, settings()) == []
     assert len(rec.got) == 1

@@ -33,10 +33,17 @@ DAEMON_POLICY = """\
 path "secret/data/rotator/*" {
   capabilities = ["create", "read", "update"]
 }
+"""
+#: the daemon's policy of earlier releases (a metadata grant for the managed-by marker):
+#: still works
+EARLIER_DAEMON_POLICY = (
+    DAEMON_POLICY
+    + """\
 path "secret/metadata/rotator/*" {
   capabilities = ["create", "update"]
 }
 """
+)
 
 #: the consumer's read-only policy from docs/stores.md
 CONSUMER_POLICY = """\

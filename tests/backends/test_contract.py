@@ -166,7 +166,15 @@ def harness(
     made.store.close()
 
 
-VIEW = {"access_token": "tok-one", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
+#: a consumer view as rotator writes it (providers/base.py base_view): a Vault store
+#: knows it for rotator's by its account and provider (backends/base.py)
+VIEW = {
+    "access_token": "tok-one",
+    "token_type": "Bearer",
+    "expires_at": "2030-01-01T00:00:00Z",
+    "account": "acme",
+    "provider": "oauth2",
+}
 VIEW2 = {**VIEW, "access_token": "tok-two"}
 
 

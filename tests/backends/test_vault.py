@@ -28,6 +28,7 @@ from rotator.errors import (
 )
 from tests.backends.conftest import (
     DAEMON_POLICY,
+    EARLIER_DAEMON_POLICY,
     hostile_paths,
     plain_paths,
     token_env,
@@ -39,7 +40,14 @@ from tests.support import leakcheck
 from tests.support.servers import OpenBao, free_port
 from tests.support.wrappers import Counting
 
-VIEW = {"access_token": "tok-vault", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
+#: a consumer view as rotator writes it: its account and provider say it is rotator's
+VIEW = {
+    "access_token": "tok-vault",
+    "token_type": "Bearer",
+    "expires_at": "2030-01-01T00:00:00Z",
+    "account": "acme",
+    "provider": "oauth2",
+}
 VIEW2 = {**VIEW, "access_token": "tok-vault-2"}
 
 
@@ -305,17 +313,31 @@ def test_one_login_is_shared_by_all_threads(
         store.close()
 
 
-# -- the managed-by marker --------------------------------------------------------------
+# -- whose a path is: the marker, or the record ----------------------------------------------------
 
 
-def test_written_paths_carry_the_marker(bao: OpenBao, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_written_paths_carry_no_marker_and_another_process_knows_them_by_their_record(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
+    later = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
     try:
         path = f"apps/{unique()}"
         store.write(path, VIEW, expected_version=None)
-        assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
+        assert metadata(bao, path)["custom_metadata"] in (None, {})
+        # a new process (a restart) reads the view and writes the next one over it
+        record = later.read(path)
+        assert record is not None
+        assert later.write(path, VIEW2, expected_version=record.version).version == 2
+        # ... but not a view of another account or provider (a sink pointing at a
+        # path another account publishes to): refused, untouched
+        for other in ({**VIEW2, "account": "globex"}, {**VIEW2, "provider": "faxplus"}):
+            with pytest.raises(StoreNotManaged, match="adopt: true"):
+                later.write(path, other, expected_version=2)  # known at 2: still checked
+        assert bao.kv_versions(f"rotator/{path}") == 2
     finally:
         store.close()
+        later.close()
 
 
 def test_a_foreign_secret_is_refused_unless_adopted(
@@ -336,27 +358,57 @@ def test_a_foreign_secret_is_refused_unless_adopted(
 
         adopted = store.write(path, VIEW, expected_version=record.version, adopt=True)
         assert adopted.changed and adopted.version == 2
-        assert metadata(bao, path)["custom_metadata"] == {
-            "owner": "team-a",
-            "managed-by": "rotator",
-        }
-        # once marked, plain writes go through
+        # no marker is needed after: the view says it is rotator's (their metadata stays)
+        assert metadata(bao, path)["custom_metadata"] == {"owner": "team-a"}
         assert store.write(path, {**VIEW, "access_token": "t2"}, expected_version=2).version == 3
+        fresh = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
+        try:
+            assert fresh.write(path, VIEW, expected_version=3).version == 4
+        finally:
+            fresh.close()
     finally:
         store.close()
 
 
-def test_a_soft_deleted_latest_version_reads_as_missing_and_can_be_written(
+def test_a_path_marked_by_an_earlier_release_stays_rotators_whatever_it_holds(
     bao: OpenBao, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    path = f"apps/{unique()}"
+    bao.call("POST", f"secret/data/rotator/{path}", {"data": {"x": "written by hand"}})
+    bao.call(
+        "POST", f"secret/metadata/rotator/{path}", {"custom_metadata": {"managed-by": "rotator"}}
+    )
+    store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
+    try:
+        assert store.write(path, VIEW, expected_version=1).version == 2
+        assert store.write(path, VIEW2, expected_version=2).version == 3
+    finally:
+        store.close()
+
+
+def test_a_soft_deleted_latest_version_reads_as_missing_and_is_written_only_when_marked(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted latest version shows no data: an unmarked one cannot prove it is
+    rotator's, so the refusal says how to free it; a marked one is written."""
     store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
     try:
         path = f"apps/{unique()}"
         store.write(path, VIEW, expected_version=None)
         bao.call("DELETE", f"secret/data/rotator/{path}")  # soft delete of version 1
         assert store.read(path) is None
+        with pytest.raises(StoreNotManaged, match="bao kv metadata delete secret/rotator/apps/"):
+            store.write(path, VIEW, expected_version=None)
+        bao.call(
+            "POST",
+            f"secret/metadata/rotator/{path}",
+            {"custom_metadata": {"managed-by": "rotator"}},
+        )
         result = store.write(path, VIEW, expected_version=None)
         assert result.changed and result.version == 2
+        # removed for good: the path is free, and a create makes it again
+        bao.call("DELETE", f"secret/metadata/rotator/{path}")
+        assert store.write(path, VIEW, expected_version=None).version == 1
     finally:
         store.close()
 
@@ -368,9 +420,8 @@ def test_cas_rejects_a_version_the_server_moved_past(
     try:
         path = f"apps/{unique()}"
         store.write(path, VIEW, expected_version=None)
-        bao.call(
-            "POST", f"secret/data/rotator/{path}", {"options": {"cas": 1}, "data": {"x": "other"}}
-        )
+        other = {**VIEW, "access_token": "another-process"}
+        bao.call("POST", f"secret/data/rotator/{path}", {"options": {"cas": 1}, "data": other})
         with pytest.raises(StoreConflict):
             store.write(path, VIEW, expected_version=1)
         with pytest.raises(StoreConflict):
@@ -392,22 +443,22 @@ def test_permission_denied_names_the_path(bao: OpenBao, monkeypatch: pytest.Monk
         store.close()
 
 
-def test_a_policy_without_metadata_update_names_the_metadata_path(
+def test_a_policy_without_metadata_is_enough_and_one_with_it_still_works(
     bao: OpenBao, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bao.write_policy(
-        "data-only", 'path "secret/data/rotator/*" { capabilities = ["create", "read", "update"] }'
-    )
-    store = token_store(bao, monkeypatch, bao.create_token(["data-only"]))
-    try:
-        with pytest.raises(StorePermissionError) as caught:
-            store.write(f"apps/{unique()}", VIEW, expected_version=None)
-        assert "secret/metadata/rotator/apps/" in str(caught.value)
-        validation = store.validate("apps/x")
-        assert validation.status is ValidationStatus.ERROR
-        assert "secret/metadata/rotator/apps/x (the policy lacks update" in validation.reason
-    finally:
-        store.close()
+    """The daemon's policy needs the data path only (docs/stores.md); a policy written
+    for an earlier release, with the metadata grant, keeps working."""
+    bao.write_policy("earlier-release", EARLIER_DAEMON_POLICY)
+    for policy in ("rotator", "earlier-release"):
+        store = token_store(bao, monkeypatch, bao.create_token([policy]))
+        try:
+            path = f"apps/{unique()}"
+            assert store.write(path, VIEW, expected_version=None).version == 1
+            assert store.write(path, VIEW2, expected_version=1).version == 2
+            validation = store.validate("apps/x")
+            assert validation.status is ValidationStatus.READY, validation.reason
+        finally:
+            store.close()
 
 
 def test_a_missing_mount_says_so(bao: OpenBao, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -728,20 +779,19 @@ def test_a_write_at_a_version_we_saw_skips_the_read_and_still_loses_a_moved_cas(
         assert second.changed and second.version == 2
         assert requests == ["write_data"]  # no read: the version we wrote is the one expected
         assert store.write(path, VIEW2, expected_version=2).changed is False  # a no-op
-        bao.call(
-            "POST", f"secret/data/rotator/{path}", {"options": {"cas": 2}, "data": {"x": "other"}}
-        )
+        other = {**VIEW, "access_token": "another-process"}
+        bao.call("POST", f"secret/data/rotator/{path}", {"options": {"cas": 2}, "data": other})
         with pytest.raises(StoreConflict):
             store.write(path, VIEW, expected_version=2)
         record = store.read(path)
-        assert record is not None and record.version == 3 and record.data == {"x": "other"}
+        assert record is not None and record.version == 3 and record.data == other
         assert store.write(path, VIEW, expected_version=3).version == 4
         assert bao.kv_versions(f"rotator/{path}") == 4
     finally:
         store.close()
 
 
-def test_a_create_after_reading_nothing_skips_the_read_and_still_marks_the_path(
+def test_a_create_after_reading_nothing_is_one_call_and_leaves_a_path_made_since_alone(
     bao: OpenBao, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
@@ -749,15 +799,41 @@ def test_a_create_after_reading_nothing_skips_the_read_and_still_marks_the_path(
         path = f"apps/{unique()}"
         assert store.read(path) is None
         assert store.write(path, VIEW, expected_version=None).version == 1
-        assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
+        assert metadata(bao, path)["custom_metadata"] in (None, {})
         # someone else creates a path between our read and our create: cas=0 loses,
-        # and their path is not marked (tests/backends/test_vault_create.py)
+        # and their path is refused and left as it was (tests/backends/test_vault_create.py)
         other = f"apps/{unique()}"
         assert store.read(other) is None
         bao.call("POST", f"secret/data/rotator/{other}", {"data": {"x": "theirs"}})
-        with pytest.raises(StoreConflict):
+        with pytest.raises(StoreNotManaged):
             store.write(other, VIEW, expected_version=None)
         assert bao.kv_versions(f"rotator/{other}") == 1
         assert metadata(bao, other)["custom_metadata"] in (None, {})
     finally:
         store.close()
+
+
+def test_a_listing_names_what_is_there_or_is_none_when_the_policy_refuses_it(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``present_under`` (the start's one LIST of the state directory): the names of the
+    paths there, sub-directories left out; nothing yet is empty; a policy without
+    ``list`` answers None, with no new login (a refusal, not a stale token)."""
+    bao.write_policy(
+        "lister",
+        DAEMON_POLICY + 'path "secret/metadata/rotator/*" { capabilities = ["list"] }\n',
+    )
+    lister = token_store(bao, monkeypatch, bao.create_token(["lister"]))
+    plain = token_store(bao, monkeypatch, bao.create_token(["rotator"]))
+    try:
+        directory = f"state-{unique()}"
+        assert lister.present_under(directory) == frozenset()
+        for name in ("a", "b", "deeper/c"):
+            lister.write(f"{directory}/{name}", {**VIEW, "account": name}, expected_version=None)
+        assert lister.present_under(directory) == frozenset({"a", "b"})
+        generation = plain.auth.current().generation
+        assert plain.present_under(directory) is None
+        assert plain.auth.current().generation == generation
+    finally:
+        lister.close()
+        plain.close()

@@ -1,12 +1,19 @@
-"""Creating a path in the Vault store, against a real OpenBao: the data with
-``cas=0`` first, the ``managed-by`` marker after.
+"""Creating a path in the Vault store, and whose a path is, against a real OpenBao.
 
-A create makes two calls and no read (issue 20: the burst against the bare
-floor), and it can no longer claim a path someone else made: the marker is
-written only once the server's create-only write proved the path ours. The
-class of paths tested is every path another writer made, whatever this store
-knew of it (read before they made it, read after, never read) and whatever
-custom metadata they gave it: refused, and left exactly as they left it.
+A create is ONE call, the data with ``cas=0`` (issue 20: the burst against the
+bare floor): no read first, no metadata after. Whose a path is comes from its
+record (``written_by_rotator`` in rotator/backends/base.py; its pure properties
+are in tests/backends/test_base.py). The classes tested here:
+
+- every path another writer made, whatever this store knew of it (read before
+  they made it, read after, never read), whatever custom metadata they gave it
+  and whatever they put there (foreign data, a view of another account or
+  provider, a state record of another account): refused, left exactly as it was;
+- every record rotator writes, made by another process with no marker (a state
+  record, an alert or notify record, a view of the same account): taken over by
+  a process that writes the same thing, with a compare-and-set on its version;
+- a create that loses to another rotator's create of the same thing: the
+  contract's conflict, and nothing of theirs is touched.
 """
 
 from __future__ import annotations
@@ -14,22 +21,34 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import requests
 
 from rotator.backends.vault.client import HvacClient
 from rotator.backends.vault.store import VaultStore
-from rotator.errors import StoreConflict, StoreNotManaged, StoreUnavailable
+from rotator.errors import StoreConflict, StoreNotManaged
+from rotator.state import STATE_REQUIRES
 from tests.backends.conftest import token_env, unique, vault_settings
 from tests.support.servers import OpenBao
 from tests.support.wrappers import Counting
 
-VIEW = {"access_token": "tok-create", "token_type": "Bearer", "expires_at": "2030-01-01T00:00:00Z"}
+VIEW = {
+    "access_token": "tok-create",
+    "token_type": "Bearer",
+    "expires_at": "2030-01-01T00:00:00Z",
+    "account": "acme",
+    "provider": "oauth2",
+}
 VIEW2 = {**VIEW, "access_token": "tok-create-2"}
+STATE = {"format": "1", "requires": STATE_REQUIRES, "account": "acme", "refresh_token": "rt-1"}
+STATE2 = {**STATE, "refresh_token": "rt-2"}
+#: a policy with no grant on secret/metadata/ (docs/stores.md's minimal policy)
+DATA_ONLY = 'path "secret/data/rotator/*" { capabilities = ["create", "read", "update"] }'
 
 
 def counted_store(bao: OpenBao, monkeypatch: pytest.MonkeyPatch) -> tuple[VaultStore, Counting]:
+    bao.write_policy("data-only", DATA_ONLY)
     settings = vault_settings(
-        bao.url, {"method": "token", "token": token_env(monkeypatch, bao.create_token(["rotator"]))}
+        bao.url,
+        {"method": "token", "token": token_env(monkeypatch, bao.create_token(["data-only"]))},
     )
     client = Counting(HvacClient(settings))
     return VaultStore("vault", settings, client=client), client
@@ -45,174 +64,108 @@ def data(bao: OpenBao, path: str) -> dict[str, Any]:
     return answer
 
 
-def test_a_create_makes_two_calls_and_no_read(
-    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("record", [VIEW, STATE], ids=["view", "state"])
+def test_a_create_is_one_call_no_read_and_no_metadata(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch, record: dict[str, str]
 ) -> None:
     store, client = counted_store(bao, monkeypatch)
     try:
         store.renew_if_due()  # the login, before the calls counted
         client.calls.clear()
         path = f"apps/{unique()}"
-        result = store.write(path, VIEW, expected_version=None)
+        result = store.write(path, record, expected_version=None)
         assert result.changed and result.version == 1
-        assert client.calls == ["write_data", "write_metadata"]
-        assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
-        assert data(bao, path) == VIEW
+        assert client.calls == ["write_data"]
+        assert metadata(bao, path)["custom_metadata"] in (None, {})
+        assert data(bao, path) == record
         # the next write goes straight to its compare-and-set
         client.calls.clear()
-        assert store.write(path, VIEW2, expected_version=1).version == 2
+        assert store.write(path, {**record, "x": "2"}, expected_version=1).version == 2
         assert client.calls == ["write_data"]
     finally:
         store.close()
 
 
+THEIRS = {
+    "foreign data": {"x": "theirs"},
+    "a token of theirs": {"access_token": "theirs", "token_type": "Bearer"},
+    "a view of another account": {**VIEW, "account": "globex"},
+    "a view of another provider": {**VIEW, "provider": "faxplus"},
+    "a state record of another account": {**STATE, "account": "globex"},
+    "a record that only looks like state": {**STATE, "requires": "myapp>=1"},
+}
+
+
 @pytest.mark.parametrize("known", ["never read", "read before they made it", "read after"])
 @pytest.mark.parametrize("their_metadata", [None, {"owner": "team-a"}])
+@pytest.mark.parametrize("theirs", list(THEIRS))
+@pytest.mark.parametrize("ours", [VIEW, STATE], ids=["view", "state"])
 def test_a_path_another_writer_made_is_refused_and_left_as_it_was(
     bao: OpenBao,
     monkeypatch: pytest.MonkeyPatch,
+    *,
     known: str,
     their_metadata: dict[str, str] | None,
+    theirs: str,
+    ours: dict[str, str],
 ) -> None:
+    their_data = THEIRS[theirs]
     store, _ = counted_store(bao, monkeypatch)
     try:
         path = f"apps/{unique()}"
         if known == "read before they made it":
             assert store.read(path) is None
-        bao.call("POST", f"secret/data/rotator/{path}", {"data": {"x": "theirs"}})
+        bao.call("POST", f"secret/data/rotator/{path}", {"data": their_data})
         if their_metadata is not None:
             bao.call("POST", f"secret/metadata/rotator/{path}", {"custom_metadata": their_metadata})
         if known == "read after":
             record = store.read(path)
             assert record is not None and record.version == 1
-        if their_metadata is None:
-            # unmarked and bare, as another rotator's between its create and its marker:
-            # a lost create (the contract's conflict), and the write after it refuses
-            with pytest.raises(StoreConflict):
-                store.write(path, VIEW, expected_version=None)
-        else:
-            with pytest.raises(StoreNotManaged, match="adopt: true"):
-                store.write(path, VIEW, expected_version=None)
+        with pytest.raises(StoreNotManaged, match="not written by rotator"):
+            store.write(path, ours, expected_version=None)
         with pytest.raises(StoreNotManaged, match="adopt: true"):
-            store.write(path, VIEW, expected_version=1)
+            store.write(path, ours, expected_version=1)
         assert bao.kv_versions(f"rotator/{path}") == 1
-        assert data(bao, path) == {"x": "theirs"}
+        assert data(bao, path) == their_data
         assert (metadata(bao, path)["custom_metadata"] or None) == their_metadata
     finally:
         store.close()
 
 
-class MarkerFails(Counting):
-    """The real client, whose next ``write_metadata`` calls fail as a dropped
-    connection would (the data write before them went through)."""
-
-    def __init__(self, inner: Any, failures: int) -> None:
-        super().__init__(inner)
-        self.failures = failures
-
-    def __getattr__(self, name: str) -> Any:
-        method = super().__getattr__(name)
-        if name != "write_metadata":
-            return method
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self.failures:
-                self.failures -= 1
-                raise requests.exceptions.ConnectionError("connection dropped")
-            return method(*args, **kwargs)
-
-        return call
-
-
-def test_a_create_whose_marker_failed_is_still_ours_in_this_process(
-    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = vault_settings(
-        bao.url, {"method": "token", "token": token_env(monkeypatch, bao.create_token(["rotator"]))}
-    )
-    client = MarkerFails(HvacClient(settings), failures=1)
-    store = VaultStore("vault", settings, client=client)
-    try:
-        path = f"apps/{unique()}"
-        with pytest.raises(StoreUnavailable):
-            store.write(path, VIEW, expected_version=None)
-        assert metadata(bao, path)["custom_metadata"] in (None, {})  # data in, no marker
-        # the retried create (the grant keeper's) finds its own data: marked, nothing written
-        again = store.write(path, VIEW, expected_version=None)
-        assert not again.changed and again.version == 1
-        assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
-
-        # a failed marker followed by a rotation: the next write marks it and goes on
-        other = f"apps/{unique()}"
-        client.failures = 1
-        with pytest.raises(StoreUnavailable):
-            store.write(other, VIEW, expected_version=None)
-        record = store.read(other)
-        assert record is not None and record.version == 1
-        assert store.write(other, VIEW2, expected_version=1).version == 2
-        assert metadata(bao, other)["custom_metadata"] == {"managed-by": "rotator"}
-    finally:
-        store.close()
-
-
-def test_a_process_that_stopped_before_its_marker_is_healed_by_the_same_data(
-    bao: OpenBao, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A rotator killed between its create and its marker left its data unmarked; a
-    new process publishing the same view (the state's token) takes it back. Any other
-    data at an unmarked path stays refused."""
-    path = f"apps/{unique()}"
-    bao.call("POST", f"secret/data/rotator/{path}", {"options": {"cas": 0}, "data": VIEW})
-    store, _ = counted_store(bao, monkeypatch)
-    try:
-        record = store.read(path)
-        assert record is not None and record.version == 1
-        with pytest.raises(StoreNotManaged):
-            store.write(path, VIEW2, expected_version=1)  # not what it holds: not proven ours
-        assert metadata(bao, path)["custom_metadata"] in (None, {})
-        same = store.write(path, VIEW, expected_version=1)
-        assert not same.changed and same.version == 1
-        assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
-        assert store.write(path, VIEW2, expected_version=1).version == 2
-        # the same data at a later version is no proof: someone wrote it since
-        later = f"apps/{unique()}"
-        bao.call("POST", f"secret/data/rotator/{later}", {"data": {"x": "theirs"}})
-        bao.call("POST", f"secret/data/rotator/{later}", {"data": VIEW})
-        with pytest.raises(StoreNotManaged):
-            store.write(later, VIEW, expected_version=2)
-        assert bao.kv_versions(f"rotator/{later}") == 2
-    finally:
-        store.close()
+ALERTS = {"format": "1", "requires": STATE_REQUIRES, "account": "acme", "expiry": "{}"}
 
 
 @pytest.mark.parametrize(
-    ("requires", "ours"),
-    [("rotator>=0.1.0", True), ("rotator>=9.9", True), ("", False), ("myapp>=1", False)],
+    ("first", "second"),
+    [(VIEW, VIEW2), (STATE, STATE2), (ALERTS, {**ALERTS, "expiry": "{1}"})],
+    ids=["view", "state", "alert record"],
 )
-def test_a_state_record_whose_marker_a_policy_refused_is_taken_back_by_the_next_process(
-    bao: OpenBao, monkeypatch: pytest.MonkeyPatch, requires: str, ours: bool
+def test_a_record_another_rotator_wrote_is_taken_over_by_compare_and_set(
+    bao: OpenBao, monkeypatch: pytest.MonkeyPatch, first: dict[str, str], second: dict[str, str]
 ) -> None:
-    """docs/troubleshooting.md, "The Vault policy is too narrow": an import under a
-    policy without metadata update created the state unmarked; with the policy fixed, a
-    new process writes its own state there (other data than the first one). A record
-    that says rotator wrote it (``requires: rotator>=X``) is rotator's; anything else
-    at an unmarked path stays refused and untouched."""
-    path = f"state/{unique()}"
-    first = {"format": "1", "account": "idp-api", "refresh_token": "rt-first"}
-    if requires:
-        first["requires"] = requires
-    bao.call("POST", f"secret/data/rotator/{path}", {"options": {"cas": 0}, "data": first})
-    store, _ = counted_store(bao, monkeypatch)
+    """Another process (or a restart) created the record, with no marker: a process
+    writing the same thing (the same account's record, a view of the same account and
+    provider) writes over it, at the version it read and no other."""
+    them, _ = counted_store(bao, monkeypatch)
+    store, client = counted_store(bao, monkeypatch)
     try:
-        second = {**first, "refresh_token": "rt-second"}
-        if ours:
-            assert store.write(path, second, expected_version=1).version == 2
-            assert metadata(bao, path)["custom_metadata"] == {"managed-by": "rotator"}
-            assert data(bao, path)["refresh_token"] == "rt-second"
-        else:
-            with pytest.raises(StoreNotManaged):
-                store.write(path, second, expected_version=1)
-            assert metadata(bao, path)["custom_metadata"] in (None, {})
-            assert data(bao, path) == first
+        path = f"state/{unique()}"
+        assert them.write(path, first, expected_version=None).version == 1
+        # our create loses to theirs: the contract's conflict, theirs untouched
+        with pytest.raises(StoreConflict, match="create-only write lost"):
+            store.write(path, second, expected_version=None)
+        assert data(bao, path) == first
+        # ... and the same data: our create's lost answer, done already
+        assert store.write(path, first, expected_version=None).changed is False
+        record = store.read(path)
+        assert record is not None and record.version == 1
+        assert store.write(path, second, expected_version=1).version == 2
+        # a stale version is refused by the server, whoever owns the path
+        with pytest.raises(StoreConflict):
+            them.write(path, first, expected_version=1)
+        assert data(bao, path) == second
+        assert metadata(bao, path)["custom_metadata"] in (None, {})
+        assert "write_metadata" not in client.calls
     finally:
+        them.close()
         store.close()

@@ -237,12 +237,8 @@ accounts:
 
 def vault_policy(scene: Scene, bao: OpenBao) -> str:
     name = "trouble-" + secrets.token_hex(4)
-    # read and delete on the metadata, as an older example policy had it: no update
-    bao.write_policy(
-        name,
-        'path "secret/data/rotator/*" { capabilities = ["create", "read", "update"] }\n'
-        'path "secret/metadata/rotator/*" { capabilities = ["read", "delete"] }\n',
-    )
+    # read and update on the data, without create: a new path cannot be written
+    bao.write_policy(name, 'path "secret/data/rotator/*" { capabilities = ["read", "update"] }\n')
     scene.env[VAULT_TOKEN_ENV] = bao.create_token([name])
     with emulator(clients={"app": CLIENT_SECRET}) as vendor:
         vault_config(scene, bao.url, vendor.url)

@@ -68,7 +68,12 @@ def test_an_unchanged_publish_or_an_unlistened_event_queues_nothing(
     notes.after_rotation(result(sinks_written=1, revived=True))  # recovered: exec not listening
     assert notes.drain(5)
     assert [run["env"]["ROTATOR_EVENT"] for run in child.runs()] == ["rotated"]
-    assert store.read(notify_record_path("acme")).data.keys() == {"format", "requires", "rotated"}  # type: ignore[union-attr]
+    assert store.read(notify_record_path("acme")).data.keys() == {
+        "format",
+        "requires",
+        "account",
+        "rotated",
+    }  # type: ignore[union-attr]
 
 
 def test_two_replicas_deliver_each_event_once(store: FileStore, receiver: Receiver) -> None:

@@ -189,11 +189,18 @@ class _Account:
     name: str
     state: AccountState | None
     settings: _Settings = _Settings(("https://a.example/token",))
+    state_store: object = None  # no listing: each account is read
 
-    def read_state(self) -> tuple[AccountState, None]:
+    def read_state(self, *, fresh: bool = False) -> tuple[AccountState, None]:
         if self.state is None:
             raise OSError("the state store is down")
         return self.state, None
+
+    def hand_off(self, state: AccountState, version: None) -> None:
+        pass  # the hand-off itself: tests/service/test_start_handoff.py
+
+    def drop_hand_off(self) -> None:
+        pass
 
 
 @dataclass

@@ -78,6 +78,11 @@ class VaultClient(Protocol):
         """``DELETE <mount>/metadata/<path>`` (every version); a missing path is done."""
         ...
 
+    def list_keys(self, metadata_path: str, token: Secret) -> list[str] | None:
+        """``LIST <mount>/metadata/<dir>``: the keys under it (a sub-directory ends in
+        ``/``), [] when there are none; None when the policy does not allow it (403)."""
+        ...
+
     def mount_info(self, mount: str, token: Secret) -> Mapping[str, Any] | None:
         """``GET sys/internal/ui/mounts/<mount>``; None when no mount is visible."""
         ...
@@ -186,6 +191,20 @@ class HvacClient:
         except hvac.exceptions.InvalidPath as exc:
             if _no_route(exc):
                 raise
+
+    def list_keys(self, metadata_path: str, token: Secret) -> list[str] | None:
+        import hvac.exceptions
+
+        try:
+            answer = self._request("LIST", metadata_path, token)
+        except hvac.exceptions.Forbidden:
+            return None
+        except hvac.exceptions.InvalidPath as exc:
+            if _no_route(exc):
+                raise
+            return []  # nothing under it yet
+        keys = _dict(answer.get("data")).get("keys")
+        return [str(k) for k in keys] if isinstance(keys, list) else []
 
     def mount_info(self, mount: str, token: Secret) -> Mapping[str, Any] | None:
         import hvac.exceptions

@@ -29,7 +29,6 @@ class Probed(Protocol):
 
     def full_path(self, path: str) -> str: ...
     def data_path(self, full: str) -> str: ...
-    def metadata_path(self, full: str) -> str: ...
     def mapped(self, exc: Exception, action: str, path: str) -> StoreError: ...
 
 
@@ -58,8 +57,10 @@ def validate(store: Probed, client: VaultClient, probe_path: str | None) -> Vali
                 ValidationStatus.READY,
                 f"logged in ({store.settings.auth.method}); {store.mount}/ is KV v2",
             )
-        data_path, meta_path = store.data_path(full), store.metadata_path(full)
-        caps = client.capabilities([data_path, meta_path], token.secret)
+        # Only the data path: a create is one create-only write of the data, and whose
+        # a path is comes from its record (store.py), so no metadata grant is needed.
+        data_path = store.data_path(full)
+        caps = client.capabilities([data_path], token.secret)
         if caps is None:
             return Validation(
                 ValidationStatus.UNKNOWN,
@@ -72,17 +73,16 @@ def validate(store: Probed, client: VaultClient, probe_path: str | None) -> Vali
         return Validation(
             ValidationStatus.ERROR, reason(store.mapped(exc, "validating", ""), store.name)
         )
-    return judge(caps, data_path, meta_path, store.settings.auth.method)
+    return judge(caps, data_path, store.settings.auth.method)
 
 
-def judge(caps: Mapping[str, Any], data_path: str, meta_path: str, method: str) -> Validation:
-    """What the token's capabilities on the data and metadata paths allow."""
+def judge(caps: Mapping[str, Any], data_path: str, method: str) -> Validation:
+    """What the token's capabilities on the data path allow. Nothing is asked of
+    ``<mount>/metadata/``: a policy that still grants it (written for an earlier
+    release) keeps working, one without it is as good."""
     data_caps = set(caps.get(data_path) or [])
-    meta_caps = set(caps.get(meta_path) or [])
     if "root" in data_caps:
         data_caps |= {"create", "update", "read"}
-    if "root" in meta_caps:
-        meta_caps |= {"create", "update", "read"}
     lacking_write = sorted({"create", "update"} - data_caps)
     if lacking_write:
         return Validation(
@@ -93,12 +93,6 @@ def judge(caps: Mapping[str, Any], data_path: str, meta_path: str, method: str) 
         return Validation(
             ValidationStatus.ERROR,
             f"permission denied reading {data_path} (the policy lacks read)",
-        )
-    if not ({"create", "update"} & meta_caps):
-        return Validation(
-            ValidationStatus.ERROR,
-            f"permission denied writing {meta_path} (the policy lacks update; "
-            "rotator marks the paths it writes with custom metadata managed-by=rotator)",
         )
     return Validation(
         ValidationStatus.READY, f"logged in ({method}); may read and write {data_path}"

@@ -1,13 +1,20 @@
 """The Vault / OpenBao KV v2 store.
 
 Paths live under ``mount``/``prefix``; a version is the KV version number.
-Writes use KV v2 check-and-set on every call (``cas=0`` = create only), carry
-the custom metadata ``managed-by: rotator``, refuse a secret without that
-marker unless the sink says ``adopt``, and write nothing when the data is
-unchanged. A create is two calls and no read: the data with ``cas=0`` first (a
-path someone else made refuses it, untouched), then the marker. Every path is
-held to :data:`~rotator.backends.base.PATH_RULE` here, whatever the
-configuration check let through.
+Writes use KV v2 check-and-set on every call (``cas=0`` = create only) and
+write nothing when the data is unchanged.
+
+Ownership is decided by the record, not by a marker call: a path is rotator's
+when its custom metadata says ``managed-by: rotator`` (paths written by earlier
+releases, marked or adopted by hand), or when its latest data is a record
+rotator writes for the same thing (:func:`~rotator.backends.base.written_by_rotator`:
+a state record of the same account, a consumer view of the same account and
+provider). Anything else is refused unless the sink says ``adopt``. A create is
+therefore ONE call, the data with ``cas=0``: a path someone else made refuses
+it and is left untouched; no metadata is written, so the daemon's policy needs
+no grant on ``<mount>/metadata/``. Every path is held to
+:data:`~rotator.backends.base.PATH_RULE` here, whatever the configuration check
+let through.
 
 The store talks to Vault only through :class:`~rotator.backends.vault.client.VaultClient`
 (hvac by default, injected by tests) and gets its token from
@@ -25,6 +32,8 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import structlog
+
 from rotator.backends.base import (
     Record,
     Validation,
@@ -32,8 +41,10 @@ from rotator.backends.base import (
     WriteResult,
     checked_path,
     record_data,
+    record_identity,
     require_json,
     store_data,
+    written_by_rotator,
 )
 from rotator.backends.vault.auth import Token, VaultLogin
 from rotator.backends.vault.client import HvacClient, VaultClient, is_forbidden, mapped
@@ -49,9 +60,14 @@ __all__ = ["MANAGED_BY", "VaultStore"]
 
 MANAGED_BY = ("managed-by", "rotator")
 _T = TypeVar("_T")
+_log = structlog.get_logger("rotator.stores")
 
 #: what ``_known`` holds for a path that was absent when we read it
 _ABSENT = b""
+#: ``_known``'s owner of a path marked managed-by=rotator (any data of ours goes)
+_MARKED = 0
+#: ``_known``'s owner of data that does not say whose it is
+_UNKNOWN = -1
 
 
 class VaultStore:
@@ -74,13 +90,13 @@ class VaultStore:
         self.prefix = settings.prefix.strip("/")
         self._client: VaultClient = client if client is not None else HvacClient(settings)
         self.auth = VaultLogin(name, settings, self._client, clock=clock, keepalive=keepalive)
-        # path -> (version, digest of its data) as this process last read or wrote it,
-        # for marked (or absent) paths only: a write with that version as
-        # expected_version and new data goes straight to the CAS write (the server
-        # checks the version), without reading the path again first.
-        self._known: dict[str, tuple[int, bytes]] = {}
-        #: path -> the version this process created it at, until its marker lands
-        self._created: dict[str, int] = {}
+        # path -> (version, digest of its data, whose it is) as this process last read
+        # or wrote it, for rotator's (or absent) paths only: a write with that version
+        # as expected_version, new data and the same owner goes straight to the CAS
+        # write (the server checks the version), without reading the path again first.
+        # The owner is a hash of the record's identity (``_MARKED`` for a marked path,
+        # any data): a number, not the tuple, at 100,000 accounts' paths.
+        self._known: dict[str, tuple[int, bytes, int]] = {}
 
     # -- paths ---------------------------------------------------------------------
 
@@ -146,7 +162,7 @@ class VaultStore:
         data, meta = self._call("reading", self.data_path(full), lambda t: self._latest(t, full))
         if data is None or meta is None:
             if meta is None:  # nothing there at all (not a deleted latest version)
-                self._known[full] = (0, _ABSENT)
+                self._known[full] = (0, _ABSENT, _UNKNOWN)
             else:
                 self._known.pop(full, None)
             return None
@@ -158,9 +174,13 @@ class VaultStore:
     ) -> None:
         custom = (meta or {}).get("custom_metadata") or {}
         if custom.get(MANAGED_BY[0]) == MANAGED_BY[1]:
-            self._known[full] = (version, _digest(data))
-        else:
+            self._known[full] = (version, _digest(data), _MARKED)
+            return
+        identity = record_identity(data)
+        if identity is None:
             self._known.pop(full, None)
+        else:
+            self._known[full] = (version, _digest(data), hash(identity))
 
     def write(
         self,
@@ -176,9 +196,10 @@ class VaultStore:
         new = store_data(data)
 
         digest = _digest(new)
+        owner = _owner(new)
         known = self._known.get(full)
         if expected_version is None and (known is None or known[1] == _ABSENT):
-            created = self._create(full, new, digest)
+            created = self._create(full, new, digest, owner)
             if created is not None:
                 return created
             # the path exists: the read below refuses it unless it is ours (or adopted)
@@ -187,42 +208,42 @@ class VaultStore:
             and known is not None
             and known[1] not in (digest, _ABSENT)
             and known[0] == _as_int(expected_version)
+            and known[2] in (_MARKED, owner)
         ):
-            # We last saw this marked path at the expected version and the data
+            # We last saw this path of ours at the expected version and the data
             # differs: skip the GET; the server's check-and-set guards the version.
-            return self._cas_write(full, new, known[0], digest)
+            return self._cas_write(full, new, known[0], digest, owner)
 
         def attempt(token: Secret) -> WriteResult:
             current, meta = self._latest(token, full)
             version = int(meta["version"]) if meta else 0
             custom = (meta or {}).get("custom_metadata") or {}
-            marked = custom.get(MANAGED_BY[0]) == MANAGED_BY[1]
-            created_at = self._created.get(full)
-            ours = marked or (meta is not None and _created_here(created_at, version, current, new))
-            if meta is not None and not ours and not adopt:
-                if expected_version is None and version == 1 and not custom:
-                    # perhaps another rotator between its create and its marker: a
-                    # lost create; the write after a new read refuses a path not ours
-                    raise StoreConflict(
-                        f"{self.mount}/{full} already exists (create-only write lost)",
-                        store=self.name,
-                        path=path,
-                    )
+            ours = custom.get(MANAGED_BY[0]) == MANAGED_BY[1] or written_by_rotator(current, new)
+            if meta is not None and current is None and not ours and not adopt:
+                # a deleted latest version shows no data, so nothing says whose it is
                 raise StoreNotManaged(
-                    f"{self.mount}/{full} exists and was not written by rotator (no custom "
-                    f"metadata {MANAGED_BY[0]}={MANAGED_BY[1]}); set adopt: true on the sink "
-                    "to take it over (for a state path: mark it, bao kv metadata put "
-                    f"-custom-metadata={MANAGED_BY[0]}={MANAGED_BY[1]} {self.mount}/{full})",
+                    f"{self.mount}/{full} has a deleted latest version and no custom metadata "
+                    f"{MANAGED_BY[0]}={MANAGED_BY[1]}, so nothing says it is rotator's; remove "
+                    f"it for good (bao kv metadata delete {self.mount}/{full}), or mark it "
+                    f"(bao kv metadata put -custom-metadata={MANAGED_BY[0]}={MANAGED_BY[1]} "
+                    f"{self.mount}/{full}), or set adopt: true on the sink",
+                    store=self.name,
+                    path=path,
+                )
+            if meta is not None and not ours and not adopt:
+                raise StoreNotManaged(
+                    f"{self.mount}/{full} exists and was not written by rotator (neither "
+                    f"custom metadata {MANAGED_BY[0]}={MANAGED_BY[1]} nor a record rotator "
+                    "writes for this account); point the sink at a path of its own, or set "
+                    "adopt: true on the sink to take it over (for a state path: mark it, bao kv "
+                    f"metadata put -custom-metadata={MANAGED_BY[0]}={MANAGED_BY[1]} "
+                    f"{self.mount}/{full})",
                     store=self.name,
                     path=path,
                 )
             if expected_version is None:
-                # a create of ours that lost its answer (or its marker) is done already
-                if (
-                    current is not None
-                    and not adopt
-                    and not (current == new and not marked and ours)
-                ):
+                # a create of ours that lost its answer is done already
+                if current is not None and not adopt and current != new:
                     raise StoreConflict(
                         f"{self.mount}/{full} already exists (create-only write lost)",
                         store=self.name,
@@ -235,20 +256,11 @@ class VaultStore:
                     store=self.name,
                     path=path,
                 )
-            if not marked:
-                # before the data: a crash in between leaves a marked path, never an
-                # unmarked secret that rotator wrote
-                marker = {
-                    **{str(k): str(v) for k, v in custom.items()},
-                    MANAGED_BY[0]: MANAGED_BY[1],
-                }
-                self._client.write_metadata(self.metadata_path(full), marker, token)
-                self._created.pop(full, None)
             if current == new:
-                self._known[full] = (version, digest)
+                self._known[full] = (version, digest, owner)
                 return WriteResult(version, changed=False)
             written = self._client.write_data(self.data_path(full), new, version, token)
-            self._known[full] = (written, digest)
+            self._known[full] = (written, digest, owner)
             return WriteResult(written, changed=True)
 
         try:
@@ -257,16 +269,15 @@ class VaultStore:
             self._known.pop(full, None)
             raise
 
-    def _create(self, full: str, new: dict[str, ViewValue], digest: bytes) -> WriteResult | None:
-        """Create a path that we believe absent: the data with ``cas=0`` (create only),
-        then the marker. None when the path exists (the server refused the create and
-        nothing was touched).
+    def _create(
+        self, full: str, new: dict[str, ViewValue], digest: bytes, owner: int
+    ) -> WriteResult | None:
+        """Create a path that we believe absent: ONE call, the data with ``cas=0``
+        (create only). None when the path exists (the server refused the create and
+        nothing was touched): the caller reads it and decides by its content.
 
-        The data goes first: a create that loses to another writer changes nothing
-        of theirs, where a marker written first would have claimed their path. A path
-        whose marker did not land yet is remembered as ours at the version we made
-        (:func:`_created_here`); a crash in between is healed by the next write of
-        the same data.
+        No marker follows: the record says it is rotator's (module docstring), so
+        there is no window between two calls for a crash to fall into.
         """
         data_path = self.data_path(full)
         try:
@@ -279,18 +290,11 @@ class VaultStore:
         except StoreError:
             self._known.pop(full, None)
             raise
-        self._created[full] = version
-        self._known[full] = (version, digest)
-        meta_path = self.metadata_path(full)
-        marker = {MANAGED_BY[0]: MANAGED_BY[1]}
-        self._call(
-            "marking", meta_path, lambda t: self._client.write_metadata(meta_path, marker, t)
-        )
-        self._created.pop(full, None)
+        self._known[full] = (version, digest, owner)
         return WriteResult(version, True)
 
     def _cas_write(
-        self, full: str, new: dict[str, ViewValue], cas: int, digest: bytes
+        self, full: str, new: dict[str, ViewValue], cas: int, digest: bytes, owner: int
     ) -> WriteResult:
         data_path = self.data_path(full)
         try:
@@ -300,13 +304,35 @@ class VaultStore:
         except StoreError:
             self._known.pop(full, None)
             raise
-        self._known[full] = (version, digest)
+        self._known[full] = (version, digest, owner)
         return WriteResult(version, True)
+
+    def present_under(self, directory: str) -> frozenset[str] | None:
+        """The names directly under ``directory`` that Vault holds anything at (one
+        ``LIST`` of its metadata), for the start's look (service/scheduling.py): a
+        path not among them is absent without a read. None when the policy does not
+        grant ``list`` there (the documented minimal one does not) or the call
+        fails: the look reads each path, as it always could."""
+        full = self.full_path(directory)
+        meta_path = self.metadata_path(full)
+        try:
+            # no re-login on a 403 here: a refused list is an answer, not a stale token
+            keys = self._client.list_keys(meta_path, self.auth.current().secret)
+        except Exception as exc:
+            _log.info("state listing failed; each state is read", path=meta_path, error=repr(exc))
+            return None
+        if keys is None:
+            _log.info(
+                "the policy does not allow list; each state is read at the start",
+                path=meta_path,
+                fix=f'add "list" on {meta_path}/ to save one read per new account',
+            )
+            return None
+        return frozenset(key for key in keys if not key.endswith("/"))
 
     def delete(self, path: str) -> None:
         full = self.full_path(path)
         self._known.pop(full, None)
-        self._created.pop(full, None)
         meta_path = self.metadata_path(full)
         self._call("deleting", meta_path, lambda t: self._client.delete_metadata(meta_path, t))
 
@@ -324,27 +350,10 @@ class VaultStore:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _created_here(
-    created_at: int | None,
-    version: int,
-    current: Mapping[str, ViewValue] | None,
-    new: Mapping[str, ViewValue],
-) -> bool:
-    """An unmarked path that is rotator's all the same: this process created it at
-    ``version`` (``created_at``) and its marker did not land yet (nobody wrote since,
-    or the version would differ), or its one and only version holds exactly the
-    data being written (a rotator stopped between its create and its marker;
-    nobody else holds the fresh token it carries), or is a state record rotator
-    wrote whose marker a policy refused (fixed since)."""
-    if created_at == version:
-        return True
-    if version != 1 or current is None:
-        return False
-    # a state record says who wrote it (``requires: rotator>=X``, rotator/state.py): one
-    # whose marker was refused (a policy too narrow, fixed since) is rotator's own, and
-    # the next write with any data takes it back; no consumer's secret carries that line
-    written_by_rotator = str(current.get("requires", "")).startswith("rotator>=")
-    return current == new or written_by_rotator
+def _owner(data: Mapping[str, ViewValue]) -> int:
+    """Whose a record is, as ``_known`` keeps it (see :func:`record_identity`)."""
+    identity = record_identity(data)
+    return _UNKNOWN if identity is None else hash(identity)
 
 
 def _digest(data: Mapping[str, ViewValue]) -> bytes:

@@ -94,7 +94,7 @@ class FlowBook:
     @staticmethod
     def _save(store: SecretStore, account: str, book: dict[str, Any], version: Any) -> bool:
         data = {
-            **CONSOLE_RECORD.mark(),
+            **CONSOLE_RECORD.mark(account),
             "flows": json.dumps(book["flows"], sort_keys=True),
             "used": json.dumps(book["used"], sort_keys=True),
         }
