@@ -101,6 +101,13 @@ def warm_imports(env: Env) -> None:
         "    except Exception:\n"
         "        pass\n"
         "import bench.baseline, bench.emulator, tests.support.servers\n"
+        # what the daemon imports only once it runs: httpx's transport (httpcore, and
+        # trio and anyio, which httpcore looks for), the scheduler, structlog's console
+        # renderer. Unwarmed, the daemon compiled them (~0.25 s of a 3,000-account
+        # burst's CPU, py-spy) and the bare baseline after it found them compiled.
+        "import httpx; httpx.Client().close()\n"
+        "import structlog.dev, apscheduler.schedulers.background, apscheduler.executors.pool\n"
+        "import apscheduler.jobstores.memory, apscheduler.triggers.interval\n"
     )
     subprocess.run([PY, "-c", code], env=env.environ(), cwd=ROOT, check=True, timeout=300)
 

@@ -26,7 +26,7 @@ import socket
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -54,9 +54,10 @@ class Lease:
     written: bool = True
 
     @staticmethod
-    def released(state: AccountState) -> AccountState:
-        """``state`` without a lease: what the write that ends the lease holds."""
-        return replace(state, lease_owner="", lease_until=None)
+    def released(state: AccountState, **changes: Any) -> AccountState:
+        """``state`` without a lease (and with ``changes``): what the write that ends
+        the lease holds. One copy of the state's twenty fields, however many change."""
+        return replace(state, **changes, lease_owner="", lease_until=None)
 
     def give_back(self, state: AccountState | None = None) -> bool:
         """End the lease with no new grant; ``state`` (default: as leased) is written.

@@ -222,17 +222,15 @@ class Rotator:
     def _rotated(self, account: Account, lease: Lease, tokens: TokenSet) -> AccountState:
         """The new state: the vendor's tokens, no error, and the lease released."""
         return Lease.released(
-            replace(
-                lease.state.with_tokens(tokens),
-                last_success_at=tokens.issued_at,
-                last_error="",
-                last_error_code="",
-                consecutive_failures=0,
-                failed=False,
-                next_refresh_at=planned_refresh(
-                    tokens.issued_at, tokens.expires_at, account.policy, self.rand()
-                ),
-            )
+            lease.state.with_tokens(tokens),
+            last_success_at=tokens.issued_at,
+            last_error="",
+            last_error_code="",
+            consecutive_failures=0,
+            failed=False,
+            next_refresh_at=planned_refresh(
+                tokens.issued_at, tokens.expires_at, account.policy, self.rand()
+            ),
         )
 
     def _failed(self, lease: Lease, error: ProviderError) -> Run:

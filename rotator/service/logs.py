@@ -38,6 +38,7 @@ _SENSITIVE_KEY = re.compile(
 )
 _ALLOWED_KEYS = frozenset({"error_code", "status_code", "exit_code", "last_error_code"})
 _LIMIT = 2000  # characters per logged string value
+_NUMBERS = frozenset({int, float, bool})
 
 
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -50,6 +51,10 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
         if type(value) is str and len(value) <= _LIMIT and SCRUB_ANY.search(value) is None:
             # the common case, decided without a call: plain text under a plain name
             if value and _sensitive_key(key):
+                event[key] = "***"
+        elif type(value) in _NUMBERS:
+            # a count or a duration holds no text to scrub; only its name can mask it
+            if _sensitive_key(key):
                 event[key] = "***"
         elif value is not None:
             event[key] = _redact_value(key, value, keep_lines=key in ("exception", "stack"))

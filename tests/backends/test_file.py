@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from rotator.backends.base import ValidationStatus, WriteResult
 from rotator.backends.file import FileStore, render
+from rotator.backends.file.store import MARKER
 from rotator.errors import StoreConflict, StoreDamaged, StoreError, StoreNotManaged
 from tests.support import leakcheck
 
@@ -239,3 +241,101 @@ def test_write_under_a_regular_file_is_a_typed_error(tmp_path: Path) -> None:
         store(blocker).write("idp.json", VIEW, expected_version=None)
     assert caught.value.store == "files"
     assert TOKEN not in str(caught.value)
+
+
+# -- the hot path's system calls and checks (issue 20: the burst against the floor) ----
+
+
+def _reference_parts(files: FileStore, path: str) -> tuple[str, ...]:
+    """Tree.parts as it was before its fast path: every path decoded and looked at."""
+    from urllib.parse import unquote
+
+    decoded = unquote(path)
+    if any(unicodedata.category(c) == "Cc" for text in (path, decoded) for c in text):
+        raise StoreError("control")
+    parts = tuple(part for part in path.split("/") if part not in ("", "."))
+    decoded_parts = [part for part in decoded.split("/") if part not in ("", ".")]
+    if (
+        path.startswith("/")
+        or decoded.startswith("/")
+        or not parts
+        or ".." in parts
+        or ".." in decoded_parts
+    ):
+        raise StoreError("climbs")
+    last = parts[-1]
+    if last.startswith(".") and (
+        last.endswith(".lock") or ".tmp-" in last or last.startswith(".rotator-probe-")
+    ):
+        raise StoreError("the store's own name")
+    return parts
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["a", "..", ".", "", "%2e%2e", "%2f", "%00", "\x00", "\n", "\x85", "b", ".b.lock"]
+        )
+        | st.text(max_size=6),
+        min_size=1,
+        max_size=4,
+    ).map("/".join)
+)
+def test_the_path_check_fast_path_decides_as_the_full_check(path: str) -> None:
+    """A printable path without '%' skips decoding and the per-character look; every
+    path gets the answer the full check gives (the parts, or a refusal)."""
+    files = store(Path("/nonexistent-store"))
+    try:
+        expected: tuple[str, ...] | None = _reference_parts(files, path)
+    except StoreError:
+        expected = None
+    try:
+        got: tuple[str, ...] | None = files._tree.parts(path)
+    except StoreError:
+        got = None
+    assert got == expected
+
+
+@pytest.mark.parametrize("new", [True, False], ids=["create-first", "open-first"])
+@pytest.mark.parametrize("before", [None, b"", MARKER, b"managed-by: none\n"])
+def test_the_lock_file_is_seen_as_it_was_whichever_open_comes_first(
+    tmp_path: Path, new: bool, before: bytes | None
+) -> None:
+    """Whether the lock file existed decides the old-rotator ownership rule: both
+    orders of open report it the same, and neither changes its contents."""
+    files = store(tmp_path)
+    lock = tmp_path / ".acct.json.lock"
+    if before is not None:
+        lock.write_bytes(before)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd, existed = files._open_lock(dir_fd, ("acct.json",), new=new)
+        os.close(fd)
+    finally:
+        os.close(dir_fd)
+    assert existed is (before is not None)
+    assert lock.read_bytes() == (before or b"")
+
+
+def test_each_write_opens_its_lock_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first write (no version) creates the lock file straight away, a later one
+    opens the existing one: no failing open first (each is a hand-over of the
+    interpreter lock under 16 workers)."""
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting(path: str, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    files = store(tmp_path)
+    monkeypatch.setattr(os, "open", counting)
+    first = files.write("acct.json", VIEW, expected_version=None)
+    assert opened.count(".acct.json.lock") == 1
+    opened.clear()
+    files.write("acct.json", {**VIEW, "expires_at": "x"}, expected_version=first.version)
+    assert opened.count(".acct.json.lock") == 1
+    monkeypatch.undo()
+    assert (tmp_path / ".acct.json.lock").read_bytes() == MARKER

@@ -129,6 +129,21 @@ def test_non_string_values_under_credential_names_are_masked() -> None:
     assert out == {"code": "***", "token": "***", "session": "***", "error_code": 7, "note": None}
 
 
+_KEYS = st.sampled_from(["code", "token", "error_code", "status_code", "sinks_written", "n"])
+
+
+@given(
+    key=_KEYS | st.text(max_size=12),
+    value=st.integers() | st.floats(allow_nan=False) | st.booleans(),
+)
+def test_a_number_is_masked_by_its_name_alone(key: str, value: object) -> None:
+    """The fast path for counts and durations decides as the general one: a number
+    holds no text to scrub, so only a credential's field name masks it (0 too)."""
+    from rotator.service.logs import _redact_value
+
+    assert run(**{key: value}) == {key: _redact_value(key, value)}
+
+
 # -- configure_logging -------------------------------------------------------------------
 
 

@@ -49,15 +49,19 @@ class Tree:
 
     def parts(self, path: str) -> tuple[str, ...]:
         """The components of ``path``; a StoreError unless it names a file in the store."""
-        decoded = unquote(path)
-        for text in (path, decoded):
+        # Every write and read asks, with the same few paths: a printable path without
+        # a percent sign decodes to itself and holds no control character (every Cc
+        # character is unprintable), so the per-character look is for the others.
+        plain = "%" not in path and path.isprintable()
+        decoded = path if plain else unquote(path)
+        for text in () if plain else (path, decoded):
             if any(unicodedata.category(char) == "Cc" for char in text):
                 raise self._bad(
                     path.encode("unicode_escape").decode("ascii"),
                     "contains a control character (NUL, newline, escape...); use printable names",
                 )
         parts = tuple(part for part in path.split("/") if part not in ("", "."))
-        decoded_parts = [part for part in decoded.split("/") if part not in ("", ".")]
+        decoded_parts = parts if plain else [p for p in decoded.split("/") if p not in ("", ".")]
         if (
             path.startswith("/")
             or decoded.startswith("/")

@@ -99,10 +99,10 @@ class FileStore:
     # -- locking and ownership -------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self, parts: tuple[str, ...]) -> Iterator[_Held]:
+    def _locked(self, parts: tuple[str, ...], *, new: bool = False) -> Iterator[_Held]:
         dir_fd = self._tree.parent(parts, create=True)
         try:
-            lock_fd, existed = self._open_lock(dir_fd, parts)
+            lock_fd, existed = self._open_lock(dir_fd, parts, new=new)
             try:
                 try:
                     fcntl.flock(lock_fd, fcntl.LOCK_EX)
@@ -118,24 +118,49 @@ class FileStore:
         finally:
             os.close(dir_fd)
 
-    def _open_lock(self, dir_fd: int, parts: tuple[str, ...]) -> tuple[int, bool]:
+    def _open_lock(self, dir_fd: int, parts: tuple[str, ...], *, new: bool) -> tuple[int, bool]:
+        """The lock file's descriptor, and whether it existed before this call.
+
+        ``new``: the caller believes the path is new (it writes against no version),
+        so its lock file most likely is too: it is created first, and opened only if
+        it exists. Either order gives the same answer; the likely one saves the
+        failing ``open`` (one system call, one hand-over of the interpreter lock).
+        """
         lock = f".{parts[-1]}.lock"
         shown = (*parts[:-1], lock)
-        flags = os.O_RDWR | _FILE_FLAGS
         for _ in range(3):  # created, or removed, by someone else in between: look again
-            try:
-                return os.open(lock, flags, dir_fd=dir_fd), True
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
-            try:
-                return os.open(lock, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd), False
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
+            if new:
+                opened = self._create_lock(dir_fd, lock, shown) or self._open_existing(
+                    dir_fd, lock, shown
+                )
+            else:
+                opened = self._open_existing(dir_fd, lock, shown) or self._create_lock(
+                    dir_fd, lock, shown
+                )
+            if opened is not None:
+                return opened
         raise self._tree.error(OSError(errno.EAGAIN, "the lock file keeps changing"), "lock", lock)
+
+    def _open_existing(
+        self, dir_fd: int, lock: str, shown: tuple[str, ...]
+    ) -> tuple[int, bool] | None:
+        try:
+            return os.open(lock, os.O_RDWR | _FILE_FLAGS, dir_fd=dir_fd), True
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
+
+    def _create_lock(
+        self, dir_fd: int, lock: str, shown: tuple[str, ...]
+    ) -> tuple[int, bool] | None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+        try:
+            return os.open(lock, flags, 0o600, dir_fd=dir_fd), False
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
 
     def _owned(self, held: _Held, current: bytes, fmt: str) -> bool:
         if held.marker == MARKER:
@@ -210,7 +235,7 @@ class FileStore:
     ) -> WriteResult:
         parts = self._tree.parts(path)
         new = render(data, fmt)
-        with self._locked(parts) as held:
+        with self._locked(parts, new=expected_version is None) as held:
             fd = self._open_target(held.dir_fd, parts)
             try:
                 current = self._read_fd(fd, parts) if fd is not None else None
