@@ -257,6 +257,9 @@ class Politeness:
         self.waiter: Sleeper = waiter if waiter is not None else Waiter()
         self._gates: dict[str, _Gate] = {}
         self._cond = threading.Condition()
+        #: the latest end of any host's pause: before it, hold_off looks at the hosts;
+        #: after it (almost always), it answers 0 without a lock or a URL parsed
+        self._any_paused_until = 0.0
 
     def configure(
         self, limits: Mapping[str, RateLimit], default: RateLimit = DEFAULT_LIMIT
@@ -350,6 +353,7 @@ class Politeness:
                     gate.backoff = min(BACKOFF_MAX, gate.backoff * 2 or BACKOFF_FIRST)
                     seconds = gate.backoff
                 gate.pause(self.clock() + seconds)
+                self._any_paused_until = max(self._any_paused_until, gate.paused_until)
             elif status is not None:
                 gate.backoff = 0.0
             self._cond.notify_all()
@@ -359,6 +363,8 @@ class Politeness:
     def hold_off(self, urls: Iterable[str]) -> float:
         """Seconds until every host of ``urls`` takes calls again (0: now)."""
         now = self.clock()
+        if now >= self._any_paused_until:
+            return 0.0
         with self._cond:
             paused = [g.paused_until for k in map(host_key, urls) if (g := self._gates.get(k))]
         return max(0.0, max(paused, default=now) - now)

@@ -377,3 +377,37 @@ def test_no_vendor_call_can_bypass_the_gate() -> None:
         assert isinstance(clients.get(verify=False), polite_client_class())  # type: ignore[arg-type]
     finally:
         clients.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["https://a.example/t", "https://b.example/t", "https://c.example/t"]),
+            st.sampled_from([200, 429, 503]),
+            st.one_of(st.none(), st.integers(0, 90).map(str)),
+            st.floats(0, 60),
+        ),
+        max_size=12,
+    )
+)
+def test_hold_off_answers_as_the_hosts_pauses_say(
+    events: list[tuple[str, int, str | None, float]],
+) -> None:
+    """hold_off's shortcut (nothing paused past now: 0 without looking at the hosts)
+    gives what every host's own pause gives, over any sequence of answers and time."""
+    fake = FakeTime()
+    politeness = Politeness(clock=fake.clock, wall=lambda: 1_700_000_000.0 + fake.now, waiter=fake)
+    urls = ["https://a.example/t", "https://b.example/t", "https://c.example/t"]
+    for url, status, retry_after, later in events:
+        try:
+            permit = politeness.acquire(url, budget=0)
+        except Throttled:
+            pass
+        else:
+            politeness.release(permit, status, retry_after)
+        fake.now += later
+        for asked in ([url], urls, urls[:1], []):
+            gates = [politeness._gates.get(host_key(u)) for u in asked]
+            slow = max([g.paused_until for g in gates if g], default=fake.now) - fake.now
+            assert politeness.hold_off(asked) == pytest.approx(max(0.0, slow))

@@ -79,7 +79,9 @@ class Rotator:
     http: HttpClients
     owner: str = field(default_factory=default_owner)
     clock: Callable[[], datetime] = utc_now
-    rand: Callable[[], float] = random.random
+    #: the jitter's draws, from a generator of the rotator's own (worker threads that
+    #: drew from the process-wide one changed it under other code's feet)
+    rand: Callable[[], float] = field(default_factory=lambda: random.Random().random)  # noqa: S311
     observers: list[Observer] = field(default_factory=list)
     #: the write-ahead spool for rotated grants (None: memory only, for tests)
     spool: Spool | None = None

@@ -11,7 +11,6 @@ through :class:`~rotator.service.monitor.Supervised` and is hooked in here.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -106,10 +105,6 @@ def build_rotator(
         http=http if http is not None else HttpClients(max_connections=4),
         observers=list(observers),
         spool=opened,
-        # jitter from a generator of its own: worker threads drawing from the module's
-        # global one changed the state under anyone who seeds it or checks it unchanged
-        # (hypothesis, around each strategy draw)
-        rand=random.Random().random,  # noqa: S311 (jitter of a schedule, not a secret)
     )
 
 
