@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.backends.aws import AwsStore
-from rotator.backends.base import SecretStore
+from rotator.backends.base import SecretStore, record_identity, written_by_rotator
 from rotator.backends.file import FileStore
 from rotator.backends.file.formats import parse, render
 from rotator.backends.vault.store import VaultStore
@@ -238,3 +238,17 @@ def test_every_providers_view_renders_and_parses_in_every_file_format(
         if key in view
     }
     assert render(flat, "env") == render(view, "env")
+
+
+@given(name=st.sampled_from(sorted(PROVIDERS.names())), first=tokensets(), second=tokensets())
+def test_every_providers_view_says_whose_it_is(
+    name: str, first: TokenSet, second: TokenSet
+) -> None:
+    """A Vault store knows a sink is rotator's by its view (backends/base.py
+    written_by_rotator): a provider whose view did not name its account and provider
+    would have its second publish from a new process refused as someone else's."""
+    provider = provider_for(name)
+    assert record_identity(provider.consumer_view(first)) == ("view", "acct", name)
+    assert written_by_rotator(provider.consumer_view(first), provider.consumer_view(second))
+    other = provider_class(name)("other-acct", provider.settings)
+    assert not written_by_rotator(provider.consumer_view(first), other.consumer_view(second))
