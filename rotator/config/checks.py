@@ -18,7 +18,7 @@ from rotator.config.fields import shown
 from rotator.config.models import AccountSettings, Config
 from rotator.errors import ConfigError
 
-__all__ = ["Origins", "check_aws_names", "check_paths", "check_references"]
+__all__ = ["Origins", "check_aws_names", "check_paths", "check_references", "state_store_of"]
 
 
 class Origins:

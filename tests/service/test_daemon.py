@@ -399,3 +399,85 @@ def test_a_daemon_loads_only_the_modules_its_configuration_needs(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split() == ["loaded:"]
+
+
+def _many_accounts(tmp: Path, names: list[str], *, changed: str = "", extra: str = "") -> Path:
+    """A one-worker daemon with ``names`` (refresh-token accounts never seeded: no
+    vendor is called); ``changed`` gets a jitter of its own."""
+    lines = [
+        f"server: {{workers: 1, shutdown_grace: 5s, spool_dir: {tmp / 'spool'}}}",
+        "stores:",
+        f"  files: {{type: file, directory: {tmp / 'out'}}}",
+        "defaults:",
+        "  provider: oauth2",
+        "  token_url: http://127.0.0.1:9/token",
+        "  client_secret: env:UNUSED_SECRET",
+        "accounts:",
+    ]
+    for name in names:
+        jitter = ", jitter: 0.2" if name == changed else ""
+        lines.append(
+            f"  {name}: {{client_id: {name}, sinks: [{{store: files, path: {name}}}]{jitter}}}"
+        )
+    path = tmp / "rotator.yaml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def _events(output: str) -> list[dict[str, object]]:
+    events = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+#: enough accounts that one worker is still at its first looks when a signal lands
+MANY = 20_000
+
+
+def test_a_reload_while_the_start_builds_its_accounts_changes_only_what_changed(
+    tmp_path: Path,
+) -> None:
+    """The start builds each account at its first run (rotation/accounts.py): a SIGHUP
+    before every account was built must still see the whole configuration, report as
+    changed only the account whose settings changed, and the first runs after it look
+    at the reloaded accounts."""
+    names = [f"acct-{i:05d}" for i in range(MANY)]
+    config = _many_accounts(tmp_path, names)
+    with DaemonProcess(config, env={"UNUSED_SECRET": "x"}) as daemon:
+        daemon.wait_log('"event": "started"', timeout=60)
+        _many_accounts(tmp_path, [*names[:1], *names[2:], "late"], changed=names[2])
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log('"event": "reloaded"', timeout=60)
+        daemon.wait_log('"event": "overdue accounts spread"', timeout=120)
+        assert daemon.stop() == 0
+        events = _events(daemon.output())
+    kinds = [e["event"] for e in events]
+    assert kinds.index("reloaded") < kinds.index("overdue accounts spread"), (
+        "the reload came after every first run: it did not test the build in progress"
+    )
+    [reloaded] = [e for e in events if e["event"] == "reloaded"]
+    assert reloaded["added"] == ["late"]
+    assert reloaded["removed"] == [names[1]]
+    assert reloaded["changed"] == [names[2]]
+    assert reloaded["accounts"] == MANY
+    [started] = [e for e in events if e["event"] == "started"]
+    assert started["accounts"] == MANY
+    [spread] = [e for e in events if e["event"] == "overdue accounts spread"]
+    # every account the start named was looked at once, the removed one at most
+    assert spread["count"] in (MANY - 1, MANY)
+    assert not [e for e in events if "crashed" in str(e["event"])]
+    assert events[-1]["event"] == "stopped"
+
+
+def test_a_stop_while_the_start_builds_its_accounts_is_clean(tmp_path: Path) -> None:
+    config = _many_accounts(tmp_path, [f"acct-{i:05d}" for i in range(MANY)])
+    with DaemonProcess(config, env={"UNUSED_SECRET": "x"}) as daemon:
+        daemon.wait_log('"event": "started"', timeout=60)
+        assert daemon.stop(timeout=20) == 0
+        events = _events(daemon.output())
+    kinds = [e["event"] for e in events]
+    assert "overdue accounts spread" not in kinds  # stopped before every first run
+    assert not [e for e in events if "crashed" in str(e["event"])]
+    assert kinds[-1] == "stopped" and events[-1]["clean"] is True
