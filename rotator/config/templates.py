@@ -3,7 +3,7 @@
 Accounts filled from one ``defaults`` differ in their name, client id and sink
 paths; one pydantic ``model_validate`` each, and the sharing of its values, was
 most of the validation of a 100,000-account start (bench/results.md, "Ninth
-round"). :class:`Templates` keeps, per provider model and set of keys, the first
+round"). :class:`Templates` keeps, per provider model and list of keys, the first
 account validated whole (its *template*, raw mapping and model); a later account
 with the same keys is compared with the template's raw mapping value by value,
 and only the keys that differ are validated, each alone, into a copy of the
@@ -122,14 +122,14 @@ class Templates:
     def __init__(self, seen: dict[Any, Any]) -> None:
         self.seen = seen
         self._plans: dict[type[BaseModel], _Plan] = {}
-        self._templates: dict[tuple[type[BaseModel], frozenset[Any]], _Template] = {}
+        self._templates: dict[tuple[type[BaseModel], tuple[Any, ...]], _Template] = {}
         #: accounts validated whole and through a template (the tests look)
         self.whole = 0
         self.fast = 0
 
     def validate(self, model: type[BaseModel], raw: dict[Any, Any]) -> Any:
         """``model.model_validate(raw)``, its values shared; raises what that raises."""
-        key = (model, frozenset(raw))
+        key = (model, tuple(raw))  # the keys in their order: accounts written alike
         template = self._templates.get(key)
         if template is not None:
             found = self._from_template(model, raw, template)
