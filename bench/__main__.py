@@ -159,6 +159,8 @@ def scale_table(s: scale.Scale) -> list[str]:
         "|---|---:|---|",
         f"| start to first job | {s.start_s:.1f} s | <= {TARGETS['scale_start_s']:.0f} s "
         f"{_ok(s.start_s <= TARGETS['scale_start_s'])} |",
+        f"| CPU s to the first job | {s.cpu_first_s:.1f} s | |",
+        f"| load average (1 min) at the spawn | {s.load_at_spawn:.1f} | |",
         f"| start to `started` (every first run queued) | {s.started_s:.1f} s | |",
         f"| start to every account looked at once | {s.looked_s:.1f} s | |",
         f"| CPU s to every account looked at | {s.cpu_start_s:.1f} s | |",

@@ -22,17 +22,20 @@ loader bounds alias expansion, nesting and number sizes.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import yaml
 from pydantic import ValidationError
 
 from rotator.config import yamlfile
+from rotator.config.checks import Origins, check_aws_names, check_paths, check_references
 from rotator.config.fields import shown
 from rotator.config.files import (
     MAX_FILE_BYTES,
@@ -44,8 +47,8 @@ from rotator.config.files import (
     yaml_error,
 )
 from rotator.config.messages import Refusals, closest, config_error, key_path
-from rotator.config.models import AccountSettings, Config, state_store
-from rotator.config.sharing import shared_values
+from rotator.config.models import AccountSettings, Config
+from rotator.config.templates import Templates
 from rotator.errors import ConfigError
 from rotator.providers.registry import PROVIDERS, provider_class
 
@@ -93,11 +96,31 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | None = 
         base_dir = os.path.dirname(os.path.abspath(source)) if is_file else os.getcwd()
     main = _Main(text, source, base_dir, source if is_file else None)
     try:
-        return _parse(main)
+        with _collector_paused():
+            return _parse(main)
     except ConfigError:
         raise
     except Exception as exc:  # the contract: nothing but ConfigError leaves
         raise ConfigError(f"{source}: {INTERNAL} ({type(exc).__name__})") from None
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a file is read and validated.
+
+    Loading makes millions of objects and hardly a cycle (the parsed YAML is freed
+    by reference counting as each account is validated), but each growth of the
+    heap by a quarter triggered a full collection that walked all of them: 0.8 of
+    a 100,000-account start's 7 CPU seconds. Whatever cycles a reload's worker
+    threads make meanwhile wait the few seconds for the collector to come back.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +182,7 @@ def _validate(raw: dict[Any, Any], main: _Main) -> Config:
     )
     accounts_raw, origins = _merge(accounts_raw, includes, main)
     # with include: in use, every message about an account names the file it is written in
-    at = _Origins(origins, main.source) if "include" in raw else _Origins({}, "")
+    at = Origins(origins, main.source) if "include" in raw else Origins({}, "")
 
     unknown = _unknown_defaults(defaults, accounts_raw)
     if unknown is not None:
@@ -167,14 +190,14 @@ def _validate(raw: dict[Any, Any], main: _Main) -> Config:
             "is not an account key of any provider", path=key_path(["defaults", unknown])
         )
     accounts: dict[str, AccountSettings] = {}
-    shared: dict[Any, Any] = {}
+    templates = Templates({})
     refusals = Refusals()
     # Each account's parsed YAML is dropped once its model is built: the raw and the
     # validated copies of 100,000 accounts are never in memory together.
     for name in list(accounts_raw):
         body = accounts_raw.pop(name)
         try:
-            accounts[name] = shared_values(_account(name, body, defaults), shared)
+            accounts[name] = _account(name, body, defaults, templates)
         except ConfigError as exc:
             refusals.add(ConfigError(f"{at(name)}{exc}") if at(name) else exc)
             if refusals.full:
@@ -188,22 +211,10 @@ def _validate(raw: dict[Any, Any], main: _Main) -> Config:
             "unmatched_includes": includes.unmatched,
         }
     )
-    _check_references(config, at)
-    _check_paths(config, at)
-    _check_aws_names(config, at)
+    check_references(config, at)
+    check_paths(config, at)
+    check_aws_names(config, at)
     return config
-
-
-class _Origins:
-    """Account name -> ``"accounts.d/x.yaml: "``, the file a message names (or nothing)."""
-
-    def __init__(self, origins: dict[Any, str], main: str) -> None:
-        self.origins = origins
-        self.main = main
-
-    def __call__(self, name: Any) -> str:
-        where = self.origins.get(name, self.main)
-        return f"{where}: " if where else ""
 
 
 def _merge(
@@ -232,7 +243,9 @@ def _merge(
     return combined, {name: part.shown for name, part in found_in.items()}
 
 
-def _account(name: Any, body: Any, defaults: dict[Any, Any]) -> AccountSettings:
+def _account(
+    name: Any, body: Any, defaults: dict[Any, Any], templates: Templates
+) -> AccountSettings:
     """One account, validated by its provider's model after ``defaults`` fill it in."""
     if not isinstance(name, str) or not ACCOUNT_NAME.fullmatch(name):
         raise ConfigError(
@@ -252,16 +265,20 @@ def _account(name: Any, body: Any, defaults: dict[Any, Any]) -> AccountSettings:
         # the registry quotes the name whole and looks for the closest: not for 1 MB of it
         raise ConfigError(PROVIDERS.unknown(shown(provider)[1:-1]), path=f"{path}.provider")
     model = provider_class(provider, path=f"{path}.provider").settings_model
-    merged = {
-        key: value
-        for key, value in defaults.items()
-        if key in model.model_fields and key not in body
-    }
+    fields = _fields_of(model)
+    merged = {key: value for key, value in defaults.items() if key in fields and key not in body}
     merged.update(body)
     try:
-        return model.model_validate(merged)
+        validated: AccountSettings = templates.validate(model, merged)
+        return validated
     except ValidationError as exc:
         raise config_error(exc, prefix=path, model=model, data=merged) from None
+
+
+@functools.cache
+def _fields_of(model: type[AccountSettings]) -> frozenset[str]:
+    # pydantic's ``model_fields`` is a property that builds its answer at each call
+    return frozenset(model.model_fields)
 
 
 def _unknown_defaults(defaults: dict[Any, Any], accounts: dict[Any, Any]) -> str | None:
@@ -283,101 +300,3 @@ def _unknown_defaults(defaults: dict[Any, Any], accounts: dict[Any, Any]) -> str
             known.update(provider_class(name).settings_model.model_fields)
         keys = [key for key in keys if key not in known]
     return keys[0] if keys else None
-
-
-def _check_references(config: Config, at: _Origins) -> None:
-    defined = ", ".join(sorted(config.stores)) or "none"
-    for name, account in config.accounts.items():
-        for index, sink in enumerate(account.sinks):
-            where = f"{at(name)}accounts.{name}.sinks[{index}]"
-            store = config.stores.get(sink.store)
-            if store is None:
-                raise ConfigError(
-                    f"{shown(sink.store)} is not a defined store (defined: {defined})",
-                    path=f"{where}.store",
-                )
-            if store.type != "file" and sink.format != "json":
-                raise ConfigError(
-                    f"format {sink.format!r} is for file stores; {store.type} stores "
-                    "hold the json fields (leave format out)",
-                    path=f"{where}.format",
-                )
-        if account.state is None:
-            file_stores = [n for n, s in config.stores.items() if s.type == "file"]
-            if not config.stores:
-                raise ConfigError(
-                    "no state store: define one under stores and set "
-                    "defaults.state.store (or state.store here)",
-                    path=f"{at(name)}accounts.{name}.state",
-                )
-            if len(config.stores) > 1 and len(file_stores) != 1:
-                raise ConfigError(
-                    "which store keeps the state? set state.store here or defaults.state.store "
-                    f"(defined: {defined})",
-                    path=f"{at(name)}accounts.{name}.state",
-                )
-        elif account.state.store not in config.stores:
-            raise ConfigError(
-                f"{shown(account.state.store)} is not a defined store (defined: {defined})",
-                path=f"{at(name)}accounts.{name}.state.store",
-            )
-
-
-def _check_paths(config: Config, at: _Origins) -> None:
-    """Every (store, path) has one writer: a state, an alert record or a sink.
-
-    Paths are compared as a store reads them, percent-decoded: ``a%2Fb`` and
-    ``a/b`` are one place in Vault.
-    """
-    owners: dict[tuple[str, str], str] = {}
-
-    def claim(store: str, path: str, owner: str) -> None:
-        other = owners.setdefault((store, _spelling(path)), owner)
-        if other != owner:
-            raise ConfigError(
-                f"{store}:{path} is already written by {other}; give each its own path",
-                path=owner,
-            )
-
-    for name, account in config.accounts.items():
-        store = state_store(config, name)
-        claim(store, account.state_path(name), f"{at(name)}accounts.{name}.state")
-        claim(store, f"alerts/{name}", f"{at(name)}accounts.{name} (alert record)")
-        if account.notify:
-            claim(store, f"notify/{name}", f"{at(name)}accounts.{name} (notify record)")
-    for name, account in config.accounts.items():
-        for index, sink in enumerate(account.sinks):
-            claim(sink.store, sink.path, f"{at(name)}accounts.{name}.sinks[{index}].path")
-
-
-def _check_aws_names(config: Config, at: _Origins) -> None:
-    """Secrets Manager takes fewer names than a path allows: say so in ``check``, not
-    at the first write (``prefix`` + path, letters, digits and ``/_+=.@-``)."""
-    for name, account in config.accounts.items():
-        origin = at(name)
-        places = [
-            (state_store(config, name), account.state_path(name), f"{origin}accounts.{name}.state")
-        ]
-        places += [
-            (sink.store, sink.path, f"{origin}accounts.{name}.sinks[{index}].path")
-            for index, sink in enumerate(account.sinks)
-        ]
-        for store_name, path, where in places:
-            store = config.stores[store_name]
-            if store.type == "aws" and not _AWS_NAME.fullmatch(store.prefix + path):
-                raise ConfigError(
-                    f"{shown(store.prefix + path)} is not a Secrets Manager name (prefix + "
-                    "path: letters, digits and /_+=.@-, at most 512 characters)",
-                    path=where,
-                )
-
-
-_AWS_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
-
-
-def _spelling(path: str) -> str:
-    """One spelling of a validated store path (decoded until it stops changing)."""
-    path = path.strip("/")
-    while "%" in path and (decoded := unquote(path)) != path:
-        path = decoded
-    return path

@@ -357,8 +357,8 @@ class AccountSettings(Model):
 
     def vendor_urls(self) -> tuple[str, ...]:
         """The URLs the provider calls (their hosts get this account's rate_limit)."""
-        urls = (getattr(self, "token_url", None), getattr(self, "api_base", None))
-        return tuple(str(url) for url in urls if url)
+        fields = self.__dict__  # not getattr: a miss went through pydantic's __getattr__
+        return tuple(str(u) for u in (fields.get("token_url"), fields.get("api_base")) if u)
 
     def state_path(self, account: str) -> str:
         return (self.state.path if self.state and self.state.path else None) or f"state/{account}"

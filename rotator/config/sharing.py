@@ -7,6 +7,7 @@ copies pydantic makes were about half of the configuration's memory
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ __all__ = ["STRINGS", "shared_values"]
 STRINGS = 4096
 
 
-def shared_values(model: Any, seen: dict[Any, Any]) -> Any:
+def shared_values(model: Any, seen: dict[Any, Any], *, only: Iterable[str] | None = None) -> Any:
     """``model`` with each value equal to one an earlier account has replaced by that one.
 
     Accounts filled from ``defaults`` hold equal values (a ``state`` reference, a
@@ -32,9 +33,13 @@ def shared_values(model: Any, seen: dict[Any, Any]) -> Any:
     object per value, but only the first :data:`STRINGS` distinct ones are
     remembered: most of an account's strings are its own (a client id, a path), and
     remembering every one would cost more while loading than sharing saves.
+
+    ``only``: the fields to look at (a copy of a shared model whose other values are
+    already shared: config/templates.py).
     """
     values = model.__dict__
-    for key, value in values.items():
+    for key in values if only is None else only:
+        value = values[key]
         if type(value) is str:
             values[key] = _string(value, seen)
             continue

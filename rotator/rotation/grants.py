@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -294,7 +294,7 @@ class GrantKeeper:
 
     def replay(
         self,
-        accounts: dict[str, Account],
+        accounts: Mapping[str, Account],
         lock: Callable[[str], contextlib.AbstractContextManager[None]],
     ) -> int:
         """Land every spooled grant before anything else runs; returns how many.
@@ -304,10 +304,14 @@ class GrantKeeper:
         """
         if self.spool is None:
             return 0
+        entries = list(self.spool.entries())
+        if not entries:  # the usual start: no account is built to find none
+            self._spooled = set()
+            return 0
         by_key = {account.spool_key: account for account in accounts.values()}
         replayed = 0
         left: set[str] = set()
-        for entry in self.spool.entries():
+        for entry in entries:
             account = by_key.get(entry.key)
             if account is None:
                 left.add(entry.key)  # an account a reload may add

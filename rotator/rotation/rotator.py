@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -75,7 +75,8 @@ def utc_now() -> datetime:
 class Rotator:
     """Rotates accounts. Thread-safe: one in-process lock per account."""
 
-    accounts: dict[str, Account]
+    #: every account by name (the daemon's builds each one at its first use)
+    accounts: Mapping[str, Account]
     http: HttpClients
     owner: str = field(default_factory=default_owner)
     clock: Callable[[], datetime] = utc_now

@@ -94,14 +94,14 @@ def build_rotator(
     """A rotator over ``config``'s accounts (``spool=False``: read-only use, no spool;
     ``daemon``: the spool is its own, opened where it resolves, never refused)."""
     from rotator.http import HttpClients
-    from rotator.rotation.accounts import build_accounts
+    from rotator.rotation.accounts import Accounts
     from rotator.rotation.rotator import Rotator
 
     # the spool first: where it cannot be (spool_dir refuses), nothing else is opened
     opened = open_spool(config, daemon=daemon) if spool else None
     stores = open_stores(config) if stores is None else stores
     return Rotator(
-        accounts=build_accounts(config, stores),
+        accounts=Accounts(config, stores),
         http=http if http is not None else HttpClients(max_connections=4),
         observers=list(observers),
         spool=opened,
@@ -246,13 +246,14 @@ def rewire(
     and keep-alive carry on); only new or changed ones are opened, and closed
     again if the reload fails. An account whose settings and stores are
     unchanged keeps its running :class:`Account` (its provider instance, and so
-    whatever that caches); only new and changed accounts are built. Any failure
-    at all (a bad file, an included file broken, ``timeout: .inf`` overflowing,
-    a store that does not open, an account that does not build) is a
+    whatever that caches); the others are built from the new configuration when
+    first asked for (:class:`~rotator.rotation.accounts.Accounts`: building
+    cannot fail once the file is checked). Any failure at all (a bad file, an
+    included file broken, ``timeout: .inf`` overflowing, a store that does not open) is a
     ``ReloadRefused`` whose message is bounded and holds no secret the running
     configuration knows.
     """
-    from rotator.rotation.accounts import build_accounts
+    from rotator.rotation.accounts import Accounts
     from rotator.service.daemon import ReloadRefused, Rewired, refusal_reason
 
     running_accounts = running_accounts or {}
@@ -265,18 +266,21 @@ def rewire(
                 stores[name] = running_stores[name]
             else:
                 opened[name] = stores[name] = open_store(name, settings)
-        kept = {
-            name: running_accounts[name]
+        unchanged = {
+            name
             for name in config.accounts
             if name in running_accounts and _unchanged(name, config, running, stores)
         }
-        fresh = config.model_copy(
-            update={"accounts": {n: a for n, a in config.accounts.items() if n not in kept}}
+        # The objects built so far carry on; the others (a reload before the start's
+        # first runs built them all) are built from the new settings when asked for.
+        built = (
+            running_accounts.built()
+            if isinstance(running_accounts, Accounts)
+            else dict(running_accounts)
         )
-        built = build_accounts(fresh, stores)
-        # the new configuration's order, kept and built accounts alike
-        accounts = {name: kept.get(name) or built[name] for name in config.accounts}
-        changed = tuple(n for n in built if n in running.accounts)
+        kept = {name: account for name, account in built.items() if name in unchanged}
+        accounts = Accounts(config, stores, built=kept)
+        changed = tuple(n for n in config.accounts if n in running.accounts and n not in unchanged)
     except Exception as exc:
         for store in opened.values():
             store.close()

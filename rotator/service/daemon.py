@@ -36,7 +36,7 @@ from rotator.backends.base import SecretStore
 from rotator.config import Config
 from rotator.errors import RotatorError
 from rotator.http import HttpClients
-from rotator.rotation.accounts import Account
+from rotator.rotation.accounts import Account, every_account, owned_by
 from rotator.rotation.rotator import Outcome, RotationResult, Rotator
 from rotator.service import heap
 from rotator.service.heap import scheduler
@@ -70,7 +70,7 @@ class Rewired:
 
     config: Config
     stores: dict[str, SecretStore]
-    accounts: dict[str, Account]
+    accounts: Mapping[str, Account]
     opened: tuple[SecretStore, ...]
     #: accounts whose settings or stores changed (rotated at once, failed ones retried)
     changed: tuple[str, ...]
@@ -115,7 +115,7 @@ class Daemon:
         self.http = http
         self.rotator = rotator
         self._rewire = rewire
-        self.owns: Callable[[str], bool] = lambda name: True  # a replica's share (coordination)
+        self.owns: Callable[[str], bool] = every_account  # a replica's share (coordination)
         self.scheduler: Any = None
         self._workers: ThreadPoolExecutor | None = None
         self.hooks_on_start: list[Callable[[], None]] = []
@@ -189,8 +189,8 @@ class Daemon:
             lambda: None, "interval", seconds=_TICK_SECONDS, id=_TICK, executor=_TICK
         )
         configure_politeness(self.http.politeness, self.config, self.rotator.waiter)
-        owned = {n: a for n, a in self.rotator.accounts.items() if self.owns(n)}
-        heap.freeze()  # the config and accounts; their jobs after the first runs
+        owned = owned_by(lambda: self.rotator.accounts, self.owns)
+        heap.freeze()  # the config (and accounts built); the rest after the first runs
         self.start_plan = StartPlan(
             owned, self.http.politeness, self._job, self._schedule, then=heap.freeze
         )

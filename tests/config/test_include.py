@@ -406,3 +406,40 @@ def test_a_file_name_a_terminal_would_act_on_is_quoted(tmp_path: Path) -> None:
     proc = run_rotator(["check", "-c", str(main)])
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1  # one line: the name's newline is shown escaped
+
+
+@pytest.mark.parametrize(
+    ("bad", "key", "says"),
+    [
+        ({"client_id": None}, "", "client_auth 'basic' needs client_id"),  # the model validator
+        ({"sinks": [{"store": "files", "path": "../x"}]}, ".sinks[0].path", "'..' parts"),
+        ({"jitter": 0.9}, ".jitter", "less than or equal to 0.5"),
+    ],
+)
+def test_run_refuses_a_bad_account_among_many_alike_before_any_vendor_call(
+    tmp_path: Path, bad: dict[str, Any], key: str, says: str
+) -> None:
+    """Accounts written alike are validated through a template (config/templates.py):
+    one bad account in the seventh of ten files, among hundreds that differ from it
+    only in the bad key, still stops ``rotator run`` with exit 2 naming the file and
+    the key, before any account is rotated."""
+    out = tmp_path / "out"
+    for part in range(10):
+        accounts = {}
+        for index in range(100):
+            name = f"acct-{part}-{index:03d}"
+            accounts[name] = oauth_account(name, token_url="http://127.0.0.1:9/token")
+            if (part, index) == (6, 50):
+                accounts[name] |= bad
+        write(tmp_path / f"accounts.d/{part:02d}.yaml", {"accounts": accounts})
+    raw = copy.deepcopy(MAIN)
+    raw["stores"] = {"files": {"type": "file", "directory": str(out)}}
+    raw["server"] = {"spool_dir": str(tmp_path / "spool")}
+    raw["include"] = ["accounts.d/*.yaml"]
+    main = write(tmp_path / "rotator.yaml", raw)
+    proc = run_rotator(["run", "-c", str(main)], env={"IDP_SECRET": "x"})
+    assert proc.returncode == 2, proc.stderr
+    assert f"accounts.d/06.yaml: accounts.acct-6-050{key}" in proc.stderr
+    assert says in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.rglob("*"))

@@ -76,6 +76,8 @@ def test_a_restart_with_every_account_overdue_keeps_the_rate_most_urgent_first(
         expiry = {name: s.expires_at for name, s in rig.states().items()}
         with DaemonProcess(rig.config_path) as daemon:
             wait_for(lambda: rig.rotations() == ACCOUNTS, 60, what="every overdue account")
+            # the last answers' grants reach their states before the kill below
+            wait_for(rig.grants_landed, 30, what="every new grant in its state")
             daemon.wait_log('"event": "overdue accounts spread"')
             out = daemon.output()
         arrivals = sorted(server.calls)
@@ -108,6 +110,7 @@ def test_a_429_with_retry_after_quiets_the_host_for_every_account(tmp_path: Path
         server.fail_next(1, 429, {"error": "slow_down"}, headers={"Retry-After": "3"})
         with DaemonProcess(rig.config_path) as daemon:
             wait_for(lambda: rig.rotations() == ACCOUNTS, 60, what="every overdue account")
+            wait_for(rig.grants_landed, 30, what="every new grant in its state")
             out = daemon.output()
         arrivals = sorted(t for t, _ in server.calls)
     assert server.over_limit == 0

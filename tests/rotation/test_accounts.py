@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import Any
 
 from hypothesis import given, settings
@@ -20,7 +21,7 @@ from rotator.backends.base import SecretStore
 from rotator.backends.file import FileStore
 from rotator.config import parse_config
 from rotator.config.models import state_store, store_identity
-from rotator.rotation.accounts import build_accounts
+from rotator.rotation.accounts import Accounts, build_accounts, every_account, owned_by
 from rotator.schedule import RefreshPolicy
 
 STORES = {
@@ -106,3 +107,64 @@ def test_spool_keys_of_different_accounts_differ() -> None:
 
 def _none() -> dict[str, Any]:
     return {"refresh_share": None, "jitter": None, "retry_initial": None}
+
+
+def _lazy(count: int) -> tuple[Any, dict[str, SecretStore]]:
+    raw = _raw([{"state": None, "state_path": None, "sinks": ["out"]} | _none()] * count)
+    config = parse_config(json.dumps(raw))
+    stores: dict[str, SecretStore] = {name: FileStore(name, s) for name, s in config.stores.items()}
+    return config, stores
+
+
+def test_accounts_are_whole_at_once_and_built_when_first_asked_for() -> None:
+    config, stores = _lazy(5)
+    accounts = Accounts(config, stores)
+    assert list(accounts) == list(config.accounts) and len(accounts) == 5
+    assert "acct-3" in accounts and "nobody" not in accounts
+    assert accounts.built() == {}
+    first = accounts["acct-3"]
+    assert accounts["acct-3"] is first and accounts.get("acct-3") is first
+    assert accounts.get("nobody") is None
+    assert list(accounts.built()) == ["acct-3"]
+    eager = build_accounts(config, stores)["acct-3"]
+    assert (eager.name, eager.settings, eager.policy) == (first.name, first.settings, first.policy)
+    assert (eager.state_store, eager.spool_key) == (first.state_store, first.spool_key)
+    kept = Accounts(config, stores, built={"acct-3": first})
+    assert kept["acct-3"] is first and kept["acct-4"] is not accounts["acct-4"]
+
+
+def test_threads_asking_for_one_account_at_once_get_one_object() -> None:
+    config, stores = _lazy(200)
+    accounts = Accounts(config, stores)
+    barrier = threading.Barrier(8)
+    seen: list[list[Any]] = []
+
+    def ask() -> None:
+        barrier.wait()
+        seen.append([accounts[name] for name in accounts])
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 8
+    for objects in seen[1:]:
+        assert all(a is b for a, b in zip(objects, seen[0], strict=True))
+    assert len(accounts.built()) == 200
+
+
+def test_the_start_s_view_asks_the_running_mapping_for_each_account() -> None:
+    config, stores = _lazy(3)
+    running: list[Accounts] = [Accounts(config, stores)]
+    view = owned_by(lambda: running[0], every_account)
+    assert list(view) == ["acct-0", "acct-1", "acct-2"] and running[0].built() == {}
+    reloaded = parse_config(
+        json.dumps(_raw([{"state": None, "state_path": None, "sinks": ["out"]} | _none()] * 2))
+    )
+    running[0] = Accounts(reloaded, stores)  # a reload dropped acct-2
+    assert view["acct-0"] is running[0]["acct-0"]
+    assert view.get("acct-2") is None
+    assert len(view) == 3  # the start's names: the plan counts the looks by them
+    mine = owned_by(lambda: running[0], lambda name: name == "acct-1")
+    assert list(mine) == ["acct-1"]

@@ -232,3 +232,29 @@ def test_forbidding_core_dumps_changes_a_dumpable_process() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["False", "True (0, 0)"]
+
+
+def test_a_reload_keeps_the_accounts_built_and_changes_only_the_changed(
+    service: Service,
+) -> None:
+    """Accounts are built at their first use (rotation/accounts.py): a reload before
+    some were built keeps the objects built, and an account not built yet whose
+    settings are unchanged is not "changed" (it would be rotated at once)."""
+    daemon = service.daemon
+    path = Path(daemon.config_path)
+    text = path.read_text()
+    more = "\n".join(
+        f"  {name}: {{provider: oauth2, token_url: 'http://127.0.0.1:9/token', client_id: {name},"
+        f" client_auth: none, sinks: [{{store: files, path: {name}.json}}]}}"
+        for name in ("beta", "gamma")
+    )
+    path.write_text(text + more + "\n")
+    first = rewire(str(path), daemon.config, daemon.stores, running_accounts=daemon.accounts)
+    assert first.changed == () and first.accounts.get("alpha") is not None
+    alpha = first.accounts["alpha"]  # built; beta and gamma not yet
+    path.write_text(text + more.replace("client_id: gamma", "client_id: other") + "\n")
+    second = rewire(str(path), first.config, first.stores, running_accounts=first.accounts)
+    assert second.changed == ("gamma",)
+    assert second.accounts["alpha"] is alpha
+    assert list(second.accounts) == ["alpha", "beta", "gamma"]
+    assert second.accounts["gamma"].settings.client_id == "other"

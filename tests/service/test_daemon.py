@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -399,3 +400,94 @@ def test_a_daemon_loads_only_the_modules_its_configuration_needs(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split() == ["loaded:"]
+
+
+def _many_accounts(tmp: Path, names: list[str], *, changed: str = "", extra: str = "") -> Path:
+    """A one-worker daemon with ``names`` (refresh-token accounts never seeded: no
+    vendor is called); ``changed`` gets a jitter of its own."""
+    lines = [
+        f"server: {{workers: 1, shutdown_grace: 5s, spool_dir: {tmp / 'spool'}}}",
+        "stores:",
+        f"  files: {{type: file, directory: {tmp / 'out'}}}",
+        "defaults:",
+        "  provider: oauth2",
+        "  token_url: http://127.0.0.1:9/token",
+        "  client_secret: env:UNUSED_SECRET",
+        "accounts:",
+    ]
+    for name in names:
+        jitter = ", jitter: 0.2" if name == changed else ""
+        lines.append(
+            f"  {name}: {{client_id: {name}, sinks: [{{store: files, path: {name}}}]{jitter}}}"
+        )
+    path = tmp / "rotator.yaml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def _events(output: str) -> list[dict[str, object]]:
+    events = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+#: enough accounts that one worker is at its first looks for a second or more
+MANY = 20_000
+
+
+def _started(daemon: DaemonProcess) -> None:
+    """Back as soon as the start is logged (the shared wait backs off to seconds)."""
+    deadline = time.monotonic() + 60
+    while '"event": "started"' not in daemon.output():
+        assert time.monotonic() < deadline, "the daemon did not start"
+        time.sleep(0.01)
+
+
+def test_a_reload_while_the_start_builds_its_accounts_changes_only_what_changed(
+    tmp_path: Path,
+) -> None:
+    """The start builds each account at its first run (rotation/accounts.py): a SIGHUP
+    right after the start, while the first runs build the accounts, must see the whole
+    configuration, report as changed only the account whose settings changed, and the
+    first runs after it look at the reloaded accounts. (On a quiet machine the looks
+    may all be done before the reload lands; tests/service/test_app.py holds a reload
+    over a half-built mapping without a race.)"""
+    names = [f"acct-{i:05d}" for i in range(MANY)]
+    # the reloaded file is written first, so the SIGHUP follows the start at once
+    reloaded_text = _many_accounts(
+        tmp_path, [*names[:1], *names[2:], "late"], changed=names[2]
+    ).read_text()
+    config = _many_accounts(tmp_path, names)
+    with DaemonProcess(config, env={"UNUSED_SECRET": "x"}) as daemon:
+        _started(daemon)
+        config.write_text(reloaded_text)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log('"event": "reloaded"', timeout=60)
+        daemon.wait_log('"event": "overdue accounts spread"', timeout=120)
+        assert daemon.stop() == 0
+        events = _events(daemon.output())
+    [reloaded] = [e for e in events if e["event"] == "reloaded"]
+    assert reloaded["added"] == ["late"]
+    assert reloaded["removed"] == [names[1]]
+    assert reloaded["changed"] == [names[2]]
+    assert reloaded["accounts"] == MANY
+    [started] = [e for e in events if e["event"] == "started"]
+    assert started["accounts"] == MANY
+    [spread] = [e for e in events if e["event"] == "overdue accounts spread"]
+    # every account the start named was looked at once, the removed one at most
+    assert spread["count"] in (MANY - 1, MANY)
+    assert not [e for e in events if "crashed" in str(e["event"])]
+    assert events[-1]["event"] == "stopped"
+
+
+def test_a_stop_while_the_start_builds_its_accounts_is_clean(tmp_path: Path) -> None:
+    config = _many_accounts(tmp_path, [f"acct-{i:05d}" for i in range(MANY)])
+    with DaemonProcess(config, env={"UNUSED_SECRET": "x"}) as daemon:
+        _started(daemon)
+        assert daemon.stop(timeout=20) == 0
+        events = _events(daemon.output())
+    kinds = [e["event"] for e in events]
+    assert not [e for e in events if "crashed" in str(e["event"])]
+    assert kinds[-1] == "stopped" and events[-1]["clean"] is True

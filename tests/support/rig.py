@@ -180,6 +180,17 @@ class Rig:
     def rotations(self) -> int:
         return sum(grant.refreshes for grant in self.server.grants.values())
 
+    def grants_landed(self) -> bool:
+        """Every state holds its grant's current refresh token: the daemon's last
+        rotations are written (a test that kills it must wait for this first, or find
+        a new grant still on its way from the vendor's answer to the state)."""
+        for state in self.states().values():
+            token = state.refresh_token
+            grant = self.server.grant_for(token.reveal()) if token is not None else None
+            if grant is None or grant.current_refresh != token.reveal():  # type: ignore[union-attr]
+                return False
+        return True
+
     def assert_grants_alive(self) -> None:
         """Every grant alive and the state holding its current refresh token."""
         states = self.states()
