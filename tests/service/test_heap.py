@@ -8,15 +8,18 @@ from __future__ import annotations
 import gc
 import json
 import random
+import sys
 import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rotator
 from rotator.service.app import build_daemon
 from rotator.service.heap import AccountTimers
 from tests.fakes.oauth2 import OAuth2Emulator, emulator
@@ -64,7 +67,7 @@ def test_the_heap_is_frozen_after_the_first_runs_and_a_reload_refreezes_it(
     config = _config(tmp_path, server.url, names)
     gc.unfreeze()
     daemon = build_daemon(str(config))
-    shared = random.getstate()
+    drawn = _draws_by_rotator(monkeypatch)
     try:
         daemon.start()
         _wait(lambda: all((tmp_path / "files" / f"{n}.json").exists() for n in names))
@@ -88,11 +91,33 @@ def test_the_heap_is_frozen_after_the_first_runs_and_a_reload_refreezes_it(
         assert server.token_calls == len(names) + 1  # one each, none repeated
         # the rotations' jitter left the process-wide generator alone: worker threads that
         # drew from it changed it under the property test below, mid-draw (hypothesis
-        # took that for `random` used inside a strategy)
-        assert random.getstate() == shared
+        # took that for `random` used inside a strategy). Asked of rotator's own code, not
+        # of the generator's state: in a whole suite other tests' threads may draw from it.
+        assert drawn == []
+        # nor holds one of its bound methods (``rand=random.random``), which no spy sees
+        assert getattr(daemon.rotator.rand, "__self__", None) is not random._inst  # type: ignore[attr-defined]
     finally:
         daemon.stop()
         gc.unfreeze()
+
+
+def _draws_by_rotator(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every draw from the process-wide generator made by rotator's own code (not a
+    test's, not a library's), as "function file:line"; recorded, not refused, so a
+    draw shows up in the assertion instead of failing a worker thread's job."""
+    drawn: list[str] = []
+    package = str(Path(rotator.__file__).parent)
+    for name in ("random", "uniform", "randint", "randrange", "choice", "shuffle", "gauss"):
+        original = getattr(random, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            caller = sys._getframe(1).f_code
+            if caller.co_filename.startswith(package):
+                drawn.append(f"{_name} {caller.co_filename}:{caller.co_firstlineno}")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(random, name, spy)
+    return drawn
 
 
 # --- the accounts' planned runs: one heap, one plan per account ----------------------------
