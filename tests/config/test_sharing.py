@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from rotator.config import parse_config
 from rotator.providers.registry import provider_class
+from tests.support.typed import typed
 
 BASE: dict[str, Any] = {
     "stores": {
@@ -69,15 +70,6 @@ def _alone(raw: dict[str, Any], name: str) -> Any:
     return model.model_validate({**merged, **body})
 
 
-def _typed(value: Any) -> Any:
-    """A dump that tells 0 from 0.0 and True from 1."""
-    if isinstance(value, dict):
-        return {k: _typed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_typed(v) for v in value]
-    return (type(value).__name__, repr(value))
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.lists(OVERRIDES, min_size=2, max_size=6))
 def test_every_account_loads_as_it_would_alone(bodies: list[dict[str, Any]]) -> None:
@@ -86,7 +78,7 @@ def test_every_account_loads_as_it_would_alone(bodies: list[dict[str, Any]]) -> 
     for name, loaded in config.accounts.items():
         alone = _alone(raw, name)
         assert loaded == alone
-        assert _typed(loaded.model_dump()) == _typed(alone.model_dump())
+        assert typed(loaded.model_dump()) == typed(alone.model_dump())
         assert loaded.model_fields_set == alone.model_fields_set
 
 

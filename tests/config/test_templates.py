@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from rotator.config import parse_config
 from rotator.config.templates import MAX_DIFFERENT, Templates, same
 from rotator.providers.registry import provider_class
+from tests.support.typed import typed
 
 OAUTH2 = provider_class("oauth2").settings_model
 FAXMAX = provider_class("faxmax").settings_model
@@ -73,15 +74,6 @@ ACCOUNT = st.dictionaries(st.sampled_from(sorted(VALUES)), st.none(), max_size=5
 )
 
 
-def _typed(value: Any) -> Any:
-    """A dump that tells 0 from 0.0, -0.0 from 0.0 and True from 1."""
-    if isinstance(value, dict):
-        return {k: _typed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_typed(v) for v in value]
-    return (type(value).__name__, repr(value))
-
-
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     """The errors, each exception in them as its type and text (exceptions compare by id)."""
     return [
@@ -96,7 +88,7 @@ def _outcome(model: type[Any], validate: Any) -> tuple[str, Any]:
     except ValidationError as exc:
         return "refused", _errors(exc)
     assert type(found) is model
-    return "valid", (_typed(found.model_dump()), found.model_fields_set, found)
+    return "valid", (typed(found.model_dump()), found.model_fields_set, found)
 
 
 @settings(max_examples=300, deadline=None)
@@ -180,7 +172,7 @@ JSON = st.recursive(
 @given(JSON, JSON)
 def test_same_means_one_value_type_for_type(a: Any, b: Any) -> None:
     if same(a, b):
-        assert json.dumps(_typed(a)) == json.dumps(_typed(b))
+        assert json.dumps(typed(a)) == json.dumps(typed(b))
     if "nan" not in repr(a):
         assert same(a, copy.deepcopy(a))
     assert not same(1, True) and not same(1, 1.0) and not same(0.0, -0.0)
@@ -204,5 +196,5 @@ def test_a_configuration_of_many_accounts_loads_as_each_would_alone() -> None:
         body = {**raw["defaults"], **raw["accounts"][name]}
         alone = OAUTH2.model_validate(body)
         assert loaded == alone
-        assert _typed(loaded.model_dump()) == _typed(alone.model_dump())
+        assert typed(loaded.model_dump()) == typed(alone.model_dump())
         assert loaded.model_fields_set == alone.model_fields_set
