@@ -151,6 +151,11 @@ class Accounts(Mapping[str, Account]):
     def __contains__(self, name: object) -> bool:
         return name in self._settings
 
+    def state_stores(self) -> list[SecretStore]:
+        """The stores the accounts' states live in, from the settings: nothing built."""
+        names = {self._state_store(settings) for settings in self._settings.values()}
+        return [self._stores[name] for name in sorted(names)]
+
     def built(self) -> dict[str, Account]:
         """The accounts built so far (a copy: taken whole, while others are being built)."""
         return self._built.copy()

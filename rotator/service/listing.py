@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from rotator.rotation.accounts import Accounts
+
 if TYPE_CHECKING:
     from rotator.rotation.accounts import Account
 
@@ -31,6 +33,11 @@ def unlisted(accounts: Mapping[str, Account]) -> frozenset[str]:
     call; a new account's state then costs the start no read. A store that
     cannot, or a policy that refuses it, leaves every account to be read.
     """
+    # the stores first, without building an account (Accounts builds each at its first
+    # use): a store that cannot list (the file store) needs nothing more at the start
+    known = accounts.state_stores() if isinstance(accounts, Accounts) else None
+    if known is not None and not any(hasattr(store, "present_under") for store in known):
+        return frozenset()
     stores = {id(a.state_store): a.state_store for a in accounts.values()}
     if not any(hasattr(store, "present_under") for store in stores.values()):
         return frozenset()  # the file store: nothing to group (100,000 accounts at a start)

@@ -168,3 +168,17 @@ def test_the_start_s_view_asks_the_running_mapping_for_each_account() -> None:
     assert len(view) == 3  # the start's names: the plan counts the looks by them
     mine = owned_by(lambda: running[0], lambda name: name == "acct-1")
     assert list(mine) == ["acct-1"]
+
+
+def test_the_state_stores_are_named_without_building_an_account() -> None:
+    """The start asks which stores hold the states (may one of them list?) before its
+    first looks: answered from the settings, so a start on a store that cannot list
+    builds no account for it (service/listing.py)."""
+    from rotator.service.listing import unlisted
+
+    config, stores = _lazy(40)
+    accounts = Accounts(config, stores)
+    built = build_accounts(config, stores).values()
+    assert {id(s) for s in accounts.state_stores()} == {id(a.state_store) for a in built}
+    assert unlisted(accounts) == frozenset()
+    assert accounts.built() == {}
