@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rotator.backends.vault.direct import Direct, Redirected
 from rotator.errors import (
     StoreAuthError,
     StoreConflict,
@@ -134,11 +135,28 @@ class HvacClient:
             timeout=settings.timeout.total_seconds(),
             namespace=settings.namespace,
         )
+        #: the same calls without hvac's and requests' layers (None: hvac's own path)
+        self._direct: Direct | None = (
+            Direct(
+                session,
+                settings.url,
+                verify=verify,
+                timeout=settings.timeout.total_seconds(),
+                namespace=settings.namespace,
+            )
+            if Direct.usable(session, settings.url)
+            else None
+        )
 
     def _request(
         self, method: str, api_path: str, token: Secret | None, body: Any = None
     ) -> dict[str, Any]:
         headers = {"X-Vault-Token": token.reveal()} if token is not None else {}
+        if self._direct is not None:
+            try:
+                return self._direct.request(method, api_path, headers, body)
+            except Redirected:
+                pass  # an HA standby's redirect: hvac follows it (nothing was done)
         kwargs: dict[str, Any] = {"headers": headers}
         if body is not None:
             kwargs["json"] = body
