@@ -309,7 +309,7 @@ def test_the_lock_file_is_seen_as_it_was_whichever_open_comes_first(
         lock.write_bytes(before)
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd, existed = files._open_lock(dir_fd, ("acct.json",), new=new)
+        fd, existed = files._locks.open_lock(dir_fd, ("acct.json",), new=new)
         os.close(fd)
     finally:
         os.close(dir_fd)
