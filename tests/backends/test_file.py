@@ -309,7 +309,7 @@ def test_the_lock_file_is_seen_as_it_was_whichever_open_comes_first(
         lock.write_bytes(before)
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd, existed = files._open_lock(dir_fd, ("acct.json",), new=new)
+        fd, existed = files._locks.open_lock(dir_fd, ("acct.json",), new=new)
         os.close(fd)
     finally:
         os.close(dir_fd)
@@ -339,3 +339,62 @@ def test_each_write_opens_its_lock_file_once(
     assert opened.count(".acct.json.lock") == 1
     monkeypatch.undo()
     assert (tmp_path / ".acct.json.lock").read_bytes() == MARKER
+
+
+def _counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the os (and flock) calls made from now on: one system call each."""
+    import fcntl
+
+    calls: list[str] = []
+    for module, names in (
+        (os, ("open", "close", "read", "write", "pread", "pwrite", "ftruncate", "fchmod")),
+        (os, ("fstat", "stat", "fsync", "replace", "mkdir", "unlink")),
+        (fcntl, ("flock",)),
+    ):
+        for name in names:
+            real = getattr(module, name)
+
+            def call(
+                *args: object, _real: object = real, _name: str = name, **kw: object
+            ) -> object:
+                calls.append(_name)
+                return _real(*args, **kw)  # type: ignore[operator]
+
+            monkeypatch.setattr(module, name, call)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "path", ["acct.json", "state/acct"], ids=["in-the-directory", "a-level-down"]
+)
+def test_the_system_calls_of_a_first_write_and_of_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """What each guarantee costs, counted (issue 20): a first write is the floor's six
+    (temp file, write, fsync, close, rename, directory fsync) and the directory's open
+    and close, the lock file's open, flock and close, the missing target's open, the
+    marker and the temp file's mode: 14. The lock file it created is not read, and the
+    level below the directory is reached with one open. A read of a missing file is
+    one open in the directory, three a level down (the level's open and close)."""
+    files = store(tmp_path)
+    files.write("warm/x", VIEW, expected_version=None)  # the directory exists
+    (tmp_path / "state").mkdir()
+    calls = _counted(monkeypatch)
+    files.write(path, VIEW, expected_version=None)
+    # in order: the directory, the lock file (created), flock, the missing target, the
+    # marker, the temp file, its mode, write, fsync, close, rename, the directory's
+    # fsync, the lock file's close, the directory's close
+    assert calls == [
+        *("open", "open", "flock", "open", "pwrite", "open", "fchmod", "write", "fsync"),
+        *("close", "replace", "fsync", "close", "close"),
+    ]
+    calls.clear()
+    walk = ["open", "open", "close"] if "/" in path else ["open"]
+    assert files.read(path.replace("acct", "other")) is None
+    assert calls == walk
+    calls.clear()
+    assert files.read(path) is not None
+    assert calls == [*walk, "read", "read", "close"]  # the second read sees the end
+    monkeypatch.undo()
+    folder, _, leaf = path.rpartition("/")
+    assert (tmp_path / folder / f".{leaf}.lock").read_bytes() == MARKER

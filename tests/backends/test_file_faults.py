@@ -169,6 +169,63 @@ def test_a_link_anywhere_on_the_path_is_refused(
     assert not (outside / "missing").exists()
 
 
+#: the shallow paths: a file directly in the directory is read with one open, the first
+#: level below it is reached with one open (paths.Tree._first_level); a link there
+#: must be refused as on the walk
+SHALLOW = [("c.json", "c.json"), ("b/c.json", "b"), ("b/c.json", "b/c.json")]
+
+
+@pytest.mark.parametrize("operation", ["read", "write", "adopt", "delete"])
+@pytest.mark.parametrize(
+    "where",
+    [(target, at, dangling) for target, at in SHALLOW for dangling in (False, True)],
+    ids=lambda where: f"{where[1]}{'-dangling' if where[2] else ''}",
+)
+def test_a_link_on_a_shallow_path_is_refused(
+    tmp_path: Path, outside: Path, operation: str, where: tuple[str, str, bool]
+) -> None:
+    target, at, dangling = where
+    root = tmp_path / "store"
+    (root / at).parent.mkdir(parents=True, exist_ok=True)
+    name = Path(at).name
+    pointee = outside / ("missing" if dangling else name)
+    (root / at).symlink_to(pointee)
+    before = snapshot(outside)
+    files = store(root)
+    run = {
+        "read": lambda: files.read(target),
+        "write": lambda: files.write(target, VIEW, expected_version=None),
+        "adopt": lambda: files.write(target, VIEW, expected_version=None, adopt=True),
+        "delete": lambda: files.delete(target),
+    }[operation]
+    with pytest.raises(StoreError, match="symbolic link") as caught:
+        run()
+    assert str(root / at) in str(caught.value)
+    assert snapshot(outside) == before
+    assert not (outside / "missing").exists()
+
+
+@pytest.mark.parametrize("target", ["c.json", "b/c.json"])
+def test_a_shallow_path_reads_as_the_walk_reads_it(tmp_path: Path, target: str) -> None:
+    """Missing directory, missing level, missing file: nothing (no error); a file or a
+    FIFO where a directory goes: the walk's typed error; a FIFO as the file: empty."""
+    files = store(tmp_path / "store")
+    assert files.read(target) is None  # the configured directory does not exist
+    (tmp_path / "store").mkdir()
+    assert files.read(target) is None
+    files.write(target, VIEW, expected_version=None)
+    record = files.read(target)
+    assert record is not None and dict(record.data) == VIEW
+    (tmp_path / "store" / target).unlink()
+    os.mkfifo(tmp_path / "store" / target)
+    with pytest.raises(StoreError, match="does not hold json"):
+        files.read(target)  # the FIFO read as empty, never blocked
+    shutil.rmtree(tmp_path / "store")
+    (tmp_path / "store").write_text("not a directory\n")
+    with pytest.raises(StoreUnavailable, match="Not a directory"):
+        files.read(target)
+
+
 def test_a_link_inside_the_store_is_refused_too(tmp_path: Path) -> None:
     files = store(tmp_path)
     files.write("real/acct.json", VIEW, expected_version=None)

@@ -237,3 +237,79 @@ def test_the_lock_file_says_exactly_one_marker_whatever_it_held(before: bytes, a
         fresh = root / ".new.json.lock"
         files.write("new.json", VIEW, expected_version=None)
         assert fresh.read_bytes() == MARKER
+
+
+# -- a lock file this write created is read only when its marker decides something ------
+
+
+def _writes(other: FileStore, root: Path) -> None:
+    other.write("d/app.json", {**VIEW, "by": "other"}, expected_version=None)
+
+
+def _writes_and_deletes(other: FileStore, root: Path) -> None:
+    other.write("d/app.json", VIEW, expected_version=None)
+    other.delete("d/app.json")
+
+
+def _refuses(other: FileStore, root: Path) -> None:
+    (root / "d/app.json").write_bytes(b"theirs\n")
+    with pytest.raises(StoreNotManaged):
+        other.write("d/app.json", VIEW, expected_version=None)
+
+
+#: what another writer may do with the path between this write creating the lock file
+#: and taking the lock (each leaves the lock file as rotator would)
+BETWEEN = {
+    "nothing": lambda other, root: None,
+    "it writes the path": _writes,
+    "it writes and deletes the path": _writes_and_deletes,
+    "it refuses a foreign file": _refuses,
+    "a foreign file appears": lambda other, root: (root / "d/app.json").write_bytes(b"theirs\n"),
+}
+
+
+@pytest.mark.parametrize("adopt", [False, True], ids=["", "adopt"])
+@pytest.mark.parametrize("between", list(BETWEEN))
+def test_a_writer_that_took_a_new_lock_file_first_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, between: str, adopt: bool
+) -> None:
+    """A first write creates the lock file and reads its marker only when the target
+    exists (nothing else to decide). Whatever another writer did in between (it takes
+    the lock first): a file it wrote is never overwritten unseen, a foreign file is
+    refused unless adopted, and the lock file holds exactly one marker afterwards."""
+    from rotator.backends.file import locks
+
+    (tmp_path / "d").mkdir()
+    ours, other = store(tmp_path), store(tmp_path)
+    real_flock = locks.fcntl.flock
+    done: list[bool] = []
+
+    def other_first(fd: int, operation: int) -> None:
+        if not done:  # our lock file exists now, and we do not hold it yet
+            done.append(True)
+            monkeypatch.setattr(locks.fcntl, "flock", real_flock)
+            BETWEEN[between](other, tmp_path)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(locks.fcntl, "flock", other_first)
+    target, lock = tmp_path / "d/app.json", tmp_path / "d/.app.json.lock"
+    before = target.read_bytes() if target.exists() else None
+    outcome: type[Exception] | None = None
+    try:
+        ours.write("d/app.json", VIEW, expected_version=None, adopt=adopt)
+    except (StoreConflict, StoreNotManaged) as exc:
+        outcome = type(exc)
+    assert done
+    foreign = between in ("it refuses a foreign file", "a foreign file appears")
+    if between == "it writes the path" and not adopt:
+        assert outcome is StoreConflict
+        assert b'"by": "other"' in target.read_bytes()
+    elif foreign and not adopt:
+        assert outcome is StoreNotManaged
+        assert target.read_bytes() == b"theirs\n"
+    else:
+        assert outcome is None
+        assert target.read_bytes() == render(VIEW, "json")
+    expected_marker = b"managed-by: none\n" if outcome is StoreNotManaged else MARKER
+    assert lock.read_bytes() == expected_marker
+    assert before is None

@@ -44,6 +44,7 @@ class Tree:
     def __init__(self, directory: Path, store: str) -> None:
         self.directory = directory
         self.store = store
+        self._prefix = os.fspath(directory)
 
     # -- the text of a path --------------------------------------------------------
 
@@ -100,6 +101,10 @@ class Tree:
         one raises FileNotFoundError (nothing there to read). Every other failure
         is a StoreError.
         """
+        if len(parts) > 1:
+            first = self._first_level(parts[0], create)
+            if first is not None:
+                return self._walk(first, parts, 1, create)
         try:
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -109,9 +114,38 @@ class Tree:
             fd = self._open_root()
         except OSError as exc:
             raise self.error(exc, "open the directory", self.directory) from None
+        return self._walk(fd, parts, 0, create)
+
+    def below(self, name: str) -> str:
+        """The path of ``name`` directly in the configured directory (for one ``open``
+        with ``O_NOFOLLOW``, which refuses ``name`` if it is a link: the walk's rule)."""
+        return os.path.join(self._prefix, name)
+
+    def _first_level(self, name: str, create: bool) -> int | None:
+        """The directory ``name`` directly below the configured one, in one ``open``;
+        None when that open fails for any reason but absence (the walk then names it).
+
+        Opening ``DIRECTORY/name`` with ``O_NOFOLLOW`` gives the walk's guarantee:
+        the configured directory may be reached through links, and ``name``, the
+        only component below it in that path, is refused if it is one, at the
+        moment of use. It saves the walk's ``open`` and ``close`` of the configured
+        directory (two system calls of every state read and write).
+        """
         try:
-            for depth, name in enumerate(parts[:-1], start=1):
-                below = self._subdir(fd, name, create, parts[:depth])
+            return os.open(self.below(name), _DIR_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                raise  # the configured directory or this level: either way nothing to read
+            return None  # the walk creates what is missing
+        except OSError:
+            return None  # a link, a file, a permission: the walk tells which
+
+    def _walk(self, fd: int, parts: tuple[str, ...], done: int, create: bool) -> int:
+        """From ``fd`` (the directory holding ``parts[done]``) down to the one holding
+        ``parts[-1]``, each level relative to its parent; ``fd`` is consumed."""
+        try:
+            for depth in range(done, len(parts) - 1):
+                below = self._subdir(fd, parts[depth], create, parts[: depth + 1])
                 os.close(fd)
                 fd = below
         except BaseException:

@@ -20,26 +20,35 @@ directory is followed, for reads, writes, locks, temp files and renames.
 
 The hot path is counted in system calls (each one releases and retakes the GIL
 under 16 workers): reads are ``open``/``read``/``close`` without the buffered
-layer's ``fstat``/``ioctl``/``lseek``.
+layer's ``fstat``/``ioctl``/``lseek``; a file directly in the directory is read
+with one ``open`` (no directory descriptor), the first level below it is
+reached in one ``open`` (:mod:`.paths`); the lock file a write has just created
+is not read when the target is missing (:mod:`.locks`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import itertools
 import logging
 import os
 import secrets as _random
 import stat
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rotator.backends.base import Record, Validation, ValidationStatus, Version, WriteResult
 from rotator.backends.file.formats import canonical, parse, render, version
+from rotator.backends.file.locks import (
+    FILE_FLAGS,
+    MARKER,
+    NOT_MANAGED,
+    Held,
+    LockFiles,
+    mark,
+    marker,
+)
 from rotator.backends.file.paths import Tree
 from rotator.errors import StoreConflict, StoreDamaged, StoreError, StoreNotManaged
 from rotator.fileio import read_fd, write_all
@@ -49,10 +58,9 @@ __all__ = ["MARKER", "FileStore"]
 
 _log = logging.getLogger("rotator.backends.file")
 
-#: what the lock file holds once rotator wrote the path (NOT_MANAGED: refused or deleted)
-MARKER = b"managed-by: rotator\n"
-NOT_MANAGED = b"managed-by: none\n"
-_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+#: O_NONBLOCK: a FIFO put where the file goes reads as empty instead of blocking the
+#: job forever (regular files ignore the flag)
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | FILE_FLAGS
 
 #: temp file names: a per-process prefix (pid and a random tag: a restarted
 #: container reuses its PID, and a crash can leave a temp file behind) and a counter
@@ -65,18 +73,6 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-
-
-@dataclass
-class _Held:
-    """One path under its lock: the directory, the lock file and what it said."""
-
-    dir_fd: int
-    name: str
-    lock_fd: int
-    #: the lock file existed before this call (a fresh one proves nothing)
-    lock_existed: bool
-    marker: bytes
 
 
 def _readable(raw: bytes, fmt: str) -> bool:
@@ -95,94 +91,23 @@ class FileStore:
         self.directory = Path(settings.directory)
         self.mode: int = settings.mode
         self._tree = Tree(self.directory, name)
+        self._locks = LockFiles(self._tree)
 
-    # -- locking and ownership -------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self, parts: tuple[str, ...], *, new: bool = False) -> Iterator[_Held]:
-        dir_fd = self._tree.parent(parts, create=True)
-        try:
-            lock_fd, existed = self._open_lock(dir_fd, parts, new=new)
-            try:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX)
-                    # read under the lock even when this call created the lock file: a
-                    # concurrent writer may have taken the lock first and marked the path
-                    marker = os.pread(lock_fd, 64, 0)
-                except OSError as exc:  # a FIFO or a socket where the lock file goes
-                    where = self._tree.show((*parts[:-1], f".{parts[-1]}.lock"))
-                    raise self._tree.error(exc, "lock", where) from None
-                yield _Held(dir_fd, parts[-1], lock_fd, existed, marker)
-            finally:
-                os.close(lock_fd)  # closing releases the lock
-        finally:
-            os.close(dir_fd)
-
-    def _open_lock(self, dir_fd: int, parts: tuple[str, ...], *, new: bool) -> tuple[int, bool]:
-        """The lock file's descriptor, and whether it existed before this call.
-
-        ``new``: the caller believes the path is new (it writes against no version),
-        so its lock file most likely is too: it is created first, and opened only if
-        it exists. Either order gives the same answer; the likely one saves the
-        failing ``open`` (one system call, one hand-over of the interpreter lock).
-        """
-        lock = f".{parts[-1]}.lock"
-        shown = (*parts[:-1], lock)
-        for _ in range(3):  # created, or removed, by someone else in between: look again
-            if new:
-                opened = self._create_lock(dir_fd, lock, shown) or self._open_existing(
-                    dir_fd, lock, shown
-                )
-            else:
-                opened = self._open_existing(dir_fd, lock, shown) or self._create_lock(
-                    dir_fd, lock, shown
-                )
-            if opened is not None:
-                return opened
-        raise self._tree.error(OSError(errno.EAGAIN, "the lock file keeps changing"), "lock", lock)
-
-    def _open_existing(
-        self, dir_fd: int, lock: str, shown: tuple[str, ...]
-    ) -> tuple[int, bool] | None:
-        try:
-            return os.open(lock, os.O_RDWR | _FILE_FLAGS, dir_fd=dir_fd), True
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
-
-    def _create_lock(
-        self, dir_fd: int, lock: str, shown: tuple[str, ...]
-    ) -> tuple[int, bool] | None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
-        try:
-            return os.open(lock, flags, 0o600, dir_fd=dir_fd), False
-        except FileExistsError:
-            return None
-        except OSError as exc:
-            raise self._tree.refusal(exc, dir_fd, lock, "lock", shown) from None
-
-    def _owned(self, held: _Held, current: bytes, fmt: str) -> bool:
-        if held.marker == MARKER:
-            return True
-        # before the marker existed, rotator still always left an (empty) lock file
-        return held.lock_existed and held.marker == b"" and canonical(current, fmt)
+    # -- ownership -------------------------------------------------------------------
 
     @staticmethod
-    def _mark(held: _Held, marker: bytes) -> None:
-        if held.marker != marker:
-            os.pwrite(held.lock_fd, marker, 0)
-            if len(held.marker) > len(marker):  # a new lock file is empty: nothing to cut
-                os.ftruncate(held.lock_fd, len(marker))
-            held.marker = marker
+    def _owned(held: Held, current: bytes, fmt: str) -> bool:
+        found = marker(held)
+        if found == MARKER:
+            return True
+        # before the marker existed, rotator still always left an (empty) lock file
+        return held.lock_existed and found == b"" and canonical(current, fmt)
 
     # -- reading -------------------------------------------------------------------
 
     def _open_target(self, dir_fd: int, parts: tuple[str, ...]) -> int | None:
         try:
-            # O_NONBLOCK: a FIFO put where the file goes reads as empty instead of
-            # blocking the job forever (regular files ignore the flag)
-            return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | _FILE_FLAGS, dir_fd=dir_fd)
+            return os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -194,16 +119,29 @@ class FileStore:
         except OSError as exc:
             raise self._tree.error(exc, "read", self._tree.show(parts)) from None
 
-    def read(self, path: str, *, fmt: str = "json") -> Record | None:
-        parts = self._tree.parts(path)
+    def _open_for_read(self, parts: tuple[str, ...]) -> int | None:
+        if len(parts) == 1:
+            # a file directly in the configured directory: O_NOFOLLOW on the one
+            # component below it is the walk's guarantee, without the directory's
+            # open and close; any failure but absence goes the walk's way to be named
+            try:
+                return os.open(self._tree.below(parts[0]), _READ_FLAGS)
+            except FileNotFoundError:
+                return None
+            except OSError:
+                pass
         try:
             dir_fd = self._tree.parent(parts, create=False)
         except FileNotFoundError:
             return None
         try:
-            fd = self._open_target(dir_fd, parts)
+            return self._open_target(dir_fd, parts)
         finally:
             os.close(dir_fd)
+
+    def read(self, path: str, *, fmt: str = "json") -> Record | None:
+        parts = self._tree.parts(path)
+        fd = self._open_for_read(parts)
         if fd is None:
             return None
         try:
@@ -235,12 +173,12 @@ class FileStore:
     ) -> WriteResult:
         parts = self._tree.parts(path)
         new = render(data, fmt)
-        with self._locked(parts, new=expected_version is None) as held:
+        with self._locks.locked(parts, new=expected_version is None) as held:
             fd = self._open_target(held.dir_fd, parts)
             try:
                 current = self._read_fd(fd, parts) if fd is not None else None
                 if current is not None and not self._owned(held, current, fmt) and not adopt:
-                    self._mark(held, NOT_MANAGED)  # an empty lock must not pass for an old one
+                    mark(held, NOT_MANAGED)  # an empty lock must not pass for an old one
                     raise StoreNotManaged(
                         f"{self._tree.show(parts)} exists and was not written by rotator (its "
                         f"lock file .{parts[-1]}.lock does not say {MARKER.decode().strip()}); "
@@ -256,7 +194,7 @@ class FileStore:
                         path=path,
                     )
                 if current is not None and current == new and fd is not None:
-                    self._mark(held, MARKER)
+                    mark(held, MARKER)
                     if (os.fstat(fd).st_mode & 0o777) != self.mode:
                         os.fchmod(fd, self.mode)
                     return WriteResult(version(current), changed=False)
@@ -277,7 +215,7 @@ class FileStore:
             try:
                 # before the data: a crash in between leaves a marked path, never an
                 # unmarked file that rotator wrote
-                self._mark(held, MARKER)
+                mark(held, MARKER)
             except OSError as exc:
                 raise self._tree.error(exc, "write", self._tree.show(parts)) from None
             self._replace(held.dir_fd, parts, new)
@@ -285,7 +223,7 @@ class FileStore:
 
     def _replace(self, dir_fd: int, parts: tuple[str, ...], content: bytes) -> None:
         tmp = f".{parts[-1]}.tmp-{_tmp['tag']}-{next(_tmp_seq)}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | FILE_FLAGS
         try:
             fd = os.open(tmp, flags, self.mode, dir_fd=dir_fd)
         except OSError as exc:
@@ -311,7 +249,7 @@ class FileStore:
 
     def delete(self, path: str) -> None:
         parts = self._tree.parts(path)
-        with self._locked(parts) as held:
+        with self._locks.locked(parts) as held:
             try:
                 found = os.stat(parts[-1], dir_fd=held.dir_fd, follow_symlinks=False)
                 if stat.S_ISLNK(found.st_mode):
@@ -324,7 +262,7 @@ class FileStore:
                 raise self._tree.error(exc, "delete", self._tree.show(parts)) from None
             # as Vault drops the metadata: a file someone creates here later is not ours
             with contextlib.suppress(OSError):
-                self._mark(held, NOT_MANAGED)
+                mark(held, NOT_MANAGED)
 
     def validate(self, probe_path: str | None = None) -> Validation:
         probe = (f".rotator-probe-{os.getpid()}",)
