@@ -170,6 +170,9 @@ def open_answer(
 
 
 _polite_client: Callable[..., httpx.Client] | None = None
+#: httpx's private "which transport serves this URL" (mounts, proxies); an httpx
+#: without it gets the full path (tests name another attribute to take it)
+_TRANSPORT_FOR_URL = "_transport_for_url"
 
 
 def polite_client_class() -> Callable[..., httpx.Client]:
@@ -242,7 +245,7 @@ def polite_client_class() -> Callable[..., httpx.Client]:
                 headers=merged,
                 extensions=extensions,
             )
-            transport_for = getattr(self, "_transport_for_url", None)
+            transport_for = getattr(self, _TRANSPORT_FOR_URL, None)
             target = request.url
             if transport_for is None or self.is_closed or target.is_relative_url or target.userinfo:
                 full = self.build_request(
