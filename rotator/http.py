@@ -42,11 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rotator.errors import BadResponse
+from rotator.netstream import corked_backend, install
 from rotator.politeness import Permit, Politeness
 
 if TYPE_CHECKING:
     import ssl
 
+    import httpcore
     import httpx
 
 __all__ = [
@@ -90,6 +92,7 @@ class HttpClients:
         self._lock = threading.Lock()
         self._max_connections = max_connections
         self._user_agent = user_agent
+        self._backend: httpcore.NetworkBackend | None = None
 
     def get(self, *, verify: bool = True, ca_bundle: Path | None = None) -> httpx.Client:
         key = (verify, str(ca_bundle or ""))
@@ -121,6 +124,11 @@ class HttpClients:
                 ),
             )
             self._all.append(client)
+            if self._backend is None:
+                self._backend = corked_backend()
+            mounts: dict[Any, Any] = getattr(client, "_mounts", {})
+            for transport in (getattr(client, "_transport", None), *mounts.values()):
+                install(transport, self._backend)  # else httpcore's own, unchanged
         return client
 
     def close(self) -> None:
