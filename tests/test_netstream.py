@@ -6,6 +6,7 @@ the kernel sees.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -160,3 +161,67 @@ def test_https_calls_go_through_corked_streams(tmp_path: Path) -> None:
     finally:
         clients.close()
         server.stop()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _connect_proxy(listener: socket.socket, tunnels: list[bytes]) -> None:
+    """A CONNECT proxy: records each request line, then pipes bytes both ways."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        line = head.split(b"\r\n", 1)[0]
+        tunnels.append(line)
+        host, port = line.split()[1].decode().rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for ends in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=ends, daemon=True).start()
+
+
+def test_https_through_a_connect_proxy_goes_through_corked_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, certificate, key = make_ca(tmp_path)
+    server = TLSEmulator(certificate, key)
+    server.start()
+    port = server.token_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    listener = socket.create_server(("127.0.0.1", 0))
+    tunnels: list[bytes] = []
+    threading.Thread(target=_connect_proxy, args=(listener, tunnels), daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy", "https_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    clients = HttpClients()
+    try:
+        client = clients.get(ca_bundle=ca)
+        for _ in range(2):
+            answer = send(client, "POST", server.token_url, data={"grant_type": "nothing"})
+            assert answer.status == 401
+            assert b"invalid_client" in answer.body
+        mounts = client._mounts.items()  # type: ignore[attr-defined]
+        (proxy,) = [transport for pattern, transport in mounts if pattern.scheme == "https"]
+        (tunnel,) = proxy._pool.connections
+        stream = tunnel._connection._network_stream  # TLS started on the corked stream
+        assert type(stream).__name__ == "_CorkedStream"
+        assert stream.get_extra_info("ssl_object") is not None
+    finally:
+        clients.close()
+        server.stop()
+        listener.close()
+    assert tunnels == [f"CONNECT 127.0.0.1:{port} HTTP/1.1".encode()]  # one tunnel, kept
