@@ -194,3 +194,21 @@ def test_clients_ask_only_for_what_they_decode() -> None:
     clients = HttpClients()
     assert clients.get().headers["accept-encoding"] == ACCEPT_ENCODING == "gzip, deflate"
     clients.close()
+
+
+def test_no_client_keeps_a_cookie_whatever_asks() -> None:
+    # probe and the full path (client.post, client.stream) share the clients send() uses
+    from tests.support.rawhttp import RawAnswer, RawRecorder
+
+    with RawRecorder(lambda request: RawAnswer(200, b"{}", [("Set-Cookie", "sid=a")])) as server:
+        clients = HttpClients()
+        client = clients.get()
+        try:
+            for _ in range(2):
+                client.post(server.url + "/token", data={"a": "b"})
+                with client.stream("GET", server.url + "/x") as response:
+                    response.read()
+            assert not list(client.cookies.jar)
+        finally:
+            clients.close()
+        assert all(request.header("cookie") == [] for request in server.take())

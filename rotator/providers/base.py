@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from rotator.errors import BadResponse, PermanentProviderError, TransientProviderError
-from rotator.http import iter_decoded
+from rotator.http import iter_decoded, open_answer
 from rotator.tokens import MAX_RESPONSE_BYTES, ConsumerView, TokenSet, format_time
 
 if TYPE_CHECKING:
@@ -149,7 +149,8 @@ def send(
     safe_url = url.split("?", 1)[0]
     deadline = time.monotonic() + timeout
     try:
-        with client.stream(
+        response = open_answer(
+            client,
             method,
             url,
             params=params,
@@ -157,7 +158,8 @@ def send(
             content=content,
             headers=headers,
             timeout=timeout,
-        ) as response:
+        )
+        try:
             chunks: list[bytes] = []
             size = 0
             for chunk in iter_decoded(response, where=safe_url):
@@ -173,13 +175,16 @@ def send(
                         "timeout",
                         f"{safe_url} did not answer within {timeout:g}s (the answer trickled in)",
                     )
+            answer_headers = response.headers
             return HttpAnswer(
                 status=response.status_code,
                 body=b"".join(chunks),
-                content_type=response.headers.get("content-type", ""),
-                retry_after=response.headers.get("retry-after"),
-                date=response.headers.get("date"),
+                content_type=answer_headers.get("content-type", ""),
+                retry_after=answer_headers.get("retry-after"),
+                date=answer_headers.get("date"),
             )
+        finally:
+            response.close()
     except httpx.TimeoutException as exc:
         raise TransientProviderError(
             "timeout", f"{safe_url} did not answer within {timeout:g}s ({type(exc).__name__})"
