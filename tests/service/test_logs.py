@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,6 +123,48 @@ def test_the_fast_path_skips_only_strings_scrub_leaves_alone(text: str) -> None:
         assert run(note=text)["note"] == text
     else:
         assert run(note=text)["note"] == scrub(text, limit=2000)
+
+
+_NAMES = st.sampled_from(
+    ["access_token", "ToKeN", "code_", "PASSWD", "client_secret", "api_key", "apikey", "key"]
+)
+_SEPARATORS = st.sampled_from([":", "=", '":"', '"=', ": ", "T00:00:00Z", "-"])
+
+
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=8), st.text(alphabet="aZ09-_:=.T", max_size=8), _TRICKY)
+        | _NAMES
+        | _SEPARATORS,
+        max_size=8,
+    ).map("".join)
+)
+def test_the_plain_check_decides_exactly_as_the_scrub_regex(text: str) -> None:
+    """_plain's scans in C answer what SCRUB_ANY would, for every string: never a
+    string the regex would have caught passed as plain."""
+    from rotator.service.logs import _LIMIT, _plain
+
+    assert _plain(text) == (len(text) <= _LIMIT and SCRUB_ANY.search(text) is None)
+    long = text * 300
+    assert _plain(long) == (len(long) <= _LIMIT and SCRUB_ANY.search(long) is None)
+
+
+def test_every_credential_name_of_the_scrub_patterns_holds_a_part_the_plain_check_knows() -> None:
+    """_plain lets a ``:`` or ``=`` pass without the regex only when no credential's name
+    could come before it: a name added to rotator.errors' patterns must be known here."""
+    from rotator.errors import _SCRUB_PATTERNS
+    from rotator.service.logs import _KEY_PARTS
+
+    names = [
+        name
+        for pattern in _SCRUB_PATTERNS
+        for group in re.findall(r"\(((?:[a-z_]+\|)+[a-z_]+)\)", pattern.pattern)
+        for name in group.split("|")
+    ]
+    assert "refresh_token" in names and "apikey" in names  # the names were found
+    for name in names:
+        if name not in ("bearer", "basic"):  # these need whitespace, never plain
+            assert any(part in name for part in _KEY_PARTS), name
 
 
 def test_non_string_values_under_credential_names_are_masked() -> None:
