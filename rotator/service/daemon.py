@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -44,6 +43,7 @@ from rotator.service.scheduling import (
     pool_executor,
 )
 from rotator.service.signals import refusal_reason, run_in_foreground
+from rotator.service.workers import Workers
 from rotator.state import AccountState
 
 __all__ = ["Daemon", "ReloadRefused", "Rewire", "Rewired", "refusal_reason"]
@@ -116,7 +116,7 @@ class Daemon:
         self._rewire = rewire
         self.owns: Callable[[str], bool] = every_account  # a replica's share (coordination)
         self.scheduler: Any = None
-        self._workers: ThreadPoolExecutor | None = None
+        self._workers: Workers | None = None
         self.hooks_on_start: list[Callable[[], None]] = []
         self.hooks_on_reload: list[Callable[[], None]] = []
         self.hooks_on_stop: list[Callable[[], None]] = []
@@ -166,9 +166,7 @@ class Daemon:
     def start(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
 
-        self._workers = ThreadPoolExecutor(
-            max_workers=self.config.server.workers, thread_name_prefix="rotator-worker"
-        )
+        self._workers = Workers(self.config.server.workers, thread_name_prefix="rotator-worker")
         self.scheduler = scheduler(
             fire=self._fire,
             executors={
@@ -217,7 +215,7 @@ class Daemon:
     def _fire(self, name: str, retry_failed: bool, planned: datetime) -> None:
         """The scheduler's thread: an account's planned run is due, to the pool with it."""
         if self._workers is not None and not self.stopping.is_set():
-            self._workers.submit(self._planned_run, name, retry_failed, planned)
+            self._workers.call(self._planned_run, name, retry_failed, planned)
 
     def _planned_run(self, name: str, retry_failed: bool, planned: datetime) -> None:
         try:
