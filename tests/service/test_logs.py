@@ -221,6 +221,54 @@ def test_json_lines_when_the_stream_is_not_a_terminal(stream: io.StringIO) -> No
     assert REFRESH not in stream.getvalue()
 
 
+def test_a_line_goes_straight_to_rotators_handler_only_when_nothing_else_would_see_it(
+    stream: io.StringIO,
+) -> None:
+    """Without a LogRecord when rotator's handler is the only one on the way (the daemon);
+    the standard library's way, the same line, when another handler or a filter is."""
+    from rotator.service.logs import _only_handler
+
+    [ours] = [h for h in logging.getLogger().handlers if getattr(h, "_rotator", False)]
+    alone = logging.getLogger("rotator.test-alone")
+    alone.propagate = False
+    alone.addHandler(ours)
+    seen = logging.getLogger("rotator.test-seen")  # propagates to root: pytest's handlers too
+    try:
+        assert _only_handler(alone, logging.INFO) is ours
+        assert _only_handler(seen, logging.INFO) is None
+        for name in ("rotator.test-alone", "rotator.test-seen"):
+            structlog.get_logger(name).info("rotated", account="idp-api", access_token=TOKEN)
+        structlog.get_logger("rotator.test-alone").error("failed", error=f"Bearer {TOKEN}")
+        quiet = logging.Filter("nothing-passes")
+        alone.addFilter(quiet)
+        assert _only_handler(alone, logging.INFO) is None
+        structlog.get_logger("rotator.test-alone").info("filtered out")
+        alone.removeFilter(quiet)
+        ours.setLevel(logging.WARNING)
+        assert _only_handler(alone, logging.INFO) is None
+        assert _only_handler(alone, logging.ERROR) is ours
+        ours.setLevel(logging.NOTSET)
+    finally:
+        alone.removeHandler(ours)
+        alone.propagate = True
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    for line in lines:
+        line.pop("timestamp")
+    direct, recorded, failed = lines
+    assert (
+        direct
+        == recorded
+        == {
+            "account": "idp-api",
+            "access_token": "***",
+            "event": "rotated",
+            "level": "info",
+        }
+    )
+    assert failed == {"error": "Bearer ***", "event": "failed", "level": "error"}
+    assert TOKEN not in stream.getvalue()
+
+
 def test_tracebacks_are_scrubbed(stream: io.StringIO) -> None:
     log = structlog.get_logger("rotator.test")
     try:
