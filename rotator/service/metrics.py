@@ -177,7 +177,9 @@ class Metrics:
         # the token in hand came from a re-login when the marker is its issue time
         relogin = state.extra.get(RELOGIN_AT, "")
         if not relogin or state.issued_at is None or relogin != format_time(state.issued_at):
-            if not relogin:  # an ordinary refresh since: the next re-login is a new one
+            # an ordinary refresh since: the next re-login is a new one (no lock when
+            # nothing is to forget, as for nearly every rotation: the test is atomic)
+            if not relogin and state.account in self._relogins_counted:
                 with self._relogins_lock:
                     self._relogins_counted.pop(state.account, None)
             return
