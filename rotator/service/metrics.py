@@ -120,6 +120,10 @@ class Metrics:
         #: account -> the re-login last counted (a state is observed after its rotation
         #: and again by every sweep; each re-login counts once)
         self._relogins_counted: dict[str, str] = {}
+        #: accounts with a refresh-expiry series: a state without a refresh expiry (client
+        #: credentials: every rotation) removes one only then, not by a remove that takes
+        #: the metric's lock, reads the environment twice and raises KeyError
+        self._refresh_expiring: set[str] = set()
         self._relogins_lock = threading.Lock()
         self.alerts_sent = Counter(
             "rotator_alerts_sent",
@@ -160,7 +164,9 @@ class Metrics:
             _remove(self.access_expiry, account)
         if state.refresh_expires_at is not None:
             self.refresh_expiry.labels(account).set(state.refresh_expires_at.timestamp())
-        else:
+            self._refresh_expiring.add(account)
+        elif account in self._refresh_expiring:
+            self._refresh_expiring.discard(account)
             _remove(self.refresh_expiry, account)
         if state.last_success_at is not None:
             self.last_success.labels(account).set(state.last_success_at.timestamp())
@@ -200,6 +206,7 @@ class Metrics:
         for gauge in (self.access_expiry, self.refresh_expiry, self.last_success, self.ready):
             _remove(gauge, account)
         _remove(self.relogins, account)
+        self._refresh_expiring.discard(account)
         with self._relogins_lock:
             self._relogins_counted.pop(account, None)
 
