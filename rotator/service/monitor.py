@@ -23,6 +23,7 @@ the two together:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +55,8 @@ SWEEP_JOB = "__rotator_alert_sweep__"
 _ALERT_STOP_WAIT = 5.0
 #: how long a woken alert checker lets a burst's hand-offs collect before it works
 _GATHER = 0.2
+#: how many waiting items a checker thread takes under one lock
+_TAKEN = 32
 
 
 def _utcnow() -> datetime:
@@ -363,20 +366,23 @@ class _LatestFirst:
                     return
             if not self._waiter.sleep(self._gather):
                 return  # closed while gathering: what waits is dropped
-            while (taken := self._take()) is not None:
-                key, item = taken
-                try:
-                    self._work(item)
-                except Exception as exc:  # a check must never end its thread
-                    _log.error("alert check failed", account=key, error=repr(exc))
+            while taken := self._take():
+                for key, item in taken:
+                    if self._closed:
+                        return  # what was taken and not begun is dropped, as what waits
+                    try:
+                        self._work(item)
+                    except Exception as exc:  # a check must never end its thread
+                        _log.error("alert check failed", account=key, error=repr(exc))
 
-    def _take(self) -> tuple[str, Any] | None:
-        """The oldest waiting key and its item; None when nothing waits or closed."""
+    def _take(self) -> list[tuple[str, Any]]:
+        """The oldest waiting keys with their items, a few at a time (one lock for them,
+        and the other thread takes the next few); empty when nothing waits or closed."""
         with self._cond:
-            if self._closed or not self._pending:
-                return None
-            key = next(iter(self._pending))
-            return key, self._pending.pop(key)
+            if self._closed:
+                return []
+            keys = list(itertools.islice(self._pending, _TAKEN))
+            return [(key, self._pending.pop(key)) for key in keys]
 
     def close(self, timeout: float) -> None:
         """Drop what waits; give the items being worked on ``timeout`` s to finish."""
