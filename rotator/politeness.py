@@ -1,9 +1,9 @@
 """Politeness toward vendors: per-host rate limits, concurrency caps and pauses.
 
-A platform with thousands of grants on one vendor must never look like an
-attack: after a restart with every account overdue, or when the vendor says
-``429``, rotator must slow down for the whole host, not per account. So every
-call to a vendor passes one gate per *host* (scheme, host and port of the URL):
+A platform with thousands of grants on one vendor must never look like an attack: after
+a restart with every account overdue, or when the vendor says ``429``, rotator must slow
+down for the whole host, not per account. So every call to a vendor passes one gate per
+*host* (scheme, host and port of the URL):
 
 - a concurrency cap (calls in flight at once);
 - a token bucket (GCRA: ``per_second`` sustained, ``burst`` at most at once);
@@ -13,16 +13,14 @@ call to a vendor passes one gate per *host* (scheme, host and port of the URL):
   (:data:`BACKOFF_FIRST` doubling up to :data:`BACKOFF_MAX`) until an answer
   that is neither. After a pause the bucket starts empty: no burst at its end.
 
-Waiting goes through :class:`~rotator.waits.Waiter` (the daemon's stop ends it)
-and is bounded by a *budget* (half the call's timeout, see :mod:`rotator.http`):
-a call that would wait longer is not made; :class:`Throttled` (a transient
-provider error with ``retry_after``) says when to try again, so a worker never
-holds an account's lease through a long pause. The daemon looks at
-:meth:`Politeness.hold_off` before it starts a rotation and defers a job whose
-host is paused (:meth:`Politeness.deferral_slot` spaces the deferred jobs at
-the host's rate, so the pause's end is no burst either).
-The start's plan for overdue accounts: :func:`rotator.service.scheduling.spread_overdue`.
-Pure but for the clock and the waiter, both injected (tests use a fake clock).
+Waiting goes through :class:`~rotator.waits.Waiter` (the daemon's stop ends it) and is
+bounded by a *budget* (half the call's timeout, see :mod:`rotator.http`): a call that
+would wait longer is not made; :class:`Throttled` (a transient provider error with
+``retry_after``) says when to try again, so a worker never holds an account's lease
+through a long pause. The daemon asks :meth:`Politeness.hold_off` before a rotation and
+defers a job whose host is paused (:meth:`Politeness.deferral_slot` spaces them at the
+host's rate: no burst at the pause's end either); the start's plan for overdue accounts is
+:func:`rotator.service.scheduling.spread_overdue`. Pure but for the injected clock and waiter.
 """
 
 from __future__ import annotations
@@ -92,7 +90,6 @@ class RateLimit:
 
 
 DEFAULT_LIMIT = RateLimit()
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -150,7 +147,6 @@ class Sleeper(Protocol):
     """What the gate waits with: :class:`rotator.waits.Waiter`, or a test's fake clock."""
 
     def sleep(self, seconds: float) -> bool: ...
-
     @property
     def stopped(self) -> bool: ...
 
@@ -295,18 +291,21 @@ class Politeness:
         slot_deadline = time.monotonic() + budget
         with self._cond:
             gate = self._gate(key)
-            # first come, first served: without a queue one worker can lose every wake-up
-            ticket = object()
-            gate.waiting.append(ticket)
-            try:
-                while gate.waiting[0] is not ticket or gate.in_flight >= gate.limit.concurrency:
-                    left = slot_deadline - time.monotonic()
-                    if self.waiter.stopped or left <= 0:
-                        raise Throttled(host_label(key), budget, "its concurrency cap is reached")
-                    self._cond.wait(min(left, _SLOT_POLL))
-            finally:
-                gate.waiting.remove(ticket)
-                self._cond.notify_all()  # the next in the queue looks again
+            if gate.waiting or gate.in_flight >= gate.limit.concurrency:
+                # first come, first served: without a queue one worker can lose every wake-up
+                ticket = object()
+                gate.waiting.append(ticket)
+                try:
+                    while gate.waiting[0] is not ticket or gate.in_flight >= gate.limit.concurrency:
+                        left = slot_deadline - time.monotonic()
+                        if self.waiter.stopped or left <= 0:
+                            raise Throttled(
+                                host_label(key), budget, "its concurrency cap is reached"
+                            )
+                        self._cond.wait(min(left, _SLOT_POLL))
+                finally:
+                    gate.waiting.remove(ticket)
+                    self._cond.notify_all()  # the next in the queue looks again
             now = self.clock()
             start = gate.start_time(now)
             if start > began + budget or self.waiter.stopped:
@@ -314,6 +313,9 @@ class Politeness:
                 raise Throttled(host_label(key), start - now, why)
             gate.reserve(start)
             gate.in_flight += 1
+            if start <= now:  # no wait (a pause is in start_time): one lock, not three
+                gate.observe_wait(now - began)
+                return Permit(key, now - began)
         while True:
             if not self.waiter.sleep(start - now):
                 self.release(Permit(key, 0.0), None, None, called=False)

@@ -102,17 +102,21 @@ class AccountState:
         )
 
     def with_tokens(self, tokens: TokenSet) -> AccountState:
-        return replace(
-            self,
-            access_token=tokens.access_token,
-            token_type=tokens.token_type,
-            issued_at=tokens.issued_at,
-            expires_at=tokens.expires_at,
-            refresh_token=tokens.refresh_token,
-            refresh_expires_at=tokens.refresh_expires_at,
-            scope=tokens.scope,
-            extra={**self.extra, **tokens.extra},
-        )
+        return replace(self, **self.token_fields(tokens))
+
+    def token_fields(self, tokens: TokenSet) -> dict[str, Any]:
+        """What :meth:`with_tokens` changes: a rotation's new state is then one copy of
+        the twenty fields, with its other changes, not two."""
+        return {
+            "access_token": tokens.access_token,
+            "token_type": tokens.token_type,
+            "issued_at": tokens.issued_at,
+            "expires_at": tokens.expires_at,
+            "refresh_token": tokens.refresh_token,
+            "refresh_expires_at": tokens.refresh_expires_at,
+            "scope": tokens.scope,
+            "extra": {**self.extra, **tokens.extra},
+        }
 
     def lease_held_by_other(self, owner: str, now: datetime) -> bool:
         return bool(

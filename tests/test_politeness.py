@@ -107,6 +107,9 @@ def test_over_any_sequence_the_rate_never_exceeds_the_bucket(
         if status in (429, 503):
             pauses.append((fake.now, fake.now + politeness.hold_off([HOST])))
     assert_within_rate(starts, limit)
+    # every call made, waited or not, counted once in the wait histogram
+    [stats] = politeness.stats() or [None]
+    assert (stats.wait_count if stats else 0) == len(starts)
     # no call started inside a pause the vendor asked for (every account: one host)
     for begin, until in pauses:
         assert not [s for s in starts if begin < s < until - 1e-9], (begin, until)

@@ -99,6 +99,13 @@ def test_tokenset_view_and_with_tokens() -> None:
     assert updated.extra == {"user_id": "42", "tenant": "t1"}
     assert updated.same_grant(state) is False
     assert state.same_grant(full_state())
+    # a rotation's new state is one copy with every change: the same as two copies
+    from rotator.rotation.lease import Lease
+
+    others = {"last_error": "", "consecutive_failures": 0, "next_refresh_at": T0}
+    assert Lease.released(state, **state.token_fields(new), **others) == Lease.released(
+        updated, **others
+    )
 
 
 def test_lease_held_by_other() -> None:

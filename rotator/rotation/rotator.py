@@ -225,7 +225,8 @@ class Rotator:
     def _rotated(self, account: Account, lease: Lease, tokens: TokenSet) -> AccountState:
         """The new state: the vendor's tokens, no error, and the lease released."""
         return Lease.released(
-            lease.state.with_tokens(tokens),
+            lease.state,
+            **lease.state.token_fields(tokens),
             last_success_at=tokens.issued_at,
             last_error="",
             last_error_code="",

@@ -14,18 +14,15 @@ sleep: a next run due after the tick is added without waking it.
 This module is the lifecycle only: :mod:`rotator.service.app` builds the parts
 (stores, spool, accounts, rotator, monitor) and hands them in, with the function
 that rebuilds them on SIGHUP. A reload that fails for any reason keeps the
-running configuration.
-
-The long-lived objects are kept out of the garbage collector's full passes
-(service/heap.py).
+running configuration. Long-lived objects skip the collector's full passes (heap.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -47,11 +44,13 @@ from rotator.service.scheduling import (
     pool_executor,
 )
 from rotator.service.signals import refusal_reason, run_in_foreground
+from rotator.service.workers import Workers
 from rotator.state import AccountState
 
 __all__ = ["Daemon", "ReloadRefused", "Rewire", "Rewired", "refusal_reason"]
 
 _log = structlog.get_logger("rotator.daemon")
+_lines = logging.getLogger("rotator.daemon")  # what a line reaches (logs._Emitter asks it too)
 _TICK = "__rotator_tick__"
 #: the tick's interval: the scheduler looks at its jobs at least this often
 _TICK_SECONDS = 30
@@ -109,7 +108,9 @@ class Daemon:
         self.config = config
         self.ready = threading.Event()
         self.stopping = threading.Event()
-        self._in_flight = 0
+        #: a token per run in flight: set.add/discard are atomic, so a run takes no lock
+        #: (16 workers contending for one was a thread switch per run); stop() waits below
+        self._in_flight: set[object] = set()
         self._in_flight_done = threading.Condition()
         self.stores = stores
         self.http = http
@@ -117,7 +118,7 @@ class Daemon:
         self._rewire = rewire
         self.owns: Callable[[str], bool] = every_account  # a replica's share (coordination)
         self.scheduler: Any = None
-        self._workers: ThreadPoolExecutor | None = None
+        self._workers: Workers | None = None
         self.hooks_on_start: list[Callable[[], None]] = []
         self.hooks_on_reload: list[Callable[[], None]] = []
         self.hooks_on_stop: list[Callable[[], None]] = []
@@ -167,9 +168,7 @@ class Daemon:
     def start(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
 
-        self._workers = ThreadPoolExecutor(
-            max_workers=self.config.server.workers, thread_name_prefix="rotator-worker"
-        )
+        self._workers = Workers(self.config.server.workers, thread_name_prefix="rotator-worker")
         self.scheduler = scheduler(
             fire=self._fire,
             executors={
@@ -218,7 +217,7 @@ class Daemon:
     def _fire(self, name: str, retry_failed: bool, planned: datetime) -> None:
         """The scheduler's thread: an account's planned run is due, to the pool with it."""
         if self._workers is not None and not self.stopping.is_set():
-            self._workers.submit(self._planned_run, name, retry_failed, planned)
+            self._workers.call(self._planned_run, name, retry_failed, planned)
 
     def _planned_run(self, name: str, retry_failed: bool, planned: datetime) -> None:
         try:
@@ -232,19 +231,20 @@ class Daemon:
         if (later := paused_host(self.http.politeness, self.rotator.accounts[name])) is not None:
             self._schedule(name, later, retry_failed=retry_failed, planned=planned)
             return
-        with self._in_flight_done:
-            self._in_flight += 1
+        self._in_flight.add(run := object())
         try:
             result = self.rotator.rotate(name, retry_failed=retry_failed)
         except Exception as exc:  # never let one account kill the worker
             _log.exception("rotation crashed", account=name, error=repr(exc))
             result = RotationResult(name, Outcome.TRANSIENT, None)
         finally:
-            with self._in_flight_done:
-                self._in_flight -= 1
-                self._in_flight_done.notify_all()
-        if planned is not None:
-            # Planned vs done, for the benchmark's lateness figures (filtered out below debug).
+            self._in_flight.discard(run)
+            # discarded before the look: a stop that sets the flag later finds it gone
+            if self.stopping.is_set():
+                with self._in_flight_done:
+                    self._in_flight_done.notify_all()
+        if planned is not None and _lines.isEnabledFor(logging.DEBUG):
+            # Planned vs done, for the benchmark's lateness figures (not even built below debug).
             _log.debug(
                 "job done",
                 account=name,
@@ -345,12 +345,12 @@ class Daemon:
         with self._in_flight_done:
             while self._in_flight and not deadline.is_set():
                 self._in_flight_done.wait(timeout=0.2)
-            clean = self._in_flight == 0
+            clean = not self._in_flight
         timer.cancel()
         if not clean:
             _log.warning(
                 "rotations still in flight at the end of the grace period",
-                in_flight=self._in_flight,
+                in_flight=len(self._in_flight),
                 grace_s=grace,
             )
         _call_hooks(self.hooks_on_drained, "drained")

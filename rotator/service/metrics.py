@@ -120,6 +120,10 @@ class Metrics:
         #: account -> the re-login last counted (a state is observed after its rotation
         #: and again by every sweep; each re-login counts once)
         self._relogins_counted: dict[str, str] = {}
+        #: accounts with a refresh-expiry series: a state without a refresh expiry (client
+        #: credentials: every rotation) removes one only then, not by a remove that takes
+        #: the metric's lock, reads the environment twice and raises KeyError
+        self._refresh_expiring: set[str] = set()
         self._relogins_lock = threading.Lock()
         self.alerts_sent = Counter(
             "rotator_alerts_sent",
@@ -160,7 +164,9 @@ class Metrics:
             _remove(self.access_expiry, account)
         if state.refresh_expires_at is not None:
             self.refresh_expiry.labels(account).set(state.refresh_expires_at.timestamp())
-        else:
+            self._refresh_expiring.add(account)
+        elif account in self._refresh_expiring:
+            self._refresh_expiring.discard(account)
             _remove(self.refresh_expiry, account)
         if state.last_success_at is not None:
             self.last_success.labels(account).set(state.last_success_at.timestamp())
@@ -177,7 +183,9 @@ class Metrics:
         # the token in hand came from a re-login when the marker is its issue time
         relogin = state.extra.get(RELOGIN_AT, "")
         if not relogin or state.issued_at is None or relogin != format_time(state.issued_at):
-            if not relogin:  # an ordinary refresh since: the next re-login is a new one
+            # an ordinary refresh since: the next re-login is a new one (no lock when
+            # nothing is to forget, as for nearly every rotation: the test is atomic)
+            if not relogin and state.account in self._relogins_counted:
                 with self._relogins_lock:
                     self._relogins_counted.pop(state.account, None)
             return
@@ -198,6 +206,7 @@ class Metrics:
         for gauge in (self.access_expiry, self.refresh_expiry, self.last_success, self.ready):
             _remove(gauge, account)
         _remove(self.relogins, account)
+        self._refresh_expiring.discard(account)
         with self._relogins_lock:
             self._relogins_counted.pop(account, None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +125,48 @@ def test_the_fast_path_skips_only_strings_scrub_leaves_alone(text: str) -> None:
         assert run(note=text)["note"] == scrub(text, limit=2000)
 
 
+_NAMES = st.sampled_from(
+    ["access_token", "ToKeN", "code_", "PASSWD", "client_secret", "api_key", "apikey", "key"]
+)
+_SEPARATORS = st.sampled_from([":", "=", '":"', '"=', ": ", "T00:00:00Z", "-"])
+
+
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=8), st.text(alphabet="aZ09-_:=.T", max_size=8), _TRICKY)
+        | _NAMES
+        | _SEPARATORS,
+        max_size=8,
+    ).map("".join)
+)
+def test_the_plain_check_decides_exactly_as_the_scrub_regex(text: str) -> None:
+    """_plain's scans in C answer what SCRUB_ANY would, for every string: never a
+    string the regex would have caught passed as plain."""
+    from rotator.service.logs import _LIMIT, _plain
+
+    assert _plain(text) == (len(text) <= _LIMIT and SCRUB_ANY.search(text) is None)
+    long = text * 300
+    assert _plain(long) == (len(long) <= _LIMIT and SCRUB_ANY.search(long) is None)
+
+
+def test_every_credential_name_of_the_scrub_patterns_holds_a_part_the_plain_check_knows() -> None:
+    """_plain lets a ``:`` or ``=`` pass without the regex only when no credential's name
+    could come before it: a name added to rotator.errors' patterns must be known here."""
+    from rotator.errors import _SCRUB_PATTERNS
+    from rotator.service.logs import _KEY_PARTS
+
+    names = [
+        name
+        for pattern in _SCRUB_PATTERNS
+        for group in re.findall(r"\(((?:[a-z_]+\|)+[a-z_]+)\)", pattern.pattern)
+        for name in group.split("|")
+    ]
+    assert "refresh_token" in names and "apikey" in names  # the names were found
+    for name in names:
+        if name not in ("bearer", "basic"):  # these need whitespace, never plain
+            assert any(part in name for part in _KEY_PARTS), name
+
+
 def test_non_string_values_under_credential_names_are_masked() -> None:
     out = run(code=123456, token=["a"], session={"id": 1}, error_code=7, note=None)
     assert out == {"code": "***", "token": "***", "session": "***", "error_code": 7, "note": None}
@@ -176,6 +219,54 @@ def test_json_lines_when_the_stream_is_not_a_terminal(stream: io.StringIO) -> No
     assert second["client"] == "***"
     assert TOKEN not in stream.getvalue()
     assert REFRESH not in stream.getvalue()
+
+
+def test_a_line_goes_straight_to_rotators_handler_only_when_nothing_else_would_see_it(
+    stream: io.StringIO,
+) -> None:
+    """Without a LogRecord when rotator's handler is the only one on the way (the daemon);
+    the standard library's way, the same line, when another handler or a filter is."""
+    from rotator.service.logs import _only_handler
+
+    [ours] = [h for h in logging.getLogger().handlers if getattr(h, "_rotator", False)]
+    alone = logging.getLogger("rotator.test-alone")
+    alone.propagate = False
+    alone.addHandler(ours)
+    seen = logging.getLogger("rotator.test-seen")  # propagates to root: pytest's handlers too
+    try:
+        assert _only_handler(alone, logging.INFO) is ours
+        assert _only_handler(seen, logging.INFO) is None
+        for name in ("rotator.test-alone", "rotator.test-seen"):
+            structlog.get_logger(name).info("rotated", account="idp-api", access_token=TOKEN)
+        structlog.get_logger("rotator.test-alone").error("failed", error=f"Bearer {TOKEN}")
+        quiet = logging.Filter("nothing-passes")
+        alone.addFilter(quiet)
+        assert _only_handler(alone, logging.INFO) is None
+        structlog.get_logger("rotator.test-alone").info("filtered out")
+        alone.removeFilter(quiet)
+        ours.setLevel(logging.WARNING)
+        assert _only_handler(alone, logging.INFO) is None
+        assert _only_handler(alone, logging.ERROR) is ours
+        ours.setLevel(logging.NOTSET)
+    finally:
+        alone.removeHandler(ours)
+        alone.propagate = True
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    for line in lines:
+        line.pop("timestamp")
+    direct, recorded, failed = lines
+    assert (
+        direct
+        == recorded
+        == {
+            "account": "idp-api",
+            "access_token": "***",
+            "event": "rotated",
+            "level": "info",
+        }
+    )
+    assert failed == {"error": "Bearer ***", "event": "failed", "level": "error"}
+    assert TOKEN not in stream.getvalue()
 
 
 def test_tracebacks_are_scrubbed(stream: io.StringIO) -> None:

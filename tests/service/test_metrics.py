@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator import __version__
@@ -381,3 +383,30 @@ def test_a_running_daemon_serves_the_process_and_python_families(tmp_path: Path)
         assert value not in text
     labels = {v for f in families.values() for s in f.samples for v in s.labels.values()}
     assert "svc-api" in labels
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.booleans() | st.none()), max_size=12))
+def test_the_refresh_expiry_series_follows_the_last_state_and_forget(
+    steps: list[tuple[str, bool | None]],
+) -> None:
+    """Whatever the order of states with and without a refresh expiry (None: the account
+    is forgotten), each account's series is there exactly when its last state had one."""
+    metrics = Metrics()
+    expected: dict[str, float] = {}
+    for account, refresh in steps:
+        if refresh is None:
+            metrics.forget(account)
+            expected.pop(account, None)
+            continue
+        until = T0 + timedelta(days=len(expected) + 1) if refresh else None
+        metrics.observe_state(AccountState(account, refresh_expires_at=until), T0)
+        if until is not None:
+            expected[account] = until.timestamp()
+        else:
+            expected.pop(account, None)
+    for account in ("a", "b"):
+        value = metrics.registry.get_sample_value(
+            "rotator_refresh_token_expiry_timestamp_seconds", {"account": account}
+        )
+        assert value == expected.get(account), (account, steps)

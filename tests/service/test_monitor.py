@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.service.monitor import _LatestFirst
@@ -359,6 +361,85 @@ def test_closing_the_alert_checks_drops_what_waits() -> None:
     queue.put("z", "z0")  # after close: refused quietly, no thread started for it
     assert queue._threads == [thread] and not queue._pending
     assert work.done == ["x0"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=40),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_alert_checks_see_every_keys_newest_item_under_concurrent_producers(
+    sequences: list[list[int]],
+) -> None:
+    """Producers on their own threads (a burst's workers) hand off at once: every key's
+    newest item is worked, and a key's items are never worked older after newer."""
+    worked: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    def work(item: tuple[str, int]) -> None:
+        with lock:
+            worked.setdefault(item[0], []).append(item[1])
+
+    queue = _LatestFirst(work, name="test-checks", gather=0.01)
+    start = threading.Barrier(len(sequences))
+
+    def produce(producer: int, keys: list[int]) -> None:
+        start.wait()
+        for seq, key in enumerate(keys):
+            queue.put(f"{producer}-{key}", (f"{producer}-{key}", seq))
+
+    threads = [threading.Thread(target=produce, args=(p, keys)) for p, keys in enumerate(sequences)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    newest = {f"{p}-{key}": seq for p, keys in enumerate(sequences) for seq, key in enumerate(keys)}
+    wait_for(
+        lambda: all(worked.get(k, [None])[-1] == v for k, v in newest.items()),
+        timeout=10,
+        what="every key's newest item",
+    )
+    queue.close(timeout=5)
+    assert set(worked) == set(newest)
+    for items in worked.values():
+        assert items == sorted(set(items))  # never an older item after a newer one
+
+
+def test_a_burst_of_hand_offs_wakes_the_alert_checks_a_few_times_not_per_item() -> None:
+    """Each wake-up is a futex call and a thread switch in the rotation's worker: a
+    burst's items collect while a woken thread gathers and works."""
+    done: list[str] = []
+    queue = _LatestFirst(done.append, name="test-checks", gather=0.05)
+    wakes = 0
+    notify = queue._cond.notify
+
+    def counted(n: int = 1) -> None:
+        nonlocal wakes
+        wakes += 1
+        notify(n)
+
+    queue._cond.notify = counted  # type: ignore[method-assign]
+    started = time.monotonic()
+
+    def produce(producer: int) -> None:
+        for i in range(150):
+            queue.put(f"{producer}-{i}", f"{producer}-{i}")
+            time.sleep(0.0002)  # a rotation's own I/O between hand-offs
+
+    threads = [threading.Thread(target=produce, args=(p,)) for p in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for(lambda: len(done) == 16 * 150, timeout=10, what="every item")
+    elapsed = time.monotonic() - started
+    queue.close(timeout=5)
+    # each of the two threads sleeps at most once per gathering pause
+    assert wakes <= 2 * (elapsed / 0.05 + 1), (wakes, elapsed)
+    assert wakes < 16 * 150 / 10
 
 
 def test_alert_retries_wait_through_the_daemons_waiter(
