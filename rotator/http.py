@@ -37,7 +37,6 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,16 +138,6 @@ class HttpClients:
             self._local = threading.local()
 
 
-class _NoCookies(CookieJar):
-    """A jar that keeps nothing: a vendor's ``Set-Cookie`` never reaches another call."""
-
-    def set_cookie(self, cookie: Any) -> None:
-        return None
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        return None
-
-
 def open_answer(
     client: httpx.Client,
     method: str,
@@ -191,7 +180,18 @@ def polite_client_class() -> Callable[..., httpx.Client]:
     global _polite_client  # noqa: PLW0603 - one class, built once, httpx imported lazily
     if _polite_client is not None:
         return _polite_client
+    from http.cookiejar import CookieJar  # imports urllib.request: not before httpx is
+
     import httpx
+
+    class _NoCookies(CookieJar):
+        """A jar that keeps nothing: a vendor's ``Set-Cookie`` never reaches another call."""
+
+        def set_cookie(self, cookie: Any) -> None:
+            return None
+
+        def extract_cookies(self, response: Any, request: Any) -> None:
+            return None
 
     class _ReleasingStream(httpx.SyncByteStream):
         """The answer's body; closing it frees the host's slot (once)."""
