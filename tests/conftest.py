@@ -25,6 +25,23 @@ for _name in ("INVOCATION_ID", "SUDO_UID"):
     os.environ.pop(_name, None)
 
 
+_CPUS = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+@pytest.fixture(autouse=True)
+def _every_cpu_after_each_test() -> Iterator[None]:
+    """An in-process daemon puts the test process on one CPU (rotator/service/cpus.py)
+    until it stops; one a test left running must not slow the tests after it."""
+    yield
+    if _CPUS is None or os.sched_getaffinity(0) == _CPUS:
+        return
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), _CPUS)
+        except OSError:
+            continue
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_secret_in_any_log() -> Iterator[None]:
     """Capture every in-process log line to LOG_DIR; at the end, scan it all for secrets."""

@@ -81,8 +81,8 @@ class ServerSettings(Model):
     coordination: CoordinationSettings | None = None
     #: how long rotations in flight may take to finish on SIGTERM
     shutdown_grace: Duration = timedelta(seconds=30)
-    #: rotations running at once (a bounded worker pool)
-    workers: int = Field(default=16, ge=1, le=256)
+    workers: int = Field(default=16, ge=1, le=256)  #: rotations at once (the worker pool)
+    single_cpu: bool = True  #: one CPU at a time, the least busy (rotator/service/cpus.py)
     #: the encrypted local spool (default: $STATE_DIRECTORY/spool, else ~/.local/state)
     spool_dir: Path | None = None
     #: key for the spool (default: a generated 0600 key file in spool_dir)

@@ -168,7 +168,7 @@ class Daemon:
     def start(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
 
-        self._workers = Workers(self.config.server.workers, thread_name_prefix="rotator-worker")
+        self._workers = Workers.serving(self.config.server)
         self.scheduler = scheduler(
             fire=self._fire,
             executors={

@@ -29,6 +29,8 @@ from typing import Any
 
 import structlog
 
+from rotator.service.cpus import OneCpu
+
 __all__ = ["Workers"]
 
 _log = structlog.get_logger("rotator.daemon")
@@ -45,15 +47,31 @@ _QUEUES: weakref.WeakKeyDictionary[threading.Thread, queue.SimpleQueue[_Item | N
 class Workers:
     """At most ``max_workers`` threads running submitted calls in submission order."""
 
-    def __init__(self, max_workers: int, *, thread_name_prefix: str = "rotator-worker") -> None:
+    def __init__(
+        self,
+        max_workers: int,
+        *,
+        thread_name_prefix: str = "rotator-worker",
+        single_cpu: bool = False,
+    ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be 1 or more, not {max_workers}")
         self._max = max_workers
+        #: the process's one CPU (rotator/service/cpus.py), looked at as items are taken,
+        #: given back at the shutdown; None: off, or nothing to choose from
+        self.cpu = OneCpu() if single_cpu else None
+        if self.cpu is not None and not self.cpu.enabled:
+            self.cpu = None
         self._prefix = thread_name_prefix
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()  # starting a thread and shutting down: not per item
         self._shutdown = False
+
+    @classmethod
+    def serving(cls, server: Any) -> Workers:
+        """The daemon's pool, as ``server`` (its ServerSettings) says."""
+        return cls(server.workers, single_cpu=server.single_cpu)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if self._shutdown:
@@ -78,7 +96,9 @@ class Workers:
             if self._shutdown or len(self._threads) >= self._max:
                 return
             thread = threading.Thread(
-                target=_work, args=(self._queue,), name=f"{self._prefix}_{len(self._threads)}"
+                target=_work,
+                args=(self._queue, self.cpu),
+                name=f"{self._prefix}_{len(self._threads)}",
             )
             thread.start()
             self._threads.append(thread)
@@ -99,15 +119,20 @@ class Workers:
                         item[0].cancel()
             for _ in self._threads:
                 self._queue.put(None)
+            if self.cpu is not None:
+                self.cpu.release()  # every thread back on every allowed CPU
         if wait:
             for thread in self._threads:
                 thread.join()
 
 
-def _work(work: queue.SimpleQueue[_Item | None]) -> None:
+def _work(work: queue.SimpleQueue[_Item | None], cpu: OneCpu | None) -> None:
     """One thread: the next item, to its end, until the end marker (no pool reference
-    is held, so a pool nobody shuts down is still collected, and its threads end at exit)."""
+    is held, so a pool nobody shuts down is still collected, and its threads end at exit).
+    With ``cpu``, each item first gives it a chance to choose again."""
     while (item := work.get()) is not None:
+        if cpu is not None:
+            cpu.tick()
         future, fn, args, kwargs = item
         del item
         if future is None:
