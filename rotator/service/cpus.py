@@ -29,18 +29,23 @@ nothing: one allowed CPU, no ``sched_setaffinity`` (not Linux), no readable
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 import structlog
 
-__all__ = ["INTERVAL", "MARGIN", "OneCpu", "allowed_cpus", "read_busy"]
+__all__ = ["INTERVAL", "JITTER", "MARGIN", "OneCpu", "allowed_cpus", "read_busy"]
 
 _log = structlog.get_logger("rotator.daemon")
 
 #: seconds between two looks at the CPUs' load
 INTERVAL = 5.0
+#: each interval is this share longer or shorter, at random, and ties go to a CPU that
+#: depends on the process id: rotators sharing a host (replicas) neither look at the
+#: same moment nor all pick the same idle CPU
+JITTER = 0.2
 #: another CPU is chosen only if its other work was less by this share of the interval
 #: (two CPUs about equally busy do not trade the workers back and forth)
 MARGIN = 0.2
@@ -103,6 +108,8 @@ class OneCpu:
         tasks: Callable[[], list[int]] = _tasks,
         place: Callable[[int, Iterable[int]], None] | None = None,
         interval: float = INTERVAL,
+        jitter: float = JITTER,
+        first: int | None = None,
     ) -> None:
         self._allowed = sorted(allowed_cpus() if allowed is None else allowed)
         self._busy = busy
@@ -112,6 +119,10 @@ class OneCpu:
         known = place if place is not None else getattr(os, "sched_setaffinity", None)
         self._place: Callable[[int, Iterable[int]], None] = known or _nowhere
         self._interval = interval
+        self._jitter = jitter
+        self._random = random.Random()  # noqa: S311 (timing, not secrets; not the global one)
+        #: ties go to the first CPU from this position on (the process id by default)
+        self._first = os.getpid() if first is None else first
         self._lock = threading.Lock()  # one thread chooses; the others go on
         self._due = 0.0
         #: the CPU the daemon runs on (None: wherever the kernel puts it)
@@ -179,7 +190,7 @@ class OneCpu:
 
     def _choose(self) -> None:
         now = self._clock()
-        self._due = now + self._interval
+        self._due = now + self._interval * self._random.uniform(1 - self._jitter, 1 + self._jitter)
         try:
             busy, own = self._busy(), self._own()
         except (OSError, ValueError):
@@ -199,7 +210,9 @@ class OneCpu:
         if self.cpu in others:
             # the daemon's own time was spent on its CPU: it is not a neighbour's
             others[self.cpu] = max(0.0, others[self.cpu] - (own - own_before))
-        best = min(others, key=lambda cpu: (others[cpu], cpu))
+        ring = len(self._allowed)
+        order = {cpu: (i - self._first) % ring for i, cpu in enumerate(self._allowed)}
+        best = min(others, key=lambda cpu: (others[cpu], order[cpu]))
         margin = MARGIN * max(now - then, 0.0)
         if self.cpu not in others or others[best] < others[self.cpu] - margin:
             if best != self.cpu:

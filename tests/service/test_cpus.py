@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotator.service import cpus
-from rotator.service.cpus import MARGIN, OneCpu, allowed_cpus, read_busy
+from rotator.service.cpus import JITTER, MARGIN, OneCpu, allowed_cpus, read_busy
 from rotator.service.workers import Workers
 from tests.fakes.oauth2 import emulator
 from tests.service.test_daemon import SECRET, seed, write_config
@@ -56,6 +56,8 @@ class Machine:
             tasks=lambda: [1, 2, 3],
             place=self.place,
             interval=5.0,
+            jitter=0.0,
+            first=0,
         )
 
     def place(self, task: int, cpus: Iterable[int]) -> None:
@@ -164,6 +166,36 @@ def test_a_move_is_always_to_an_allowed_cpu_clearly_less_busy(
             # the workers' own time was subtracted from their CPU only
             assert others[chosen] < others[before] - MARGIN * seconds + 1e-9
         before = chosen
+
+
+def test_ties_depend_on_the_process_and_looks_are_spread_in_time() -> None:
+    """Rotators sharing a host (replicas) do not all pick the same idle CPU, nor look
+    again at the same moment."""
+    picks: set[int] = set()
+    for first in range(4):
+        machine = Machine(4)
+        pin = OneCpu(
+            list(machine.busy),
+            busy=machine.read,
+            own=lambda: 0.0,
+            clock=lambda machine=machine: machine.now,  # type: ignore[misc]
+            tasks=lambda: [],
+            place=machine.place,
+            first=first,
+        )
+        machine.step(5, {})
+        pin.tick()
+        picks.add(pin.cpu if pin.cpu is not None else -1)
+    assert picks == {0, 1, 2, 3}
+    machine = Machine(2)
+    pin = OneCpu([0, 1], busy=machine.read, clock=lambda: machine.now, tasks=lambda: [])
+    dues = set()
+    for _ in range(20):
+        machine.step(10, {})
+        pin.tick()
+        dues.add(round(pin._due - machine.now, 6))
+    assert len(dues) > 1
+    assert all(5 * (1 - JITTER) <= due <= 5 * (1 + JITTER) for due in dues)
 
 
 def test_every_thread_is_put_on_the_chosen_cpu_and_the_placing_follows_the_choice() -> None:
