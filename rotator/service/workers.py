@@ -25,11 +25,14 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from rotator.service.cpus import OneCpu
+
+if TYPE_CHECKING:
+    from rotator.config.models import ServerSettings
 
 __all__ = ["Workers"]
 
@@ -69,8 +72,8 @@ class Workers:
         self._shutdown = False
 
     @classmethod
-    def serving(cls, server: Any) -> Workers:
-        """The daemon's pool, as ``server`` (its ServerSettings) says."""
+    def serving(cls, server: ServerSettings) -> Workers:
+        """The daemon's pool, as the configuration's ``server`` says."""
         return cls(server.workers, single_cpu=server.single_cpu)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
