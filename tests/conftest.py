@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,21 @@ for _name in ("INVOCATION_ID", "SUDO_UID"):
     os.environ.pop(_name, None)
 
 
+def _redis_backoff_draws_from_its_own_generator() -> None:
+    """redis-py's retry backoff draws from the global ``random``. ``check --online``
+    against a dead backend leaves its tooz call retrying on a daemon thread for about a
+    minute (the command exits anyway; rotator/service/coordination_backend.py
+    ``within``), and in the test process those draws change the global state while
+    hypothesis draws in a later test (HypothesisDeprecationWarning). Here they go to a
+    generator of their own."""
+    try:
+        import redis.backoff
+    except ImportError:  # the coordination extra is not installed: nothing draws
+        return
+    redis.backoff.random = random.Random()  # type: ignore[assignment,attr-defined]
+
+
+_redis_backoff_draws_from_its_own_generator()
 _CPUS = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
