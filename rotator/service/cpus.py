@@ -15,9 +15,10 @@ So the daemon's threads share one CPU: of the CPUs the process may use
 (``sched_getaffinity``, so a cpuset, ``taskset`` or systemd's ``CPUAffinity=`` is
 respected), the one whose other work (``/proc/stat``, less the daemon's own CPU
 time while it ran there) was least over the last interval. It is looked at again
-when a worker takes an item and the last look is 5 s old, so a busy neighbour
-holds the daemon on its CPU for 5 s of work at most; an idle daemon looks at
-nothing. Every thread is put there, not only the workers: they all take the same
+when a worker takes an item and the last look is about 5 s old (a fifth more or
+less, at random, so replicas on one host do not look at the same moment), so a
+busy neighbour holds the daemon on its CPU for 6 s of work at most; an idle
+daemon looks at nothing. Every thread is put there, not only the workers: they all take the same
 interpreter lock, and a thread started later inherits its parent's CPU. At the
 stop every thread goes back to every allowed CPU.
 
